@@ -1,0 +1,26 @@
+"""edgeroute's export stage: RouteLLM-format checkpoints to quantized ONNX bundles.
+
+Needs the ``export`` extra (PyTorch, transformers, optimum, onnx): ``pip install 'edgeroute[export]'``.
+This package may import ``edgeroute.runtime``; the runtime never imports it.
+"""
+
+from edgeroute.runtime.errors import require_extra
+
+for _module in ("torch", "transformers", "onnx", "safetensors", "tqdm"):
+    require_extra(_module, "export", "edgeroute.export")
+
+from .checkpoints import ROUTELLM_ARENA_MODELS, CheckpointError, MFCheckpoint, read_mf_checkpoint  # noqa: E402
+from .exporter import ExportOptions, ExportParityError, export_bert, export_mf, minilm_dir, run_export_command  # noqa: E402
+
+__all__ = [
+    "ROUTELLM_ARENA_MODELS",
+    "CheckpointError",
+    "MFCheckpoint",
+    "read_mf_checkpoint",
+    "ExportOptions",
+    "ExportParityError",
+    "export_bert",
+    "export_mf",
+    "minilm_dir",
+    "run_export_command",
+]

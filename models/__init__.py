@@ -1,0 +1,1 @@
+"""Shipped router bundles (data only). ``DEFAULT`` names the router used without --router."""

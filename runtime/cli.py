@@ -1,0 +1,198 @@
+"""The ``edgeroute`` command: parse arguments, call the library, print.
+
+Exit codes: 0 success, 2 usage or input error, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import (
+    BundleNotFoundError,
+    ConfigurationError,
+    EdgerouteError,
+    ExtraNotInstalledError,
+    InvalidInputError,
+    require_extra,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError)
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
+                        help="graph precision (default: int8 on CPU, fp16 on CUDA, when present)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    parser.add_argument("--strong-model", default=None, help="MF routers: strong model name")
+    parser.add_argument("--weak-model", default=None, help="MF routers: weak model name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``edgeroute`` command."""
+    parser = argparse.ArgumentParser(prog="edgeroute", description="Quantized ONNX LLM routers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    route = commands.add_parser("route", help="score prompts and print one JSON decision per prompt")
+    route.add_argument("prompts", nargs="+", metavar="PROMPT")
+    route.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
+    choice = route.add_mutually_exclusive_group()
+    choice.add_argument("--threshold", type=float, default=None,
+                        help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)")
+    choice.add_argument("--strong-pct", type=float, default=None,
+                        help="share of prompts to send to the strong model, from the calibration table")
+    _add_load_options(route)
+
+    info = commands.add_parser("info", help="summarize a bundle's manifest")
+    info.add_argument("bundle", metavar="BUNDLE", help="shipped router name or bundle folder")
+    info.add_argument("--json", action="store_true", help="print the whole manifest")
+
+    commands.add_parser("list", help="list the shipped routers")
+
+    export = commands.add_parser("export", help="convert a RouteLLM-format checkpoint to an ONNX bundle [export extra]")
+    kinds = export.add_subparsers(dest="kind", required=True)
+    for kind, what in (("bert", "BertForSequenceClassification folder"), ("mf", "MF checkpoint folder")):
+        sub = kinds.add_parser(kind, help=f"export a RouteLLM {what}")
+        sub.add_argument("--checkpoint", required=True, help=f"local {what}")
+        sub.add_argument("--out", required=True, help="bundle folder to write (must not exist, or use --overwrite)")
+        sub.add_argument("--name", default=None, help="router name in the manifest (default: the folder name)")
+        sub.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16 (default fp32,int8)")
+        sub.add_argument("--opset", type=int, default=17)
+        sub.add_argument("--max-length", type=int, default=None, help="tokenizer truncation length")
+        sub.add_argument("--int8-tolerance", type=float, default=0.05,
+                         help="fail when int8 and PyTorch win rates differ by more than this")
+        sub.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
+        sub.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=False,
+                         help="7-bit weights, for AVX2 CPUs without VNNI")
+        sub.add_argument("--overwrite", action="store_true")
+        sub.add_argument("--strong-name", default=None, help="name of the strong model (stored in the manifest)")
+        sub.add_argument("--weak-name", default=None, help="name of the weak model (stored in the manifest)")
+        if kind == "mf":
+            sub.add_argument("--embedder", default="minilm",
+                             help="'minilm' (packaged all-MiniLM-L6-v2), a local sentence-encoder folder, "
+                                  "or 'openai:MODEL' for a remote embeddings endpoint")
+            sub.add_argument("--model-names", default=None,
+                             help="JSON file mapping model name to row index (default: the checkpoint's "
+                                  "model_ids.json, else RouteLLM's 64 Arena models)")
+    return parser
+
+
+def _load_router(args: argparse.Namespace, name: str | None):
+    from .router import Router, default_router_name
+
+    return Router.load(
+        name or default_router_name(),
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        strong_model=args.strong_model,
+        weak_model=args.weak_model,
+    )
+
+
+def _default_threshold(router: Any) -> float:
+    try:
+        return router.threshold_for(0.5)
+    except InvalidInputError:
+        return 0.5
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    router = _load_router(args, args.router)
+    if args.strong_pct is not None:
+        threshold = router.threshold_for(args.strong_pct)
+    elif args.threshold is not None:
+        threshold = args.threshold
+    else:
+        threshold = _default_threshold(router)
+    for prompt in args.prompts:
+        decision = router.route(prompt, threshold)
+        print(json.dumps({
+            "router": router.name,
+            "win_rate": round(decision.win_rate, 6),
+            "threshold": round(decision.threshold, 6),
+            "decision": decision.model,
+            "model": decision.model_name,
+            "score_us": round(decision.score_us, 1),
+        }))
+    return EXIT_OK
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
+    from .router import resolve_bundle
+
+    manifest = read_manifest(resolve_bundle(args.bundle))
+    if args.json:
+        print(json.dumps(manifest.data, indent=2))
+        return EXIT_OK
+    data = manifest.data
+    lines = [
+        f"name:        {data['name']}",
+        f"kind:        {data['kind']}",
+        f"folder:      {manifest.folder}",
+        f"precisions:  {', '.join(manifest.precisions) or 'remote embeddings'}",
+        f"max length:  {manifest.max_length or 'set by the remote embedder'} tokens",
+        f"opset:       {data.get('opset')}",
+    ]
+    models = data.get("models") or {}
+    if models:
+        lines.append(f"models:      strong={models.get('strong')} weak={models.get('weak')}")
+    if data["kind"] == "mf":
+        head = data["head"]
+        lines.append(f"embedder:    {data['embedder'].get('kind')} {data['embedder'].get('model', '')} dim={data['embedder']['dim']}")
+        lines.append(f"MF models:   {len(head['model_names'])} (default pair {head.get('default_strong')} vs {head.get('default_weak')})")
+    for precision, figures in (data.get("parity") or {}).get("precisions", {}).items():
+        lines.append(
+            f"parity {precision}: max |Δ win rate| {figures['max_abs_diff']:.2e}, "
+            f"min decision agreement {figures['min_agreement']:.3f} over {data['parity']['n_prompts']} prompts"
+        )
+    calibration = data.get("calibration")
+    if calibration:
+        lines.append(f"calibration: {len(calibration['thresholds'])} points on {calibration.get('prompt_set')}")
+    for file_name, entry in data["files"].items():
+        lines.append(f"file:        {file_name} {entry.get('bytes', 0) / 1e6:.1f} MB sha256 {entry['sha256'][:12]}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _run_list(_: argparse.Namespace) -> int:
+    from .router import default_router_name, shipped_routers
+
+    names = shipped_routers()
+    default = default_router_name() if names else None
+    for name in names:
+        print(f"{name}{'  (default)' if name == default else ''}")
+    return EXIT_OK
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    export = require_extra("edgeroute.export", "export", "edgeroute export")
+    manifest_path = export.run_export_command(args)
+    print(f"wrote {manifest_path}")
+    return EXIT_OK
+
+
+_COMMANDS = {"route": _run_route, "info": _run_info, "list": _run_list, "export": _run_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgeroute`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except _USAGE_ERRORS as exc:
+        print(f"edgeroute: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgerouteError as exc:
+        print(f"edgeroute: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

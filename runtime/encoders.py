@@ -1,0 +1,161 @@
+"""Text encoders behind a router: an ONNX graph fed by a `tokenizers` tokenizer, or a remote
+OpenAI-compatible embeddings endpoint (for MF routers trained on such embeddings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .errors import (
+    BundleCorruptError,
+    ConfigurationError,
+    EmbeddingServiceError,
+    ProviderUnavailableError,
+)
+
+DEVICES = ("cpu", "cuda")
+_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def make_session(graph_path: Path, device: str, threads: int | None) -> ort.InferenceSession:
+    """Create an onnxruntime session on ``device``; raise rather than fall back to another device."""
+    if device not in DEVICES:
+        raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+    wanted = _PROVIDERS[device][0]
+    if wanted not in ort.get_available_providers():
+        raise ProviderUnavailableError(
+            f"device {device!r} needs onnxruntime's {wanted}, which this onnxruntime build lacks "
+            f"(available: {', '.join(ort.get_available_providers())}); "
+            "install the GPU build as the README's 'GPU' section says, or load with device='cpu'"
+        )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=_PROVIDERS[device])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
+        raise BundleCorruptError(
+            f"{graph_path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]}); "
+            "re-export the bundle"
+        ) from exc
+    if session.get_providers()[0] != wanted:
+        # onnxruntime silently falls back to CPU when CUDA libraries fail to load; refuse that.
+        raise ProviderUnavailableError(
+            f"device {device!r}: onnxruntime created the session on {session.get_providers()[0]} "
+            f"instead of {wanted} (are the CUDA and cuDNN libraries installed?); "
+            "fix the CUDA installation, or load with device='cpu'"
+        )
+    return session
+
+
+def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
+    """Load a `tokenizers` file set to truncate at ``max_length`` and pad to the batch's longest."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise BundleCorruptError(
+            f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle"
+        ) from exc
+    tokenizer.enable_truncation(max_length=max_length)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+    return tokenizer
+
+
+class OnnxTextEncoder:
+    """Tokenize a batch and run one ONNX graph on it; returns the named output."""
+
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: Tokenizer, input_names: Sequence[str], output_name: str
+    ) -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        self.input_names = list(input_names)
+        self.output_name = output_name
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids, attention mask and token types for ``texts``, padded to the longest."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.asarray(columns[name], dtype=np.int64) for name in self.input_names}
+
+    def run_tokens(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on already tokenized input."""
+        return self.session.run([self.output_name], feeds)[0]
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self.run_tokens(self.tokenize(texts))
+
+
+class OpenAIEmbedder:
+    """Prompt embeddings from an OpenAI-compatible ``/embeddings`` endpoint (standard library HTTP).
+
+    The endpoint comes from ``base_url`` or ``EDGEROUTE_EMBEDDINGS_BASE_URL`` (then
+    ``OPENAI_BASE_URL``, then OpenAI's own); the key from ``api_key`` or
+    ``EDGEROUTE_EMBEDDINGS_API_KEY`` (then ``OPENAI_API_KEY``). Nothing connects until the
+    first prompt is scored.
+    """
+
+    def __init__(
+        self, model: str, dim: int, base_url: str | None, api_key: str | None, timeout_s: float = 10.0
+    ) -> None:
+        base_url = (
+            base_url
+            or os.environ.get("EDGEROUTE_EMBEDDINGS_BASE_URL")
+            or os.environ.get("OPENAI_BASE_URL")
+            or "https://api.openai.com/v1"
+        )
+        api_key = api_key or os.environ.get("EDGEROUTE_EMBEDDINGS_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise ConfigurationError(
+                f"this MF router embeds prompts with {model!r} through an OpenAI-compatible endpoint, "
+                "and no API key is set: pass embeddings_api_key= to Router.load or set "
+                "EDGEROUTE_EMBEDDINGS_API_KEY (or OPENAI_API_KEY)"
+            )
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.model = model
+        self.dim = dim
+        self._api_key = api_key
+        self.timeout_s = timeout_s
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        body = json.dumps({"model": self.model, "input": list(texts)}).encode("utf-8")
+        request = urllib.request.Request(
+            self.url,
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = json.loads(response.read())
+            rows = sorted(payload["data"], key=lambda item: item["index"])
+            vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
+        except urllib.error.HTTPError as exc:
+            raise EmbeddingServiceError(f"embeddings endpoint {self.url} answered HTTP {exc.code}") from exc
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise EmbeddingServiceError(f"embeddings endpoint {self.url} unreachable: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingServiceError(f"embeddings endpoint {self.url} sent a malformed body: {exc}") from exc
+        if vectors.shape != (len(texts), self.dim):
+            raise EmbeddingServiceError(
+                f"embeddings endpoint {self.url} returned shape {vectors.shape}, expected ({len(texts)}, {self.dim})"
+            )
+        return vectors

@@ -1,0 +1,221 @@
+"""The bundle manifest: one JSON file that makes a router bundle self-describing.
+
+A bundle is one folder::
+
+    manifest.json        this description (not hashed: it holds the hashes)
+    *.onnx               graphs, one per precision (fp32, int8, fp16)
+    tokenizer.json       a Hugging Face `tokenizers` file
+    head.npy             MF routers only: the folded scoring matrix
+
+The manifest's keys are documented in README.md ("Bundle format"). Everything that gives
+the numbers meaning (which output, which labels, which model names, which thresholds)
+lives here rather than in code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    BundleFileMissingError,
+    BundleIntegrityError,
+    ManifestError,
+    UnsupportedSchemaError,
+)
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+ROUTER_KINDS = ("bert", "mf")
+PRECISIONS = ("fp32", "int8", "fp16")
+# Bundle file names are plain names inside the bundle folder: no separators, no "..".
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def sha256_of(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest and the folder it describes."""
+
+    folder: Path
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.data["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def max_length(self) -> int | None:
+        """Token limit of the local tokenizer; None for routers that embed remotely."""
+        tokenizer = self.data.get("tokenizer")
+        return int(tokenizer["max_length"]) if tokenizer else None
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        """The ONNX text encoder section: the classifier (bert) or the embedder (mf)."""
+        return self.data["classifier"] if self.kind == "bert" else self.data["embedder"]
+
+    @property
+    def precisions(self) -> list[str]:
+        return sorted(self.encoder.get("graphs", {}))
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.data.get("calibration")
+
+    def path_of(self, file_name: str) -> Path:
+        """Path of a bundle file, checked to exist and to match its recorded hash."""
+        path = self.folder / file_name
+        if not path.is_file():
+            raise BundleFileMissingError(
+                f"{path}: listed in {self.folder / MANIFEST_NAME} but missing; "
+                "copy the complete bundle folder again or re-export it"
+            )
+        return path
+
+    def verify(self, file_name: str) -> Path:
+        """Return the path of ``file_name`` after checking its sha256 against the manifest."""
+        path = self.path_of(file_name)
+        expected = self.data["files"][file_name]["sha256"]
+        actual = sha256_of(path)
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"{path}: sha256 {actual[:12]}… does not match the manifest's {expected[:12]}…; "
+                "the file was modified or damaged: restore it from the original bundle or re-export"
+            )
+        return path
+
+
+def _require(condition: bool, manifest_path: Path, problem: str) -> None:
+    if not condition:
+        raise ManifestError(f"{manifest_path}: {problem}; re-export the bundle with `edgeroute export`")
+
+
+def _check_file_name(name: Any, manifest_path: Path, files: dict[str, Any]) -> None:
+    _require(
+        isinstance(name, str) and bool(_SAFE_FILE_NAME.match(name)),
+        manifest_path,
+        f"file name {name!r} is not a plain file name inside the bundle folder",
+    )
+    _require(name in files, manifest_path, f"file {name!r} has no entry in 'files'")
+
+
+def _validate(data: Any, manifest_path: Path) -> None:
+    _require(isinstance(data, dict), manifest_path, "top level is not a JSON object")
+    version = data.get("schema_version")
+    _require(isinstance(version, int), manifest_path, "'schema_version' is missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedSchemaError(
+            f"{manifest_path}: schema_version {version} is newer than this runtime supports "
+            f"({SCHEMA_VERSION}); upgrade edgeroute: pip install --upgrade edgeroute"
+        )
+    kind = data.get("kind")
+    _require(kind in ROUTER_KINDS, manifest_path, f"'kind' must be one of {ROUTER_KINDS}, got {kind!r}")
+    _require(isinstance(data.get("name"), str), manifest_path, "'name' is missing")
+    files = data.get("files")
+    _require(isinstance(files, dict) and bool(files), manifest_path, "'files' is missing or empty")
+    for file_name, entry in files.items():
+        _check_file_name(file_name, manifest_path, files)
+        _require(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str),
+            manifest_path,
+            f"'files.{file_name}' has no sha256",
+        )
+    section = "classifier" if kind == "bert" else "embedder"
+    encoder = data.get(section)
+    _require(isinstance(encoder, dict), manifest_path, f"'{section}' is missing")
+    if kind == "bert" or encoder.get("kind") == "onnx":
+        # A local graph needs its tokenizer; a remote embedder (kind 'openai') needs neither.
+        tokenizer = data.get("tokenizer")
+        _require(isinstance(tokenizer, dict), manifest_path, "'tokenizer' is missing")
+        _check_file_name(tokenizer.get("file"), manifest_path, files)
+        max_length = tokenizer.get("max_length")
+        _require(
+            isinstance(max_length, int) and max_length > 2,
+            manifest_path,
+            "'tokenizer.max_length' must be an integer > 2",
+        )
+        graphs = encoder.get("graphs")
+        _require(isinstance(graphs, dict) and bool(graphs), manifest_path, f"'{section}.graphs' is missing or empty")
+        for precision, graph_file in graphs.items():
+            _require(precision in PRECISIONS, manifest_path, f"unknown precision {precision!r}")
+            _check_file_name(graph_file, manifest_path, files)
+        _require(
+            isinstance(encoder.get("inputs"), list) and bool(encoder["inputs"]),
+            manifest_path,
+            f"'{section}.inputs' is missing",
+        )
+        _require(isinstance(encoder.get("output"), str), manifest_path, f"'{section}.output' is missing")
+    if kind == "bert":
+        win_rate = encoder.get("win_rate", {})
+        _require(
+            win_rate.get("kind") == "softmax_complement" and isinstance(win_rate.get("labels"), list),
+            manifest_path,
+            "'classifier.win_rate' must be {'kind': 'softmax_complement', 'labels': [...]}",
+        )
+    else:
+        _require(
+            encoder.get("kind") in ("onnx", "openai"),
+            manifest_path,
+            "'embedder.kind' must be 'onnx' or 'openai'",
+        )
+        _require(isinstance(encoder.get("dim"), int), manifest_path, "'embedder.dim' is missing")
+        head = data.get("head")
+        _require(isinstance(head, dict), manifest_path, "'head' is missing")
+        _check_file_name(head.get("file"), manifest_path, files)
+        names = head.get("model_names")
+        _require(
+            isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
+            manifest_path,
+            "'head.model_names' must list at least two model names",
+        )
+        _require(
+            head.get("win_rate", {}).get("kind") == "sigmoid_difference",
+            manifest_path,
+            "'head.win_rate' must be {'kind': 'sigmoid_difference'}",
+        )
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``; raise a ``BundleError`` subclass if unusable."""
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleFileMissingError(
+            f"{manifest_path}: no manifest; a bundle folder needs the manifest.json written by `edgeroute export`"
+        )
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(
+            f"{manifest_path}: not valid JSON ({exc}); restore it from the original bundle or re-export"
+        ) from exc
+    _validate(data, manifest_path)
+    return Manifest(folder=folder, data=data)
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as the bundle's manifest, after refreshing the hashes of every listed file."""
+    for file_name, entry in data["files"].items():
+        path = folder / file_name
+        entry["sha256"] = sha256_of(path)
+        entry["bytes"] = path.stat().st_size
+    manifest_path = folder / MANIFEST_NAME
+    manifest_path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    _validate(data, manifest_path)
+    return manifest_path

@@ -1,0 +1,331 @@
+"""The entry class: ``Router.load(...)`` then ``strong_win_rate``, ``strong_win_rates`` or ``route``."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from .encoders import DEVICES, OnnxTextEncoder, OpenAIEmbedder, load_tokenizer, make_session
+from .errors import (
+    BundleCorruptError,
+    BundleNotFoundError,
+    ConfigurationError,
+    InvalidInputError,
+    InvalidPromptError,
+    InvalidThresholdError,
+    PrecisionUnavailableError,
+    UnknownModelError,
+)
+from .manifest import PRECISIONS, Manifest, read_manifest
+
+# A router name (as opposed to a path) is one plain folder name inside models/.
+_ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DEFAULT_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32", "int8")}
+
+
+def models_dir() -> Path:
+    """The folder of the routers shipped with edgeroute (the repository's ``models/``)."""
+    return Path(str(resources.files("edgeroute.models")))
+
+
+def shipped_routers() -> list[str]:
+    """Names of the shipped routers, sorted."""
+    return sorted(p.parent.name for p in models_dir().glob("*/manifest.json"))
+
+
+def default_router_name() -> str:
+    """The router that ``edgeroute route`` uses without ``--router`` (named in models/DEFAULT)."""
+    marker = models_dir() / "DEFAULT"
+    if marker.is_file():
+        return marker.read_text(encoding="utf-8").strip()
+    names = shipped_routers()
+    if not names:
+        raise BundleNotFoundError(
+            f"no router is shipped in {models_dir()}; pass a bundle path (see README 'Export')"
+        )
+    return names[0]
+
+
+def resolve_bundle(path_or_name: str | Path) -> Path:
+    """Find a bundle folder: an existing path, else a shipped router's name."""
+    candidate = Path(path_or_name)
+    if candidate.is_dir():
+        return candidate
+    text = str(path_or_name)
+    if _ROUTER_NAME.match(text) and ".." not in text:
+        shipped = models_dir() / text
+        if shipped.is_dir():
+            return shipped
+    known = ", ".join(shipped_routers()) or "none"
+    raise BundleNotFoundError(
+        f"{text!r}: no bundle folder at this path and no shipped router of this name "
+        f"(shipped: {known}); pass the folder written by `edgeroute export`"
+    )
+
+
+def clean_prompt(prompt: Any, position: int | None = None) -> str:
+    """Check a prompt and return it ready to tokenize.
+
+    Raises ``InvalidPromptError`` for non-strings and empty or whitespace-only strings.
+    Lone UTF-16 surrogates (which cannot be encoded) are replaced by U+FFFD. Over-long
+    prompts are not rejected: the tokenizer keeps the first ``max_length`` tokens.
+    """
+    where = "" if position is None else f" at position {position}"
+    if not isinstance(prompt, str):
+        raise InvalidPromptError(f"prompt{where} must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise InvalidPromptError(f"prompt{where} is empty or whitespace only")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        prompt = prompt.encode("utf-8", "replace").decode("utf-8")
+    return prompt
+
+
+def check_threshold(threshold: Any) -> float:
+    """Return ``threshold`` as a float, or raise ``InvalidThresholdError`` unless it is finite and in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
+    value = float(threshold)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """The outcome of ``Router.route``: which model gets the prompt, and why."""
+
+    model: Literal["strong", "weak"]
+    model_name: str | None
+    win_rate: float
+    threshold: float
+    score_us: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Router:
+    """A loaded router bundle. Thread-safe: one instance may score from many threads."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        win_rates: Callable[[list[str]], np.ndarray],
+        precision: str | None,
+        device: str,
+        strong_model: str | None,
+        weak_model: str | None,
+        encoder: OnnxTextEncoder | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self._win_rates = win_rates
+        self.precision = precision
+        self.device = device
+        self.strong_model = strong_model
+        self.weak_model = weak_model
+        self.encoder = encoder
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        path_or_name: str | Path,
+        device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
+        strong_model: str | None = None,
+        weak_model: str | None = None,
+        embeddings_base_url: str | None = None,
+        embeddings_api_key: str | None = None,
+    ) -> Router:
+        """Load a bundle folder or shipped router by name; every check happens here.
+
+        ``precision`` defaults to int8 on CPU and fp16 on CUDA when the bundle has them.
+        ``strong_model``/``weak_model`` pick the MF pair by name (defaults from the manifest).
+        Raises a ``BundleError`` subclass for missing, corrupt or tampered files,
+        ``ProviderUnavailableError`` when CUDA is asked for and unusable, and
+        ``ConfigurationError`` or ``UnknownModelError`` for bad arguments.
+        """
+        if device not in DEVICES:
+            raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
+        manifest = read_manifest(resolve_bundle(path_or_name))
+        encoder_section = manifest.encoder
+        encoder = None
+        chosen = None
+        if encoder_section.get("graphs"):
+            chosen = _choose_precision(manifest, precision, device)
+            graph_path = manifest.verify(encoder_section["graphs"][chosen])
+            session = make_session(graph_path, device, threads)
+            _check_graph_io(session, graph_path, encoder_section)
+            tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
+            tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
+            encoder = OnnxTextEncoder(session, tokenizer, encoder_section["inputs"], encoder_section["output"])
+        elif precision is not None:
+            raise PrecisionUnavailableError(
+                f"{manifest.folder}: this router embeds prompts remotely and has no local graph; "
+                "omit precision="
+            )
+
+        if manifest.kind == "bert":
+            if strong_model is not None or weak_model is not None:
+                raise ConfigurationError(
+                    "strong_model/weak_model choose the pair of an MF router; a BERT router predicts "
+                    "for the pair it was trained on (see its manifest's 'models')"
+                )
+            labels = encoder_section["win_rate"]["labels"]
+            win_rates = _bert_win_rates(encoder, labels)
+            names = manifest.data.get("models", {})
+            return cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder)
+
+        head = manifest.data["head"]
+        strong_model = strong_model or head.get("default_strong")
+        weak_model = weak_model or head.get("default_weak")
+        model_names: list[str] = head["model_names"]
+        for role, name in (("strong", strong_model), ("weak", weak_model)):
+            if name not in model_names:
+                shown = ", ".join(model_names[:8]) + (" …" if len(model_names) > 8 else "")
+                raise UnknownModelError(
+                    f"{role} model {name!r} is not in this MF router's {len(model_names)} models ({shown}); "
+                    f"see `edgeroute info {manifest.folder}` for all names"
+                )
+        if strong_model == weak_model:
+            raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
+        matrix = _load_head(manifest, head["file"], len(model_names), encoder_section["dim"])
+        # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
+        difference = matrix[model_names.index(strong_model)] - matrix[model_names.index(weak_model)]
+        if encoder is None:
+            embed: Callable[[list[str]], np.ndarray] = OpenAIEmbedder(
+                encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
+            )
+        else:
+            embed = encoder
+        win_rates = _mf_win_rates(embed, difference)
+        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder)
+
+    # ----------------------------------------------------------------- scoring
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def strong_win_rate(self, prompt: str) -> float:
+        """Predicted probability that the strong model beats the weak one on ``prompt``."""
+        return float(self._win_rates([clean_prompt(prompt)])[0])
+
+    def strong_win_rates(self, prompts: Sequence[str]) -> np.ndarray:
+        """Win rates of a batch, scored together (padded to the batch's longest prompt)."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise InvalidPromptError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
+        cleaned = [clean_prompt(prompt, position) for position, prompt in enumerate(prompts)]
+        if not cleaned:
+            return np.zeros(0, dtype=np.float64)
+        return self._win_rates(cleaned).astype(np.float64)
+
+    def route(self, prompt: str, threshold: float) -> RoutingDecision:
+        """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak."""
+        threshold = check_threshold(threshold)
+        started = time.perf_counter()
+        win_rate = self.strong_win_rate(prompt)
+        score_us = (time.perf_counter() - started) * 1e6
+        model: Literal["strong", "weak"] = "strong" if win_rate >= threshold else "weak"
+        name = self.strong_model if model == "strong" else self.weak_model
+        return RoutingDecision(model, name, win_rate, threshold, score_us)
+
+    def threshold_for(self, strong_pct: float) -> float:
+        """Threshold that sends a share ``strong_pct`` of prompts to the strong model.
+
+        Read from the manifest's calibration table (linear between its points); raises
+        ``InvalidInputError`` when the bundle is not calibrated or the share is off its range.
+        """
+        table = (self.manifest.calibration or {}).get("thresholds")
+        if not table:
+            raise InvalidInputError(
+                f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` "
+                "or pass a threshold"
+            )
+        if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)) or not math.isfinite(strong_pct):
+            raise InvalidInputError(f"strong_pct must be a number, got {strong_pct!r}")
+        points = sorted((float(pct), float(value)) for pct, value in table.items())
+        low, high = points[0][0], points[-1][0]
+        if not low <= strong_pct <= high:
+            raise InvalidInputError(f"strong_pct must be within the calibrated range [{low}, {high}], got {strong_pct}")
+        shares = [p for p, _ in points]
+        thresholds = [t for _, t in points]
+        return float(np.interp(strong_pct, shares, thresholds))
+
+    def __repr__(self) -> str:
+        return f"Router(name={self.name!r}, kind={self.kind!r}, precision={self.precision!r}, device={self.device!r})"
+
+
+# ---------------------------------------------------------------------- helpers
+def _choose_precision(manifest: Manifest, precision: str | None, device: str) -> str:
+    available = manifest.precisions
+    if precision is None:
+        for candidate in _DEFAULT_PRECISION[device]:
+            if candidate in available:
+                return candidate
+        return available[0]
+    if precision not in PRECISIONS:
+        raise ConfigurationError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
+    if precision not in available:
+        raise PrecisionUnavailableError(
+            f"{manifest.folder}: no {precision} graph in this bundle (it has {', '.join(available)}); "
+            f"pick one of those or re-export with --precisions {precision}"
+        )
+    return precision
+
+
+def _check_graph_io(session: Any, graph_path: Path, section: dict[str, Any]) -> None:
+    graph_inputs = sorted(i.name for i in session.get_inputs())
+    graph_outputs = [o.name for o in session.get_outputs()]
+    if graph_inputs != sorted(section["inputs"]) or section["output"] not in graph_outputs:
+        raise BundleCorruptError(
+            f"{graph_path}: graph inputs {graph_inputs} / outputs {graph_outputs} differ from the manifest's "
+            f"{sorted(section['inputs'])} / {section['output']!r}; the graph does not belong to this manifest: re-export"
+        )
+
+
+def _load_head(manifest: Manifest, file_name: str, rows: int, dim: int) -> np.ndarray:
+    path = manifest.verify(file_name)
+    try:
+        matrix = np.load(path, allow_pickle=False)  # never unpickle bundle content
+    except (ValueError, OSError) as exc:
+        raise BundleCorruptError(f"{path}: not a plain numpy array file ({exc}); re-export the bundle") from exc
+    if matrix.shape != (rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
+        raise BundleCorruptError(
+            f"{path}: head has shape {matrix.shape} and dtype {matrix.dtype}, expected float ({rows}, {dim}); "
+            "re-export the bundle"
+        )
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[list[str]], np.ndarray]:
+    def win_rates(prompts: list[str]) -> np.ndarray:
+        logits = encoder(prompts).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return 1.0 - probabilities[:, labels].sum(axis=1)
+
+    return win_rates
+
+
+def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarray) -> Callable[[list[str]], np.ndarray]:
+    def win_rates(prompts: list[str]) -> np.ndarray:
+        logits = embed(prompts).astype(np.float32) @ difference
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+    return win_rates
