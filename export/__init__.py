@@ -10,6 +10,8 @@ for _module in ("torch", "transformers", "onnx", "safetensors", "tqdm"):
     require_extra(_module, "export", "edgeroute.export")
 
 from .checkpoints import ROUTELLM_ARENA_MODELS, CheckpointError, MFCheckpoint, read_mf_checkpoint  # noqa: E402
+from .train import TrainReport, embed_prompts, run_train_command, train_bert, train_mf  # noqa: E402
+from .training_data import Battles, load_battles  # noqa: E402
 from .exporter import ExportOptions, ExportParityError, export_bert, export_mf, minilm_dir, run_export_command  # noqa: E402
 
 __all__ = [
@@ -23,4 +25,11 @@ __all__ = [
     "export_mf",
     "minilm_dir",
     "run_export_command",
+    "Battles",
+    "load_battles",
+    "TrainReport",
+    "embed_prompts",
+    "run_train_command",
+    "train_bert",
+    "train_mf",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeroute.runtime.errors import EdgerouteError
+from edgeroute.runtime.errors import InvalidInputError
 
 # RouteLLM's MF checkpoints index P.weight rows by these Chatbot Arena model names (in order).
 ROUTELLM_ARENA_MODELS = [
@@ -30,8 +30,8 @@ ROUTELLM_DEFAULT_PAIR = ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
 MODEL_IDS_FILE = "model_ids.json"
 
 
-class CheckpointError(EdgerouteError, ValueError):
-    """A checkpoint folder is not in the expected RouteLLM format."""
+class CheckpointError(InvalidInputError):
+    """A checkpoint folder is not in the expected RouteLLM format, or export options are wrong."""
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:

@@ -94,20 +94,24 @@ def _load_hf(folder: Path, model_class: Any) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
         # Eager attention traces into plain ops that onnxruntime's fusions recognize.
         model = model_class.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager").eval()
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder}: not a loadable Hugging Face checkpoint ({exc})") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{folder}: not a loadable Hugging Face checkpoint with its tokenizer ({exc})"
+        ) from exc
     if not getattr(tokenizer, "is_fast", False):
         raise CheckpointError(f"{folder}: the tokenizer has no fast (tokenizers) version; add a tokenizer.json")
     return tokenizer, model
 
 
-def _max_length(folder: Path, model: Any, requested: int | None) -> int:
+def _max_length(folder: Path, model: Any, tokenizer: Any, requested: int | None) -> int:
+    """Truncation length: the flag, else sentence-transformers' setting, else the tokenizer's own."""
     if requested is not None:
         return requested
     sentence_config = folder / "sentence_bert_config.json"
     if sentence_config.is_file():
         return int(json.loads(sentence_config.read_text())["max_seq_length"])
-    return int(min(512, model.config.max_position_embeddings))
+    positions = int(model.config.max_position_embeddings)
+    return int(tokenizer.model_max_length) if tokenizer.model_max_length <= positions else min(512, positions)
 
 
 def _input_names(tokenizer: Any) -> list[str]:
@@ -248,16 +252,20 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
     Labels follow RouteLLM: 0 strong wins, 1 tie, 2 weak wins; win rate = 1 - (p[1] + p[2]).
     Returns the path of the written manifest.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     checkpoint = Path(checkpoint)
-    tokenizer, model = _load_hf(checkpoint, AutoModelForSequenceClassification)
-    if model.config.num_labels != 3:
+    try:
+        num_labels = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True).num_labels
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: no readable config.json ({exc})") from exc
+    if num_labels != 3:
         raise CheckpointError(
             f"{checkpoint}: RouteLLM's BERT router has 3 labels (strong wins, tie, weak wins); "
-            f"this checkpoint has {model.config.num_labels}"
+            f"this checkpoint has {num_labels}"
         )
-    max_length = _max_length(checkpoint, model, options.max_length)
+    tokenizer, model = _load_hf(checkpoint, AutoModelForSequenceClassification)
+    max_length = _max_length(checkpoint, model, tokenizer, options.max_length)
     input_names = _input_names(tokenizer)
     staging = _staging_folder(options)
     try:
@@ -353,7 +361,7 @@ def export_mf(
                         f"{checkpoint}: text_dim is {mf.text_dim} but the embedder {embedder_source} produces "
                         f"{encoder.config.hidden_size}-dimensional embeddings; pick the embedder it was trained on"
                     )
-                max_length = _max_length(Path(embedder_source), encoder, options.max_length)
+                max_length = _max_length(Path(embedder_source), encoder, tokenizer, options.max_length)
                 input_names = _input_names(tokenizer)
                 module = SentenceEmbedding(encoder)
                 graphs, facts = _write_encoder_graphs(

@@ -79,6 +79,30 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--model-names", default=None,
                              help="JSON file mapping model name to row index (default: the checkpoint's "
                                   "model_ids.json, else RouteLLM's 64 Arena models)")
+
+    train = commands.add_parser("train", help="train a router on preference data [export extra]")
+    train_kinds = train.add_subparsers(dest="kind", required=True)
+    for kind in ("bert", "mf"):
+        sub = train_kinds.add_parser(kind, help=f"train a RouteLLM-format {kind.upper()} router checkpoint")
+        sub.add_argument("--data", required=True,
+                         help="Arena battles (.jsonl), a correctness table (.csv) or a RouteLLM-layout folder")
+        sub.add_argument("--out", required=True, help="checkpoint folder to write")
+        sub.add_argument("--strong-model", default="gpt-4-1106-preview")
+        sub.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
+        sub.add_argument("--encoder", default="minilm", help="'minilm' (packaged) or a local BERT-family folder")
+        sub.add_argument("--max-length", type=int, default=256)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+        if kind == "bert":
+            sub.add_argument("--epochs", type=float, default=2.0)
+            sub.add_argument("--batch-size", type=int, default=32)
+            sub.add_argument("--learning-rate", type=float, default=5e-5)
+        else:
+            sub.add_argument("--epochs", type=int, default=100)
+            sub.add_argument("--batch-size", type=int, default=64)
+            sub.add_argument("--learning-rate", type=float, default=3e-4)
+            sub.add_argument("--dim", type=int, default=128)
+            sub.add_argument("--noise", type=float, default=0.1)
     return parser
 
 
@@ -178,7 +202,14 @@ def _run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"route": _run_route, "info": _run_info, "list": _run_list, "export": _run_export}
+def _run_train(args: argparse.Namespace) -> int:
+    export = require_extra("edgeroute.export", "export", "edgeroute train")
+    report = export.run_train_command(args)
+    print(json.dumps({"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}))
+    return EXIT_OK
+
+
+_COMMANDS = {"route": _run_route, "info": _run_info, "list": _run_list, "export": _run_export, "train": _run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,115 @@
+"""Runtime scoring: win rates, batching, routing rule, pair selection, devices and precisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeroute.runtime import (
+    ConfigurationError,
+    PrecisionUnavailableError,
+    ProviderUnavailableError,
+    Router,
+    UnknownModelError,
+)
+
+PROMPTS = ["hi", "Prove that the square root of two is irrational.", "What is the capital of France?",
+           "Write a quicksort in Rust " * 10]
+
+
+@pytest.fixture(scope="module")
+def bert_router(bert_bundle):
+    return Router.load(bert_bundle)
+
+
+def test_defaults_to_int8_on_cpu(bert_router):
+    assert (bert_router.precision, bert_router.device, bert_router.kind) == ("int8", "cpu", "bert")
+
+
+def test_win_rates_are_probabilities_and_batch_matches_single(bert_router, mf_bundle):
+    for router in (bert_router, Router.load(mf_bundle)):
+        batch = router.strong_win_rates(PROMPTS)
+        assert batch.shape == (len(PROMPTS),) and batch.dtype == np.float64
+        assert np.all((batch >= 0) & (batch <= 1))
+        singles = np.array([router.strong_win_rate(p) for p in PROMPTS])
+        np.testing.assert_allclose(batch, singles, atol=2e-3)  # padding must not change a prompt's score
+
+
+def test_fp32_batch_matches_single_exactly(bert_bundle):
+    router = Router.load(bert_bundle, precision="fp32")
+    singles = np.array([router.strong_win_rate(p) for p in PROMPTS])
+    np.testing.assert_allclose(router.strong_win_rates(PROMPTS), singles, atol=1e-5)
+
+
+def test_route_follows_routellm_rule(bert_router):
+    win_rate = bert_router.strong_win_rate("hello")
+    assert bert_router.route("hello", win_rate).model == "strong"  # at the threshold: strong
+    assert bert_router.route("hello", min(1.0, win_rate + 1e-6)).model == "weak"
+    assert bert_router.route("hello", 0.0).model == "strong"
+    decision = bert_router.route("hello", 1.0)
+    assert decision.model == "weak" and decision.score_us > 0
+    assert set(decision.to_dict()) == {"model", "model_name", "win_rate", "threshold", "score_us"}
+
+
+def test_empty_batch_gives_empty_array(bert_router):
+    assert bert_router.strong_win_rates([]).shape == (0,)
+
+
+def test_mf_pair_is_chosen_by_name(mf_bundle):
+    default = Router.load(mf_bundle)
+    assert (default.strong_model, default.weak_model) == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
+    swapped = Router.load(mf_bundle, strong_model="mixtral-8x7b-instruct-v0.1", weak_model="gpt-4-1106-preview")
+    np.testing.assert_allclose(default.strong_win_rates(PROMPTS) + swapped.strong_win_rates(PROMPTS), 1.0, atol=1e-6)
+    assert default.route("hi", 0.0).model_name == "gpt-4-1106-preview"
+
+
+def test_unknown_mf_model_is_a_typed_error(mf_bundle):
+    with pytest.raises(UnknownModelError) as caught:
+        Router.load(mf_bundle, strong_model="gpt-5")
+    assert str(caught.value).startswith("strong model 'gpt-5' is not in this MF router's 64 models (RWKV-4-Raven-14B,")
+    with pytest.raises(ConfigurationError, match="pick two different models"):
+        Router.load(mf_bundle, strong_model="vicuna-7b", weak_model="vicuna-7b")
+
+
+def test_bert_router_refuses_a_model_pair(bert_bundle):
+    with pytest.raises(ConfigurationError, match="choose the pair of an MF router"):
+        Router.load(bert_bundle, strong_model="gpt-4")
+
+
+def test_cuda_without_provider_is_a_clear_error(bert_bundle):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA; the error path needs a CPU-only onnxruntime")
+    with pytest.raises(ProviderUnavailableError) as caught:
+        Router.load(bert_bundle, device="cuda")
+    assert str(caught.value).startswith(
+        "device 'cuda' needs onnxruntime's CUDAExecutionProvider, which this onnxruntime build lacks"
+    )
+
+
+@pytest.mark.parametrize("arguments, error", [
+    ({"device": "tpu"}, ConfigurationError),
+    ({"threads": 0}, ConfigurationError),
+    ({"threads": True}, ConfigurationError),
+    ({"precision": "int4"}, ConfigurationError),
+    ({"precision": "fp16"}, PrecisionUnavailableError),
+])
+def test_bad_load_arguments(bert_bundle, arguments, error):
+    with pytest.raises(error):
+        Router.load(bert_bundle, **arguments)
+
+
+def test_threads_are_applied(bert_bundle):
+    router = Router.load(bert_bundle, threads=1)
+    assert 0 <= router.strong_win_rate("hi") <= 1
+
+
+def test_many_threads_score_like_one(bert_router):
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [f"question number {i}: what is {i} squared?" for i in range(40)]
+    serial = [bert_router.strong_win_rate(p) for p in prompts]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(bert_router.strong_win_rate, prompts))
+    assert parallel == serial
