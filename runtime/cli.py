@@ -80,6 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
                              help="JSON file mapping model name to row index (default: the checkpoint's "
                                   "model_ids.json, else RouteLLM's 64 Arena models)")
 
+    evaluate = commands.add_parser("eval", help="RouteLLM's APGR / CPT / AUC on a benchmark folder")
+    evaluate.add_argument("--router", action="append", required=True, dest="routers",
+                          help="bundle folder, shipped router name, or 'random'; repeat for several")
+    evaluate.add_argument("--benchmark", choices=["mmlu", "gsm8k", "mt-bench"], required=True)
+    evaluate.add_argument("--data-dir", required=True, help="folder laid out like RouteLLM's routellm/evals/")
+    evaluate.add_argument("--strong-model", default="gpt-4-1106-preview", dest="eval_strong")
+    evaluate.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1", dest="eval_weak")
+    evaluate.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                          help="edgeroute's fixed split (README 'Training'); default all prompts")
+    evaluate.add_argument("--num-thresholds", type=int, default=10, help="quantile bins (RouteLLM uses 10)")
+    evaluate.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    evaluate.add_argument("--plot", default=None, metavar="OUT.png", help="draw the curves [plot extra]")
+    evaluate.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    evaluate.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None)
+    evaluate.add_argument("--threads", type=int, default=None)
+
+    calibrate = commands.add_parser("calibrate", help="threshold for a share of strong-model calls")
+    calibrate.add_argument("--router", required=True)
+    calibrate.add_argument("--prompts", action="append", required=True,
+                           help=".txt / .jsonl / .csv file or RouteLLM-layout folder; repeat for several")
+    calibrate.add_argument("--strong-pct", type=float, required=True, help="wanted share of strong calls, 0..1")
+    calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the manifest")
+    calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
+    _add_load_options(calibrate)
+
     train = commands.add_parser("train", help="train a router on preference data [export extra]")
     train_kinds = train.add_subparsers(dest="kind", required=True)
     for kind in ("bert", "mf"):
@@ -202,6 +227,35 @@ def _run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation import evaluate, format_table, plot_curves
+
+    result = evaluate(
+        args.routers, args.benchmark, Path(args.data_dir), args.eval_strong, args.eval_weak, args.split,
+        args.num_thresholds, load_options={"device": args.device, "precision": args.precision, "threads": args.threads},
+    )
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        print(f"plot: {plot_curves(result, Path(args.plot))}")
+    return EXIT_OK
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation import calibrate
+
+    router = _load_router(args, args.router)
+    result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
 def _run_train(args: argparse.Namespace) -> int:
     export = require_extra("edgeroute.export", "export", "edgeroute train")
     report = export.run_train_command(args)
@@ -209,7 +263,15 @@ def _run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"route": _run_route, "info": _run_info, "list": _run_list, "export": _run_export, "train": _run_train}
+_COMMANDS = {
+    "route": _run_route,
+    "info": _run_info,
+    "list": _run_list,
+    "export": _run_export,
+    "train": _run_train,
+    "eval": _run_eval,
+    "calibrate": _run_calibrate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -209,9 +209,13 @@ def read_manifest(folder: Path) -> Manifest:
     return Manifest(folder=folder, data=data)
 
 
-def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as the bundle's manifest, after refreshing the hashes of every listed file."""
-    for file_name, entry in data["files"].items():
+def write_manifest(folder: Path, data: dict[str, Any], rehash: bool = True) -> Path:
+    """Write ``data`` as the bundle's manifest.
+
+    ``rehash`` refreshes the sha256 of every listed file (the exporter's job); calibration
+    keeps the recorded hashes, so that it can never bless a file modified after export.
+    """
+    for file_name, entry in data["files"].items() if rehash else ():
         path = folder / file_name
         entry["sha256"] = sha256_of(path)
         entry["bytes"] = path.stat().st_size

@@ -1,0 +1,226 @@
+"""``edgeroute eval`` and ``edgeroute calibrate``: RouteLLM's evaluation on bundles, and thresholds
+for a wanted share of strong-model calls. Only the runtime is used, so figures describe the
+bundle a user deploys (int8 by default), not a PyTorch model."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .benchmarks import (
+    DEFAULT_STRONG_MODEL,
+    DEFAULT_WEAK_MODEL,
+    BenchmarkData,
+    load_benchmark,
+    mmlu_domains,
+    select_split,
+)
+from .errors import InvalidInputError, require_extra
+from .manifest import write_manifest
+from .metrics import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
+from .router import Router
+
+RANDOM_ROUTER = "random"
+CALIBRATION_SHARES = [round(0.1 * k, 1) for k in range(1, 10)]
+
+
+class _Progress:
+    """A dependency-free progress line on stderr (the runtime does not depend on tqdm)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.started = time.perf_counter()
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.enabled:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} prompts ({rate:.0f}/s)")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def score_prompts(router: Router, prompts: Sequence[str], batch_size: int = 32, label: str = "score") -> np.ndarray:
+    """Win rates of many prompts, batched by similar length (less padding), in input order."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    rates = np.zeros(len(prompts), dtype=np.float64)
+    progress = _Progress(len(prompts), label)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        rates[rows] = router.strong_win_rates([prompts[i] for i in rows])
+        progress.update(len(rows))
+    return rates
+
+
+def _curve_dict(curve: RoutingCurve) -> dict[str, list[float]]:
+    return {"strong_share": curve.strong_share.round(6).tolist(), "quality": curve.quality.round(6).tolist()}
+
+
+def evaluate(
+    routers: Sequence[str],
+    benchmark: str,
+    data_dir: Path,
+    strong_model: str = DEFAULT_STRONG_MODEL,
+    weak_model: str = DEFAULT_WEAK_MODEL,
+    split: str = "all",
+    num_thresholds: int = 10,
+    random_seeds: int = 10,
+    load_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score a benchmark with each router and compute RouteLLM's metrics.
+
+    ``routers`` holds bundle paths, shipped router names, or ``"random"``. ``split`` selects
+    edgeroute's fixed train/val/test split (``"all"`` keeps every prompt). Returns the JSON
+    document that ``edgeroute eval --json`` writes (curves included).
+    """
+    data = _load(benchmark, Path(data_dir), strong_model, weak_model, split)
+    strong_mean, weak_mean = float(data.strong_quality.mean()), float(data.weak_quality.mean())
+    result: dict[str, Any] = {
+        "benchmark": benchmark,
+        "split": split,
+        "n_prompts": len(data),
+        "strong_model": data.strong_model,
+        "weak_model": data.weak_model,
+        "strong_quality": strong_mean,
+        "weak_quality": weak_mean,
+        "num_thresholds": num_thresholds,
+        "routers": {},
+        "curves": {},
+    }
+    for name in routers:
+        if name == RANDOM_ROUTER:
+            metrics, curve = random_router_metrics(data.strong_quality, data.weak_quality, num_thresholds, random_seeds)
+            metrics["seeds"] = random_seeds
+        else:
+            router = Router.load(name, **(load_options or {}))
+            name = router.name
+            rates = score_prompts(router, data.prompts, label=f"{benchmark} {name}")
+            curve = routing_curve(rates, data.strong_quality, data.weak_quality, num_thresholds)
+            metrics = summarize(curve, strong_mean, weak_mean)
+            metrics["precision"] = router.precision
+        result["routers"][name] = metrics
+        result["curves"][name] = _curve_dict(curve)
+    result["curves"]["optimal"] = _curve_dict(optimal_curve(data.strong_quality, data.weak_quality))
+    return result
+
+
+def _load(benchmark: str, data_dir: Path, strong_model: str, weak_model: str, split: str) -> BenchmarkData:
+    data = load_benchmark(data_dir, benchmark, strong_model, weak_model)
+    domains = mmlu_domains(data_dir) if benchmark == "mmlu" else None
+    data = select_split(data, split, domains)
+    if len(data) == 0:
+        raise InvalidInputError(f"{data_dir}: no {benchmark} prompts in split {split!r}")
+    return data
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The metrics of ``evaluate`` as a plain-text table."""
+    lines = [
+        f"{result['benchmark']} ({result['split']}): {result['n_prompts']} prompts; "
+        f"strong {result['strong_model']} {result['strong_quality']:.4f}, "
+        f"weak {result['weak_model']} {result['weak_quality']:.4f}",
+        f"{'router':32s} {'APGR':>7s} {'CPT(50%)':>9s} {'CPT(80%)':>9s} {'AUC':>7s}",
+    ]
+    for name, m in result["routers"].items():
+        lines.append(f"{name:32s} {m['apgr']:7.4f} {m['cpt50'] * 100:8.1f}% {m['cpt80'] * 100:8.1f}% {m['auc']:7.4f}")
+    return "\n".join(lines)
+
+
+def plot_curves(result: dict[str, Any], path: Path) -> Path:
+    """Draw quality against strong-call share for every router, random and optimal (needs matplotlib)."""
+    matplotlib = require_extra("matplotlib", "plot", "edgeroute eval --plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for name, curve in result["curves"].items():
+        style = {"linestyle": "--", "color": "black"} if name == "optimal" else {"marker": "."}
+        if name == RANDOM_ROUTER:
+            style = {"linestyle": ":", "color": "grey"}
+        label = name if name not in result["routers"] else f"{name} (APGR {result['routers'][name]['apgr']:.3f})"
+        axis.plot(np.array(curve["strong_share"]) * 100, curve["quality"], label=label, **style)
+    axis.axhline(result["strong_quality"], color="red", linewidth=0.8, label=f"strong: {result['strong_model']}")
+    axis.axhline(result["weak_quality"], color="blue", linewidth=0.8, label=f"weak: {result['weak_model']}")
+    axis.set_xlabel("strong-model calls (%)")
+    axis.set_ylabel("quality")
+    axis.set_title(f"{result['benchmark']} ({result['split']}, {result['n_prompts']} prompts)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+# ------------------------------------------------------------------------- calibration
+def read_prompts(sources: Sequence[Path]) -> list[str]:
+    """Prompts from .txt (one per line), .jsonl (field 'prompt'), .csv (column 'prompt') files,
+    or RouteLLM-layout folders (every MMLU and GSM8K prompt)."""
+    prompts: list[str] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            for benchmark in ("mmlu", "gsm8k"):
+                try:
+                    prompts += load_benchmark(source, benchmark).prompts
+                except (InvalidInputError, FileNotFoundError):
+                    continue
+        elif source.suffix == ".jsonl":
+            with open(source, encoding="utf-8") as handle:
+                prompts += [json.loads(line)["prompt"] for line in handle if line.strip()]
+        elif source.suffix == ".csv":
+            csv.field_size_limit(1 << 30)
+            with open(source, newline="", encoding="utf-8") as handle:
+                prompts += [row["prompt"] for row in csv.DictReader(handle)]
+        elif source.is_file():
+            prompts += [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            raise InvalidInputError(f"{source}: no such prompt file or folder")
+    if not prompts:
+        raise InvalidInputError("no prompts found in " + ", ".join(map(str, sources)))
+    return prompts
+
+
+def threshold_for_share(win_rates: np.ndarray, strong_share: float) -> float:
+    """RouteLLM's quantile rule: the threshold above which a share ``strong_share`` of win rates lie."""
+    if not 0.0 <= strong_share <= 1.0:
+        raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
+    return float(np.quantile(win_rates, 1.0 - strong_share))
+
+
+def calibrate(
+    router: Router, sources: Sequence[Path], strong_share: float, write: bool = False, description: str | None = None
+) -> dict[str, Any]:
+    """Threshold for ``strong_share`` on the given prompts; with ``write``, store a 10%..90% table in the manifest."""
+    prompts = read_prompts(sources)
+    rates = score_prompts(router, prompts, label=f"calibrate {router.name}")
+    table = {str(share): threshold_for_share(rates, share) for share in CALIBRATION_SHARES}
+    result = {"router": router.name, "strong_pct": strong_share, "threshold": threshold_for_share(rates, strong_share),
+              "n_prompts": len(prompts)}
+    if write:
+        digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+        manifest = dict(router.manifest.data)
+        manifest["calibration"] = {
+            "prompt_set": description or ", ".join(Path(s).name for s in sources),
+            "n_prompts": len(prompts),
+            "prompts_sha256": digest,
+            "precision": router.precision,
+            "rule": "threshold = quantile of win rates at 1 - strong share (RouteLLM)",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "thresholds": table,
+        }
+        write_manifest(router.manifest.folder, manifest, rehash=False)
+        result["written"] = str(router.manifest.folder / "manifest.json")
+    result["thresholds"] = table
+    return result
