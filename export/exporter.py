@@ -218,7 +218,7 @@ def _finish(staging: Path, manifest: dict[str, Any], options: ExportOptions) -> 
 
 
 def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_format: str) -> dict[str, Any]:
-    return {
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "name": options.name or options.out.name,
         "kind": kind,
@@ -234,6 +234,11 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
         "calibration": None,
         **options.extra_manifest,
     }
+    training_report = checkpoint / "training.json"
+    if training_report.is_file():  # written by `edgeroute train`: keep the recipe with the artifact
+        report = json.loads(training_report.read_text(encoding="utf-8"))
+        manifest["source"]["training"] = {key: report.get(key) for key in ("recipe", "n_train", "n_val", "best")}
+    return manifest
 
 
 def _save_tokenizer(tokenizer: Any, staging: Path, max_length: int) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""A drop-in for the OpenAI client that routes each chat request to a strong or a weak model.
+
+    from edgeroute.runtime.controller import Controller, Endpoint
+    client = Controller(strong=Endpoint("gpt-4o", api_key_env="OPENAI_API_KEY"),
+                        weak=Endpoint("llama3", base_url="http://localhost:8000/v1", api_key="none"))
+    response = client.chat.completions.create(model="router-bert-0.3", messages=[...])
+    response.routing   # {"router", "model", "model_name", "win_rate", "threshold", "score_us", "fallback"}
+
+Needs the ``openai`` extra. No client is created until the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigurationError, require_extra
+from .routing import RouterSet, RoutingPolicy, RoutingRecord, parse_model_field
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One OpenAI-compatible model: its name there, base URL, and where its API key comes from."""
+
+    model: str
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+
+    def resolved_key(self) -> str:
+        key = self.api_key or os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigurationError(
+                f"no API key for model {self.model!r}: pass Endpoint(api_key=...) or set {self.api_key_env}"
+            )
+        return key
+
+
+class _Routed:
+    """Routing options and the policy, shared by the sync and async controllers."""
+
+    def __init__(
+        self,
+        strong: Endpoint,
+        weak: Endpoint,
+        routers: Sequence[str | Path] | None = None,
+        route_on: Literal["last_user", "conversation"] = "last_user",
+        sticky: bool = False,
+        score_budget_ms: float | None = None,
+        default_model: Literal["strong", "weak"] = "weak",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        require_extra("openai", "openai", "edgeroute's controller")
+        self.endpoints = {"strong": strong, "weak": weak}
+        self.policy = RoutingPolicy(
+            RouterSet(routers, device=device, threads=threads), strong.model, weak.model,
+            route_on=route_on, sticky=sticky, score_budget_ms=score_budget_ms, default_model=default_model,
+        )
+        self._clients: dict[str, Any] = {}
+
+    def _targets(self, model: str | None, router: str | None, threshold: float | None) -> tuple[str | None, float | None]:
+        # RouteLLM's two spellings: model="router-NAME-T", or router=/threshold= keywords.
+        if model is not None and router is None:
+            parsed = parse_model_field(model, self.policy.routers.known())
+            return parsed.router, parsed.threshold if threshold is None else threshold
+        return router, threshold
+
+    def _client(self, role: str, factory_name: str) -> Any:
+        if role not in self._clients:
+            openai = require_extra("openai", "openai", "edgeroute's controller")
+            endpoint = self.endpoints[role]
+            factory = getattr(openai, factory_name)
+            self._clients[role] = factory(base_url=endpoint.base_url, api_key=endpoint.resolved_key(),
+                                          timeout=endpoint.timeout_s, max_retries=0)
+        return self._clients[role]
+
+
+class RoutedStream:
+    """The upstream stream, unchanged, with the routing decision on ``.routing``."""
+
+    def __init__(self, stream: Any, routing: dict[str, Any]) -> None:
+        self._stream = stream
+        self.routing = routing
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._stream)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._stream.__aiter__()
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close:
+            close()
+
+
+def _attach(response: Any, record: RoutingRecord, stream: bool) -> Any:
+    routing = record.to_dict()
+    if stream:
+        return RoutedStream(response, routing)
+    response.routing = routing  # the SDK's response models accept extra attributes
+    return response
+
+
+class _Completions:
+    def __init__(self, owner: Controller) -> None:
+        self._owner = owner
+
+    def create(self, *, messages: list[dict[str, Any]], model: str | None = None, router: str | None = None,
+               threshold: float | None = None, strong_pct: float | None = None, **kwargs: Any) -> Any:
+        """Route on ``messages`` and call the chosen model; all other keywords pass through."""
+        owner = self._owner
+        router_name, chosen = owner._targets(model, router, threshold)
+        record = owner.policy.decide(messages, router_name, chosen, strong_pct)
+        client = owner._client(record.model, "OpenAI")
+        response = client.chat.completions.create(model=record.model_name, messages=messages, **kwargs)
+        return _attach(response, record, bool(kwargs.get("stream")))
+
+
+class _AsyncCompletions:
+    def __init__(self, owner: AsyncController) -> None:
+        self._owner = owner
+
+    async def create(self, *, messages: list[dict[str, Any]], model: str | None = None, router: str | None = None,
+                     threshold: float | None = None, strong_pct: float | None = None, **kwargs: Any) -> Any:
+        """Async twin of ``Controller.chat.completions.create``."""
+        owner = self._owner
+        router_name, chosen = owner._targets(model, router, threshold)
+        record = await owner.policy.adecide(messages, router_name, chosen, strong_pct)
+        client = owner._client(record.model, "AsyncOpenAI")
+        response = await client.chat.completions.create(model=record.model_name, messages=messages, **kwargs)
+        return _attach(response, record, bool(kwargs.get("stream")))
+
+
+class _Chat:
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+
+class Controller(_Routed):
+    """Synchronous controller with the OpenAI client's shape: ``client.chat.completions.create``."""
+
+    def __init__(self, strong: Endpoint, weak: Endpoint, **options: Any) -> None:
+        super().__init__(strong, weak, **options)
+        self.chat = _Chat(_Completions(self))
+
+
+class AsyncController(_Routed):
+    """Asynchronous controller: ``await client.chat.completions.create(...)``."""
+
+    def __init__(self, strong: Endpoint, weak: Endpoint, **options: Any) -> None:
+        super().__init__(strong, weak, **options)
+        self.chat = _Chat(_AsyncCompletions(self))

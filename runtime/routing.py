@@ -1,0 +1,272 @@
+"""Routing policy shared by the controller and the server: model-field parsing, the text to
+score, sticky conversations, the scoring time budget, and the decision record."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import EdgerouteError, InvalidInputError, InvalidPromptError
+from .router import Router, check_threshold, default_router_name
+
+ROUTE_ON = ("last_user", "conversation")
+_MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?P<threshold>[01]?\.\d+|[01]))?$")
+
+
+@dataclass(frozen=True)
+class ModelField:
+    """A parsed ``router-NAME[-THRESHOLD]`` model name."""
+
+    router: str
+    threshold: float | None
+
+
+def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelField:
+    """Parse RouteLLM's ``router-NAME-THRESHOLD`` (or ``router-NAME``, for the calibrated default).
+
+    A name that is itself a known router wins over reading its last part as a threshold.
+    Raises ``InvalidInputError`` with a message fit for an HTTP 400.
+    """
+    if not isinstance(model, str):
+        raise InvalidInputError(f"'model' must be a string like 'router-bert-0.3', got {type(model).__name__}")
+    if model.startswith("router-") and model[len("router-"):] in known_routers:
+        return ModelField(model[len("router-"):], None)
+    match = _MODEL_FIELD.match(model)
+    if not match:
+        raise InvalidInputError(
+            f"model {model!r} is not a router model name; use 'router-NAME-THRESHOLD' (e.g. 'router-bert-0.3') "
+            "or 'router-NAME' for the router's calibrated default"
+        )
+    threshold = match.group("threshold")
+    return ModelField(match.group("name"), check_threshold(float(threshold)) if threshold is not None else None)
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text parts
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text")
+    return ""
+
+
+def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 2048) -> str:
+    """The text a router scores: the last user message (RouteLLM's choice), or the recent
+    conversation, newest turns kept, up to ``max_chars`` characters."""
+    if not isinstance(messages, list) or not messages:
+        raise InvalidPromptError("'messages' must be a non-empty list of chat messages")
+    if not all(isinstance(m, Mapping) for m in messages):
+        raise InvalidPromptError("every message must be an object with 'role' and 'content'")
+    if route_on == "last_user":
+        for message in reversed(messages):
+            if message.get("role") == "user":
+                return _message_text(message)
+        raise InvalidPromptError("no message with role 'user' to route on")
+    parts, used = [], 0
+    for message in reversed(messages):
+        text = f"{message.get('role', 'user')}: {_message_text(message)}"
+        if parts and used + len(text) > max_chars:
+            break
+        parts.append(text[-max_chars:])
+        used += len(text)
+    return "\n".join(reversed(parts))
+
+
+@dataclass
+class RoutingRecord:
+    """What was decided for one request; returned with every response."""
+
+    router: str
+    model: Literal["strong", "weak"]
+    model_name: str
+    win_rate: float | None
+    threshold: float | None
+    score_us: float
+    fallback: str | None = None  # why the default model was used, when it was
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RouterSet:
+    """Routers loaded once, by shipped name, alias (``bert``, ``mf``, ``default``) or path."""
+
+    def __init__(self, routers: Sequence[str | Path] | None = None, **load_options: Any) -> None:
+        names = list(routers) if routers else [default_router_name()]
+        self._routers: dict[str, Router] = {}
+        for entry in names:
+            router = Router.load(entry, **load_options)
+            self._routers[router.name] = router
+        self.default = next(iter(self._routers))
+        # RouteLLM users write router-bert-… / router-mf-…: map the kind to the first router of it.
+        self._aliases = {"default": self.default}
+        for name, router in self._routers.items():
+            self._aliases.setdefault(router.kind, name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._routers)
+
+    def known(self) -> list[str]:
+        return [*self._routers, *self._aliases]
+
+    def get(self, name: str) -> Router:
+        resolved = self._aliases.get(name, name)
+        if resolved not in self._routers:
+            raise InvalidInputError(f"router {name!r} is not loaded here (loaded: {', '.join(self.known())})")
+        return self._routers[resolved]
+
+
+class RoutingPolicy:
+    """Decides strong or weak for chat requests; safe to call from many threads and coroutines.
+
+    ``score_budget_ms``: when scoring takes longer, or the router fails, ``default_model`` gets
+    the request and the record says why. Scoring runs on a thread pool, never on an event loop.
+    """
+
+    def __init__(
+        self,
+        routers: RouterSet,
+        strong_model_name: str,
+        weak_model_name: str,
+        route_on: str = "last_user",
+        sticky: bool = False,
+        score_budget_ms: float | None = None,
+        default_model: Literal["strong", "weak"] = "weak",
+        scoring_threads: int = 4,
+        sticky_capacity: int = 10_000,
+    ) -> None:
+        if route_on not in ROUTE_ON:
+            raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
+        if default_model not in ("strong", "weak"):
+            raise InvalidInputError(f"default_model must be 'strong' or 'weak', got {default_model!r}")
+        self.routers = routers
+        self.names = {"strong": strong_model_name, "weak": weak_model_name}
+        self.route_on = route_on
+        self.sticky = sticky
+        self.score_budget_s = None if score_budget_ms is None else score_budget_ms / 1000.0
+        self.default_model = default_model
+        self._pool = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="edgeroute-score")
+        self._sticky: OrderedDict[str, RoutingRecord] = OrderedDict()
+        self._sticky_capacity = sticky_capacity
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- helpers
+    def _threshold(self, router: Router, threshold: float | None, strong_pct: float | None) -> float:
+        if threshold is not None and strong_pct is not None:
+            raise InvalidInputError("give either threshold or strong_pct, not both")
+        if strong_pct is not None:
+            return router.threshold_for(strong_pct)
+        if threshold is not None:
+            return check_threshold(threshold)
+        try:
+            return router.threshold_for(0.5)
+        except InvalidInputError:
+            return 0.5
+
+    @staticmethod
+    def _conversation_key(messages: list[Mapping[str, Any]]) -> str | None:
+        # A conversation is known by its opening: system prompt(s) and first user message.
+        opening = []
+        for message in messages:
+            opening.append(f"{message.get('role')}\x00{_message_text(message)}")
+            if message.get("role") == "user":
+                return hashlib.sha256("\x01".join(opening).encode("utf-8", "replace")).hexdigest()
+        return None
+
+    def _remember(self, key: str | None, record: RoutingRecord) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._sticky[key] = record
+            self._sticky.move_to_end(key)
+            while len(self._sticky) > self._sticky_capacity:
+                self._sticky.popitem(last=False)
+
+    def _recall(self, key: str | None) -> RoutingRecord | None:
+        if key is None:
+            return None
+        with self._lock:
+            record = self._sticky.get(key)
+            if record is not None:
+                self._sticky.move_to_end(key)
+            return record
+
+    def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None):
+        router = self.routers.get(router_name or self.routers.default)
+        text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
+        if not text.strip():
+            raise InvalidPromptError("the message to route on has no text")
+        return router, text, self._threshold(router, threshold, strong_pct)
+
+    def _record(self, router: Router, win_rate: float | None, threshold: float, score_us: float,
+                fallback: str | None) -> RoutingRecord:
+        if fallback is not None or win_rate is None:
+            model: Literal["strong", "weak"] = self.default_model
+        else:
+            model = "strong" if win_rate >= threshold else "weak"
+        return RoutingRecord(router.name, model, self.names[model], win_rate, threshold, score_us, fallback)
+
+    def _sticky_lookup(self, messages: Any) -> tuple[str | None, RoutingRecord | None]:
+        if not self.sticky or not isinstance(messages, list):
+            return None, None
+        key = self._conversation_key([m for m in messages if isinstance(m, Mapping)])
+        return key, self._recall(key)
+
+    # ---------------------------------------------------------------- decide
+    def decide(self, messages: Any, router: str | None = None, threshold: float | None = None,
+               strong_pct: float | None = None) -> RoutingRecord:
+        """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
+        key, remembered = self._sticky_lookup(messages)
+        if remembered is not None:
+            return remembered
+        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
+        started = time.perf_counter()
+        future = self._pool.submit(loaded.strong_win_rate, text)
+        try:
+            win_rate, fallback = future.result(timeout=self.score_budget_s), None
+        except FutureTimeout:
+            win_rate, fallback = None, "score_budget_exceeded"
+        except EdgerouteError as exc:
+            win_rate, fallback = None, f"router_error: {type(exc).__name__}"
+        record = self._record(loaded, win_rate, chosen_threshold, (time.perf_counter() - started) * 1e6, fallback)
+        self._remember(key, record)
+        return record
+
+    async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
+                      strong_pct: float | None = None) -> RoutingRecord:
+        """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free."""
+        key, remembered = self._sticky_lookup(messages)
+        if remembered is not None:
+            return remembered
+        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
+        started = time.perf_counter()
+        future = asyncio.get_running_loop().run_in_executor(self._pool, loaded.strong_win_rate, text)
+        try:
+            win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
+        except asyncio.TimeoutError:
+            win_rate, fallback = None, "score_budget_exceeded"
+        except EdgerouteError as exc:
+            win_rate, fallback = None, f"router_error: {type(exc).__name__}"
+        record = self._record(loaded, win_rate, chosen_threshold, (time.perf_counter() - started) * 1e6, fallback)
+        self._remember(key, record)
+        return record
+
+    def close(self) -> None:
+        """Stop the scoring threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _max_chars(router: Router) -> int:
+    # Enough characters to fill the router's token window (about 4 characters a token, with margin).
+    return 8 * (router.manifest.max_length or 512)

@@ -1,0 +1,99 @@
+"""Loopback test servers: a fake OpenAI-compatible upstream, and a runner for ASGI apps in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+class FakeUpstream:
+    """Records the model each request asked for; ``behaviour[model]`` makes it stall, fail or misbehave.
+
+    Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "500", "429", "badjson", "400".
+    """
+
+    def __init__(self) -> None:
+        self.models_asked: list[str] = []
+        self.behaviour: dict[str, str] = {}
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                                     Route("/v1/embeddings", self._embeddings, methods=["POST"])])
+
+    def reset(self) -> None:
+        self.models_asked.clear()
+        self.behaviour.clear()
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        inputs = body["input"]
+        return JSONResponse({"data": [{"index": i, "embedding": [float(len(t) % 7) / 7.0] * 32}
+                                      for i, t in enumerate(inputs)]})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        model = body["model"]
+        self.models_asked.append(model)
+        behaviour = self.behaviour.get(model, "ok")
+        if behaviour == "stall":
+            await asyncio.sleep(5)
+        if behaviour == "500":
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if behaviour == "429":
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429)
+        if behaviour == "400":
+            return JSONResponse({"error": {"message": "bad parameter"}}, status_code=400)
+        if behaviour == "badjson":
+            return Response("{not json", media_type="application/json")
+        text = f"answer from {model}"
+        if body.get("stream"):
+            return StreamingResponse(self._stream(model, text), media_type="text/event-stream")
+        return JSONResponse({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        })
+
+    @staticmethod
+    async def _stream(model: str, text: str):
+        for index, word in enumerate(text.split(" ")):
+            chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word},
+                                  "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

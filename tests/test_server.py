@@ -1,0 +1,183 @@
+"""edgeroute serve over real HTTP on loopback, driven by the real openai client."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("starlette")
+
+from edgeroute.runtime.routing import RouterSet  # noqa: E402
+from edgeroute.runtime.server import ServerConfig, UpstreamConfig, create_app  # noqa: E402
+from servers import FakeUpstream, free_port, serving  # noqa: E402
+
+SECRET_PROMPT = "my secret prompt about the merger"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    fake = FakeUpstream()
+    with serving(fake.app) as url:
+        fake.url = url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def routers(bert_bundle, mf_bundle):
+    return RouterSet([bert_bundle, mf_bundle])
+
+
+def _config(upstream, **overrides):
+    values = dict(strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
+                  weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=1.0)
+    values.update(overrides)
+    return ServerConfig(**values)
+
+
+@pytest.fixture
+def server(upstream, routers):
+    upstream.reset()
+    with serving(create_app(_config(upstream), routers)) as url:
+        yield url
+
+
+def _client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_routes_to_the_upstream_chosen_by_the_threshold(server, upstream):
+    client = _client(server)
+    strong = client.chat.completions.create(model="router-bert_bundle-0", messages=[{"role": "user", "content": "hi"}])
+    weak = client.chat.completions.create(model="router-bert-1", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.models_asked == ["strong-llm", "weak-llm"]
+    assert strong.choices[0].message.content == "answer from strong-llm"
+    routing = strong.model_extra["edgeroute"]
+    assert routing["model"] == "strong" and routing["threshold"] == 0 and routing["score_us"] > 0
+    assert weak.model_extra["edgeroute"]["model_name"] == "weak-llm"
+
+
+def test_mf_alias_and_calibrated_default(server, upstream):
+    response = _client(server).chat.completions.with_raw_response.create(
+        model="router-mf", messages=[{"role": "user", "content": "hi"}])
+    assert response.headers["x-edgeroute-router"] == "mf_bundle"
+    assert float(response.headers["x-edgeroute-threshold"]) == 0.5  # uncalibrated bundle
+    assert response.headers["x-edgeroute-model"] in ("strong-llm", "weak-llm")
+
+
+def test_streaming_passes_through(server, upstream):
+    stream = _client(server).chat.completions.create(
+        model="router-bert-0", messages=[{"role": "user", "content": "tell me"}], stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == "answer from strong-llm"
+
+
+def test_streaming_reports_decision_in_headers(server):
+    with httpx.stream("POST", server + "/v1/chat/completions", json={
+            "model": "router-bert-1", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as response:
+        assert response.status_code == 200
+        assert response.headers["x-edgeroute-decision"] == "weak"
+        body = b"".join(response.iter_raw())
+    assert body.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("behaviour, kind", [("500", "upstream_error"), ("429", "upstream_rate_limited"),
+                                             ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")])
+def test_upstream_faults_fall_back_to_the_other_model(server, upstream, behaviour, kind):
+    upstream.behaviour["strong-llm"] = behaviour
+    response = _client(server).chat.completions.create(model="router-bert-0",
+                                                       messages=[{"role": "user", "content": "hi"}])
+    assert response.choices[0].message.content == "answer from weak-llm"
+    assert response.model_extra["edgeroute"]["fallback"] == f"{kind} on strong-llm"
+
+
+@pytest.mark.parametrize("behaviour, status, kind", [("500", 502, "upstream_error"), ("429", 429, "upstream_rate_limited"),
+                                                     ("badjson", 502, "upstream_malformed"),
+                                                     ("stall", 504, "upstream_timeout"), ("400", 400, "upstream_rejected")])
+def test_upstream_faults_without_fallback_are_openai_errors(upstream, routers, behaviour, status, kind):
+    upstream.reset()
+    upstream.behaviour["strong-llm"] = behaviour
+    with serving(create_app(_config(upstream, fallback=False), routers)) as url:
+        with pytest.raises(openai.APIStatusError) as caught:
+            _client(url).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == status
+    assert caught.value.body["type"] == kind
+
+
+def test_refused_connection_is_502_or_fallback(upstream, routers):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    config = _config(upstream, strong=UpstreamConfig("strong-llm", dead, None), fallback=False)
+    with serving(create_app(config, routers)) as url:
+        with pytest.raises(openai.APIStatusError) as caught:
+            _client(url).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+        assert caught.value.status_code == 502 and caught.value.body["type"] == "upstream_unreachable"
+    config.fallback = True
+    with serving(create_app(config, routers)) as url:
+        response = _client(url).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+        assert response.model_extra["edgeroute"]["model_name"] == "weak-llm"
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, "is not a router model name"),
+    ({"model": "router-bert-1.5", "messages": [{"role": "user", "content": "x"}]}, "threshold must be a number in [0, 1]"),
+    ({"model": "router-nope-0.3", "messages": [{"role": "user", "content": "x"}]}, "router 'nope' is not loaded"),
+    ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, "'model' must be a string"),
+    ({"model": "router-bert-0.3", "messages": []}, "'messages' must be a non-empty list"),
+    ({"model": "router-bert-0.3", "messages": "hi"}, "'messages' must be a non-empty list"),
+    ({"model": "router-bert-0.3", "messages": [{"role": "user", "content": "  "}]}, "has no text"),
+    ({"model": "router-bert-0.3", "messages": [{"role": "system", "content": "x"}]}, "no message with role 'user'"),
+    ({"model": "router-bert-0.3", "messages": [1, 2]}, "every message must be an object"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_invalid_requests_are_400_not_500(server, body, fragment):
+    response = httpx.post(server + "/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_body_that_is_not_json(server):
+    response = httpx.post(server + "/v1/chat/completions", content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["message"] == "request body is not valid JSON"
+
+
+def test_route_endpoint_single_batch_and_errors(server):
+    single = httpx.post(server + "/v1/route", json={"prompt": "hello", "router": "bert", "threshold": 0}).json()
+    assert single["decisions"][0]["model"] == "strong"
+    batch = httpx.post(server + "/v1/route", json={"prompts": ["a", "b", "c"], "threshold": 1}).json()
+    assert [d["model"] for d in batch["decisions"]] == ["weak"] * 3
+    for body in ({"prompts": []}, {"prompt": ""}, {"prompts": ["ok", 5]}, {"prompt": "x", "threshold": "high"},
+                 {"prompt": "x", "threshold": 2}, {"prompt": "x", "router": "../etc"}):
+        response = httpx.post(server + "/v1/route", json=body)
+        assert response.status_code == 400, body
+
+
+def test_models_health_and_metrics(server):
+    ids = [m.id for m in _client(server).models.list().data]
+    assert {"router-bert_bundle", "router-mf_bundle", "router-bert", "router-mf"} <= set(ids)
+    assert httpx.get(server + "/health").json()["status"] == "ok"
+    httpx.post(server + "/v1/route", json={"prompt": "hello"})
+    _client(server).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+    text = httpx.get(server + "/metrics").text
+    assert 'edgeroute_decisions_total{model="strong-llm",router="bert_bundle"}' in text
+    assert "edgeroute_scoring_seconds_bucket" in text and "edgeroute_upstream_seconds_count" in text
+
+
+def test_prompts_are_not_logged(server, caplog):
+    with caplog.at_level(logging.DEBUG):
+        _client(server).chat.completions.create(model="router-bert-0",
+                                                messages=[{"role": "user", "content": SECRET_PROMPT}])
+    assert SECRET_PROMPT not in caplog.text
+
+
+def test_bearer_token_and_body_limit(upstream, routers):
+    config = _config(upstream, auth_token="s3cret", max_body_bytes=2000)
+    with serving(create_app(config, routers)) as url:
+        assert httpx.post(url + "/v1/route", json={"prompt": "hi"}).status_code == 401
+        ok = httpx.post(url + "/v1/route", json={"prompt": "hi"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        big = httpx.post(url + "/v1/route", json={"prompt": "x" * 5000}, headers={"Authorization": "Bearer s3cret"})
+        assert big.status_code == 413
