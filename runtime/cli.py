@@ -105,6 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
     _add_load_options(calibrate)
 
+    serve = commands.add_parser("serve", help="OpenAI-compatible routing server [serve extra]")
+    serve.add_argument("--router", action="append", dest="routers", default=None,
+                       help="router to load (shipped name or bundle folder); repeat; default models/DEFAULT")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=6060)
+    for role, model in (("strong", "gpt-4-1106-preview"), ("weak", "mixtral-8x7b-instruct-v0.1")):
+        serve.add_argument(f"--{role}-model", default=model, dest=f"{role}_upstream_model",
+                           help=f"{role} model name at its endpoint")
+        serve.add_argument(f"--{role}-base-url", default="https://api.openai.com/v1", help="OpenAI-compatible base URL")
+        serve.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY",
+                           help="environment variable holding its API key")
+    serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
+    serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
+    serve.add_argument("--route-on", choices=["last_user", "conversation"], default="last_user")
+    serve.add_argument("--sticky", action="store_true", help="keep a conversation on the model of its first turn")
+    serve.add_argument("--score-budget-ms", type=float, default=None,
+                       help="past this scoring time, use --default-model and record it")
+    serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
+    serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request")
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
+    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    serve.add_argument("--threads", type=int, default=None)
+
     train = commands.add_parser("train", help="train a router on preference data [export extra]")
     train_kinds = train.add_subparsers(dest="kind", required=True)
     for kind in ("bert", "mf"):
@@ -256,6 +280,36 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .server import ServerConfig, UpstreamConfig, serve
+
+    token = None
+    if args.auth_token_env:
+        token = os.environ.get(args.auth_token_env)
+        if not token:
+            raise ConfigurationError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
+    config = ServerConfig(
+        strong=UpstreamConfig(args.strong_upstream_model, args.strong_base_url, args.strong_api_key_env),
+        weak=UpstreamConfig(args.weak_upstream_model, args.weak_base_url, args.weak_api_key_env),
+        routers=args.routers or (),
+        fallback=not args.no_fallback,
+        upstream_timeout_s=args.upstream_timeout,
+        route_on=args.route_on,
+        sticky=args.sticky,
+        score_budget_ms=args.score_budget_ms,
+        default_model=args.default_model,
+        auth_token=token,
+        max_body_bytes=args.max_body_bytes,
+        cors_origins=args.cors_origin,
+        device=args.device,
+        threads=args.threads,
+    )
+    serve(config, host=args.host, port=args.port)
+    return EXIT_OK
+
+
 def _run_train(args: argparse.Namespace) -> int:
     export = require_extra("edgeroute.export", "export", "edgeroute train")
     report = export.run_train_command(args)
@@ -271,6 +325,7 @@ _COMMANDS = {
     "train": _run_train,
     "eval": _run_eval,
     "calibrate": _run_calibrate,
+    "serve": _run_serve,
 }
 
 

@@ -181,3 +181,45 @@ def test_bearer_token_and_body_limit(upstream, routers):
         assert ok.status_code == 200
         big = httpx.post(url + "/v1/route", json={"prompt": "x" * 5000}, headers={"Authorization": "Bearer s3cret"})
         assert big.status_code == 413
+
+
+def test_edgeroute_serve_command_end_to_end(upstream, bert_bundle, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    upstream.reset()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(bert_bundle), "--port", str(port),
+         "--strong-model", "strong-llm", "--strong-base-url", upstream.url + "/v1",
+         "--weak-model", "weak-llm", "--weak-base-url", upstream.url + "/v1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.time() > deadline or process.poll() is not None:
+                    raise AssertionError("server did not start: " + (process.stdout.read() if process.poll() is not None else ""))
+                time.sleep(0.2)
+        response = _client(url).chat.completions.create(model="router-bert-0",
+                                                        messages=[{"role": "user", "content": "hi"}])
+        assert response.choices[0].message.content == "answer from strong-llm"
+    finally:
+        process.terminate()
+        # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status still says why.
+        assert process.wait(timeout=30) in (0, -15)
+    assert "Application shutdown complete" in process.stdout.read()
+
+
+def test_serve_refuses_to_start_with_a_broken_router(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no bundle folder at this path" in result.stderr
