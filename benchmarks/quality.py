@@ -65,6 +65,11 @@ def main() -> None:
             routing_curve(lengths, data.strong_quality, data.weak_quality), result["strong_quality"],
             result["weak_quality"])
         results[benchmark] = result
+    validation = {}
+    for benchmark in BENCHMARKS:
+        # The validation split picked each router's training step; shown because domains differ a lot.
+        validation[benchmark] = evaluate([*args.router, "random"], benchmark, args.data_dir, split="val")
+        validation[benchmark].pop("curves")
     held_out_domains = sorted(set(select_split(load_benchmark(args.data_dir, "mmlu"), "test",
                                                mmlu_domains(args.data_dir)).groups))
     agreement = {}
@@ -77,7 +82,7 @@ def main() -> None:
     recipes = {Router.load(r).name: Router.load(r).manifest.data["source"].get("training") for r in args.router}
 
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {"held_out_mmlu_domains": held_out_domains, "benchmarks": results,
+    document = {"held_out_mmlu_domains": held_out_domains, "benchmarks": results, "validation": validation,
                 "int8_fp32_agreement": agreement, "training": recipes}
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
     _plot(results, args.out / "quality.png")
@@ -120,6 +125,14 @@ def _markdown(document: dict) -> str:
         for router, m in result["routers"].items():
             lines.append(f"| {router} | {m['apgr']:.3f} | {m['cpt50'] * 100:.1f}% | {m['cpt80'] * 100:.1f}% | {m['auc']:.4f} |")
         lines.append("")
+    lines += ["## Validation split (used to pick each router's training step, not held out)", "",
+              "| router | " + " | ".join(f"{b} APGR" for b in document["validation"]) + " |",
+              "| --- |" + " --- |" * len(document["validation"])]
+    names = list(next(iter(document["validation"].values()))["routers"])
+    for router in names:
+        lines.append(f"| {router} | " + " | ".join(f"{v['routers'][router]['apgr']:.3f}"
+                                                   for v in document["validation"].values()) + " |")
+    lines.append("")
     if document["int8_fp32_agreement"]:
         lines += ["## int8 vs fp32 routing decisions (all held-out prompts)", "",
                   "| router | " + " | ".join(f"{s} strong" for s in CALIBRATION_SHARES) + " | max abs diff |",

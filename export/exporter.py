@@ -312,6 +312,8 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
 def _resolve_embedder(embedder: str) -> tuple[str, Path | str]:
     if embedder == "minilm":
         return "onnx", minilm_dir()
+    if embedder == "static":
+        return "static", "static"
     if embedder.startswith("openai:"):
         return "openai", embedder.split(":", 1)[1]
     path = Path(embedder)
@@ -355,10 +357,35 @@ def export_mf(
             }
             files = [HEAD_FILE]
             graphs: dict[str, str] = {}
+            reference_fn: Callable[[], np.ndarray] | None = None
             if embedder_kind == "openai":
                 manifest["embedder"] = {"kind": "openai", "model": embedder_source, "dim": mf.text_dim}
                 progress.update(3)
-                reference_fn: Callable[[], np.ndarray] | None = None
+            elif embedder_kind == "static":
+                from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
+
+                for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE):
+                    if not (checkpoint / name).is_file():
+                        raise CheckpointError(f"{checkpoint / name}: missing; train with `edgeroute train mf --encoder static`")
+                shutil.copyfile(checkpoint / STATIC_TOKENIZER_FILE, staging / TOKENIZER_FILE)
+                # float16 storage halves the bundle; rows are averaged in float32 at scoring time.
+                table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
+                np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
+                max_length = options.max_length or 512
+                manifest["tokenizer"] = {"file": TOKENIZER_FILE, "max_length": max_length,
+                                         "truncation": "longer prompts keep their first max_length tokens"}
+                manifest["embedder"] = {
+                    "kind": "static", "file": STATIC_TABLE_FILE, "dim": mf.text_dim, "storage": "float16",
+                    "model": "all-MiniLM-L6-v2 distilled to static token embeddings (PCA, SIF weights)",
+                    "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
+                }
+                files += [STATIC_TABLE_FILE, TOKENIZER_FILE]
+                embed = static_embedder(checkpoint, max_length)
+                progress.update(3)
+
+                def reference_fn() -> np.ndarray:
+                    return mf.reference_win_rate(embed(PARITY_PROMPTS), strong, weak)
+
             else:
                 tokenizer, encoder = _load_hf(Path(embedder_source), AutoModel)
                 if encoder.config.hidden_size != mf.text_dim:
@@ -427,8 +454,17 @@ def _mf_parity(
     if head["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
         raise ExportParityError(f"folded MF head differs from RouteLLM's formula by {head['max_abs_diff']:.2e}")
     parity: dict[str, Any] = {"folded_head": {**head, "n_embeddings": len(embeddings)}}
-    if reference_fn is not None:
-        parity.update(_verify_parity(staging, graphs, reference_fn(), options, {}))
+    if reference_fn is None:
+        return parity
+    if not graphs:  # a static embedder: no graph, the runtime's numpy path is what is checked
+        candidate = Router.load(staging).strong_win_rates(PARITY_PROMPTS)
+        figures = parity_figures(reference_fn(), candidate)
+        if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
+            raise ExportParityError(f"static router differs from the reference by {figures['max_abs_diff']:.2e}")
+        parity.update(reference="RouteLLM's unfolded MF formula on the same static embeddings",
+                      n_prompts=len(PARITY_PROMPTS), precisions={"static": {**figures, "verified": True}})
+        return parity
+    parity.update(_verify_parity(staging, graphs, reference_fn(), options, {}))
     return parity
 
 

@@ -307,7 +307,16 @@ def run_train_command(args: Any) -> TrainReport:
                   epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
     if args.kind == "bert":
         return train_bert(battles, Path(args.out), strong, weak, **common)
-    return train_mf(battles, Path(args.out), strong, weak, dim=args.dim, noise=args.noise, **common)
+    embeddings = None
+    if args.encoder == "static":
+        # The microsecond tier: distill MiniLM into a static table kept with the checkpoint.
+        from .static import save_static, static_embedder
+
+        save_static(_encoder_dir(None), Path(args.out), dims=args.static_dims)
+        embed = static_embedder(Path(args.out), args.max_length)
+        embeddings = np.concatenate([embed(battles.prompts[i : i + 256]) for i in range(0, len(battles), 256)])
+    return train_mf(battles, Path(args.out), strong, weak, dim=args.dim, noise=args.noise, embeddings=embeddings,
+                    **common)
 
 
 def _pair_names(battles: Battles, strong_model: str, weak_model: str) -> tuple[str, str]:

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "mf":
             sub.add_argument("--embedder", default="minilm",
                              help="'minilm' (packaged all-MiniLM-L6-v2), a local sentence-encoder folder, "
-                                  "or 'openai:MODEL' for a remote embeddings endpoint")
+                                  "'openai:MODEL' for a remote embeddings endpoint, or 'static' for the static "
+                                  "table that `train mf --encoder static` left in the checkpoint")
             sub.add_argument("--model-names", default=None,
                              help="JSON file mapping model name to row index (default: the checkpoint's "
                                   "model_ids.json, else RouteLLM's 64 Arena models)")
@@ -138,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--strong-model", default="gpt-4-1106-preview")
         sub.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
-        sub.add_argument("--encoder", default="minilm", help="'minilm' (packaged) or a local BERT-family folder")
+        sub.add_argument("--encoder", default="minilm",
+                         help="'minilm' (packaged), a local BERT-family folder, or (mf) 'static': MiniLM distilled "
+                              "to static token embeddings, the microsecond tier")
         sub.add_argument("--max-length", type=int, default=256)
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -152,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--learning-rate", type=float, default=3e-4)
             sub.add_argument("--dim", type=int, default=128)
             sub.add_argument("--noise", type=float, default=0.1)
+            sub.add_argument("--static-dims", type=int, default=256,
+                             help="with --encoder static: dimensions of the distilled static embeddings")
     return parser
 
 
@@ -209,7 +214,7 @@ def _run_info(args: argparse.Namespace) -> int:
         f"name:        {data['name']}",
         f"kind:        {data['kind']}",
         f"folder:      {manifest.folder}",
-        f"precisions:  {', '.join(manifest.precisions) or 'remote embeddings'}",
+        f"precisions:  {', '.join(manifest.precisions) or manifest.encoder.get('kind') + ' embedder, no graph'}",
         f"max length:  {manifest.max_length or 'set by the remote embedder'} tokens",
         f"opset:       {data.get('opset')}",
     ]

@@ -140,8 +140,8 @@ def _validate(data: Any, manifest_path: Path) -> None:
     section = "classifier" if kind == "bert" else "embedder"
     encoder = data.get(section)
     _require(isinstance(encoder, dict), manifest_path, f"'{section}' is missing")
-    if kind == "bert" or encoder.get("kind") == "onnx":
-        # A local graph needs its tokenizer; a remote embedder (kind 'openai') needs neither.
+    if kind == "bert" or encoder.get("kind") in ("onnx", "static"):
+        # A local encoder needs its tokenizer; a remote embedder (kind 'openai') does not.
         tokenizer = data.get("tokenizer")
         _require(isinstance(tokenizer, dict), manifest_path, "'tokenizer' is missing")
         _check_file_name(tokenizer.get("file"), manifest_path, files)
@@ -151,6 +151,7 @@ def _validate(data: Any, manifest_path: Path) -> None:
             manifest_path,
             "'tokenizer.max_length' must be an integer > 2",
         )
+    if kind == "bert" or encoder.get("kind") == "onnx":
         graphs = encoder.get("graphs")
         _require(isinstance(graphs, dict) and bool(graphs), manifest_path, f"'{section}.graphs' is missing or empty")
         for precision, graph_file in graphs.items():
@@ -171,10 +172,12 @@ def _validate(data: Any, manifest_path: Path) -> None:
         )
     else:
         _require(
-            encoder.get("kind") in ("onnx", "openai"),
+            encoder.get("kind") in ("onnx", "openai", "static"),
             manifest_path,
-            "'embedder.kind' must be 'onnx' or 'openai'",
+            "'embedder.kind' must be 'onnx', 'openai' or 'static'",
         )
+        if encoder.get("kind") == "static":
+            _check_file_name(encoder.get("file"), manifest_path, files)
         _require(isinstance(encoder.get("dim"), int), manifest_path, "'embedder.dim' is missing")
         head = data.get("head")
         _require(isinstance(head, dict), manifest_path, "'head' is missing")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from .encoders import DEVICES, OnnxTextEncoder, OpenAIEmbedder, load_tokenizer, make_session
+from .encoders import DEVICES, OnnxTextEncoder, OpenAIEmbedder, StaticEmbedder, load_tokenizer, make_session
 from .errors import (
     BundleCorruptError,
     BundleNotFoundError,
@@ -172,8 +172,8 @@ class Router:
             encoder = OnnxTextEncoder(session, tokenizer, encoder_section["inputs"], encoder_section["output"])
         elif precision is not None:
             raise PrecisionUnavailableError(
-                f"{manifest.folder}: this router embeds prompts remotely and has no local graph; "
-                "omit precision="
+                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
+                f"{encoder_section.get('kind')!r}); omit precision="
             )
 
         if manifest.kind == "bert":
@@ -200,15 +200,20 @@ class Router:
                 )
         if strong_model == weak_model:
             raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
-        matrix = _load_head(manifest, head["file"], len(model_names), encoder_section["dim"])
+        matrix = _load_array(manifest, head["file"], len(model_names), encoder_section["dim"]).astype(np.float32)
         # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
         difference = matrix[model_names.index(strong_model)] - matrix[model_names.index(weak_model)]
-        if encoder is None:
-            embed: Callable[[list[str]], np.ndarray] = OpenAIEmbedder(
+        embed: Callable[[list[str]], np.ndarray]
+        if encoder is not None:
+            embed = encoder
+        elif encoder_section["kind"] == "static":
+            table = _load_array(manifest, encoder_section["file"], None, encoder_section["dim"])
+            tokenizer = load_tokenizer(manifest.verify(manifest.data["tokenizer"]["file"]), manifest.max_length)
+            embed = StaticEmbedder(table, tokenizer)
+        else:
+            embed = OpenAIEmbedder(
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
-        else:
-            embed = encoder
         win_rates = _mf_win_rates(embed, difference)
         return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder)
 
@@ -298,18 +303,20 @@ def _check_graph_io(session: Any, graph_path: Path, section: dict[str, Any]) -> 
         )
 
 
-def _load_head(manifest: Manifest, file_name: str, rows: int, dim: int) -> np.ndarray:
+def _load_array(manifest: Manifest, file_name: str, rows: int | None, dim: int) -> np.ndarray:
+    """A float matrix from a bundle's .npy file, shape checked (``rows`` None: any row count)."""
     path = manifest.verify(file_name)
     try:
         matrix = np.load(path, allow_pickle=False)  # never unpickle bundle content
     except (ValueError, OSError) as exc:
         raise BundleCorruptError(f"{path}: not a plain numpy array file ({exc}); re-export the bundle") from exc
-    if matrix.shape != (rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
+    expected_rows = matrix.shape[0] if rows is None and matrix.ndim == 2 else rows
+    if matrix.shape != (expected_rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
         raise BundleCorruptError(
-            f"{path}: head has shape {matrix.shape} and dtype {matrix.dtype}, expected float ({rows}, {dim}); "
+            f"{path}: array has shape {matrix.shape} and dtype {matrix.dtype}, expected float ({rows or 'N'}, {dim}); "
             "re-export the bundle"
         )
-    return np.ascontiguousarray(matrix, dtype=np.float32)
+    return np.ascontiguousarray(matrix)
 
 
 def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[list[str]], np.ndarray]:
@@ -325,7 +332,7 @@ def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[li
 
 def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarray) -> Callable[[list[str]], np.ndarray]:
     def win_rates(prompts: list[str]) -> np.ndarray:
-        logits = embed(prompts).astype(np.float32) @ difference
+        logits = np.asarray(embed(prompts), dtype=np.float32) @ difference
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
     return win_rates
