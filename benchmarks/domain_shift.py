@@ -25,7 +25,7 @@ def embed(router: Router, prompts: list[str], batch_size: int = 64) -> np.ndarra
     out = np.zeros((len(prompts), router.manifest.data["embedder"]["dim"]), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        out[rows] = router.encoder([prompts[i] for i in rows])
+        out[rows] = router.embed([prompts[i] for i in rows])
     return out
 
 
@@ -50,7 +50,8 @@ def apgr(scores: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--router", default="mf-minilm-gpt4-mixtral", help="MF bundle whose embedder to use")
+    parser.add_argument("--router", required=True,
+                        help="MF bundle whose embedder to use (the committed figures: the MiniLM MF router, int8)")
     parser.add_argument("--splits", type=int, default=12)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "domain_shift.md")
     args = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
     mmlu = load_benchmark(args.data_dir, "mmlu")
     gsm8k = load_benchmark(args.data_dir, "gsm8k")
     domains = mmlu_domains(args.data_dir)
-    router = Router.load(args.router, precision="int8")
+    router = Router.load(args.router)
     embeddings = embed(router, mmlu.prompts + gsm8k.prompts)
     e_mmlu, e_gsm8k = embeddings[: len(mmlu)], embeddings[len(mmlu):]
     gsm8k_train = split_of(gsm8k) == "train"
@@ -88,7 +89,7 @@ def main() -> None:
     lines = [
         "# Routing on unseen MMLU subjects", "",
         f"Measured by `benchmarks/domain_shift.py` ({len(mmlu)} MMLU prompts, {len(domains)} domains; embeddings from "
-        f"the int8 MiniLM embedder of `{args.router}`). A logistic regression on frozen embeddings predicts "
+        f"the embedder of `{router.name}`). A logistic regression on frozen embeddings predicts "
         "'strong model right and weak model wrong', trained on every other domain plus the GSM8K training slice; "
         "APGR on the 10 held-out domains.", "",
         "| hold-out | logistic regression APGR | prompt-length APGR |", "| --- | --- | --- |",

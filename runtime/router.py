@@ -126,8 +126,10 @@ class Router:
         strong_model: str | None,
         weak_model: str | None,
         encoder: OnnxTextEncoder | None = None,
+        embedder: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
         self.manifest = manifest
+        self._embedder = embedder
         self._win_rates = win_rates
         self.precision = precision
         self.device = device
@@ -215,7 +217,7 @@ class Router:
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
         win_rates = _mf_win_rates(embed, difference)
-        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder)
+        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed)
 
     # ----------------------------------------------------------------- scoring
     @property
@@ -238,6 +240,12 @@ class Router:
         if not cleaned:
             return np.zeros(0, dtype=np.float64)
         return self._win_rates(cleaned).astype(np.float64)
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        """MF routers: the prompt embeddings the head scores, one row per prompt."""
+        if self._embedder is None:
+            raise ConfigurationError(f"router {self.name!r} is a BERT router; only MF routers embed prompts")
+        return self._embedder([clean_prompt(prompt, position) for position, prompt in enumerate(prompts)])
 
     def route(self, prompt: str, threshold: float) -> RoutingDecision:
         """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak."""

@@ -43,7 +43,7 @@ def test_remote_embedder_needs_a_key_at_load(remote_bundle, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError, match="no API key is set"):
         Router.load(remote_bundle[1])
-    with pytest.raises(PrecisionUnavailableError, match="has no local graph"):
+    with pytest.raises(PrecisionUnavailableError, match="has no ONNX graph"):
         Router.load(remote_bundle[1], precision="int8", embeddings_api_key="k")
 
 
