@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
     serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--max-prompt-chars", type=int, default=1_000_000, help="characters of message text per request")
+    serve.add_argument("--max-messages", type=int, default=1000, help="messages per chat request")
     serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     serve.add_argument("--threads", type=int, default=None)
@@ -307,6 +309,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         default_model=args.default_model,
         auth_token=token,
         max_body_bytes=args.max_body_bytes,
+        max_prompt_chars=args.max_prompt_chars,
+        max_messages=args.max_messages,
         cors_origins=args.cors_origin,
         device=args.device,
         threads=args.threads,

@@ -61,6 +61,7 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
     max_batch: int = 1024
+    max_prompt_chars: int = 1_000_000
     cors_origins: Sequence[str] = ()
     device: str = "cpu"
     threads: int | None = None
@@ -248,6 +249,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             messages = payload.get("messages")
             if isinstance(messages, list) and len(messages) > config.max_messages:
                 raise InvalidInputError(f"'messages' holds {len(messages)} messages; the limit is {config.max_messages}")
+            _check_prompt_size(messages, config.max_prompt_chars)
             parsed = parse_model_field(payload.get("model"), routers.known())
             strong_pct = payload.pop("strong_pct", None) if "strong_pct" in payload else None
             record = await policy.adecide(messages, parsed.router, parsed.threshold, strong_pct)
@@ -298,6 +300,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             if len(prompts) > config.max_batch:
                 raise InvalidInputError(f"'prompts' holds {len(prompts)} prompts; the limit is {config.max_batch}")
             cleaned = [clean_prompt(p, i if len(prompts) > 1 else None) for i, p in enumerate(prompts)]
+            if any(len(p) > config.max_prompt_chars for p in cleaned):
+                raise InvalidInputError(f"a prompt is longer than {config.max_prompt_chars} characters")
             started = time.perf_counter()
             rates = await asyncio.get_running_loop().run_in_executor(policy._pool, router.strong_win_rates, cleaned)
             score_us = (time.perf_counter() - started) * 1e6
@@ -359,6 +363,14 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
     return app
 
 
+def _check_prompt_size(messages: Any, limit: int) -> None:
+    if not isinstance(messages, list):
+        return  # routing_text reports the shape error
+    total = sum(len(m.get("content")) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+    if total > limit:
+        raise InvalidInputError(f"the messages hold {total} characters; the limit is {limit}")
+
+
 class _HTTPFailure(Exception):
     def __init__(self, status: int, message: str, kind: str) -> None:
         super().__init__(message)
@@ -371,4 +383,7 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_l
     if not math.isfinite(config.upstream_timeout_s) or config.upstream_timeout_s <= 0:
         raise ConfigurationError("upstream timeout must be a positive number of seconds")
     app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+    # Keep-alive longer than clients' pools keep idle connections: otherwise a client can reuse a
+    # connection in the instant the server closes it, and the request fails with a read error.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
+                timeout_keep_alive=75)

@@ -18,14 +18,25 @@ from starlette.routing import Route
 class FakeUpstream:
     """Records the model each request asked for; ``behaviour[model]`` makes it stall, fail or misbehave.
 
-    Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "500", "429", "badjson", "400".
+    Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "slow" (answers after 1 s),
+    "500", "429", "badjson", "400".
     """
 
     def __init__(self) -> None:
         self.models_asked: list[str] = []
         self.behaviour: dict[str, str] = {}
         self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                                     Route("/v1/embeddings", self._embeddings, methods=["POST"])])
+                                     Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                                     Route("/control", self._control, methods=["POST"])])
+
+    async def _control(self, request: Request) -> Response:
+        """Set behaviours from another process: {"model": ..., "behaviour": ...} (behaviour null resets)."""
+        body = await request.json()
+        if body.get("behaviour") is None:
+            self.behaviour.pop(body["model"], None)
+        else:
+            self.behaviour[body["model"]] = body["behaviour"]
+        return JSONResponse({"behaviour": self.behaviour, "requests": len(self.models_asked)})
 
     def reset(self) -> None:
         self.models_asked.clear()
@@ -44,6 +55,8 @@ class FakeUpstream:
         behaviour = self.behaviour.get(model, "ok")
         if behaviour == "stall":
             await asyncio.sleep(5)
+        if behaviour == "slow":
+            await asyncio.sleep(1)
         if behaviour == "500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if behaviour == "429":
@@ -97,3 +110,17 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def main() -> None:
+    """Serve a FakeUpstream on the given loopback port until killed (for load tests in another process)."""
+    import sys
+
+    import uvicorn
+
+    uvicorn.run(FakeUpstream().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+                timeout_keep_alive=75)
+
+
+if __name__ == "__main__":
+    main()

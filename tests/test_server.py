@@ -223,3 +223,76 @@ def test_serve_refuses_to_start_with_a_broken_router(tmp_path):
     result = subprocess.run([sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no bundle folder at this path" in result.stderr
+
+
+def test_cors_only_when_configured(upstream, routers):
+    headers = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with serving(create_app(_config(upstream), routers)) as url:
+        assert "access-control-allow-origin" not in httpx.options(url + "/v1/route", headers=headers).headers
+    with serving(create_app(_config(upstream, cors_origins=["https://app.example"]), routers)) as url:
+        response = httpx.options(url + "/v1/route", headers=headers)
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_prompt_and_message_limits(upstream, routers):
+    with serving(create_app(_config(upstream, max_prompt_chars=100, max_messages=3), routers)) as url:
+        long = httpx.post(url + "/v1/chat/completions",
+                          json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x" * 101}]})
+        assert long.status_code == 400 and "the limit is 100" in long.json()["error"]["message"]
+        many = httpx.post(url + "/v1/chat/completions",
+                          json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}] * 4})
+        assert many.status_code == 400 and "the limit is 3" in many.json()["error"]["message"]
+        assert httpx.post(url + "/v1/route", json={"prompt": "y" * 101}).status_code == 400
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(upstream, bert_bundle):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    upstream.reset()
+    upstream.behaviour["strong-llm"] = "slow"  # answers after 1 s
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(bert_bundle), "--port", str(port),
+         "--strong-model", "strong-llm", "--strong-base-url", upstream.url + "/v1",
+         "--weak-model", "weak-llm", "--weak-base-url", upstream.url + "/v1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                httpx.get(url + "/health")
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and process.poll() is None
+                time.sleep(0.2)
+        results = []
+        thread = threading.Thread(target=lambda: results.append(httpx.post(
+            url + "/v1/chat/completions", timeout=30,
+            json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})))
+        thread.start()
+        time.sleep(0.4)  # the request is now waiting on the slow upstream
+        process.terminate()
+        thread.join(timeout=30)
+        assert results and results[0].status_code == 200
+        assert results[0].json()["choices"][0]["message"]["content"] == "answer from strong-llm"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_load_script_runs_bounded_with_no_failed_request():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_load", path)
+    load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load)
+    document = load.run(clients=10, requests=60, max_seconds=60, router="router-mf-static-gpt4-mixtral", bundles=[])
+    assert document["load"]["requests_sent"] == 60 and document["load"]["failed"] == 0
+    assert document["load"]["fallbacks"] > 0  # the injected strong-upstream failures were absorbed
+    assert document["server_memory"]["after_soak_mb"] > 0
