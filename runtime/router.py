@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -127,9 +129,11 @@ class Router:
         weak_model: str | None,
         encoder: OnnxTextEncoder | None = None,
         embedder: Callable[[list[str]], np.ndarray] | None = None,
+        cache_size: int = 0,
     ) -> None:
         self.manifest = manifest
         self._embedder = embedder
+        self._cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
         self._win_rates = win_rates
         self.precision = precision
         self.device = device
@@ -149,6 +153,8 @@ class Router:
         weak_model: str | None = None,
         embeddings_base_url: str | None = None,
         embeddings_api_key: str | None = None,
+        spinning: bool = True,
+        cache_size: int = 0,
     ) -> Router:
         """Load a bundle folder or shipped router by name; every check happens here.
 
@@ -157,7 +163,11 @@ class Router:
         Raises a ``BundleError`` subclass for missing, corrupt or tampered files,
         ``ProviderUnavailableError`` when CUDA is asked for and unusable, and
         ``ConfigurationError`` or ``UnknownModelError`` for bad arguments.
+        ``spinning``: onnxruntime's idle-thread spinning (faster, burns CPU between calls).
+        ``cache_size``: keep the win rates of that many recent prompts (LRU); 0, the default, keeps none.
         """
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigurationError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         if device not in DEVICES:
             raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
         manifest = read_manifest(resolve_bundle(path_or_name))
@@ -167,7 +177,7 @@ class Router:
         if encoder_section.get("graphs"):
             chosen = _choose_precision(manifest, precision, device)
             graph_path = manifest.verify(encoder_section["graphs"][chosen])
-            session = make_session(graph_path, device, threads)
+            session = make_session(graph_path, device, threads, spinning)
             _check_graph_io(session, graph_path, encoder_section)
             tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
             tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
@@ -187,7 +197,8 @@ class Router:
             labels = encoder_section["win_rate"]["labels"]
             win_rates = _bert_win_rates(encoder, labels)
             names = manifest.data.get("models", {})
-            return cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder)
+            return cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
+                       cache_size=cache_size)
 
         head = manifest.data["head"]
         strong_model = strong_model or head.get("default_strong")
@@ -217,7 +228,7 @@ class Router:
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
         win_rates = _mf_win_rates(embed, difference)
-        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed)
+        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size)
 
     # ----------------------------------------------------------------- scoring
     @property
@@ -230,16 +241,35 @@ class Router:
 
     def strong_win_rate(self, prompt: str) -> float:
         """Predicted probability that the strong model beats the weak one on ``prompt``."""
-        return float(self._win_rates([clean_prompt(prompt)])[0])
+        prompt = clean_prompt(prompt)
+        if self._cache is not None:
+            cached = self._cache.get(prompt)
+            if cached is not None:
+                return cached
+        rate = float(self._win_rates([prompt])[0])
+        if self._cache is not None:
+            self._cache.put(prompt, rate)
+        return rate
 
-    def strong_win_rates(self, prompts: Sequence[str]) -> np.ndarray:
-        """Win rates of a batch, scored together (padded to the batch's longest prompt)."""
+    def strong_win_rates(self, prompts: Sequence[str], bucket_size: int = 32) -> np.ndarray:
+        """Win rates of a batch, in input order.
+
+        Batches larger than ``bucket_size`` are sorted by length and scored in buckets of that
+        size, each padded only to its own longest prompt.
+        """
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidPromptError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
         cleaned = [clean_prompt(prompt, position) for position, prompt in enumerate(prompts)]
-        if not cleaned:
-            return np.zeros(0, dtype=np.float64)
-        return self._win_rates(cleaned).astype(np.float64)
+        if len(cleaned) <= bucket_size:
+            if not cleaned:
+                return np.zeros(0, dtype=np.float64)
+            return self._win_rates(cleaned).astype(np.float64)
+        order = np.argsort([len(p) for p in cleaned], kind="stable")
+        rates = np.empty(len(cleaned), dtype=np.float64)
+        for start in range(0, len(order), bucket_size):
+            rows = order[start : start + bucket_size]
+            rates[rows] = self._win_rates([cleaned[i] for i in rows])
+        return rates
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """MF routers: the prompt embeddings the head scores, one row per prompt."""
@@ -281,6 +311,32 @@ class Router:
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, kind={self.kind!r}, precision={self.precision!r}, device={self.device!r})"
+
+
+class ScoreCache:
+    """A thread-safe LRU map from prompt to win rate."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prompt: str) -> float | None:
+        with self._lock:
+            rate = self._items.get(prompt)
+            if rate is not None:
+                self._items.move_to_end(prompt)
+            return rate
+
+    def put(self, prompt: str, rate: float) -> None:
+        with self._lock:
+            self._items[prompt] = rate
+            self._items.move_to_end(prompt)
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -113,3 +113,27 @@ def test_many_threads_score_like_one(bert_router):
     with ThreadPoolExecutor(8) as pool:
         parallel = list(pool.map(bert_router.strong_win_rate, prompts))
     assert parallel == serial
+
+
+def test_length_bucketing_keeps_input_order(bert_bundle):
+    router = Router.load(bert_bundle, precision="fp32")
+    prompts = [("word " * (i % 17 + 1)) + str(i) for i in range(70)]
+    bucketed = router.strong_win_rates(prompts, bucket_size=8)
+    singles = np.array([router.strong_win_rate(p) for p in prompts])
+    np.testing.assert_allclose(bucketed, singles, atol=1e-5)
+
+
+def test_score_cache_is_off_by_default_and_bounded(bert_bundle):
+    assert Router.load(bert_bundle)._cache is None
+    router = Router.load(bert_bundle, cache_size=2)
+    first = router.strong_win_rate("alpha")
+    assert router.strong_win_rate("alpha") == first and len(router._cache) == 1
+    router.strong_win_rate("beta")
+    router.strong_win_rate("gamma")
+    assert len(router._cache) == 2 and router._cache.get("alpha") is None  # least recent evicted
+    with pytest.raises(ConfigurationError, match="cache_size must be a non-negative integer"):
+        Router.load(bert_bundle, cache_size=-1)
+
+
+def test_spinning_can_be_turned_off(bert_bundle):
+    assert 0 <= Router.load(bert_bundle, spinning=False).strong_win_rate("hi") <= 1
