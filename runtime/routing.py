@@ -217,6 +217,12 @@ class RoutingPolicy:
             model = "strong" if win_rate >= threshold else "weak"
         return RoutingRecord(router.name, model, self.names[model], win_rate, threshold, score_us, fallback)
 
+    def _finish(self, key: str | None, router: Router, win_rate: float | None, threshold: float, started: float,
+                fallback: str | None) -> RoutingRecord:
+        record = self._record(router, win_rate, threshold, (time.perf_counter() - started) * 1e6, fallback)
+        self._remember(key, record)
+        return record
+
     def _sticky_lookup(self, messages: Any) -> tuple[str | None, RoutingRecord | None]:
         if not self.sticky or not isinstance(messages, list):
             return None, None
@@ -239,9 +245,7 @@ class RoutingPolicy:
             win_rate, fallback = None, "score_budget_exceeded"
         except EdgerouteError as exc:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
-        record = self._record(loaded, win_rate, chosen_threshold, (time.perf_counter() - started) * 1e6, fallback)
-        self._remember(key, record)
-        return record
+        return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
 
     async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
                       strong_pct: float | None = None) -> RoutingRecord:
@@ -258,9 +262,7 @@ class RoutingPolicy:
             win_rate, fallback = None, "score_budget_exceeded"
         except EdgerouteError as exc:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
-        record = self._record(loaded, win_rate, chosen_threshold, (time.perf_counter() - started) * 1e6, fallback)
-        self._remember(key, record)
-        return record
+        return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
 
     def close(self) -> None:
         """Stop the scoring threads."""

@@ -59,3 +59,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mmlu" / "responses").is_dir():
         pytest.skip(f"shared RouteLLM data not found at {SHARED_DATA} (see ../shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    """The fake OpenAI-compatible upstream (tests/servers.py) on a loopback port."""
+    pytest.importorskip("starlette")
+    from servers import FakeUpstream, serving
+
+    fake = FakeUpstream()
+    with serving(fake.app) as url:
+        fake.url = url
+        yield fake

@@ -10,15 +10,7 @@ pytest.importorskip("openai")
 
 from edgeroute.runtime.controller import AsyncController, Controller, Endpoint  # noqa: E402
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError  # noqa: E402
-from servers import FakeUpstream, serving  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeUpstream()
-    with serving(fake.app) as url:
-        fake.url = url
-        yield fake
 
 
 def _endpoints(upstream):

@@ -13,17 +13,9 @@ pytest.importorskip("starlette")
 
 from edgeroute.runtime.routing import RouterSet  # noqa: E402
 from edgeroute.runtime.server import ServerConfig, UpstreamConfig, create_app  # noqa: E402
-from servers import FakeUpstream, free_port, serving  # noqa: E402
+from servers import free_port, serving  # noqa: E402
 
 SECRET_PROMPT = "my secret prompt about the merger"
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeUpstream()
-    with serving(fake.app) as url:
-        fake.url = url
-        yield fake
 
 
 @pytest.fixture(scope="module")
