@@ -288,3 +288,45 @@ def test_load_script_runs_bounded_with_no_failed_request():
     assert document["load"]["requests_sent"] == 60 and document["load"]["failed"] == 0
     assert document["load"]["fallbacks"] > 0  # the injected strong-upstream failures were absorbed
     assert document["server_memory"]["after_soak_mb"] > 0
+
+
+def test_upstream_that_resets_the_connection(upstream, routers):
+    import socket
+    import struct
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def reset_everything():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            connection.recv(65536)
+            # SO_LINGER 0: close with a TCP RST instead of a clean FIN.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+    thread = threading.Thread(target=reset_everything, daemon=True)
+    thread.start()
+    resetting = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    try:
+        config = _config(upstream, strong=UpstreamConfig("strong-llm", resetting, None), fallback=False)
+        with serving(create_app(config, routers)) as url:
+            response = httpx.post(url + "/v1/chat/completions",
+                                  json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})
+            assert response.status_code == 502 and response.json()["error"]["type"] == "upstream_unreachable"
+        config.fallback = True
+        with serving(create_app(config, routers)) as url:
+            response = httpx.post(url + "/v1/chat/completions",
+                                  json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})
+            assert response.status_code == 200 and response.json()["edgeroute"]["model_name"] == "weak-llm"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
