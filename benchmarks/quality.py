@@ -80,9 +80,18 @@ def main() -> None:
                                                                  mmlu_domains(args.data_dir) if b == "mmlu" else None).prompts]
         agreement[name] = int8_fp32_agreement(int8_bundle, fp32_bundle, prompts)
     recipes = {Router.load(r).name: Router.load(r).manifest.data["source"].get("training") for r in args.router}
+    described = {}
+    for path in args.router:
+        router = Router.load(path)
+        data = router.manifest.data
+        encoder = data.get("embedder", {}).get("kind", "transformer classifier")
+        shipped = Path(path).resolve().parent == (Path(__file__).resolve().parents[1] / "models")
+        described[router.name] = (f"{data['kind']}, {encoder} encoder, precision {router.precision or 'n/a'}, "
+                                  f"{'shipped in models/' if shipped else 'trained and evaluated, not shipped'}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {"held_out_mmlu_domains": held_out_domains, "benchmarks": results, "validation": validation,
+    document = {"routers": described, "held_out_mmlu_domains": held_out_domains, "benchmarks": results,
+                "validation": validation,
                 "int8_fp32_agreement": agreement, "training": recipes}
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
     _plot(results, args.out / "quality.png")
@@ -109,11 +118,12 @@ def _plot(results: dict, path: Path) -> None:
 
 def _markdown(document: dict) -> str:
     lines = ["# Routing quality of the shipped routers", "",
-             "Measured by `benchmarks/quality.py` through the runtime on the **int8 bundles in `models/`** "
+             "Measured by `benchmarks/quality.py` through the runtime on the **bundles as shipped** "
              "(the artifacts users run), on data held out of training. Metrics follow RouteLLM "
              "(`evals/evaluate.py`: 10 quantile thresholds; APGR = normalized area under quality vs strong-call "
              "share; CPT(x%) = strong-call share needed to recover x% of the quality gap). Random is averaged "
              "over 10 seeds.", "",
+             "Routers: " + "; ".join(f"**{name}** ({text})" for name, text in document["routers"].items()) + ".", "",
              f"Held-out MMLU domains (edgeroute's fixed split, every 5th domain alphabetically): "
              f"{', '.join(document['held_out_mmlu_domains'])}. Held-out GSM8K: the 20% slice chosen by a hash of "
              "the prompt.", ""]
@@ -148,9 +158,10 @@ def _markdown(document: dict) -> str:
               "Those figures are on MT-Bench with Arena-trained routers; ours are on held-out MMLU domains and a "
               "GSM8K slice with routers trained only on the other MMLU domains and GSM8K, so they are not the same "
               "task.", "",
-              "Why the held-out figures sit near random: `domain_shift.md` (from `benchmarks/domain_shift.py`) fits a "
-              "logistic regression on frozen MiniLM embeddings over 12 random 10-domain hold-outs and compares it with "
-              "the prompt-length baseline.", "", "![curves](quality.png)", ""]
+              "How much the held-out figures depend on which subjects are held out: `domain_shift.md` and "
+              "`domain_shift_static.md` (from `benchmarks/domain_shift.py --mf`) retrain the MF recipe and a logistic "
+              "regression on 12 random 10-domain hold-outs, beside the prompt-length baseline.", "",
+              "![curves](quality.png)", ""]
     return "\n".join(lines)
 
 
