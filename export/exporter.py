@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -357,7 +358,8 @@ def export_mf(
             }
             files = [HEAD_FILE]
             graphs: dict[str, str] = {}
-            reference_fn: Callable[[], np.ndarray] | None = None
+            # Embeds the parity prompts the way the reference (RouteLLM's own computation) would.
+            reference_embed: Callable[[list[str]], np.ndarray] | None = None
             if embedder_kind == "openai":
                 manifest["embedder"] = {"kind": "openai", "model": embedder_source, "dim": mf.text_dim}
                 progress.update(3)
@@ -380,12 +382,8 @@ def export_mf(
                     "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
                 }
                 files += [STATIC_TABLE_FILE, TOKENIZER_FILE]
-                embed = static_embedder(checkpoint, max_length)
                 progress.update(3)
-
-                def reference_fn() -> np.ndarray:
-                    return mf.reference_win_rate(embed(PARITY_PROMPTS), strong, weak)
-
+                reference_embed = static_embedder(checkpoint, max_length)
             else:
                 tokenizer, encoder = _load_hf(Path(embedder_source), AutoModel)
                 if encoder.config.hidden_size != mf.text_dim:
@@ -413,14 +411,14 @@ def export_mf(
                 manifest["quantization"] = facts
                 files += [TOKENIZER_FILE, *graphs.values()]
 
-                def reference_fn() -> np.ndarray:
-                    embeddings = _torch_forward(module, tokenizer, PARITY_PROMPTS, max_length)
-                    return mf.reference_win_rate(embeddings, strong, weak)
+                reference_embed = partial(_torch_forward, module, tokenizer, max_length=max_length)
 
             manifest["files"] = {name: {} for name in files}
             write_manifest(staging, manifest)
             progress.set_description("verify parity")
-            manifest["parity"] = _mf_parity(mf, staging, graphs, reference_fn, options, strong, weak)
+            reference = None if reference_embed is None else mf.reference_win_rate(
+                reference_embed(PARITY_PROMPTS), strong, weak)
+            manifest["parity"] = _mf_parity(mf, staging, graphs, reference, options, strong, weak)
             progress.update()
         return _finish(staging, manifest, options)
     except BaseException:
@@ -438,7 +436,7 @@ def _mf_parity(
     mf: Any,
     staging: Path,
     graphs: dict[str, str],
-    reference_fn: Callable[[], np.ndarray] | None,
+    reference: np.ndarray | None,
     options: ExportOptions,
     strong: str,
     weak: str,
@@ -454,17 +452,17 @@ def _mf_parity(
     if head["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
         raise ExportParityError(f"folded MF head differs from RouteLLM's formula by {head['max_abs_diff']:.2e}")
     parity: dict[str, Any] = {"folded_head": {**head, "n_embeddings": len(embeddings)}}
-    if reference_fn is None:
+    if reference is None:
         return parity
     if not graphs:  # a static embedder: no graph, the runtime's numpy path is what is checked
         candidate = Router.load(staging).strong_win_rates(PARITY_PROMPTS)
-        figures = parity_figures(reference_fn(), candidate)
+        figures = parity_figures(reference, candidate)
         if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
             raise ExportParityError(f"static router differs from the reference by {figures['max_abs_diff']:.2e}")
         parity.update(reference="RouteLLM's unfolded MF formula on the same static embeddings",
                       n_prompts=len(PARITY_PROMPTS), precisions={"static": {**figures, "verified": True}})
         return parity
-    parity.update(_verify_parity(staging, graphs, reference_fn(), options, {}))
+    parity.update(_verify_parity(staging, graphs, reference, options, {}))
     return parity
 
 

@@ -162,7 +162,8 @@ class RoutingPolicy:
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
-    def _threshold(self, router: Router, threshold: float | None, strong_pct: float | None) -> float:
+    def resolve_threshold(self, router: Router, threshold: float | None, strong_pct: float | None) -> float:
+        """The threshold a request asks for: explicit, from ``strong_pct`` via calibration, or the calibrated 50%."""
         if threshold is not None and strong_pct is not None:
             raise InvalidInputError("give either threshold or strong_pct, not both")
         if strong_pct is not None:
@@ -207,7 +208,7 @@ class RoutingPolicy:
         text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
         if not text.strip():
             raise InvalidPromptError("the message to route on has no text")
-        return router, text, self._threshold(router, threshold, strong_pct)
+        return router, text, self.resolve_threshold(router, threshold, strong_pct)
 
     def _record(self, router: Router, win_rate: float | None, threshold: float, score_us: float,
                 fallback: str | None) -> RoutingRecord:
@@ -263,6 +264,10 @@ class RoutingPolicy:
         except EdgerouteError as exc:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
         return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
+
+    async def arun(self, function: Any, *args: Any) -> Any:
+        """Run a scoring call on the policy's thread pool from a coroutine."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
     def close(self) -> None:
         """Stop the scoring threads."""

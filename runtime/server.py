@@ -7,7 +7,6 @@ Needs the ``serve`` extra. Prompts are never logged.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
@@ -290,7 +289,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
         try:
             payload = await read_json(request, endpoint)
             router = routers.get(payload.get("router") or routers.default)
-            threshold = policy._threshold(router, payload.get("threshold"), payload.get("strong_pct"))
+            threshold = policy.resolve_threshold(router, payload.get("threshold"), payload.get("strong_pct"))
             if "messages" in payload:
                 records = [await policy.adecide(payload["messages"], router.name, threshold)]
                 return JSONResponse({"decisions": [r.to_dict() for r in records]})
@@ -303,7 +302,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             if any(len(p) > config.max_prompt_chars for p in cleaned):
                 raise InvalidInputError(f"a prompt is longer than {config.max_prompt_chars} characters")
             started = time.perf_counter()
-            rates = await asyncio.get_running_loop().run_in_executor(policy._pool, router.strong_win_rates, cleaned)
+            rates = await policy.arun(router.strong_win_rates, cleaned)
             score_us = (time.perf_counter() - started) * 1e6
         except _HTTPFailure as failure:
             return fail(failure.status, failure.message, failure.kind, endpoint)
