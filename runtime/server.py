@@ -169,13 +169,14 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
             raise _HTTPFailure(413, f"request body over {config.max_body_bytes} bytes", "body_too_large")
-        body = b""
+        chunks, size = [], 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > config.max_body_bytes:
                 raise _HTTPFailure(413, f"request body over {config.max_body_bytes} bytes", "body_too_large")
         try:
-            payload = json.loads(body)
+            payload = json.loads(b"".join(chunks))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise _HTTPFailure(400, "request body is not valid JSON", "invalid_request_error") from None
         if not isinstance(payload, dict):
