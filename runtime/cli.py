@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from .errors import (
     BundleNotFoundError,
@@ -175,13 +174,6 @@ def _load_router(args: argparse.Namespace, name: str | None):
     )
 
 
-def _default_threshold(router: Any) -> float:
-    try:
-        return router.threshold_for(0.5)
-    except InvalidInputError:
-        return 0.5
-
-
 def _run_route(args: argparse.Namespace) -> int:
     router = _load_router(args, args.router)
     if args.strong_pct is not None:
@@ -189,7 +181,7 @@ def _run_route(args: argparse.Namespace) -> int:
     elif args.threshold is not None:
         threshold = args.threshold
     else:
-        threshold = _default_threshold(router)
+        threshold = router.default_threshold()
     for prompt in args.prompts:
         decision = router.route(prompt, threshold)
         print(json.dumps({

@@ -309,6 +309,13 @@ class Router:
         thresholds = [t for _, t in points]
         return float(np.interp(strong_pct, shares, thresholds))
 
+    def default_threshold(self) -> float:
+        """The calibrated threshold for 50% strong calls, or 0.5 when the bundle is not calibrated."""
+        try:
+            return self.threshold_for(0.5)
+        except InvalidInputError:
+            return 0.5
+
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, kind={self.kind!r}, precision={self.precision!r}, device={self.device!r})"
 

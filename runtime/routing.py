@@ -170,10 +170,7 @@ class RoutingPolicy:
             return router.threshold_for(strong_pct)
         if threshold is not None:
             return check_threshold(threshold)
-        try:
-            return router.threshold_for(0.5)
-        except InvalidInputError:
-            return 0.5
+        return router.default_threshold()
 
     @staticmethod
     def _conversation_key(messages: list[Mapping[str, Any]]) -> str | None:
@@ -239,9 +236,11 @@ class RoutingPolicy:
             return remembered
         loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
         started = time.perf_counter()
-        future = self._pool.submit(loaded.strong_win_rate, text)
         try:
-            win_rate, fallback = future.result(timeout=self.score_budget_s), None
+            if self.score_budget_s is None:  # nothing to time out: score in the caller's thread
+                win_rate, fallback = loaded.strong_win_rate(text), None
+            else:
+                win_rate, fallback = self._pool.submit(loaded.strong_win_rate, text).result(self.score_budget_s), None
         except FutureTimeout:
             win_rate, fallback = None, "score_budget_exceeded"
         except EdgerouteError as exc:
