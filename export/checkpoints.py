@@ -35,22 +35,58 @@ class CheckpointError(InvalidInputError):
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """Weights from ``model.safetensors`` or a torch state dict (loaded with weights_only)."""
+    """Weights from ``model.safetensors`` or a torch state dict (loaded with weights_only).
+
+    Unreadable files and state dicts holding anything but tensors raise ``CheckpointError``.
+    """
     safetensors_path = folder / "model.safetensors"
     if safetensors_path.is_file():
         from safetensors.torch import load_file
 
-        return load_file(str(safetensors_path))
+        try:
+            return load_file(str(safetensors_path))
+        except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
+            raise CheckpointError(
+                f"{safetensors_path}: not a readable safetensors file ({str(exc)[:160]}); "
+                "the download or copy is probably truncated: fetch the checkpoint again"
+            ) from exc
     for name in ("pytorch_model.bin", "model.pt", "model.bin"):
         path = folder / name
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
-            return state
+            return _read_torch_state(path)
     raise CheckpointError(
         f"{folder}: no weights found; expected model.safetensors or pytorch_model.bin (a torch state dict)"
     )
+
+
+def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # weights_only refuses pickled code: a checkpoint must never run anything on load.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a torch state dict of tensors ({str(exc).splitlines()[0][:160]}); "
+            "save the weights with torch.save(model.state_dict(), ...) or as model.safetensors"
+        ) from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    odd = sorted(str(key) for key, value in state.items() if not isinstance(value, torch.Tensor))
+    if odd:
+        raise CheckpointError(
+            f"{path}: entries {', '.join(odd[:5])} are not tensors; "
+            "save the weights with torch.save(model.state_dict(), ...) or as model.safetensors"
+        )
+    return state
+
+
+def check_finite(arrays: dict[str, np.ndarray], folder: Path) -> None:
+    """Raise ``CheckpointError`` naming the first weights that hold NaN or infinity."""
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{folder}: weights {name} hold NaN or infinite values; the checkpoint is damaged "
+                "or training diverged: export a checkpoint from before the divergence"
+            )
 
 
 @dataclass
@@ -112,17 +148,33 @@ def read_model_names(folder: Path, names_file: Path | None, num_models: int) -> 
     return names
 
 
+def _read_mf_config(config_path: Path) -> dict:
+    """config.json of an MF checkpoint, with dim, num_models and text_dim as positive integers."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: not valid JSON ({exc}); restore the checkpoint's config.json") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object with dim, num_models, text_dim")
+    missing = [key for key in ("dim", "num_models", "text_dim") if key not in config]
+    if missing:
+        raise CheckpointError(f"{config_path}: lacks {', '.join(missing)}")
+    for key in ("dim", "num_models", "text_dim", "num_classes"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+            raise CheckpointError(f"{config_path}: '{key}' must be a positive integer, got {value!r}")
+        config[key] = int(value)
+    if config["num_classes"] != 1:
+        raise CheckpointError(f"{config_path}: num_classes must be 1 (RouteLLM's MF router), got {config['num_classes']}")
+    return config
+
+
 def read_mf_checkpoint(folder: Path, names_file: Path | None = None) -> MFCheckpoint:
     """Read a RouteLLM MF checkpoint folder (config.json + weights)."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; an MF checkpoint has config.json with dim, num_models, text_dim, ...")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    missing = [key for key in ("dim", "num_models", "text_dim") if key not in config]
-    if missing:
-        raise CheckpointError(f"{config_path}: lacks {', '.join(missing)}")
-    if int(config.get("num_classes", 1)) != 1:
-        raise CheckpointError(f"{config_path}: num_classes must be 1 (RouteLLM's MF router), got {config['num_classes']}")
+    config = _read_mf_config(config_path)
     state = read_state_dict(folder)
     embeddings = _first_present(state, ("P.weight",), folder).float().numpy()
     classifier = _first_present(state, ("classifier.0.weight", "classifier.weight"), folder).float().numpy()
@@ -130,7 +182,10 @@ def read_mf_checkpoint(folder: Path, names_file: Path | None = None) -> MFCheckp
     projection = (
         _first_present(state, ("text_proj.0.weight", "text_proj.weight"), folder).float().numpy() if use_proj else None
     )
-    dim, text_dim, num_models = int(config["dim"]), int(config["text_dim"]), int(config["num_models"])
+    check_finite({"P.weight": embeddings, "classifier": classifier}, folder)
+    if projection is not None:
+        check_finite({"text_proj": projection}, folder)
+    dim, text_dim, num_models = config["dim"], config["text_dim"], config["num_models"]
     expected = {"P.weight": (num_models, dim), "classifier": (1, dim)}
     if projection is not None:
         expected["text_proj"] = (dim, text_dim)
