@@ -85,9 +85,16 @@ class OnnxTextEncoder:
     """Tokenize a batch and run one ONNX graph on it; returns the named output."""
 
     def __init__(
-        self, session: ort.InferenceSession, tokenizer: Tokenizer, input_names: Sequence[str], output_name: str
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        input_names: Sequence[str],
+        output_name: str,
+        per_row: bool = False,
     ) -> None:
         self.session = session
+        # Dynamically quantized graphs: one graph run per text, so no text's result depends on another's.
+        self.per_row = per_row
         self.tokenizer = tokenizer
         self.input_names = list(input_names)
         self.output_name = output_name
@@ -107,6 +114,8 @@ class OnnxTextEncoder:
         return self.session.run([self.output_name], feeds)[0]
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if self.per_row and len(texts) > 1:
+            return np.concatenate([self.run_tokens(self.tokenize([text])) for text in texts])
         return self.run_tokens(self.tokenize(texts))
 
 

@@ -43,6 +43,10 @@ class BundleCorruptError(BundleError):
     """A bundle file has the right name but cannot be read as what it claims to be."""
 
 
+class ParityDriftError(BundleError):
+    """Re-scored golden prompts differ from the win rates stored at export by more than the tolerance."""
+
+
 class PrecisionUnavailableError(BundleError):
     """The bundle holds no graph of the asked precision."""
 

@@ -155,6 +155,7 @@ class Router:
         embeddings_api_key: str | None = None,
         spinning: bool = True,
         cache_size: int = 0,
+        verify: bool = False,
     ) -> Router:
         """Load a bundle folder or shipped router by name; every check happens here.
 
@@ -165,6 +166,8 @@ class Router:
         ``ConfigurationError`` or ``UnknownModelError`` for bad arguments.
         ``spinning``: onnxruntime's idle-thread spinning (faster, burns CPU between calls).
         ``cache_size``: keep the win rates of that many recent prompts (LRU); 0, the default, keeps none.
+        ``verify``: re-score the manifest's golden prompts on this CPU and raise ``ParityDriftError``
+        when they drifted past the recorded tolerance (bundles without golden scores load unchecked).
         """
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ConfigurationError(f"cache_size must be a non-negative integer, got {cache_size!r}")
@@ -181,7 +184,8 @@ class Router:
             _check_graph_io(session, graph_path, encoder_section)
             tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
             tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
-            encoder = OnnxTextEncoder(session, tokenizer, encoder_section["inputs"], encoder_section["output"])
+            encoder = OnnxTextEncoder(session, tokenizer, encoder_section["inputs"], encoder_section["output"],
+                                      per_row=_scores_per_row(manifest, chosen))
         elif precision is not None:
             raise PrecisionUnavailableError(
                 f"{manifest.folder}: this router has no ONNX graph (its embedder is "
@@ -189,7 +193,7 @@ class Router:
             )
 
         if manifest.kind == "bert":
-            if strong_model is not None or weak_model is not None:
+            if not _names_bert_pair(manifest, strong_model, weak_model):
                 raise ConfigurationError(
                     "strong_model/weak_model choose the pair of an MF router; a BERT router predicts "
                     "for the pair it was trained on (see its manifest's 'models')"
@@ -197,13 +201,14 @@ class Router:
             labels = encoder_section["win_rate"]["labels"]
             win_rates = _bert_win_rates(encoder, labels)
             names = manifest.data.get("models", {})
-            return cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
-                       cache_size=cache_size)
+            return _verified(cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
+                                 cache_size=cache_size), verify)
 
         head = manifest.data["head"]
         strong_model = strong_model or head.get("default_strong")
         weak_model = weak_model or head.get("default_weak")
         model_names: list[str] = head["model_names"]
+        strong_model, weak_model = (_canonical(name, model_names, head) for name in (strong_model, weak_model))
         for role, name in (("strong", strong_model), ("weak", weak_model)):
             if name not in model_names:
                 shown = ", ".join(model_names[:8]) + (" …" if len(model_names) > 8 else "")
@@ -228,7 +233,8 @@ class Router:
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
         win_rates = _mf_win_rates(embed, difference)
-        return cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size)
+        return _verified(cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size),
+                         verify)
 
     # ----------------------------------------------------------------- scoring
     @property
@@ -407,3 +413,44 @@ def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarr
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
     return win_rates
+
+
+def _scores_per_row(manifest: Manifest, precision: str | None) -> bool:
+    """True for dynamically quantized int8 graphs: they scale activations over the whole batch,
+    so a prompt's score would depend on the prompts beside it; such graphs score one row at a time."""
+    if precision != "int8":
+        return False
+    settings = (manifest.data.get("quantization") or {}).get("int8") or {}
+    return settings.get("method", "dynamic") == "dynamic"  # bundles without the record were dynamic
+
+
+def _canonical(name: str | None, model_names: list[str], head: dict[str, Any]) -> str | None:
+    """A model name in the bundle's own spelling, via the manifest's alias table (unknown: unchanged)."""
+    from .names import resolve_name
+
+    if not isinstance(name, str):
+        return name
+    return resolve_name(name, model_names, head.get("aliases")) or name
+
+
+def _names_bert_pair(manifest: Manifest, strong_model: str | None, weak_model: str | None) -> bool:
+    """A BERT router predicts for one pair: accept no names, or names (any alias) of that pair."""
+    from .names import resolve_name
+
+    if strong_model is None and weak_model is None:
+        return True
+    pair = manifest.data.get("models") or {}
+    aliases = manifest.data.get("aliases")
+    for role, name in (("strong", strong_model), ("weak", weak_model)):
+        own = pair.get(role)
+        if name is not None and (not isinstance(name, str) or not own or resolve_name(name, [own], aliases) != own):
+            return False
+    return True
+
+
+def _verified(router: Router, verify: bool) -> Router:
+    if verify:
+        from .golden import check_golden
+
+        check_golden(router)
+    return router
