@@ -18,15 +18,19 @@ from tqdm.auto import tqdm
 from edgeroute.runtime import Router, __version__
 from edgeroute.runtime.errors import EdgerouteError
 from edgeroute.runtime.manifest import PRECISIONS, SCHEMA_VERSION, write_manifest
+from edgeroute.runtime.names import alias_table
 
-from .checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, read_mf_checkpoint
+from .checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, check_finite, read_mf_checkpoint, read_state_dict
 from .onnx_graphs import ClassifierLogits, SentenceEmbedding, export_graph, optimize_graph, quantize_graph, to_fp16
-from .parity import PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
+from .parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
 
 TOKENIZER_FILE = "tokenizer.json"
 HEAD_FILE = "head.npy"
 # Precision -> largest tolerated |win rate - PyTorch's| on the parity prompts.
 _FIXED_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+# Precision -> largest tolerated drift of a golden score between the exporting CPU and another.
+# Same-kernel CPUs agree to ~1e-6; the u8s8 saturation this guards against moves scores by 0.05-0.5.
+_GOLDEN_TOLERANCE = {"fp32": 1e-4, "int8": 2e-3, "fp16": 1e-2, "static": 1e-4}
 _BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -45,7 +49,8 @@ class ExportOptions:
     max_length: int | None = None
     int8_tolerance: float = 0.05
     per_channel: bool = True
-    reduce_range: bool = False
+    # 7-bit weights: onnxruntime's u8s8 kernels cannot saturate, on AVX2 CPUs without VNNI too.
+    reduce_range: bool = True
     overwrite: bool = False
     strong_name: str | None = None
     weak_name: str | None = None
@@ -88,31 +93,80 @@ def _hash_folder_weights(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_hf(folder: Path, model_class: Any) -> tuple[Any, Any]:
+# Files of which a Hugging Face tokenizer needs at least one.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _load_hf(folder: Path, model_class: Any, optional: tuple[str, ...] = (), **model_kwargs: Any) -> tuple[Any, Any]:
+    """Tokenizer and model of a checkpoint folder; typed errors for anything a checkpoint can get wrong.
+
+    Weights the checkpoint lacks are refused (transformers would initialize them at random),
+    except those whose names contain one of ``optional`` (e.g. an unused pooler).
+    """
     from transformers import AutoTokenizer
 
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{folder}: no tokenizer ({', '.join(_TOKENIZER_FILES)} are all missing); save the tokenizer "
+            "next to the weights: AutoTokenizer.from_pretrained(BASE_MODEL).save_pretrained(CHECKPOINT)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
         # Eager attention traces into plain ops that onnxruntime's fusions recognize.
-        model = model_class.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager").eval()
+        model, info = model_class.from_pretrained(
+            str(folder), local_files_only=True, attn_implementation="eager", output_loading_info=True, **model_kwargs
+        )
+    except RuntimeError as exc:  # size mismatches between the weights and config.json
+        raise CheckpointError(
+            f"{folder}: the weights do not fit config.json ({_first_line(exc)}); "
+            "use the config.json that was saved with these weights"
+        ) from exc
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(
-            f"{folder}: not a loadable Hugging Face checkpoint with its tokenizer ({exc})"
+            f"{folder}: not a loadable Hugging Face checkpoint with its tokenizer ({_first_line(exc)})"
         ) from exc
+    missing = sorted(k for k in info["missing_keys"] if "position_ids" not in k and not any(o in k for o in optional))
+    if missing:
+        raise CheckpointError(
+            f"{folder}: the weights lack {', '.join(missing[:6])}{' …' if len(missing) > 6 else ''}; "
+            "transformers would initialize them at random: export the trained checkpoint, not its base model"
+        )
+    check_finite({name: value.detach().float().numpy() for name, value in model.state_dict().items()
+                  if value.is_floating_point()}, folder)
     if not getattr(tokenizer, "is_fast", False):
         raise CheckpointError(f"{folder}: the tokenizer has no fast (tokenizers) version; add a tokenizer.json")
-    return tokenizer, model
+    return tokenizer, model.eval()
+
+
+def _position_limit(model: Any) -> int:
+    """Longest input the model's position embeddings allow (RoBERTa-style models reserve two)."""
+    positions = int(model.config.max_position_embeddings)
+    return positions - 2 if model.config.model_type in ("roberta", "xlm-roberta") else positions
+
+
+def _classifier_max_length(model: Any, tokenizer: Any, requested: int | None) -> int:
+    """RouteLLM's BERTRouter truncates at the tokenizer's model_max_length (``truncation=True``).
+
+    Tokenizers without a limit report a huge number (1e30); the model cannot take more than
+    its position embeddings, so the length is capped there.
+    """
+    if requested is not None:
+        return requested
+    return int(min(tokenizer.model_max_length, _position_limit(model)))
 
 
 def _max_length(folder: Path, model: Any, tokenizer: Any, requested: int | None) -> int:
-    """Truncation length: the flag, else sentence-transformers' setting, else the tokenizer's own."""
+    """Sentence encoders: the flag, else sentence-transformers' setting, else the tokenizer's own."""
     if requested is not None:
         return requested
     sentence_config = folder / "sentence_bert_config.json"
     if sentence_config.is_file():
         return int(json.loads(sentence_config.read_text())["max_seq_length"])
-    positions = int(model.config.max_position_embeddings)
-    return int(tokenizer.model_max_length) if tokenizer.model_max_length <= positions else min(512, positions)
+    return _classifier_max_length(model, tokenizer, None)
 
 
 def _input_names(tokenizer: Any) -> list[str]:
@@ -169,11 +223,29 @@ def _write_encoder_graphs(
     return graphs, facts
 
 
+def _check_finite_parity(precision: str, figures: dict[str, Any], options: ExportOptions) -> None:
+    if not figures["finite"]:
+        raise ExportParityError(
+            f"{precision} graph: some win rates are NaN or infinite on the {len(PARITY_PROMPTS)} parity prompts "
+            f"(a NaN never counts as verified); nothing was written to {options.out}. "
+            "Check the checkpoint's weights and re-export"
+        )
+
+
 def _verify_parity(
     staging: Path, graphs: dict[str, str], reference: np.ndarray, options: ExportOptions, load_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """Score the parity prompts through the runtime on each precision and compare with PyTorch."""
+    """Score the parity prompts through the runtime on each precision and compare with PyTorch.
+
+    Also records the golden scores (a subset of the prompts, each scored alone) in ``golden``.
+    """
+    if not np.isfinite(reference).all():
+        raise ExportParityError(
+            f"the PyTorch reference gives NaN or infinite win rates; nothing was written to {options.out}. "
+            "The checkpoint's weights or config are broken: re-export a healthy checkpoint"
+        )
     figures: dict[str, Any] = {}
+    golden = _golden_section(reference)
     for precision in graphs:
         tolerance = options.int8_tolerance if precision == "int8" else _FIXED_TOLERANCE[precision]
         try:
@@ -185,6 +257,7 @@ def _verify_parity(
             figures[precision] = {"verified": False, "reason": f"not runnable on CPU: {str(exc)[:160]}"}
             continue
         result = parity_figures(reference, candidate)
+        _check_finite_parity(precision, result, options)
         result.update(verified=True, tolerance=tolerance, device="cpu")
         if result["max_abs_diff"] > tolerance:
             raise ExportParityError(
@@ -193,12 +266,42 @@ def _verify_parity(
                 "Try --no-per-channel/--reduce-range, raise --int8-tolerance deliberately, or drop that precision"
             )
         figures[precision] = result
+        golden["precisions"][precision] = _golden_scores(router, precision)
     return {
         "reference": "PyTorch fp32 eager, one prompt at a time",
         "n_prompts": len(PARITY_PROMPTS),
+        "n_over_max_length": _count_truncated(staging),
         "thresholds": PARITY_THRESHOLDS,
         "precisions": figures,
+        "golden": golden,
     }
+
+
+def _golden_section(reference: np.ndarray) -> dict[str, Any]:
+    return {
+        "prompts": GOLDEN_PROMPTS,
+        "reference": [float(reference[i]) for i in GOLDEN_INDICES],
+        "scoring": "each prompt alone; `edgeroute info BUNDLE --verify` and Router.load(verify=True) re-score them",
+        "precisions": {},
+    }
+
+
+def _golden_scores(router: Router, precision: str) -> dict[str, Any]:
+    """The win rates ``router`` gives the golden prompts, each scored alone, and the drift tolerated."""
+    rates = [float(router.strong_win_rates([prompt])[0]) for prompt in GOLDEN_PROMPTS]
+    return {"win_rates": rates, "tolerance": _GOLDEN_TOLERANCE[precision]}
+
+
+def _count_truncated(staging: Path) -> int:
+    """How many parity prompts are longer than max_length (so the check covers truncation)."""
+    from edgeroute.runtime import read_manifest
+    from edgeroute.runtime.encoders import load_tokenizer
+
+    manifest = read_manifest(staging)
+    if manifest.max_length is None:
+        return 0
+    tokenizer = load_tokenizer(manifest.verify(manifest.data["tokenizer"]["file"]), 10**6)
+    return sum(len(e.ids) > manifest.max_length for e in tokenizer.encode_batch(PARITY_PROMPTS))
 
 
 def _staging_folder(options: ExportOptions) -> Path:
@@ -225,6 +328,7 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
         "kind": kind,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "models": {"strong": options.strong_name, "weak": options.weak_name},
+        "aliases": alias_table(name for name in (options.strong_name, options.weak_name) if name),
         "opset": options.opset,
         "exporter": _library_versions(),
         "source": {
@@ -252,26 +356,67 @@ def _save_tokenizer(tokenizer: Any, staging: Path, max_length: int) -> dict[str,
     }
 
 
+def _bert_num_labels(checkpoint: Path) -> int:
+    """Labels as RouteLLM loads them: it passes num_labels=3, so a config.json without labels means 3."""
+    config_path = checkpoint / "config.json"
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: no readable config.json ({_first_line(exc)})") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    if isinstance(raw.get("id2label"), dict):
+        return len(raw["id2label"])
+    if isinstance(raw.get("num_labels"), int):
+        return raw["num_labels"]
+    # transformers leaves a 2-label config's labels out of config.json: the head's rows tell.
+    head = _classifier_rows(checkpoint)
+    return 3 if head is None else head
+
+
+def _classifier_rows(checkpoint: Path) -> int | None:
+    """Rows of the checkpoint's classifier.weight, or None when there is none to read."""
+    safetensors_path = checkpoint / "model.safetensors"
+    if safetensors_path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(safetensors_path), framework="pt") as handle:
+                return handle.get_slice("classifier.weight").get_shape()[0] if "classifier.weight" in handle.keys() else None
+        except Exception as exc:  # safetensors raises its own SafetensorError for damaged files
+            raise CheckpointError(
+                f"{safetensors_path}: not a readable safetensors file ({_first_line(exc)}); "
+                "the download or copy is probably truncated: fetch the checkpoint again"
+            ) from exc
+    try:
+        weight = read_state_dict(checkpoint).get("classifier.weight")
+    except CheckpointError:
+        return None  # no weights at all: transformers' loader names the problem
+    return None if weight is None else int(weight.shape[0])
+
+
+def _load_bert(checkpoint: Path) -> tuple[Any, Any]:
+    """Tokenizer and 3-label sequence classifier, loaded the way RouteLLM's BERTRouter loads them."""
+    from transformers import AutoModelForSequenceClassification
+
+    num_labels = _bert_num_labels(checkpoint)
+    if num_labels != 3:
+        raise CheckpointError(
+            f"{checkpoint}: RouteLLM's BERT router has 3 labels (strong wins, tie, weak wins); "
+            f"this checkpoint has {num_labels}"
+        )
+    return _load_hf(checkpoint, AutoModelForSequenceClassification, num_labels=3)
+
+
 def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
     """Export a RouteLLM BERT router (BertForSequenceClassification, 3 labels) to a bundle.
 
     Labels follow RouteLLM: 0 strong wins, 1 tie, 2 weak wins; win rate = 1 - (p[1] + p[2]).
     Returns the path of the written manifest.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     checkpoint = Path(checkpoint)
-    try:
-        num_labels = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True).num_labels
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{checkpoint}: no readable config.json ({exc})") from exc
-    if num_labels != 3:
-        raise CheckpointError(
-            f"{checkpoint}: RouteLLM's BERT router has 3 labels (strong wins, tie, weak wins); "
-            f"this checkpoint has {num_labels}"
-        )
-    tokenizer, model = _load_hf(checkpoint, AutoModelForSequenceClassification)
-    max_length = _max_length(checkpoint, model, tokenizer, options.max_length)
+    tokenizer, model = _load_bert(checkpoint)
+    max_length = _classifier_max_length(model, tokenizer, options.max_length)
     input_names = _input_names(tokenizer)
     staging = _staging_folder(options)
     try:
@@ -303,6 +448,7 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
             reference = 1.0 - (shifted[:, labels].sum(axis=1) / shifted.sum(axis=1))
             manifest["parity"] = _verify_parity(staging, graphs, reference, options, {})
+            manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
     except BaseException:
@@ -353,6 +499,8 @@ def export_mf(
                 "model_names": mf.model_names,
                 "default_strong": strong,
                 "default_weak": weak,
+                # Other spellings of the same models (e.g. provider ids): either picks the same row.
+                "aliases": alias_table(mf.model_names),
                 "folding": "row m = (classifier * normalize(P[m])) @ text_proj; score(m) = row m . embedding",
                 "win_rate": {"kind": "sigmoid_difference", "formula": "sigmoid(score(strong) - score(weak))"},
             }
@@ -385,7 +533,7 @@ def export_mf(
                 progress.update(3)
                 reference_embed = static_embedder(checkpoint, max_length)
             else:
-                tokenizer, encoder = _load_hf(Path(embedder_source), AutoModel)
+                tokenizer, encoder = _load_hf(Path(embedder_source), AutoModel, optional=("pooler.",))
                 if encoder.config.hidden_size != mf.text_dim:
                     raise CheckpointError(
                         f"{checkpoint}: text_dim is {mf.text_dim} but the embedder {embedder_source} produces "
@@ -419,6 +567,8 @@ def export_mf(
             reference = None if reference_embed is None else mf.reference_win_rate(
                 reference_embed(PARITY_PROMPTS), strong, weak)
             manifest["parity"] = _mf_parity(mf, staging, graphs, reference, options, strong, weak)
+            if "golden" in manifest["parity"]:
+                manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
     except BaseException:
@@ -455,12 +605,15 @@ def _mf_parity(
     if reference is None:
         return parity
     if not graphs:  # a static embedder: no graph, the runtime's numpy path is what is checked
-        candidate = Router.load(staging).strong_win_rates(PARITY_PROMPTS)
-        figures = parity_figures(reference, candidate)
+        router = Router.load(staging)
+        figures = parity_figures(reference, router.strong_win_rates(PARITY_PROMPTS))
+        _check_finite_parity("static", figures, options)
         if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
             raise ExportParityError(f"static router differs from the reference by {figures['max_abs_diff']:.2e}")
         parity.update(reference="RouteLLM's unfolded MF formula on the same static embeddings",
                       n_prompts=len(PARITY_PROMPTS), precisions={"static": {**figures, "verified": True}})
+        parity["golden"] = _golden_section(reference)
+        parity["golden"]["precisions"]["static"] = _golden_scores(router, "static")
         return parity
     parity.update(_verify_parity(staging, graphs, reference, options, {}))
     return parity

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import numpy as np
 
 # Short and long, easy and hard, several domains and scripts: enough spread for win rates to vary.
-PARITY_PROMPTS = [
+HANDWRITTEN_PROMPTS = [
     "Hi!",
     "What is 2 + 2?",
     "Translate 'good morning' into French.",
@@ -49,18 +50,79 @@ PARITY_PROMPTS = [
     "Explain why the sky is blue. " * 40,
     "In a 2x2 contingency table with counts 10, 20, 30, 40, compute the chi-square statistic.",
 ]
+# Building blocks of the generated prompts: deterministic (a fixed seed), no downloads.
+_TOPICS = [
+    "the French Revolution", "photosynthesis", "binary search trees", "the Riemann hypothesis", "inflation",
+    "TCP congestion control", "the immune system", "Shakespeare's sonnets", "plate tectonics", "Bayesian statistics",
+    "compound interest", "the Roman Empire", "neural networks", "climate change", "quantum computing",
+    "the causes of the Great Depression", "sorting algorithms", "organic chemistry", "game theory", "jazz harmony",
+]
+_TASKS = [
+    "Explain {t} simply.", "Write an essay on {t}.", "Give three facts about {t}.",
+    "What are common misconceptions about {t}?", "Prove a key result related to {t}.",
+    "Summarize {t} for an exam.", "Write Python code that illustrates {t}.", "Compare {t} with {u}.",
+    "Quiz me on {t} with five multiple-choice questions.", "Why does {t} matter today?",
+]
+_FILLER = [
+    "Please be precise and cite the standard references.", "Use short paragraphs.",
+    "Assume I am a graduate student.", "Include a worked example with numbers.", "Avoid jargon where possible.",
+    "Here is some context from my notes: {t} was covered in week {k} of the course, together with {u}.",
+    "Step {k}: restate the problem, list the assumptions, and check edge cases.",
+    "def f{k}(x):\n    return x ** {k} + {k}  # what does this compute for {t}?",
+    "Données {k}: calculez la moyenne et l'écart-type.", "質問{k}: {t}について説明してください。",
+]
+N_GENERATED = 260
+
+
+def _generated_prompt(rng: random.Random, index: int) -> str:
+    """One prompt: a task, then 0..~600 words of filler, so lengths span short to past 512 tokens."""
+    topic, other = rng.sample(_TOPICS, 2)
+    parts = [rng.choice(_TASKS).format(t=topic, u=other)]
+    # Lengths cycle through short, medium and long, ending well past any max_length in use.
+    target_words = [0, 8, 30, 80, 160, 320, 700][index % 7]
+    words = len(parts[0].split())
+    while words < target_words:
+        sentence = rng.choice(_FILLER).format(t=topic, u=other, k=rng.randint(1, 99))
+        parts.append(sentence)
+        words += len(sentence.split())
+    return " ".join(parts)
+
+
+def generated_prompts(n: int = N_GENERATED, seed: int = 2024) -> list[str]:
+    """``n`` deterministic prompts of varied topics and lengths (some longer than 512 tokens)."""
+    rng = random.Random(seed)
+    return [_generated_prompt(rng, index) for index in range(n)]
+
+
+# The export check: the hand-written prompts plus the generated ones (300 in all).
+PARITY_PROMPTS = HANDWRITTEN_PROMPTS + generated_prompts()
 PARITY_THRESHOLDS = [round(0.1 * k, 1) for k in range(1, 10)]
+# Golden prompts (stored with their win rates in the manifest, re-scored on other CPUs):
+# every 12th parity prompt, so short, medium and over-long ones, hand-written and generated.
+GOLDEN_INDICES = list(range(0, len(PARITY_PROMPTS), 12))
+GOLDEN_PROMPTS = [PARITY_PROMPTS[i] for i in GOLDEN_INDICES]
 
 
 def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """Max and mean absolute win-rate difference, and decision agreement per threshold."""
-    difference = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    """Max, p99 and mean absolute win-rate difference, and decision agreement per threshold.
+
+    Non-finite win rates on either side make ``finite`` False (and every figure NaN-safe), so
+    that a NaN can never pass as a small difference.
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    finite = bool(np.isfinite(reference).all() and np.isfinite(candidate).all())
+    difference = np.abs(reference - candidate)
+    if not finite:
+        difference = np.where(np.isfinite(difference), difference, np.inf)
     agreement = {
         str(t): float(np.mean((reference >= t) == (candidate >= t))) for t in PARITY_THRESHOLDS
     }
     return {
         "max_abs_diff": float(difference.max()),
+        "p99_abs_diff": float(np.quantile(difference, 0.99)),
         "mean_abs_diff": float(difference.mean()),
         "agreement": agreement,
         "min_agreement": min(agreement.values()),
+        "finite": finite,
     }

@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--int8-tolerance", type=float, default=0.05,
                          help="fail when int8 and PyTorch win rates differ by more than this")
         sub.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
-        sub.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=False,
-                         help="7-bit weights, for AVX2 CPUs without VNNI")
+        sub.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                         help="7-bit int8 weights, safe on AVX2 CPUs without VNNI (default on)")
         sub.add_argument("--overwrite", action="store_true")
         sub.add_argument("--strong-name", default=None, help="name of the strong model (stored in the manifest)")
         sub.add_argument("--weak-name", default=None, help="name of the weak model (stored in the manifest)")
