@@ -177,10 +177,17 @@ def _torch_forward(module: torch.nn.Module, tokenizer: Any, prompts: list[str], 
     """The PyTorch reference: HF tokenizer + module, one prompt at a time (no padding effects)."""
     outputs = []
     module.eval()
-    with torch.no_grad():
-        for prompt in prompts:
-            batch = tokenizer([prompt], truncation=True, max_length=max_length, return_tensors="pt")
-            outputs.append(module(**{k: v for k, v in batch.items() if k in _BERT_INPUTS}).numpy())
+    threads = torch.get_num_threads()
+    # One prompt is too small a job to split: extra intra-op threads only wait on each other
+    # (20x slower on a busy 2-core machine).
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for prompt in prompts:
+                batch = tokenizer([prompt], truncation=True, max_length=max_length, return_tensors="pt")
+                outputs.append(module(**{k: v for k, v in batch.items() if k in _BERT_INPUTS}).numpy())
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(outputs)
 
 

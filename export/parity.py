@@ -91,7 +91,14 @@ def _generated_prompt(rng: random.Random, index: int) -> str:
 def generated_prompts(n: int = N_GENERATED, seed: int = 2024) -> list[str]:
     """``n`` deterministic prompts of varied topics and lengths (some longer than 512 tokens)."""
     rng = random.Random(seed)
-    return [_generated_prompt(rng, index) for index in range(n)]
+    prompts: list[str] = []
+    index = 0
+    while len(prompts) < n:  # short prompts can repeat: keep drawing until n distinct ones
+        prompt = _generated_prompt(rng, index)
+        index += 1
+        if prompt not in prompts and prompt not in HANDWRITTEN_PROMPTS:
+            prompts.append(prompt)
+    return prompts
 
 
 # The export check: the hand-written prompts plus the generated ones (300 in all).

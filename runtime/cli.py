@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="summarize a bundle's manifest")
     info.add_argument("bundle", metavar="BUNDLE", help="shipped router name or bundle folder")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.add_argument("--verify", action="store_true",
+                      help="re-score the manifest's golden prompts on this CPU; exit 1 when they drifted")
 
     commands.add_parser("list", help="list the shipped routers")
 
@@ -220,8 +222,12 @@ def _run_info(args: argparse.Namespace) -> int:
         lines.append(f"embedder:    {data['embedder'].get('kind')} {data['embedder'].get('model', '')} dim={data['embedder']['dim']}")
         lines.append(f"MF models:   {len(head['model_names'])} (default pair {head.get('default_strong')} vs {head.get('default_weak')})")
     for precision, figures in (data.get("parity") or {}).get("precisions", {}).items():
+        if "max_abs_diff" not in figures:  # e.g. an fp16 graph the exporting CPU could not run
+            lines.append(f"parity {precision}: not verified ({figures.get('reason', 'no figures')})")
+            continue
+        p99 = f", p99 {figures['p99_abs_diff']:.2e}" if "p99_abs_diff" in figures else ""
         lines.append(
-            f"parity {precision}: max |Δ win rate| {figures['max_abs_diff']:.2e}, "
+            f"parity {precision}: max |Δ win rate| {figures['max_abs_diff']:.2e}{p99}, "
             f"min decision agreement {figures['min_agreement']:.3f} over {data['parity']['n_prompts']} prompts"
         )
     calibration = data.get("calibration")
@@ -230,7 +236,39 @@ def _run_info(args: argparse.Namespace) -> int:
     for file_name, entry in data["files"].items():
         lines.append(f"file:        {file_name} {entry.get('bytes', 0) / 1e6:.1f} MB sha256 {entry['sha256'][:12]}")
     print("\n".join(lines))
+    if args.verify:
+        _verify_golden(manifest)
     return EXIT_OK
+
+
+def _verify_golden(manifest) -> None:
+    """Print one line per precision re-scored against the golden scores; raise the first drift."""
+    from .errors import ParityDriftError
+    from .golden import check_golden
+    from .router import Router
+
+    failures: list[ParityDriftError] = []
+    for precision in manifest.precisions or [None]:
+        try:
+            report = check_golden(Router.load(manifest.folder, precision=precision))
+        except ParityDriftError as exc:
+            failures.append(exc)
+            print(f"verify {precision}: DRIFTED ({exc})")
+            continue
+        except EdgerouteError as exc:
+            if precision != "fp16":  # fp16 graphs may run only on CUDA
+                raise
+            print(f"verify fp16: not runnable on this CPU ({str(exc)[:120]})")
+            continue
+        if not report["checked"]:
+            print(f"verify {report['precision']}: not checked: {report['reason']}")
+            continue
+        versus = report.get("max_abs_diff_vs_fp32_reference")
+        print(f"verify {report['precision']}: ok, max drift {report['max_drift']:.2e} (tolerance "
+              f"{report['tolerance']:g}) on {report['n_prompts']} golden prompts"
+              + ("" if versus is None else f", max |Δ| vs fp32 reference {versus:.2e}"))
+    if failures:
+        raise failures[0]
 
 
 def _run_list(_: argparse.Namespace) -> int:
