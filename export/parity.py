@@ -119,7 +119,8 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     finite = bool(np.isfinite(reference).all() and np.isfinite(candidate).all())
-    difference = np.abs(reference - candidate)
+    with np.errstate(invalid="ignore"):  # inf - inf: counted as an infinite difference below
+        difference = np.abs(reference - candidate)
     if not finite:
         difference = np.where(np.isfinite(difference), difference, np.inf)
     agreement = {
