@@ -308,6 +308,7 @@ def _count_truncated(staging: Path) -> int:
     if manifest.max_length is None:
         return 0
     tokenizer = load_tokenizer(manifest.verify(manifest.data["tokenizer"]["file"]), 10**6)
+    tokenizer.no_padding()  # padded, every prompt would look as long as the longest
     return sum(len(e.ids) > manifest.max_length for e in tokenizer.encode_batch(PARITY_PROMPTS))
 
 

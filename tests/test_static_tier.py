@@ -51,3 +51,10 @@ def test_static_export_needs_the_table(tmp_path):
     checkpoint = make_mf_checkpoint(tmp_path / "ckpt", text_dim=16)
     with pytest.raises(CheckpointError, match="train with `edgeroute train mf --encoder static`"):
         export_mf(checkpoint, ExportOptions(out=tmp_path / "bundle"), embedder="static")
+
+
+def test_static_router_golden_scores_verify(static_bundle):
+    from edgeroute.runtime.golden import check_golden
+
+    report = check_golden(Router.load(static_bundle[1], verify=True))
+    assert report["checked"] and report["precision"] == "static" and report["max_drift"] <= 1e-6
