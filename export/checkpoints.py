@@ -136,7 +136,10 @@ def read_model_names(folder: Path, names_file: Path | None, num_models: int) -> 
     if source is None:
         names = list(ROUTELLM_ARENA_MODELS)
     else:
-        mapping = json.loads(Path(source).read_text(encoding="utf-8"))
+        try:
+            mapping = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{source}: not a readable JSON file ({exc}); expected a name-to-row JSON object") from exc
         if not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(len(mapping))):
             raise CheckpointError(f"{source}: expected a JSON object mapping model name to rows 0..N-1")
         names = [name for name, _ in sorted(mapping.items(), key=lambda item: item[1])]

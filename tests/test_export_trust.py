@@ -97,9 +97,17 @@ def test_mf_parity_with_routellm_formula_on_hundreds_of_prompts(mf_checkpoint, e
     assert np.abs(got - np.array(expected)).max() < 1e-5
 
 
-def test_non_finite_win_rates_never_count_as_parity():
+def test_non_finite_win_rates_never_count_as_parity(tmp_path):
+    from edgeroute.export.exporter import _check_finite_parity
+
     figures = parity_figures(np.array([0.2, 0.5]), np.array([0.2, np.nan]))
     assert figures["finite"] is False and figures["max_abs_diff"] == np.inf
+    with pytest.raises(ExportParityError) as caught:
+        _check_finite_parity("int8", figures, ExportOptions(out=tmp_path / "bundle"))
+    assert str(caught.value) == (
+        f"int8 graph: some win rates are NaN or infinite on the {len(PARITY_PROMPTS)} parity prompts (a NaN never "
+        f"counts as verified); nothing was written to {tmp_path / 'bundle'}. Check the checkpoint's weights and re-export"
+    )
 
 
 # ----------------------------------------------------------------- 1. truncation length
@@ -127,9 +135,10 @@ def test_bert_tokenizer_limit_below_positions_is_used(tmp_path):
 
 
 # ----------------------------------------------------------------- 2. batch-independent int8
-@pytest.mark.parametrize("bundle_fixture", ["bert_bundle", "mf_bundle"])
-def test_int8_win_rate_does_not_depend_on_the_batch(bundle_fixture, request):
-    router = Router.load(request.getfixturevalue(bundle_fixture), precision="int8")
+@pytest.mark.parametrize("bundle_fixture,precision", [("bert_bundle", "int8"), ("mf_bundle", "int8"),
+                                                      ("bert_bundle", "fp32")])
+def test_win_rate_does_not_depend_on_the_batch(bundle_fixture, precision, request):
+    router = Router.load(request.getfixturevalue(bundle_fixture), precision=precision)
     prompts = MIXED + PARITY_PROMPTS[40:100:6]
     alone = np.array([router.strong_win_rate(prompt) for prompt in prompts])
     for batch in (prompts, prompts[::-1], [prompts[0]] * 3 + prompts):
@@ -350,6 +359,10 @@ def test_mf_config_not_json_or_dim_not_a_number(tmp_path):
     with pytest.raises(CheckpointError) as caught:
         read_mf_checkpoint(checkpoint)
     assert str(caught.value) == f"{config_path}: 'dim' must be a positive integer, got 'sixteen'"
+    config_path.write_text(json.dumps(good))
+    (checkpoint / "model_ids.json").write_text("not json")
+    with pytest.raises(CheckpointError, match=r"model_ids.json: not a readable JSON file \(Expecting value"):
+        read_mf_checkpoint(checkpoint)
 
 
 def test_mf_truncated_safetensors_refused(tmp_path):
