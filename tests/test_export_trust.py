@@ -203,6 +203,22 @@ def test_nan_golden_score_never_verifies(bundle_copy):
         Router.load(bundle_copy, precision="fp32", verify=True)
 
 
+def test_malformed_golden_section_is_a_manifest_error(bundle_copy):
+    from edgeroute.runtime import ManifestError
+
+    path = bundle_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data["golden"]["precisions"]["int8"]["win_rates"] = [0.5]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as caught:
+        Router.load(bundle_copy, verify=True)
+    assert str(caught.value) == (
+        f"{path}: 'golden' must hold non-empty 'prompts', and per precision 'win_rates' of the same length and a "
+        "'tolerance'; re-export the bundle with `edgeroute export`"
+    )
+    Router.load(bundle_copy)  # without verify=True the golden section is not read
+
+
 def test_bundle_without_golden_scores_still_loads(bundle_copy, capsys):
     path = bundle_copy / "manifest.json"
     data = json.loads(path.read_text())
