@@ -85,11 +85,7 @@ class OnnxTextEncoder:
     """Tokenize a batch and run one ONNX graph on it; returns the named output."""
 
     def __init__(
-        self,
-        session: ort.InferenceSession,
-        tokenizer: Tokenizer,
-        input_names: Sequence[str],
-        output_name: str,
+        self, session: ort.InferenceSession, tokenizer: Tokenizer, input_names: Sequence[str], output_name: str,
         per_row: bool = False,
     ) -> None:
         self.session = session
