@@ -1,167 +1,171 @@
-"""Routing quality of the shipped routers on held-out data: writes benchmarks/results/quality.{md,json,png}.
+"""Cross-validated routing quality of edgeroute's router recipes: writes benchmarks/results/quality.{md,json,png}.
 
-    python benchmarks/quality.py --data-dir ../shared/data/routellm-evals \
-        --router models/bert-minilm-gpt4-mixtral --router models/mf-minilm-gpt4-mixtral \
-        --fp32 bert-minilm-gpt4-mixtral=/tmp/edgeroute-fp32/bert --fp32 mf-minilm-gpt4-mixtral=/tmp/edgeroute-fp32/mf
+    python benchmarks/quality.py --data-dir ../shared/data/routellm-evals
 
-Held out = edgeroute's fixed `test` split (MMLU domains never trained on; a GSM8K slice).
-`--fp32 NAME=BUNDLE` names a full-precision export of the same checkpoint, to measure how
-often the int8 bundle's routing decisions agree with fp32 on the held-out prompts.
+The protocol (``edgeroute.runtime.benchmarks.protocol_splits``): 5-fold grouped cross-validation
+over all MMLU subjects (each subject is tested in exactly one fold and never trained on there),
+5-fold over GSM8K problems, and transfer between the benchmarks (train on MMLU only, test on
+GSM8K; train on GSM8K only, test on MMLU). Every recipe is retrained on each split's training rows;
+the shipped routers are the same recipes trained on all rows. Nothing is chosen on a single split.
+
+Teacher runs are cached in ``--work-dir`` (a fresh run takes about an hour on 2 cores; a rerun
+with the cache, a minute).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
 
 from edgeroute.runtime import Router
-from edgeroute.runtime.benchmarks import load_benchmark, mmlu_domains, select_split
-from edgeroute.runtime.evaluation import CALIBRATION_SHARES, evaluate, score_prompts, threshold_for_share
-from edgeroute.runtime.metrics import RoutingCurve, routing_curve, summarize
+from edgeroute.runtime.benchmarks import load_protocol_data, protocol_splits
+from edgeroute.runtime.evaluation import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
 
-BENCHMARKS = ("mmlu", "gsm8k")
-PAPER_MT_BENCH = (
-    "RouteLLM paper, MT-Bench (GPT-4 vs Mixtral, trained on Arena data augmented with judge labels): "
-    "best MF router CPT(50%) 13.4%, APGR 0.802; random router CPT(50%) about 49%."
-)
+RESULTS = Path(__file__).parent / "results"
+TRANSFORMER, DISTILLED, LABELS = "transformer tier (BERT recipe)", "fast tier: distilled static", "fast tier: static on labels"
+EVERYDAY_PROMPTS = [
+    "Hi! How are you today?",
+    "What is the capital of Australia?",
+    "Translate 'Where is the train station?' into French.",
+    "Write a haiku about autumn leaves.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Prove that there are infinitely many prime numbers.",
+    "A train leaves at 3 pm going 60 mph; another leaves at 4 pm going 80 mph. When does the second catch up?",
+    "Explain the difference between TCP and UDP.",
+    "Summarize the causes of the First World War in three sentences.",
+    "Solve for x: 3x^2 - 12x + 9 = 0, and explain each step.",
+    "Analyze the long-term macroeconomic effects of quantitative easing on income inequality, "
+    "weighing the empirical evidence from the US, Japan and the euro area.",
+    "Implement a thread-safe LRU cache in C++ with O(1) get and put, and explain the locking strategy.",
+]
 
 
-def int8_fp32_agreement(int8_bundle: str, fp32_bundle: str, prompts: list[str]) -> dict[str, float]:
-    """Share of prompts on which int8 and fp32 make the same decision, at thresholds for 10%..90% strong."""
-    int8_rates = score_prompts(Router.load(int8_bundle, precision="int8"), prompts)
-    fp32_rates = score_prompts(Router.load(fp32_bundle, precision="fp32"), prompts)
-    agreement = {}
-    for share in CALIBRATION_SHARES:
-        threshold = threshold_for_share(fp32_rates, share)
-        agreement[str(share)] = float(np.mean((int8_rates >= threshold) == (fp32_rates >= threshold)))
-    agreement["max_abs_diff"] = float(np.max(np.abs(int8_rates - fp32_rates)))
-    return agreement
+def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
+    """Train every recipe on every split and summarize APGR on the held-out rows."""
+    from edgeroute.export.crossval import distilled_scores, label_scores, static_features, teacher_scores
+    from edgeroute.export.distill import StudentRecipe
+    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.teacher import TeacherRecipe
+
+    data = load_protocol_data(data_dir)
+    splits = protocol_splits(data)
+    teacher = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
+    features = static_features(static_router, data.prompts)
+    scores = {
+        TRANSFORMER: teacher,
+        DISTILLED: distilled_scores(features, splits, teacher, StudentRecipe()),
+        LABELS: label_scores(features, splits, data, StudentRecipe()),
+    }
+    return {"n_prompts": len(data), "summary": crossval_summary(data, splits, scores),
+            "recipes": {TRANSFORMER: TeacherRecipe().__dict__, DISTILLED: StudentRecipe().__dict__}}
+
+
+def everyday_win_rates(routers: list[str]) -> dict[str, list[float]]:
+    """What each shipped router believes about a dozen everyday prompts (each scored alone)."""
+    table = {}
+    for name in routers:
+        router = Router.load(name)
+        table[name] = [router.strong_win_rate(prompt) for prompt in EVERYDAY_PROMPTS]
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--router", action="append", required=True)
-    parser.add_argument("--fp32", action="append", default=[], help="NAME=BUNDLE of the same checkpoint in fp32")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "edgeroute" / "quality")
+    parser.add_argument("--static-router", default="mf-static-gpt4-mixtral",
+                        help="bundle whose static embeddings the fast tier reads (its table and tokenizer)")
+    parser.add_argument("--router", action="append", default=None, help="shipped routers for the everyday table")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    document = run_protocol(args.data_dir, args.work_dir, args.static_router)
+    from edgeroute.runtime.router import shipped_routers
 
-    results = {}
-    for benchmark in BENCHMARKS:
-        result = evaluate([*args.router, "random"], benchmark, args.data_dir, split="test")
-        optimal = result["curves"]["optimal"]
-        result["routers"]["optimal"] = summarize(
-            RoutingCurve(np.array(optimal["strong_share"]), np.array(optimal["quality"])),
-            result["strong_quality"], result["weak_quality"],
-        )
-        # Diagnostic baseline, not a shipped router: longer prompt, higher "win rate".
-        data = select_split(load_benchmark(args.data_dir, benchmark), "test",
-                            mmlu_domains(args.data_dir) if benchmark == "mmlu" else None)
-        lengths = np.array([len(p) for p in data.prompts], dtype=np.float64)
-        result["routers"]["baseline: prompt length"] = summarize(
-            routing_curve(lengths, data.strong_quality, data.weak_quality), result["strong_quality"],
-            result["weak_quality"])
-        results[benchmark] = result
-    validation = {}
-    for benchmark in BENCHMARKS:
-        # The validation split picked each router's training step; shown because domains differ a lot.
-        validation[benchmark] = evaluate([*args.router, "random"], benchmark, args.data_dir, split="val")
-        validation[benchmark].pop("curves")
-    held_out_domains = sorted(set(select_split(load_benchmark(args.data_dir, "mmlu"), "test",
-                                               mmlu_domains(args.data_dir)).groups))
-    agreement = {}
-    for pair in args.fp32:
-        name, fp32_bundle = pair.split("=", 1)
-        int8_bundle = next(r for r in args.router if Router.load(r).name == name)
-        prompts = [p for b in BENCHMARKS for p in select_split(load_benchmark(args.data_dir, b), "test",
-                                                                 mmlu_domains(args.data_dir) if b == "mmlu" else None).prompts]
-        agreement[name] = int8_fp32_agreement(int8_bundle, fp32_bundle, prompts)
-    recipes = {Router.load(r).name: Router.load(r).manifest.data["source"].get("training") for r in args.router}
-    described = {}
-    for path in args.router:
-        router = Router.load(path)
-        data = router.manifest.data
-        encoder = data.get("embedder", {}).get("kind", "transformer classifier")
-        shipped = Path(path).resolve().parent == (Path(__file__).resolve().parents[1] / "models")
-        described[router.name] = (f"{data['kind']}, {encoder} encoder, precision {router.precision or 'n/a'}, "
-                                  f"{'shipped in models/' if shipped else 'trained and evaluated, not shipped'}")
-
+    document["everyday"] = everyday_win_rates(args.router or shipped_routers())
+    document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {"routers": described, "held_out_mmlu_domains": held_out_domains, "benchmarks": results,
-                "validation": validation,
-                "int8_fp32_agreement": agreement, "training": recipes}
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
-    _plot(results, args.out / "quality.png")
-    (args.out / "quality.md").write_text(_markdown(document))
+    plot_summary(document["summary"], args.out / "quality.png")
+    (args.out / "quality.md").write_text(markdown(document))
     print((args.out / "quality.md").read_text())
 
 
-def _plot(results: dict, path: Path) -> None:
-    from edgeroute.runtime.evaluation import plot_curves
+def plot_summary(summary: dict, path: Path) -> Path:
+    """Bars of mean APGR (± spread over folds, fold values as dots) per recipe and benchmark, transfers beside."""
+    import matplotlib
 
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.image import imread
 
-    parts = [plot_curves(result, path.with_name(f"quality_{name}.png")) for name, result in results.items()]
-    figure, axes = plt.subplots(1, len(parts), figsize=(8 * len(parts), 5))
-    for axis, part in zip(np.atleast_1d(axes), parts):
-        axis.imshow(imread(part))
-        axis.axis("off")
+    columns = [*PROTOCOL_BENCHMARKS, "mmlu->gsm8k", "gsm8k->mmlu"]
+    names = [n for n in summary if n != "optimal"]
+    figure, axis = plt.subplots(figsize=(11, 5))
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        x = np.arange(len(columns)) + index * width
+        means = [summary[name][c]["mean"] if c in PROTOCOL_BENCHMARKS else summary[name][c] for c in columns]
+        spreads = [summary[name][c]["std"] if c in PROTOCOL_BENCHMARKS else 0.0 for c in columns]
+        axis.bar(x, means, width, yerr=spreads, capsize=3, label=name)
+        for column, benchmark in enumerate(PROTOCOL_BENCHMARKS):
+            axis.plot([x[column]] * len(summary[name][benchmark]["folds"]), summary[name][benchmark]["folds"],
+                      "k.", markersize=3)
+    axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xticks(np.arange(len(columns)) + 0.4 - width / 2,
+                    ["MMLU (5 folds)", "GSM8K (5 folds)", "MMLU→GSM8K", "GSM8K→MMLU"])
+    axis.set_ylabel("APGR on held-out rows")
+    axis.set_title("Cross-validated routing quality (dots: single folds; bars: mean ± std)")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    for part in parts:
-        part.unlink()
+    plt.close(figure)
+    return path
 
 
-def _markdown(document: dict) -> str:
-    lines = ["# Routing quality of the shipped routers", "",
-             "Measured by `benchmarks/quality.py` through the runtime on the **bundles as shipped** "
-             "(the artifacts users run), on data held out of training. Metrics follow RouteLLM "
-             "(`evals/evaluate.py`: 10 quantile thresholds; APGR = normalized area under quality vs strong-call "
-             "share; CPT(x%) = strong-call share needed to recover x% of the quality gap). Random is averaged "
-             "over 10 seeds.", "",
-             "Routers: " + "; ".join(f"**{name}** ({text})" for name, text in document["routers"].items()) + ".", "",
-             f"Held-out MMLU domains (edgeroute's fixed split, every 5th domain alphabetically): "
-             f"{', '.join(document['held_out_mmlu_domains'])}. Held-out GSM8K: the 20% slice chosen by a hash of "
-             "the prompt.", ""]
-    for name, result in document["benchmarks"].items():
-        lines += [f"## {name} (held out): {result['n_prompts']} prompts", "",
-                  f"strong {result['strong_model']}: {result['strong_quality']:.4f}; "
-                  f"weak {result['weak_model']}: {result['weak_quality']:.4f}", "",
-                  "| router | APGR | CPT(50%) | CPT(80%) | AUC |", "| --- | --- | --- | --- | --- |"]
-        for router, m in result["routers"].items():
-            lines.append(f"| {router} | {m['apgr']:.3f} | {m['cpt50'] * 100:.1f}% | {m['cpt80'] * 100:.1f}% | {m['auc']:.4f} |")
-        lines.append("")
-    lines += ["## Validation split (used to pick each router's training step, not held out)", "",
-              "| router | " + " | ".join(f"{b} APGR" for b in document["validation"]) + " |",
-              "| --- |" + " --- |" * len(document["validation"])]
-    names = list(next(iter(document["validation"].values()))["routers"])
-    for router in names:
-        lines.append(f"| {router} | " + " | ".join(f"{v['routers'][router]['apgr']:.3f}"
-                                                   for v in document["validation"].values()) + " |")
-    lines.append("")
-    if document["int8_fp32_agreement"]:
-        lines += ["## int8 vs fp32 routing decisions (all held-out prompts)", "",
-                  "| router | " + " | ".join(f"{s} strong" for s in CALIBRATION_SHARES) + " | max abs diff |",
-                  "| --- |" + " --- |" * (len(CALIBRATION_SHARES) + 1)]
-        for router, a in document["int8_fp32_agreement"].items():
-            lines.append(f"| {router} | " + " | ".join(f"{a[str(s)]:.4f}" for s in CALIBRATION_SHARES)
-                         + f" | {a['max_abs_diff']:.4f} |")
-        lines.append("")
-    lines += ["## Training recipes", ""]
-    for router, recipe in document["training"].items():
-        lines += [f"- **{router}**: `{json.dumps(recipe)}`"]
-    lines += ["", "## For comparison", "", PAPER_MT_BENCH,
-              "Those figures are on MT-Bench with Arena-trained routers; ours are on held-out MMLU domains and a "
-              "GSM8K slice with routers trained only on the other MMLU domains and GSM8K, so they are not the same "
-              "task.", "",
-              "How much the held-out figures depend on which subjects are held out: `domain_shift.md` and "
-              "`domain_shift_static.md` (from `benchmarks/domain_shift.py --mf`) retrain the MF recipe and a logistic "
-              "regression on 12 random 10-domain hold-outs, beside the prompt-length baseline.", "",
-              "![curves](quality.png)", ""]
+def _row(name: str, rows: dict) -> str:
+    folded = [f"{rows[b]['mean']:.3f} ± {rows[b]['std']:.3f}" for b in PROTOCOL_BENCHMARKS]
+    return f"| {name} | {' | '.join(folded)} | {rows['mmlu->gsm8k']:.3f} | {rows['gsm8k->mmlu']:.3f} |"
+
+
+def markdown(document: dict) -> str:
+    """The report: protocol, the table, fold-by-fold figures, everyday prompts."""
+    summary = document["summary"]
+    lines = [
+        "# Cross-validated routing quality", "",
+        "Produced by `python benchmarks/quality.py --data-dir ../shared/data/routellm-evals` "
+        f"({document['n_prompts']} MMLU and GSM8K prompts of RouteLLM's published evals).", "",
+        "**APGR** (RouteLLM's average performance gap recovered) is the area under the quality-vs-strong-call-share "
+        "curve, scaled so that always calling the weak model scores 0 and always calling the strong model scores 1; "
+        "'optimal' can exceed 1 because on some prompts the weak model is right where the strong one is wrong, and an "
+        "oracle then beats always-strong.", "",
+        "**Protocol**: 5-fold grouped cross-validation over the 47 MMLU subjects (subjects dealt round-robin in "
+        "alphabetical order; each subject is tested once and never trained on in its fold), 5-fold over GSM8K "
+        "problems (by prompt hash), and transfer (train on one benchmark only, test on the other). Every recipe is "
+        "retrained per split, the distilled student from that split's own teacher. Mean ± standard deviation over "
+        "folds; random is averaged over 10 seeds; the prompt-length baseline scores a prompt by its character count.",
+        "",
+        "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU |", "| --- | --- | --- | --- | --- |",
+        *[_row(name, rows) for name, rows in summary.items()], "",
+        "![cross-validated APGR](quality.png)", "", "## Fold by fold", "",
+        "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | "
+        + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",
+        "| --- |" + " --- |" * 10,
+    ]
+    for name, rows in summary.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for b in PROTOCOL_BENCHMARKS for v in rows[b]["folds"]) + " |")
+    lines += ["", "## Recipes", ""] + [f"- **{n}**: `{json.dumps(r)}`" for n, r in document["recipes"].items()]
+    lines += ["", "## What the shipped routers believe", "",
+              "Win rate (probability that the strong model wins) of each shipped router, each prompt scored alone. "
+              "Compare a router's values with each other, not across routers: thresholds are per router "
+              "(`edgeroute calibrate`).", "",
+              "| prompt | " + " | ".join(document["everyday"]) + " |", "| --- |" + " --- |" * len(document["everyday"])]
+    for index, prompt in enumerate(EVERYDAY_PROMPTS):
+        shown = prompt if len(prompt) < 70 else prompt[:67] + "..."
+        lines.append(f"| {shown} | " + " | ".join(f"{rates[index]:.3f}" for rates in document["everyday"].values()) + " |")
+    lines += ["", f"Baselines: {', '.join(BASELINES)}. Machine: {document['machine']}.", ""]
     return "\n".join(lines)
 
 

@@ -226,3 +226,42 @@ def select_split(data: BenchmarkData, split: str, all_domains: list[str] | None 
     if split not in SPLITS:
         raise InvalidInputError(f"split must be 'all' or one of {SPLITS}, got {split!r}")
     return data.subset(split_of(data, all_domains) == split)
+
+
+# ------------------------------------------------------------ cross-validation protocol
+# Routers are compared on data they never trained on: grouped K-fold over MMLU subjects (a
+# subject's questions are tested in exactly one fold and never trained on in it), K-fold over
+# GSM8K problems (by prompt hash), and transfer between the two benchmarks.
+CV_FOLDS = 5
+TRANSFER_SPLITS = {"mmlu->gsm8k": ("mmlu", "gsm8k"), "gsm8k->mmlu": ("gsm8k", "mmlu")}
+
+
+def benchmark_of(data: BenchmarkData) -> np.ndarray:
+    """Each row's benchmark ('gsm8k' or 'mmlu') in data made by ``load_protocol_data``."""
+    return np.array(["gsm8k" if g == "gsm8k" else "mmlu" for g in data.groups])
+
+
+def load_protocol_data(data_dir: Path, strong_model: str = DEFAULT_STRONG_MODEL,
+                       weak_model: str = DEFAULT_WEAK_MODEL) -> BenchmarkData:
+    """All MMLU and GSM8K rows of a RouteLLM-layout folder in one table (contaminated prompts dropped)."""
+    parts = [load_benchmark(data_dir, name, strong_model, weak_model) for name in ("mmlu", "gsm8k")]
+    return _concat("mmlu+gsm8k", parts)
+
+
+def cv_fold_of(data: BenchmarkData, folds: int = CV_FOLDS) -> np.ndarray:
+    """Each row's fold: MMLU subjects dealt round-robin in alphabetical order, GSM8K by prompt hash."""
+    subjects = sorted({g for g in data.groups if g != "gsm8k"})
+    subject_fold = {subject: index % folds for index, subject in enumerate(subjects)}
+    return np.array([
+        int(_hash_fraction(p) * folds) if g == "gsm8k" else subject_fold[g] for p, g in zip(data.prompts, data.groups)
+    ])
+
+
+def protocol_splits(data: BenchmarkData, folds: int = CV_FOLDS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Split name -> (train mask, test mask): ``fold0``..``fold{K-1}``, then the two transfers."""
+    fold = cv_fold_of(data, folds)
+    splits = {f"fold{k}": (fold != k, fold == k) for k in range(folds)}
+    bench = benchmark_of(data)
+    for name, (train_on, test_on) in TRANSFER_SPLITS.items():
+        splits[name] = (bench == train_on, bench == test_on)
+    return splits

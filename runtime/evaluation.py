@@ -223,3 +223,49 @@ def calibrate(
         result["written"] = str(router.manifest.folder / "manifest.json")
     result["thresholds"] = table
     return result
+
+
+# ------------------------------------------------------------ cross-validated comparison
+PROTOCOL_BENCHMARKS = ("mmlu", "gsm8k")
+BASELINES = ("random", "prompt length", "optimal")
+
+
+def _apgr(data: BenchmarkData, mask: np.ndarray, win_rates: np.ndarray | None, baseline: str | None = None) -> float:
+    strong, weak = data.strong_quality[mask], data.weak_quality[mask]
+    if baseline == "random":
+        return random_router_metrics(strong, weak)[0]["apgr"]
+    if baseline == "optimal":
+        return summarize(optimal_curve(strong, weak), float(strong.mean()), float(weak.mean()))["apgr"]
+    if baseline == "prompt length":
+        win_rates = np.array([len(p) for p in data.prompts], dtype=np.float64)
+    assert win_rates is not None
+    return summarize(routing_curve(win_rates[mask], strong, weak), float(strong.mean()), float(weak.mean()))["apgr"]
+
+
+def crossval_summary(
+    data: BenchmarkData,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    scores: dict[str, dict[str, np.ndarray]],
+) -> dict[str, dict[str, Any]]:
+    """APGR per router, benchmark and fold, with mean and spread, plus the transfer splits.
+
+    ``scores[router][split]`` holds win rates for every row of ``data`` from the router trained
+    on that split's training rows (only its test rows are read). The baselines (random,
+    prompt length, optimal) need no training and are added for every split.
+    """
+    from .benchmarks import TRANSFER_SPLITS, benchmark_of
+
+    bench = benchmark_of(data)
+    summary: dict[str, dict[str, Any]] = {}
+    for name in [*scores, *BASELINES]:
+        rows: dict[str, Any] = {}
+        for benchmark in PROTOCOL_BENCHMARKS:
+            folds = [
+                _apgr(data, test & (bench == benchmark), scores.get(name, {}).get(split), name if name in BASELINES else None)
+                for split, (_, test) in splits.items() if split.startswith("fold")
+            ]
+            rows[benchmark] = {"folds": folds, "mean": float(np.mean(folds)), "std": float(np.std(folds))}
+        for split, (_, test_on) in TRANSFER_SPLITS.items():
+            rows[split] = _apgr(data, splits[split][1], scores.get(name, {}).get(split), name if name in BASELINES else None)
+        summary[name] = rows
+    return summary

@@ -188,11 +188,19 @@ def _validate(data: Any, manifest_path: Path) -> None:
             manifest_path,
             "'head.model_names' must list at least two model names",
         )
-        _require(
-            head.get("win_rate", {}).get("kind") == "sigmoid_difference",
-            manifest_path,
-            "'head.win_rate' must be {'kind': 'sigmoid_difference'}",
-        )
+        if head.get("kind") == "mlp":
+            _check_file_name(head.get("output_file"), manifest_path, files)
+            _require(
+                head.get("win_rate", {}).get("kind") == "sigmoid_mlp",
+                manifest_path,
+                "'head.win_rate' of an MLP head must be {'kind': 'sigmoid_mlp'}",
+            )
+        else:
+            _require(
+                head.get("win_rate", {}).get("kind") == "sigmoid_difference",
+                manifest_path,
+                "'head.win_rate' must be {'kind': 'sigmoid_difference'}",
+            )
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -26,6 +26,7 @@ from .errors import (
     PrecisionUnavailableError,
     UnknownModelError,
 )
+from .heads import MLPHead
 from .manifest import PRECISIONS, Manifest, read_manifest
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
@@ -218,9 +219,6 @@ class Router:
                 )
         if strong_model == weak_model:
             raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
-        matrix = _load_array(manifest, head["file"], len(model_names), encoder_section["dim"]).astype(np.float32)
-        # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
-        difference = matrix[model_names.index(strong_model)] - matrix[model_names.index(weak_model)]
         embed: Callable[[list[str]], np.ndarray]
         if encoder is not None:
             embed = encoder
@@ -232,7 +230,7 @@ class Router:
             embed = OpenAIEmbedder(
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
-        win_rates = _mf_win_rates(embed, difference)
+        win_rates = _head_win_rates(manifest, embed, strong_model, weak_model)
         return _verified(cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size),
                          verify)
 
@@ -405,6 +403,28 @@ def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[li
         return 1.0 - probabilities[:, labels].sum(axis=1)
 
     return win_rates
+
+
+def _head_win_rates(
+    manifest: Manifest, embed: Callable[[list[str]], np.ndarray], strong_model: str, weak_model: str
+) -> Callable[[list[str]], np.ndarray]:
+    """The scoring function of an MF-kind bundle's head: RouteLLM's folded MF matrix or a distilled MLP."""
+    head, dim = manifest.data["head"], manifest.encoder["dim"]
+    model_names: list[str] = head["model_names"]
+    if head.get("kind") == "mlp":
+        if [strong_model, weak_model] != model_names[:2]:
+            raise ConfigurationError(
+                f"{manifest.folder}: this distilled router predicts only for strong {model_names[0]!r} "
+                f"vs weak {model_names[1]!r}; omit strong_model/weak_model or use an MF router"
+            )
+        hidden = _load_array(manifest, head["file"], None, dim + 2).astype(np.float32)
+        output = _load_array(manifest, head["output_file"], 1, hidden.shape[0] + 1).astype(np.float32)
+        mlp = MLPHead(hidden, output)
+        return lambda prompts: mlp.win_rates(embed(prompts), prompts)
+    matrix = _load_array(manifest, head["file"], len(model_names), dim).astype(np.float32)
+    # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
+    difference = matrix[model_names.index(strong_model)] - matrix[model_names.index(weak_model)]
+    return _mf_win_rates(embed, difference)
 
 
 def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarray) -> Callable[[list[str]], np.ndarray]:

@@ -1,0 +1,89 @@
+"""Run router recipes through the cross-validation protocol (``runtime/benchmarks.py``).
+
+Each recipe is trained once per split on that split's training rows and scores every row;
+``edgeroute.runtime.evaluation.crossval_summary`` then reads only the test rows. Teacher runs
+are the expensive part (minutes each on 2 cores), so their win rates are cached in a work
+folder, keyed by the recipe and the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgeroute.runtime.benchmarks import BenchmarkData
+
+from .distill import StudentRecipe, fit_student, student_features, teacher_targets
+from .teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
+from .training_data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def golden_labels(data: BenchmarkData) -> np.ndarray:
+    """RouteLLM's golden-label rule: strong right and weak wrong, strong wins; the reverse, weak wins; else tie."""
+    strong_wins = (data.strong_quality > data.weak_quality)
+    weak_wins = (data.weak_quality > data.strong_quality)
+    return np.where(strong_wins, LABEL_STRONG_WINS, np.where(weak_wins, LABEL_WEAK_WINS, LABEL_TIE))
+
+
+def _cache_key(data: BenchmarkData, recipe: TeacherRecipe, split: str) -> str:
+    digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
+    digest.update("\n".join(data.prompts).encode("utf-8", "replace"))
+    return f"teacher-{split}-{digest.hexdigest()[:16]}.npy"
+
+
+def teacher_scores(data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: TeacherRecipe,
+                   work_dir: Path, prefix: FrozenPrefix | None = None) -> dict[str, np.ndarray]:
+    """The teacher recipe's win rates on every row, one training run per split (cached in ``work_dir``)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    labels = golden_labels(data)
+    scores = {}
+    for split, (train, _) in splits.items():
+        path = work_dir / _cache_key(data, recipe, split)
+        if not path.is_file():
+            prefix = prefix or FrozenPrefix(encoder_dir, data.prompts, recipe)
+            model = train_teacher(encoder_dir, prefix, labels, np.flatnonzero(train), recipe)
+            np.save(path, teacher_win_rates(model, prefix), allow_pickle=False)
+        scores[split] = np.load(path, allow_pickle=False)
+    return scores
+
+
+def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[str], np.ndarray],
+                   recipe: StudentRecipe) -> dict[str, np.ndarray]:
+    """A head fitted per split on that split's training rows; ``targets_of(split)`` gives its targets."""
+    scores = {}
+    for split, (train, _) in splits.items():
+        targets = targets_of(split)
+        hidden, output = fit_student(features[train], targets[train], recipe)
+        activations = np.maximum(features @ hidden[:, :-1].T + hidden[:, -1], 0.0)
+        scores[split] = activations @ output[0, :-1] + output[0, -1]
+    return scores
+
+
+def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray],
+                     recipe: StudentRecipe) -> dict[str, np.ndarray]:
+    """The fast tier's recipe: per split, a student fitted to that split's teacher (never to a teacher
+    that saw the split's test rows)."""
+    return student_scores(features, splits, lambda split: teacher_targets(teacher[split]), recipe)
+
+
+def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,
+                 recipe: StudentRecipe) -> dict[str, np.ndarray]:
+    """The same head fitted to the golden labels directly (no teacher): what distillation is compared to."""
+    target = (golden_labels(data) == LABEL_STRONG_WINS).astype(np.float64)
+    return student_scores(features, splits, lambda split: teacher_targets(0.05 + 0.9 * target), recipe)
+
+
+def static_features(router_path: str | Path, prompts: list[str]) -> np.ndarray:
+    """Student inputs for ``prompts`` computed by the runtime itself (so training matches serving)."""
+    from edgeroute.runtime import Router
+
+    router = Router.load(router_path)
+    embeddings = np.concatenate([router.embed(prompts[i : i + 1024]) for i in range(0, len(prompts), 1024)])
+    return student_features(embeddings, prompts)

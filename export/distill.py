@@ -1,0 +1,93 @@
+"""The fast tier by distillation: a static-embedding student fitted to a transformer router's logits.
+
+The teacher is RouteLLM's BERT router (3 labels: strong wins, tie, weak wins). Its knowledge
+reaches the student as the logit of its win rate on every prompt (not the noisy 0/1 labels).
+The student is what the runtime scores in microseconds: the static embedding of a prompt (a
+table lookup and a mean), its length, and a one-hidden-layer MLP (``runtime/heads.py``).
+
+A checkpoint of a distilled router is a folder with ``static_embeddings.npy``, ``tokenizer.json``,
+``head.npy``, ``head_out.npy`` and ``training.json``; ``edgeroute export distilled`` turns it
+into a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from edgeroute.runtime.heads import length_feature
+
+HEAD_FILE, HEAD_OUT_FILE = "head.npy", "head_out.npy"
+_CLIP = 1e-6
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """How the MLP head is fitted (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
+
+    hidden: int = 256
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def teacher_targets(win_rates: np.ndarray) -> np.ndarray:
+    """The student's regression target: the logit of the teacher's win rate."""
+    p = np.clip(np.asarray(win_rates, dtype=np.float64), _CLIP, 1.0 - _CLIP)
+    return np.log(p / (1.0 - p))
+
+
+def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
+    """The head's inputs: the runtime's static embeddings and the length feature, as float32."""
+    return np.concatenate([embeddings, length_feature(prompts)[:, None]], axis=1).astype(np.float32)
+
+
+def fit_student(features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe = StudentRecipe(),
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the MLP head by mean squared error on ``targets``; returns (``head.npy``, ``head_out.npy``) arrays."""
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1)
+    )
+    optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    inputs, outputs = torch.from_numpy(features), torch.as_tensor(targets, dtype=torch.float32)
+    for _ in tqdm(range(recipe.epochs), desc="fit student", unit="epoch", disable=not progress):
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(inputs), recipe.batch_size):
+            rows = order[start : start + recipe.batch_size]
+            loss = torch.nn.functional.mse_loss(net(inputs[rows]).squeeze(-1), outputs[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    first, last = net[0], net[2]
+    # The runtime's layout: [W1 | length weight | b1] and [w2 | b2] (see runtime/heads.py).
+    hidden = torch.cat([first.weight, first.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
+    output = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
+    return hidden, output
+
+
+def save_student(out: Path, hidden: np.ndarray, output: np.ndarray, report: dict[str, Any]) -> Path:
+    """Write the head arrays and ``training.json`` into a checkpoint folder that holds the static table."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / HEAD_FILE, hidden, allow_pickle=False)
+    np.save(out / HEAD_OUT_FILE, output, allow_pickle=False)
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[str, Any]:
+    """The ``training.json`` of a distilled router (copied into the bundle's manifest at export)."""
+    return {
+        "recipe": {**asdict(recipe), "kind": "distilled static MLP", "teacher": teacher,
+                   "loss": "MSE on the logit of the teacher's win rate", "features": "static embedding, log1p(chars)/8"},
+        "n_train": n_prompts, "n_val": 0, "best": None,
+    }
