@@ -16,11 +16,14 @@ from .errors import (
     EdgerouteError,
     ExtraNotInstalledError,
     InvalidInputError,
+    PrecisionUnavailableError,
     require_extra,
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError)
+# A precision the bundle lacks is a wrong --precision, so a usage error too.
+_USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError,
+                 PrecisionUnavailableError)
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     route = commands.add_parser("route", help="score prompts and print one JSON decision per prompt")
-    route.add_argument("prompts", nargs="+", metavar="PROMPT")
+    route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to score; '-' reads one prompt per line from stdin")
     route.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
     choice = route.add_mutually_exclusive_group()
     choice.add_argument("--threshold", type=float, default=None,
@@ -176,15 +179,43 @@ def _load_router(args: argparse.Namespace, name: str | None):
     )
 
 
+def _read_prompts(arguments: Sequence[str]) -> list[str]:
+    """The prompts to score: ``-`` stands for stdin's lines (blank lines skipped); all are checked
+    before any is scored, so a bad one never leaves half the output printed."""
+    from .router import clean_prompt
+
+    prompts: list[str] = []
+    for argument in arguments:
+        if argument == "-":
+            lines = [line.rstrip("\r") for line in sys.stdin.read().split("\n")]
+            prompts += [line for line in lines if line.strip()]
+        else:
+            prompts.append(argument)
+    if not prompts:
+        raise InvalidInputError("no prompts to score: standard input ('-') held no non-blank line")
+    problems = []
+    for position, prompt in enumerate(prompts, start=1):
+        try:
+            clean_prompt(prompt)
+        except InvalidInputError as exc:
+            problems.append(f"prompt {position} of {len(prompts)}: {exc}")
+    if problems:
+        raise InvalidInputError("; ".join(problems) + "; nothing was scored")
+    return prompts
+
+
 def _run_route(args: argparse.Namespace) -> int:
+    from .router import check_threshold
+
+    prompts = _read_prompts(args.prompts)
     router = _load_router(args, args.router)
     if args.strong_pct is not None:
         threshold = router.threshold_for(args.strong_pct)
     elif args.threshold is not None:
-        threshold = args.threshold
+        threshold = check_threshold(args.threshold)
     else:
         threshold = router.default_threshold()
-    for prompt in args.prompts:
+    for prompt in prompts:
         decision = router.route(prompt, threshold)
         print(json.dumps({
             "router": router.name,
@@ -210,7 +241,7 @@ def _run_info(args: argparse.Namespace) -> int:
         f"name:        {data['name']}",
         f"kind:        {data['kind']}",
         f"folder:      {manifest.folder}",
-        f"precisions:  {', '.join(manifest.precisions) or manifest.encoder.get('kind') + ' embedder, no graph'}",
+        f"precisions:  {', '.join(manifest.precisions) or str(manifest.encoder.get('kind')) + ' embedder, no graph'}",
         f"max length:  {manifest.max_length or 'set by the remote embedder'} tokens",
         f"opset:       {data.get('opset')}",
     ]
@@ -293,6 +324,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from .evaluation import evaluate, format_table, plot_curves
 
+    if args.plot:  # fail before a long evaluation, not after it
+        require_extra("matplotlib", "plot", "edgeroute eval --plot")
     result = evaluate(
         args.routers, args.benchmark, Path(args.data_dir), args.eval_strong, args.eval_weak, args.split,
         args.num_thresholds, load_options={"device": args.device, "precision": args.precision, "threads": args.threads},

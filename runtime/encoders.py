@@ -25,6 +25,12 @@ DEVICES = ("cpu", "cuda")
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
+def check_threads(threads: object) -> None:
+    """Raise ``ConfigurationError`` unless ``threads`` is None or a positive integer (every router kind)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+
+
 def make_session(graph_path: Path, device: str, threads: int | None, spinning: bool = True) -> ort.InferenceSession:
     """Create an onnxruntime session on ``device``; raise rather than fall back to another device.
 
@@ -33,8 +39,7 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     """
     if device not in DEVICES:
         raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+    check_threads(threads)
     wanted = _PROVIDERS[device][0]
     if wanted not in ort.get_available_providers():
         raise ProviderUnavailableError(
@@ -67,7 +72,7 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     return session
 
 
-def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
+def load_tokenizer(path: Path, max_length: int | None) -> Tokenizer:
     """Load a `tokenizers` file set to truncate at ``max_length`` and pad to the batch's longest."""
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -75,7 +80,8 @@ def load_tokenizer(path: Path, max_length: int) -> Tokenizer:
         raise BundleCorruptError(
             f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle"
         ) from exc
-    tokenizer.enable_truncation(max_length=max_length)
+    if max_length is not None:  # a validated manifest always sets it next to a tokenizer
+        tokenizer.enable_truncation(max_length=max_length)
     pad_id = tokenizer.token_to_id("[PAD]")
     tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
     return tokenizer

@@ -98,5 +98,5 @@ def require_extra(module: str, extra: str, feature: str):
     except ImportError as exc:
         raise ExtraNotInstalledError(
             f"{feature} needs the '{extra}' extra ({module} is not installed): "
-            f"pip install 'edgeroute[{extra}]'"
+            f"in your edgeroute clone, pip install '.[{extra}]'"
         ) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
@@ -11,11 +12,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 
-from .encoders import DEVICES, OnnxTextEncoder, OpenAIEmbedder, StaticEmbedder, load_tokenizer, make_session
+from .encoders import (
+    DEVICES,
+    OnnxTextEncoder,
+    OpenAIEmbedder,
+    StaticEmbedder,
+    check_threads,
+    load_tokenizer,
+    make_session,
+)
 from .errors import (
     BundleCorruptError,
     BundleNotFoundError,
@@ -59,6 +68,15 @@ def default_router_name() -> str:
 
 def resolve_bundle(path_or_name: str | Path) -> Path:
     """Find a bundle folder: an existing path, else a shipped router's name."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"path_or_name must be a bundle folder or a shipped router name, got {type(path_or_name).__name__}; "
+            "`edgeroute list` shows the shipped names; Router.load(default_router_name()) loads the default"
+        )
+    if not str(path_or_name).strip():
+        raise BundleNotFoundError(
+            "empty router name or path; pass a bundle folder or a shipped router name (see `edgeroute list`)"
+        )
     candidate = Path(path_or_name)
     if candidate.is_dir():
         return candidate
@@ -174,6 +192,7 @@ class Router:
             raise ConfigurationError(f"cache_size must be a non-negative integer, got {cache_size!r}")
         if device not in DEVICES:
             raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
+        check_threads(threads)  # one rule for every kind, also those that never create a session
         manifest = read_manifest(resolve_bundle(path_or_name))
         encoder_section = manifest.encoder
         encoder = None
@@ -190,7 +209,15 @@ class Router:
         elif precision is not None:
             raise PrecisionUnavailableError(
                 f"{manifest.folder}: this router has no ONNX graph (its embedder is "
-                f"{encoder_section.get('kind')!r}); omit precision="
+                f"{encoder_section.get('kind')!r}); load it without a precision "
+                "(omit precision= in Python, --precision on the command line)"
+            )
+        elif device != "cpu":
+            # Without a graph nothing runs on onnxruntime: CUDA would silently mean CPU.
+            raise ConfigurationError(
+                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
+                f"{encoder_section.get('kind')!r}), so it scores on the CPU only; load it with "
+                "device='cpu' (--device cpu), or pick a router with graphs for CUDA"
             )
 
         if manifest.kind == "bert":
@@ -200,6 +227,7 @@ class Router:
                     "for the pair it was trained on (see its manifest's 'models')"
                 )
             labels = encoder_section["win_rate"]["labels"]
+            assert encoder is not None  # the manifest check requires graphs for BERT routers
             win_rates = _bert_win_rates(encoder, labels)
             names = manifest.data.get("models", {})
             return _verified(cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
@@ -230,7 +258,7 @@ class Router:
             embed = OpenAIEmbedder(
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
-        win_rates = _head_win_rates(manifest, embed, strong_model, weak_model)
+        win_rates = _head_win_rates(manifest, embed, cast(str, strong_model), cast(str, weak_model))  # checked above
         return _verified(cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size),
                          verify)
 
@@ -281,9 +309,12 @@ class Router:
             raise ConfigurationError(f"router {self.name!r} is a BERT router; only MF routers embed prompts")
         return self._embedder([clean_prompt(prompt, position) for position, prompt in enumerate(prompts)])
 
-    def route(self, prompt: str, threshold: float) -> RoutingDecision:
-        """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak."""
-        threshold = check_threshold(threshold)
+    def route(self, prompt: str, threshold: float | None = None) -> RoutingDecision:
+        """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak.
+
+        Without a threshold, ``default_threshold()`` applies, as in ``edgeroute route``.
+        """
+        threshold = self.default_threshold() if threshold is None else check_threshold(threshold)
         started = time.perf_counter()
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6

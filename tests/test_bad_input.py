@@ -41,11 +41,16 @@ def test_batch_must_be_a_sequence(router):
         router.strong_win_rates("not a list")
 
 
-@pytest.mark.parametrize("threshold", [math.nan, math.inf, -0.01, 1.01, "0.5", None, True])
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, -0.01, 1.01, "0.5", True])
 def test_bad_thresholds(router, threshold):
     with pytest.raises(InvalidThresholdError) as caught:
         router.route("hello", threshold)
     assert str(caught.value).startswith("threshold must be a number in [0, 1], got ")
+
+
+def test_no_threshold_means_the_default_threshold(router):
+    # None is "not given" (issue 11): the CLI's rule, calibrated 50% or else 0.5.
+    assert router.route("hello", None).threshold == router.default_threshold() == 0.5
 
 
 def test_numpy_threshold_is_accepted(router):

@@ -60,7 +60,7 @@ def test_newer_schema_is_refused(bundle_copy):
     with pytest.raises(UnsupportedSchemaError) as caught:
         Router.load(bundle_copy)
     assert str(caught.value).endswith(
-        "schema_version 99 is newer than this runtime supports (1); upgrade edgeroute: pip install --upgrade edgeroute"
+        "schema_version 99 is newer than this runtime supports (1); upgrade edgeroute: in your clone, git pull && pip install ."
     )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from checkpoints import make_bert_checkpoint, make_mf_checkpoint
-from edgeroute.export import CheckpointError, ExportOptions, ExportParityError, export_bert, export_mf
+from edgeroute.export import CheckpointError, ExportOptions, ExportParityError, export_bert
 from edgeroute.export.checkpoints import read_mf_checkpoint
 from edgeroute.export.parity import GOLDEN_PROMPTS, PARITY_PROMPTS, parity_figures
 from edgeroute.runtime import ParityDriftError, Router, UnknownModelError, read_manifest

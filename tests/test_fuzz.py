@@ -49,7 +49,8 @@ def test_any_threshold_routes_or_is_rejected(routers, threshold):
         assert not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
                     and math.isfinite(threshold) and 0 <= threshold <= 1)
         return
-    assert decision.model == ("strong" if decision.win_rate >= float(threshold) else "weak")
+    expected = router.default_threshold() if threshold is None else float(threshold)  # None: the default
+    assert decision.model == ("strong" if decision.win_rate >= expected else "weak")
 
 
 @FUZZ
