@@ -242,8 +242,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
                 return fail(failure.status, failure.message, failure.kind, endpoint, headers=failure.headers)
             except Exception as exc:  # noqa: BLE001 - deliberately everything: the client gets JSON, the log a trace
                 # Only the code locations: an exception's message may quote the prompt.
-                log.error("internal error %s on %s:\n%s", type(exc).__name__, endpoint,
-                          "".join(traceback.format_tb(exc.__traceback__)))
+                where = "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__))
+                log.error("internal error %s on %s:\n%s", type(exc).__name__, endpoint, where)
                 return fail(500, f"internal error ({type(exc).__name__}); see the server log", "internal_error", endpoint)
 
         return run
