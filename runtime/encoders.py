@@ -36,8 +36,8 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     """
     if device not in DEVICES:
         raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise ConfigurationError(f"threads must be an integer in [1, 1024] or None, got {threads!r}")
     wanted = _PROVIDERS[device][0]
     if wanted not in ort.get_available_providers():
         raise ProviderUnavailableError(
