@@ -71,7 +71,9 @@ class Manifest:
     def max_length(self) -> int | None:
         """Token limit of the local tokenizer; None for routers that embed remotely."""
         tokenizer = self.data.get("tokenizer")
-        return int(tokenizer["max_length"]) if tokenizer else None
+        value = tokenizer.get("max_length") if isinstance(tokenizer, dict) else None
+        # Validated for local encoders; a remote embedder's manifest may carry anything here.
+        return value if isinstance(value, int) and not isinstance(value, bool) and 2 < value <= MAX_TOKENS else None
 
     @property
     def encoder(self) -> dict[str, Any]:

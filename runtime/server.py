@@ -29,7 +29,6 @@ from .routing import FALLBACK_KINDS, RouterSet, RoutingPolicy, RoutingRecord, me
 
 log = logging.getLogger("edgeroute.server")
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_FALLBACK_KINDS = FALLBACK_KINDS  # kept for importers of the old name
 # Server-Sent Events lines start with a field name or a comment; anything else is not a stream.
 _SSE_START = (b"data:", b"event:", b"id:", b"retry:", b":")
 # Long opaque runs with a digit or a mask character look like keys or tokens: never relayed.
@@ -593,8 +592,10 @@ def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port
                    log_level: str = "info") -> Any:
     """The uvicorn settings of ``edgeroute serve``: client timeouts and a shutdown grace that fits the upstream timeout."""
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
-    for name in ("upstream_timeout_s", "client_timeout_s"):
+    for name in ("upstream_timeout_s", "client_timeout_s", "shutdown_grace_s"):
         value = getattr(config, name)
+        if value is None and name == "shutdown_grace_s":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ConfigurationError(f"{name.replace('_s', '').replace('_', ' ')} must be a positive number of seconds")
     # Keep-alive longer than clients' pools keep idle connections: otherwise a client can reuse a

@@ -307,3 +307,17 @@ def test_slow_clients_are_cut_off(upstream, routers):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("upstream_timeout_s", float("nan"), "upstream timeout must be a positive number of seconds"),
+    ("client_timeout_s", 0, "client timeout must be a positive number of seconds"),
+    ("shutdown_grace_s", -1, "shutdown grace must be a positive number of seconds"),
+])
+def test_server_timeouts_are_checked(field, value, message):
+    from edgeroute.runtime import ConfigurationError
+
+    config = ServerConfig(UpstreamConfig("s", "http://x/v1"), UpstreamConfig("w", "http://x/v1"), **{field: value})
+    with pytest.raises(ConfigurationError) as caught:
+        uvicorn_config(config, None)
+    assert str(caught.value) == message
