@@ -186,6 +186,8 @@ class OpenAIEmbedder:
             raise EmbeddingServiceError(
                 f"embeddings endpoint {self.url} returned shape {vectors.shape}, expected ({len(texts)}, {self.dim})"
             )
+        if not np.all(np.isfinite(vectors)):
+            raise EmbeddingServiceError(f"embeddings endpoint {self.url} returned NaN or infinite values")
         return vectors
 
 

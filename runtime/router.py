@@ -143,7 +143,7 @@ class Router:
         self.manifest = manifest
         self._embedder = embedder
         self._cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
-        self._win_rates = win_rates
+        self._win_rates = _finite(win_rates, manifest.folder)
         self.precision = precision
         self.device = device
         self.strong_model = strong_model
@@ -526,3 +526,14 @@ def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarr
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
     return win_rates
+
+
+def _finite(win_rates: Callable[[list[str]], np.ndarray], folder: Path) -> Callable[[list[str]], np.ndarray]:
+    """Raise rather than return a NaN win rate: NaN compares false with every threshold (always weak)."""
+    def checked(prompts: list[str]) -> np.ndarray:
+        rates = win_rates(prompts)
+        if not np.all(np.isfinite(rates)):
+            raise BundleCorruptError(f"{folder}: the router scored a non-finite win rate; re-export the bundle")
+        return rates
+
+    return checked

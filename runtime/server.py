@@ -344,7 +344,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
         malformed = UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent a malformed body")
         if not stream:
             try:
-                data = response.json()
+                # NaN/Infinity are not JSON, and the answer could not be re-encoded for the client.
+                data = json.loads(response.content, parse_constant=_not_json)
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except (ValueError, RecursionError):
@@ -532,6 +533,10 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
     app.state.metrics = metrics
     app.state.policy = policy
     return app
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class _HTTPFailure(Exception):

@@ -20,7 +20,7 @@ class FakeUpstream:
 
     Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "slow" (answers after 1 s),
     "500", "429", "badjson", "400", "401", "echo_key" (a 400 quoting the Authorization header),
-    "emptystream" (200 event stream without a single event).
+    "emptystream" (200 event stream without a single event), "nanjson" (a body with NaN in it).
     """
 
     def __init__(self) -> None:
@@ -72,6 +72,8 @@ class FakeUpstream:
                                 status_code=400)
         if behaviour == "emptystream":
             return StreamingResponse(iter(()), media_type="text/event-stream")
+        if behaviour == "nanjson":
+            return Response('{"choices": [], "score": NaN}', media_type="application/json")
         if behaviour == "badjson":
             return Response("{not json", media_type="application/json")
         text = f"answer from {model}"

@@ -133,3 +133,11 @@ def mf_router_calibrated(tmp_path_factory, mf_bundle):
     data["calibration"] = {"thresholds": {"0.1": 0.9, "0.5": 0.5, "0.9": 0.1}}
     path.write_text(json.dumps(data))
     return Router.load(folder)
+
+
+def test_non_finite_win_rate_is_an_error_not_a_weak_decision(router):
+    from edgeroute.runtime import BundleCorruptError
+
+    broken = Router(router.manifest, lambda prompts: np.full(len(prompts), np.nan), None, "cpu", None, None)
+    with pytest.raises(BundleCorruptError, match="the router scored a non-finite win rate; re-export the bundle"):
+        broken.route("hi", 0.0)

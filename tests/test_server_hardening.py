@@ -165,6 +165,12 @@ def test_malformed_stream_falls_back_like_non_streaming(server, upstream, behavi
     assert body.endswith(b"data: [DONE]\n\n") and b"weak-llm" in body
 
 
+def test_upstream_body_with_nan_is_malformed_not_a_500(server, upstream):
+    upstream.behaviour["strong-llm"] = "nanjson"
+    response = httpx.post(server + CHAT, json={"model": "router-bert-0", "messages": USER})
+    assert response.status_code == 200 and response.json()["edgeroute"]["fallback"] == "upstream_malformed on strong-llm"
+
+
 def test_malformed_stream_without_fallback_is_502(upstream, routers):
     upstream.reset()
     upstream.behaviour["strong-llm"] = "emptystream"
