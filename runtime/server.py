@@ -200,6 +200,119 @@ def sanitized_upstream_message(detail: bytes, secrets: Sequence[str]) -> str:
     return message[:300]
 
 
+class UpstreamRelay:
+    """The server's calls to its strong and weak upstreams: errors mapped to kinds, one fallback."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self.httpx = require_extra("httpx", "serve", "edgeroute serve")
+        self.config, self.metrics = config, metrics
+        self.upstreams = {"strong": config.strong, "weak": config.weak}
+        self.names = {role: upstream.model for role, upstream in self.upstreams.items()}
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:  # created on first use, inside the running event loop
+            self._client = self.httpx.AsyncClient(
+                timeout=self.httpx.Timeout(self.config.upstream_timeout_s),
+                limits=self.httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def send(self, role: str, payload: dict[str, Any], stream: bool) -> Any:
+        upstream = self.upstreams[role]
+        try:
+            content = encode_upstream_body(payload, upstream.model)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UpstreamError("invalid_request_error", 400,
+                                f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
+        try:
+            request = self.client().build_request("POST", upstream.base_url.rstrip("/") + "/chat/completions",
+                                             content=content,
+                                             headers={**upstream.headers(), "content-type": "application/json"})
+            return await self.client().send(request, stream=stream)
+        except self.httpx.TimeoutException:
+            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
+        except (self.httpx.TransportError, self.httpx.InvalidURL, ValueError) as exc:
+            raise UpstreamError("upstream_unreachable", 502,
+                                f"upstream {upstream.model} unreachable ({type(exc).__name__})") from None
+
+    async def reject(self, upstream: UpstreamConfig, response: Any) -> UpstreamError:
+        """The error for an upstream answer of HTTP 4xx/5xx; the upstream's body is never relayed as is."""
+        detail = (await response.aread())[:4000]
+        await response.aclose()
+        status, model = response.status_code, upstream.model
+        if status == 429:
+            return UpstreamError("upstream_rate_limited", 429, f"upstream {model} is rate limiting (429)")
+        if status >= 500:
+            return UpstreamError("upstream_error", 502, f"upstream {model} failed with HTTP {status}")
+        if status in (401, 403, 407):  # the server's credentials, not the client's: never the client's 401
+            return UpstreamError("upstream_rejected", 502, f"upstream {model} refused the server's credentials "
+                                 f"(HTTP {status}); check the server's API key variable")
+        key = (upstream.headers().get("Authorization") or "").removeprefix("Bearer ")
+        message = sanitized_upstream_message(detail, [key])
+        return UpstreamError("upstream_rejected", status, f"upstream {model} rejected the request (HTTP {status})"
+                             + (f": {message}" if message else ""))
+
+    async def call(self, role: str, payload: dict[str, Any], stream: bool) -> Any:
+        upstream = self.upstreams[role]
+        started = time.perf_counter()
+        response = await self.send(role, payload, stream)
+        if response.status_code >= 400:
+            raise await self.reject(upstream, response)
+        malformed = UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent a malformed body")
+        if not stream:
+            try:
+                # NaN/Infinity are not JSON, and the answer could not be re-encoded for the client.
+                data = json.loads(response.content, parse_constant=_not_json)
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+            except (ValueError, RecursionError):
+                raise malformed from None
+            self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
+            return data
+        first, chunks = await self.first_chunk(upstream, response)
+        if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
+            await response.aclose()
+            raise malformed
+        self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
+        return response, first, chunks
+
+    async def first_chunk(self, upstream: UpstreamConfig, response: Any) -> tuple[bytes, Any]:
+        chunks = response.aiter_raw()
+        try:
+            first = b""
+            while not first.strip():  # skip keep-alive blank lines
+                first += await chunks.__anext__()
+            return first, chunks
+        except StopAsyncIteration:
+            return first, chunks
+        except self.httpx.TimeoutException:
+            await response.aclose()
+            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
+        except self.httpx.HTTPError as exc:
+            await response.aclose()
+            raise UpstreamError("upstream_unreachable", 502,
+                                f"upstream {upstream.model} broke the stream ({type(exc).__name__})") from None
+
+    async def call_with_fallback(self, record: RoutingRecord, payload: dict[str, Any], stream: bool):
+        try:
+            return record, await self.call(record.model, payload, stream)
+        except UpstreamError as error:
+            self.metrics.inc("edgeroute_errors_total", kind=error.kind)
+            if not self.config.fallback or error.kind not in FALLBACK_KINDS:
+                raise
+            self.metrics.inc("edgeroute_fallbacks_total", reason=error.kind)
+            fallen = record.fallen_back(self.names, error.kind)
+            try:
+                return fallen, await self.call(fallen.model, payload, stream)
+            except UpstreamError as second:
+                self.metrics.inc("edgeroute_errors_total", kind=second.kind)
+                raise
+
+
 def create_app(config: ServerConfig, routers: RouterSet | None = None):
     """Build the ASGI app. Routers load here, once; a router that fails to load raises now."""
     require_extra("starlette", "serve", "edgeroute serve")
@@ -215,15 +328,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
         routers, config.strong.model, config.weak.model, route_on=config.route_on, sticky=config.sticky,
         score_budget_ms=config.score_budget_ms, default_model=config.default_model,
     )
-    upstreams = {"strong": config.strong, "weak": config.weak}
     metrics = Metrics()
-    state: dict[str, Any] = {}
-
-    def client() -> Any:
-        if "client" not in state:  # created on first use, inside the running event loop
-            state["client"] = httpx.AsyncClient(timeout=httpx.Timeout(config.upstream_timeout_s),
-                                                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
-        return state["client"]
+    relay = UpstreamRelay(config, metrics)
 
     def fail(status: int, message: str, kind: str, endpoint: str, param: str | None = None,
              headers: dict[str, str] | None = None, count_error: bool = True):
@@ -300,97 +406,6 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             **({"x-edgeroute-fallback": record.fallback} if record.fallback else {}),
         }
 
-    async def send_upstream(role: str, payload: dict[str, Any], stream: bool) -> Any:
-        upstream = upstreams[role]
-        try:
-            content = encode_upstream_body(payload, upstream.model)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise UpstreamError("invalid_request_error", 400,
-                                f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
-        try:
-            request = client().build_request("POST", upstream.base_url.rstrip("/") + "/chat/completions",
-                                             content=content,
-                                             headers={**upstream.headers(), "content-type": "application/json"})
-            return await client().send(request, stream=stream)
-        except httpx.TimeoutException:
-            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
-        except (httpx.TransportError, httpx.InvalidURL, ValueError) as exc:
-            raise UpstreamError("upstream_unreachable", 502,
-                                f"upstream {upstream.model} unreachable ({type(exc).__name__})") from None
-
-    async def reject(upstream: UpstreamConfig, response: Any) -> UpstreamError:
-        """The error for an upstream answer of HTTP 4xx/5xx; the upstream's body is never relayed as is."""
-        detail = (await response.aread())[:4000]
-        await response.aclose()
-        status, model = response.status_code, upstream.model
-        if status == 429:
-            return UpstreamError("upstream_rate_limited", 429, f"upstream {model} is rate limiting (429)")
-        if status >= 500:
-            return UpstreamError("upstream_error", 502, f"upstream {model} failed with HTTP {status}")
-        if status in (401, 403, 407):  # the server's credentials, not the client's: never the client's 401
-            return UpstreamError("upstream_rejected", 502, f"upstream {model} refused the server's credentials "
-                                 f"(HTTP {status}); check the server's API key variable")
-        key = (upstream.headers().get("Authorization") or "").removeprefix("Bearer ")
-        message = sanitized_upstream_message(detail, [key])
-        return UpstreamError("upstream_rejected", status, f"upstream {model} rejected the request (HTTP {status})"
-                             + (f": {message}" if message else ""))
-
-    async def call_upstream(role: str, payload: dict[str, Any], stream: bool) -> Any:
-        upstream = upstreams[role]
-        started = time.perf_counter()
-        response = await send_upstream(role, payload, stream)
-        if response.status_code >= 400:
-            raise await reject(upstream, response)
-        malformed = UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent a malformed body")
-        if not stream:
-            try:
-                # NaN/Infinity are not JSON, and the answer could not be re-encoded for the client.
-                data = json.loads(response.content, parse_constant=_not_json)
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError):
-                raise malformed from None
-            metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
-            return data
-        first, chunks = await first_chunk(upstream, response)
-        if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
-            await response.aclose()
-            raise malformed
-        metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
-        return response, first, chunks
-
-    async def first_chunk(upstream: UpstreamConfig, response: Any) -> tuple[bytes, Any]:
-        chunks = response.aiter_raw()
-        try:
-            first = b""
-            while not first.strip():  # skip keep-alive blank lines
-                first += await chunks.__anext__()
-            return first, chunks
-        except StopAsyncIteration:
-            return first, chunks
-        except httpx.TimeoutException:
-            await response.aclose()
-            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
-        except httpx.HTTPError as exc:
-            await response.aclose()
-            raise UpstreamError("upstream_unreachable", 502,
-                                f"upstream {upstream.model} broke the stream ({type(exc).__name__})") from None
-
-    async def call_with_fallback(record: RoutingRecord, payload: dict[str, Any], stream: bool):
-        try:
-            return record, await call_upstream(record.model, payload, stream)
-        except UpstreamError as error:
-            metrics.inc("edgeroute_errors_total", kind=error.kind)
-            if not config.fallback or error.kind not in FALLBACK_KINDS:
-                raise
-            metrics.inc("edgeroute_fallbacks_total", reason=error.kind)
-            fallen = record.fallen_back(policy.names, error.kind)
-            try:
-                return fallen, await call_upstream(fallen.model, payload, stream)
-            except UpstreamError as second:
-                metrics.inc("edgeroute_errors_total", kind=second.kind)
-                raise
-
     async def decide_chat(request: Any) -> tuple[dict[str, Any], RoutingRecord, bool]:
         payload = await read_json(request)
         messages = payload.get("messages")
@@ -413,7 +428,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
         log.info("routed router=%s model=%s win_rate=%s score_us=%.0f", record.router, record.model_name,
                  record.win_rate, record.score_us)
         try:
-            record, upstream = await call_with_fallback(record, payload, stream)
+            record, upstream = await relay.call_with_fallback(record, payload, stream)
         except UpstreamError as error:
             return fail(error.status, error.message, error.kind, endpoint, count_error=False)
         metrics.inc("edgeroute_requests_total", endpoint=endpoint, status="200")
@@ -422,7 +437,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             return JSONResponse(upstream, headers=record_headers(record))
         response, first, chunks = upstream
 
-        async def relay():
+        async def pass_through():
             try:
                 yield first
                 async for chunk in chunks:
@@ -432,7 +447,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
             finally:
                 await response.aclose()
 
-        return StreamingResponse(relay(), media_type=response.headers.get("content-type", "text/event-stream"),
+        return StreamingResponse(pass_through(), media_type=response.headers.get("content-type", "text/event-stream"),
                                  headers=record_headers(record))
 
     def count_decision(record: RoutingRecord) -> None:
@@ -508,8 +523,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None):
     @contextlib.asynccontextmanager
     async def lifespan(_: Any):
         yield
-        if "client" in state:
-            await state["client"].aclose()
+        await relay.aclose()
         policy.close()
 
     middleware = []
