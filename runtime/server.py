@@ -629,4 +629,4 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_l
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
     uvicorn_config(config, None, host, port, log_level)  # settings are checked before the routers load
     app = create_app(config)
-    uvicorn.Server(uvicorn_config(config, app, host, port, log_level)).run()
+    uvicorn.Server(uvicorn_config(config, app, host, port, log_level)).run()  # exits non-zero when it cannot bind
