@@ -2,13 +2,17 @@
 
     python benchmarks/load.py                                  # 200 clients, 4000 requests
     python benchmarks/load.py --clients 20 --requests 100      # what the tests run
+    python benchmarks/load.py --hostile --clients 500 --requests 3000 --max-seconds 90
 
 Starts the test upstream (tests/servers.py) and `edgeroute serve` as separate processes on
 127.0.0.1, then drives chat completions from many concurrent clients (a tenth of them
 streaming). Midway it makes the strong upstream fail with HTTP 500 for a while, so fallbacks
 are exercised under load. Reports requests served, failures, latency and routing-overhead
 percentiles, and the server's resident memory before, during and after; writes JSON.
-Needs the serve extra.
+``--hostile`` mixes valid requests with hostile bodies (NaN, 1e999, 100,000 nested brackets,
+400-digit thresholds, lone surrogates, wrong types, prompts at and over the limit), holds 50
+stalled half-sent requests open, then checks: no 5xx of the server's own, memory, /health, the
+stalled sockets closed, and SIGTERM with 20 requests in flight. Needs the serve extra.
 """
 
 from __future__ import annotations
@@ -147,6 +151,163 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
             "fallback_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_fallbacks_total")]}
 
 
+# --- hostile mix (issue 12): valid and hostile bodies from 500 clients ------------------------
+
+def hostile_request(rng: random.Random, router: str) -> tuple[str, bytes, str]:
+    """One request of the hostile mix: (path, body, label). About a third are valid chat requests."""
+    chat = "/v1/chat/completions"
+    user = '"messages": [{"role": "user", "content": "%s"}]'
+    choices = [
+        ("valid", chat, '{"model": "%s-0.5", %s}' % (router, user % "What is 2+2?")),
+        ("valid_stream", chat, '{"model": "%s-0.5", "stream": true, %s}' % (router, user % "Tell me a story")),
+        ("valid_route", "/v1/route", '{"prompt": "Prove that sqrt(2) is irrational."}'),
+        ("nan", chat, '{"model": "%s-0.5", "temperature": NaN, %s}' % (router, user % "hi")),
+        ("infinity", chat, '{"model": "%s-0.5", "temperature": 1e999, %s}' % (router, user % "hi")),
+        ("stream_nan", chat, '{"model": "%s-0.5", "stream": NaN, %s}' % (router, user % "hi")),
+        ("surrogate", chat, '{"model": "%s-0.5", %s}' % (router, user % "broken \\ud83d text")),
+        ("deep_nesting", "/v1/route", "[" * 100_000 + "]" * 100_000),
+        ("huge_threshold", "/v1/route", '{"prompt": "hi", "threshold": 1%s}' % ("0" * 400)),
+        ("huge_strong_pct", "/v1/route", '{"prompt": "hi", "strong_pct": 1%s}' % ("0" * 400)),
+        ("stream_no", chat, '{"model": "%s-0.5", "stream": "no", %s}' % (router, user % "hi")),
+        ("router_list", "/v1/route", '{"prompt": "hi", "router": ["mf"]}'),
+        ("int_text_part", chat, '{"model": "%s-0.5", "messages": [{"role": "user", "content": '
+                                '[{"type": "text", "text": 5}]}]}' % router),
+        ("bad_threshold_model", chat, '{"model": "router-mf-2", %s}' % (user % "hi")),
+        ("long_prompt_at_limit", "/v1/route", json.dumps({"prompt": "lorem ipsum dolor " * 5_500})),
+        ("parts_over_limit", chat, json.dumps({"model": f"{router}-0.5", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x" * 60_000}, {"type": "text", "text": "y" * 60_000}]}]})),
+        ("not_json", chat, "\xff\xfe{"),
+        ("unknown_path", "/v1/nope", "{}"),
+    ]
+    label, path, text = choices[rng.randrange(3)] if rng.random() < 0.33 else rng.choice(choices[3:])
+    return path, text.encode("utf-8", "surrogatepass") if label != "not_json" else b"\xff\xfe{", label
+
+
+async def drive_hostile(url: str, clients: int, requests: int, max_seconds: float, router: str,
+                        server_pid: int) -> dict[str, Any]:
+    """Send the hostile mix; count answers per label and status; sample the server's memory."""
+    outcomes: dict[str, dict[str, int]] = {}
+    own_5xx, peak_rss = 0, rss_mb(server_pid)
+    counter = iter(range(requests))
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def one_client(seed: int) -> None:
+            nonlocal own_5xx, peak_rss
+            rng = random.Random(seed)
+            for index in counter:
+                if time.perf_counter() - started > max_seconds:
+                    return
+                path, body, label = hostile_request(rng, router)
+                try:
+                    response = await client.post(url + path, content=body, headers={"content-type": "application/json"})
+                    status = str(response.status_code)
+                    if response.status_code >= 500:
+                        kind = response.json().get("error", {}).get("type", "")
+                        own_5xx += not kind.startswith("upstream_")
+                except httpx.HTTPError as error:
+                    status = type(error).__name__
+                outcomes.setdefault(label, {}).setdefault(status, 0)
+                outcomes[label][status] += 1
+                if index % 50 == 0:
+                    peak_rss = max(peak_rss, rss_mb(server_pid))
+
+        await asyncio.gather(*(one_client(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    sent = sum(sum(statuses.values()) for statuses in outcomes.values())
+    failed = sum(n for statuses in outcomes.values() for status, n in statuses.items() if not status.isdigit())
+    return {"requests_sent": sent, "elapsed_s": elapsed, "requests_per_s": sent / elapsed, "server_own_5xx": own_5xx,
+            "transport_failures": failed, "peak_rss_mb": peak_rss, "outcomes": outcomes}
+
+
+def open_stalled_sockets(port: int, count: int) -> list[Any]:
+    """Connections that send half a request line and then nothing (slow-loris clients)."""
+    import socket
+
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
+        sockets.append(sock)
+    return sockets
+
+
+def count_closed(sockets: list[Any]) -> int:
+    closed = 0
+    for sock in sockets:
+        sock.settimeout(0.1)
+        try:
+            closed += sock.recv(1) == b""
+        except OSError:
+            pass
+        sock.close()
+    return closed
+
+
+def measure_shutdown(server: subprocess.Popen, server_url: str, upstream_url: str, router: str) -> dict[str, Any]:
+    """SIGTERM while 20 requests wait on a stalling (5 s) upstream: do they finish, and how long does exit take?"""
+    import threading
+
+    httpx.post(upstream_url + "/control", json={"model": "weak-llm", "behaviour": "stall"})
+    httpx.post(upstream_url + "/control", json={"model": "strong-llm", "behaviour": "stall"})
+    results: list[int | str] = []
+
+    def one() -> None:
+        try:
+            results.append(httpx.post(server_url + "/v1/chat/completions", timeout=60, json={
+                "model": f"{router}-0.5", "messages": [{"role": "user", "content": "hi"}]}).status_code)
+        except httpx.HTTPError as error:
+            results.append(type(error).__name__)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)  # every request has reached the upstream by now
+    signalled = time.perf_counter()
+    server.terminate()
+    for thread in threads:
+        thread.join(timeout=120)
+    server.wait(timeout=180)
+    return {"in_flight": 20, "statuses": {str(s): results.count(s) for s in set(results)},
+            "exit_after_s": time.perf_counter() - signalled, "exit_code": server.returncode}
+
+
+def run_hostile(clients: int, requests: int, max_seconds: float, router: str, bundles: list[str],
+                client_timeout_s: float = 5.0) -> dict[str, Any]:
+    """Serve, then: 50 stalled sockets, the hostile mix, memory, /health, the stalled sockets' fate, shutdown."""
+    upstream_port, server_port = free_port(), free_port()
+    upstream_url, server_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{server_port}"
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers.py"), str(upstream_port)])
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--port", str(server_port),
+               "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
+               "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1",
+               "--client-timeout", str(client_timeout_s), "--upstream-timeout", "10"]
+    for bundle in bundles:
+        command += ["--router", bundle]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(upstream_url + "/control", upstream)
+        wait_ready(server_url + "/health", server)
+        memory = {"after_start_mb": rss_mb(server.pid)}
+        stalled = open_stalled_sockets(server_port, 50)
+        result = asyncio.run(drive_hostile(server_url, clients, requests, max_seconds, router, server.pid))
+        memory["after_hostile_mb"] = rss_mb(server.pid)
+        memory["peak_sampled_mb"] = result.pop("peak_rss_mb")
+        time.sleep(client_timeout_s + 1)
+        slow = {"stalled_sockets": 50, "closed_by_server": count_closed(stalled), "client_timeout_s": client_timeout_s}
+        health = httpx.get(server_url + "/health").status_code
+        metrics = httpx.get(server_url + "/metrics").text
+        shutdown = measure_shutdown(server, server_url, upstream_url, router)
+    finally:
+        server.terminate()
+        upstream.terminate()
+        server.wait(timeout=180)
+        upstream.wait(timeout=30)
+    return {"clients": clients, "router": router, "hostile": result, "server_memory": memory, "slow_clients": slow,
+            "health_after": health, "shutdown": shutdown,
+            "request_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_requests_total")]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=200)
@@ -154,9 +315,15 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=300, help="stop a phase after this long")
     parser.add_argument("--router", default="router-mf-static-gpt4-mixtral")
     parser.add_argument("--bundle", action="append", default=None, help="router bundles to serve")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/load.json (hostile.json with --hostile)")
+    parser.add_argument("--hostile", action="store_true",
+                        help="the hostile mix: valid and hostile bodies, stalled sockets, SIGTERM in flight")
     args = parser.parse_args()
-    document = run(args.clients, args.requests, args.max_seconds, args.router, args.bundle or [])
+    if args.hostile:
+        document = run_hostile(args.clients, args.requests, args.max_seconds, args.router, args.bundle or [])
+    else:
+        document = run(args.clients, args.requests, args.max_seconds, args.router, args.bundle or [])
+    args.out = args.out or ROOT / "benchmarks" / "results" / ("hostile.json" if args.hostile else "load.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps(document, indent=2))

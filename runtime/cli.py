@@ -123,14 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="environment variable holding its API key")
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
+    serve.add_argument("--client-timeout", type=float, default=30.0,
+                       help="seconds a client gets to send the request headers, and again the body (default 30)")
+    serve.add_argument("--shutdown-grace", type=float, default=None,
+                       help="seconds in-flight requests get at SIGTERM (default: 2 x upstream timeout + 5, "
+                            "time for an upstream call and its fallback)")
     serve.add_argument("--route-on", choices=["last_user", "conversation"], default="last_user")
     serve.add_argument("--sticky", action="store_true", help="keep a conversation on the model of its first turn")
     serve.add_argument("--score-budget-ms", type=float, default=None,
                        help="past this scoring time, use --default-model and record it")
     serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
-    serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request")
+    serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request but GET /health")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--max-prompt-chars", type=int, default=1_000_000, help="characters of message text per request")
+    serve.add_argument("--max-prompt-chars", type=int, default=100_000,
+                       help="characters of message text per request, content parts included (default 100000)")
     serve.add_argument("--max-messages", type=int, default=1000, help="messages per chat request")
     serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -366,6 +372,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         routers=args.routers or (),
         fallback=not args.no_fallback,
         upstream_timeout_s=args.upstream_timeout,
+        client_timeout_s=args.client_timeout,
+        shutdown_grace_s=args.shutdown_grace,
         route_on=args.route_on,
         sticky=args.sticky,
         score_budget_ms=args.score_budget_ms,

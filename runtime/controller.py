@@ -6,11 +6,14 @@
     response = client.chat.completions.create(model="router-bert-0.3", messages=[...])
     response.routing   # {"router", "model", "model_name", "win_rate", "threshold", "score_us", "fallback"}
 
-Needs the ``openai`` extra. No client is created until the first request.
+Needs the ``openai`` extra. No client is created until the first request. Upstream timeouts,
+connection failures, 429s, 5xx and malformed answers are retried once on the other model, as
+``edgeroute serve`` does (``fallback=False`` turns that off); ``routing["fallback"]`` says why.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigurationError, require_extra
-from .routing import RouterSet, RoutingPolicy, RoutingRecord, parse_model_field
+from .routing import FALLBACK_KINDS, RouterSet, RoutingPolicy, RoutingRecord, parse_model_field
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,11 @@ class _Routed:
         default_model: Literal["strong", "weak"] = "weak",
         device: str = "cpu",
         threads: int | None = None,
+        fallback: bool = True,
     ) -> None:
         require_extra("openai", "openai", "edgeroute's controller")
         self.endpoints = {"strong": strong, "weak": weak}
+        self.fallback = fallback
         self.policy = RoutingPolicy(
             RouterSet(routers, device=device, threads=threads), strong.model, weak.model,
             route_on=route_on, sticky=sticky, score_budget_ms=score_budget_ms, default_model=default_model,
@@ -78,6 +83,42 @@ class _Routed:
             self._clients[role] = factory(base_url=endpoint.base_url, api_key=endpoint.resolved_key(),
                                           timeout=endpoint.timeout_s, max_retries=0)
         return self._clients[role]
+
+
+    def _fallback_for(self, record: RoutingRecord, error: Exception) -> RoutingRecord:
+        """The record that sends the request to the other model, as the server does; re-raises when
+        the failure is not one to retry elsewhere (or fallback is off)."""
+        kind = upstream_failure_kind(error)
+        if not self.fallback or kind not in FALLBACK_KINDS:
+            raise error
+        return record.fallen_back(self.policy.names, kind)
+
+
+class _MalformedResponse(ValueError):
+    """The upstream answered 200 with something that is not a chat completion."""
+
+
+def upstream_failure_kind(error: Exception) -> str | None:
+    """The server's name (``upstream_timeout``, ``upstream_error``, ...) for an OpenAI SDK failure, or None."""
+    openai = require_extra("openai", "openai", "edgeroute's controller")
+    if isinstance(error, openai.APITimeoutError):  # before APIConnectionError, its base class
+        return "upstream_timeout"
+    if isinstance(error, openai.APIConnectionError):
+        return "upstream_unreachable"
+    if isinstance(error, openai.RateLimitError):
+        return "upstream_rate_limited"
+    if isinstance(error, openai.APIStatusError):
+        return "upstream_error" if error.status_code >= 500 else None
+    if isinstance(error, (openai.APIResponseValidationError, json.JSONDecodeError, _MalformedResponse)):
+        return "upstream_malformed"
+    return None
+
+
+def _checked(response: Any, stream: bool) -> Any:
+    # The SDK hands back a bare string for a body it cannot parse as a completion.
+    if not stream and not hasattr(response, "choices"):
+        raise _MalformedResponse("the upstream's answer is not a chat completion")
+    return response
 
 
 class RoutedStream:
@@ -117,9 +158,15 @@ class _Completions:
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
         record = owner.policy.decide(messages, router_name, chosen, strong_pct)
-        client = owner._client(record.model, "OpenAI")
-        response = client.chat.completions.create(model=record.model_name, messages=messages, **kwargs)
-        return _attach(response, record, bool(kwargs.get("stream")))
+        stream = bool(kwargs.get("stream"))
+        try:
+            response = _checked(owner._client(record.model, "OpenAI").chat.completions.create(
+                model=record.model_name, messages=messages, **kwargs), stream)
+        except Exception as error:  # noqa: BLE001 - _fallback_for re-raises what is not an upstream fault
+            record = owner._fallback_for(record, error)
+            response = _checked(owner._client(record.model, "OpenAI").chat.completions.create(
+                model=record.model_name, messages=messages, **kwargs), stream)
+        return _attach(response, record, stream)
 
 
 class _AsyncCompletions:
@@ -132,9 +179,15 @@ class _AsyncCompletions:
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
         record = await owner.policy.adecide(messages, router_name, chosen, strong_pct)
-        client = owner._client(record.model, "AsyncOpenAI")
-        response = await client.chat.completions.create(model=record.model_name, messages=messages, **kwargs)
-        return _attach(response, record, bool(kwargs.get("stream")))
+        stream = bool(kwargs.get("stream"))
+        try:
+            response = _checked(await owner._client(record.model, "AsyncOpenAI").chat.completions.create(
+                model=record.model_name, messages=messages, **kwargs), stream)
+        except Exception as error:  # noqa: BLE001 - _fallback_for re-raises what is not an upstream fault
+            record = owner._fallback_for(record, error)
+            response = _checked(await owner._client(record.model, "AsyncOpenAI").chat.completions.create(
+                model=record.model_name, messages=messages, **kwargs), stream)
+        return _attach(response, record, stream)
 
 
 class _Chat:

@@ -22,13 +22,16 @@ from .errors import (
 )
 
 DEVICES = ("cpu", "cuda")
+# Shipped tokenizer files are under 1 MB with 5 added tokens; these limits leave ample room.
+MAX_TOKENIZER_BYTES = 64 << 20
+MAX_ADDED_TOKENS = 10_000
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 def check_threads(threads: object) -> None:
     """Raise ``ConfigurationError`` unless ``threads`` is None or a positive integer (every router kind)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigurationError(f"threads must be a positive integer or None, got {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024):
+        raise ConfigurationError(f"threads must be an integer in [1, 1024] or None, got {threads!r}")
 
 
 def make_session(graph_path: Path, device: str, threads: int | None, spinning: bool = True) -> ort.InferenceSession:
@@ -73,10 +76,29 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
 
 
 def load_tokenizer(path: Path, max_length: int | None) -> Tokenizer:
-    """Load a `tokenizers` file set to truncate at ``max_length`` and pad to the batch's longest."""
+    """Load a `tokenizers` file set to truncate at ``max_length`` and pad to the batch's longest.
+
+    Files over ``MAX_TOKENIZER_BYTES`` or with more than ``MAX_ADDED_TOKENS`` added tokens are
+    refused: every added token slows down tokenizing every prompt.
+    """
+    size = path.stat().st_size
+    if size > MAX_TOKENIZER_BYTES:
+        raise BundleCorruptError(
+            f"{path}: {size} bytes, over the {MAX_TOKENIZER_BYTES}-byte limit for a tokenizer file; re-export the bundle"
+        )
     try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:
+        text = path.read_bytes().decode("utf-8")
+        added = json.loads(text).get("added_tokens") or []
+        if len(added) > MAX_ADDED_TOKENS:
+            raise BundleCorruptError(
+                f"{path}: {len(added)} added tokens, over the limit of {MAX_ADDED_TOKENS}; re-export the bundle"
+            )
+        tokenizer = Tokenizer.from_str(text)
+    except BundleCorruptError:
+        raise
+    except RecursionError:
+        raise BundleCorruptError(f"{path}: nested too deeply to be a tokenizers file; re-export the bundle") from None
+    except Exception as exc:  # tokenizers raises its own untyped errors; json ValueError; AttributeError on a list
         raise BundleCorruptError(
             f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle"
         ) from exc
@@ -175,6 +197,8 @@ class OpenAIEmbedder:
             raise EmbeddingServiceError(
                 f"embeddings endpoint {self.url} returned shape {vectors.shape}, expected ({len(texts)}, {self.dim})"
             )
+        if not np.all(np.isfinite(vectors)):
+            raise EmbeddingServiceError(f"embeddings endpoint {self.url} returned NaN or infinite values")
         return vectors
 
 

@@ -32,15 +32,21 @@ from .errors import (
     InvalidInputError,
     InvalidPromptError,
     InvalidThresholdError,
+    ManifestError,
     PrecisionUnavailableError,
     UnknownModelError,
 )
 from .heads import MLPHead
-from .manifest import PRECISIONS, Manifest, read_manifest
+from .manifest import MANIFEST_NAME, PRECISIONS, Manifest, read_manifest
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
 _ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DEFAULT_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32", "int8")}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Prompts are cut to this many characters per token of max_length before tokenizing: the
+# tokenizer would otherwise process the whole text only to keep its first max_length tokens.
+# Ordinary text runs 3-5 characters a token, so the first max_length tokens never reach the cut.
+CHARS_PER_TOKEN_BOUND = 16
 
 
 def models_dir() -> Path:
@@ -106,8 +112,8 @@ def clean_prompt(prompt: Any, position: int | None = None) -> str:
         raise InvalidPromptError(f"prompt{where} is empty or whitespace only")
     try:
         prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        prompt = prompt.encode("utf-8", "replace").decode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot be encoded; "replace" would give "?"
+        prompt = _SURROGATE.sub("\ufffd", prompt)
     return prompt
 
 
@@ -115,7 +121,10 @@ def check_threshold(threshold: Any) -> float:
     """Return ``threshold`` as a float, or raise ``InvalidThresholdError`` unless it is finite and in [0, 1]."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
         raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
-    value = float(threshold)
+    try:
+        value = float(threshold)
+    except OverflowError:  # an int too large for a float (JSON allows any number of digits)
+        raise InvalidThresholdError("threshold must be a number in [0, 1], got an integer too large for a float") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {value!r}")
     return value
@@ -153,12 +162,14 @@ class Router:
         self.manifest = manifest
         self._embedder = embedder
         self._cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
-        self._win_rates = win_rates
+        self._win_rates = _finite(win_rates, manifest.folder)
         self.precision = precision
         self.device = device
         self.strong_model = strong_model
         self.weak_model = weak_model
         self.encoder = encoder
+        max_length = manifest.max_length
+        self._char_limit = None if max_length is None else max_length * CHARS_PER_TOKEN_BOUND
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -194,71 +205,32 @@ class Router:
             raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
         check_threads(threads)  # one rule for every kind, also those that never create a session
         manifest = read_manifest(resolve_bundle(path_or_name))
-        encoder_section = manifest.encoder
-        encoder = None
-        chosen = None
-        if encoder_section.get("graphs"):
-            chosen = _choose_precision(manifest, precision, device)
-            graph_path = manifest.verify(encoder_section["graphs"][chosen])
-            session = make_session(graph_path, device, threads, spinning)
-            _check_graph_io(session, graph_path, encoder_section)
-            tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
-            tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
-            encoder = OnnxTextEncoder(session, tokenizer, encoder_section["inputs"], encoder_section["output"],
-                                      per_row=_scores_per_row(manifest, chosen))
-        elif precision is not None:
-            raise PrecisionUnavailableError(
-                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
-                f"{encoder_section.get('kind')!r}); load it without a precision "
-                "(omit precision= in Python, --precision on the command line)"
-            )
-        elif device != "cpu":
-            # Without a graph nothing runs on onnxruntime: CUDA would silently mean CPU.
-            raise ConfigurationError(
-                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
-                f"{encoder_section.get('kind')!r}), so it scores on the CPU only; load it with "
-                "device='cpu' (--device cpu), or pick a router with graphs for CUDA"
-            )
-
+        encoder, chosen = _load_onnx_encoder(manifest, precision, device, threads, spinning)
         if manifest.kind == "bert":
             if not _names_bert_pair(manifest, strong_model, weak_model):
                 raise ConfigurationError(
                     "strong_model/weak_model choose the pair of an MF router; a BERT router predicts "
                     "for the pair it was trained on (see its manifest's 'models')"
                 )
-            labels = encoder_section["win_rate"]["labels"]
+            labels = manifest.encoder["win_rate"]["labels"]
             assert encoder is not None  # the manifest check requires graphs for BERT routers
             win_rates = _bert_win_rates(encoder, labels)
-            names = manifest.data.get("models", {})
+            names = manifest.data.get("models") or {}
             return _verified(cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
                                  cache_size=cache_size), verify)
 
-        head = manifest.data["head"]
-        strong_model = strong_model or head.get("default_strong")
-        weak_model = weak_model or head.get("default_weak")
-        model_names: list[str] = head["model_names"]
-        strong_model, weak_model = (_canonical(name, model_names, head) for name in (strong_model, weak_model))
-        for role, name in (("strong", strong_model), ("weak", weak_model)):
-            if name not in model_names:
-                shown = ", ".join(model_names[:8]) + (" …" if len(model_names) > 8 else "")
-                raise UnknownModelError(
-                    f"{role} model {name!r} is not in this MF router's {len(model_names)} models ({shown}); "
-                    f"see `edgeroute info {manifest.folder}` for all names"
-                )
-        if strong_model == weak_model:
-            raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
+        strong_model, weak_model = _mf_pair(manifest, strong_model, weak_model)
+        encoder_section = manifest.encoder
         embed: Callable[[list[str]], np.ndarray]
         if encoder is not None:
             embed = encoder
         elif encoder_section["kind"] == "static":
-            table = _load_array(manifest, encoder_section["file"], None, encoder_section["dim"])
-            tokenizer = load_tokenizer(manifest.verify(manifest.data["tokenizer"]["file"]), manifest.max_length)
-            embed = StaticEmbedder(table, tokenizer)
+            embed = _static_embedder(manifest)
         else:
             embed = OpenAIEmbedder(
                 encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
             )
-        win_rates = _head_win_rates(manifest, embed, cast(str, strong_model), cast(str, weak_model))  # checked above
+        win_rates = _head_win_rates(manifest, embed, strong_model, weak_model)
         return _verified(cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size),
                          verify)
 
@@ -273,7 +245,7 @@ class Router:
 
     def strong_win_rate(self, prompt: str) -> float:
         """Predicted probability that the strong model beats the weak one on ``prompt``."""
-        prompt = clean_prompt(prompt)
+        prompt = self._prepare(prompt)
         if self._cache is not None:
             cached = self._cache.get(prompt)
             if cached is not None:
@@ -291,7 +263,10 @@ class Router:
         """
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidPromptError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
-        cleaned = [clean_prompt(prompt, position) for position, prompt in enumerate(prompts)]
+        if isinstance(bucket_size, bool) or not isinstance(bucket_size, (int, np.integer)) or bucket_size < 1:
+            raise InvalidInputError(f"bucket_size must be a positive integer, got {bucket_size!r}")
+        bucket_size = int(bucket_size)
+        cleaned = [self._prepare(prompt, position) for position, prompt in enumerate(prompts)]
         if len(cleaned) <= bucket_size:
             if not cleaned:
                 return np.zeros(0, dtype=np.float64)
@@ -307,7 +282,17 @@ class Router:
         """MF routers: the prompt embeddings the head scores, one row per prompt."""
         if self._embedder is None:
             raise ConfigurationError(f"router {self.name!r} is a BERT router; only MF routers embed prompts")
-        return self._embedder([clean_prompt(prompt, position) for position, prompt in enumerate(prompts)])
+        return self._embedder([self._prepare(prompt, position) for position, prompt in enumerate(prompts)])
+
+    def _prepare(self, prompt: Any, position: int | None = None) -> str:
+        """``clean_prompt``, then cut to what ``max_length`` tokens can use (the first tokens are kept)."""
+        limit = self._char_limit
+        if limit is not None and isinstance(prompt, str) and len(prompt) > limit:
+            # Cut first, so that checking a megabyte prompt costs no more than a short one. A long
+            # run of leading whitespace holds no tokens: skip it rather than keep only blanks.
+            cut = prompt[:limit]
+            prompt = cut if not cut.isspace() else prompt.lstrip()[:limit]
+        return clean_prompt(prompt, position)
 
     def route(self, prompt: str, threshold: float | None = None) -> RoutingDecision:
         """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak.
@@ -334,7 +319,13 @@ class Router:
                 f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` "
                 "or pass a threshold"
             )
-        if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)) or not math.isfinite(strong_pct):
+        if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)):
+            raise InvalidInputError(f"strong_pct must be a number, got {type(strong_pct).__name__}")
+        try:
+            strong_pct = float(strong_pct)
+        except OverflowError:  # an int with hundreds of digits
+            raise InvalidInputError("strong_pct must be a number in [0, 1], got an integer too large for a float") from None
+        if not math.isfinite(strong_pct):
             raise InvalidInputError(f"strong_pct must be a number, got {strong_pct!r}")
         points = sorted((float(pct), float(value)) for pct, value in table.items())
         low, high = points[0][0], points[-1][0]
@@ -399,6 +390,106 @@ def _choose_precision(manifest: Manifest, precision: str | None, device: str) ->
     return precision
 
 
+def _load_onnx_encoder(
+    manifest: Manifest, precision: str | None, device: str, threads: int | None, spinning: bool
+) -> tuple[OnnxTextEncoder | None, str | None]:
+    """The bundle's ONNX encoder and its precision, checked by one probe run; (None, None) without a graph."""
+    section = manifest.encoder
+    if not section.get("graphs"):
+        if precision is not None:
+            raise PrecisionUnavailableError(
+                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
+                f"{section.get('kind')!r}); load it without a precision "
+                "(omit precision= in Python, --precision on the command line)"
+            )
+        if device != "cpu":
+            # Without a graph nothing runs on onnxruntime: CUDA would silently mean CPU.
+            raise ConfigurationError(
+                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
+                f"{section.get('kind')!r}), so it scores on the CPU only; load it with "
+                "device='cpu' (--device cpu), or pick a router with graphs for CUDA"
+            )
+        return None, None
+    chosen = _choose_precision(manifest, precision, device)
+    graph_path = manifest.verify(section["graphs"][chosen])
+    session = make_session(graph_path, device, threads, spinning)
+    _check_graph_io(session, graph_path, section)
+    tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
+    tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
+    encoder = OnnxTextEncoder(session, tokenizer, section["inputs"], section["output"],
+                              per_row=_scores_per_row(manifest, chosen))
+    _probe_graph(encoder, graph_path, manifest)
+    return encoder, chosen
+
+
+def _probe_graph(encoder: OnnxTextEncoder, graph_path: Path, manifest: Manifest) -> None:
+    """Score one input of ``max_length`` tokens holding the tokenizer's largest id.
+
+    A ``max_length`` past the graph's position table, token ids past its embedding table, labels
+    past its outputs or non-finite weights then fail at load, not on some later prompt.
+    """
+    length = manifest.max_length or 1
+    top_id = max(encoder.tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
+    ids = np.full((1, length), top_id, dtype=np.int64)
+    columns = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    try:
+        output = np.asarray(encoder.run_tokens({name: columns[name] for name in encoder.input_names}))
+    except Exception as exc:  # onnxruntime's errors are untyped
+        raise BundleCorruptError(
+            f"{graph_path}: the graph fails on {length} tokens with ids up to {top_id} "
+            f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); set the manifest's "
+            "'tokenizer.max_length' within the graph's position limit, or re-export the bundle"
+        ) from exc
+    section = manifest.encoder
+    if manifest.kind == "bert":
+        labels = section["win_rate"]["labels"]
+        if output.ndim != 2 or max(labels) >= output.shape[1]:
+            raise ManifestError(
+                f"{manifest.folder / MANIFEST_NAME}: 'classifier.win_rate.labels' {labels} do not fit the graph's "
+                f"output of shape {output.shape}; re-export the bundle with `edgeroute export`"
+            )
+    elif output.shape != (1, section["dim"]):
+        raise ManifestError(
+            f"{manifest.folder / MANIFEST_NAME}: 'embedder.dim' is {section['dim']} but the graph outputs shape "
+            f"{output.shape}; re-export the bundle with `edgeroute export`"
+        )
+    if not np.all(np.isfinite(output)):
+        raise BundleCorruptError(f"{graph_path}: the graph outputs non-finite values (NaN or infinity); re-export the bundle")
+
+
+def _mf_pair(manifest: Manifest, strong_model: str | None, weak_model: str | None) -> tuple[str, str]:
+    """The MF pair's names in the bundle's own spelling (defaults from the manifest, aliases resolved)."""
+    head = manifest.data["head"]
+    model_names: list[str] = head["model_names"]
+    strong_model = _canonical(strong_model or head.get("default_strong"), model_names, head)
+    weak_model = _canonical(weak_model or head.get("default_weak"), model_names, head)
+    for role, name in (("strong", strong_model), ("weak", weak_model)):
+        if not isinstance(name, str) or name not in model_names:
+            shown = ", ".join(model_names[:8]) + (" …" if len(model_names) > 8 else "")
+            raise UnknownModelError(
+                f"{role} model {name!r} is not in this MF router's {len(model_names)} models ({shown}); "
+                f"see `edgeroute info {manifest.folder}` for all names"
+            )
+    if strong_model == weak_model:
+        raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
+    return cast(str, strong_model), cast(str, weak_model)
+
+
+def _static_embedder(manifest: Manifest) -> StaticEmbedder:
+    """The static table and its tokenizer, checked to fit each other."""
+    section = manifest.encoder
+    table = _load_array(manifest, section["file"], None, section["dim"])
+    tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
+    tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
+    top_id = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
+    if top_id >= table.shape[0]:
+        raise BundleCorruptError(
+            f"{tokenizer_path}: token ids reach {top_id}, past the {table.shape[0]} rows of {section['file']}; "
+            "the tokenizer does not belong to this table: re-export the bundle"
+        )
+    return StaticEmbedder(table, tokenizer)
+
+
 def _check_graph_io(session: Any, graph_path: Path, section: dict[str, Any]) -> None:
     graph_inputs = sorted(i.name for i in session.get_inputs())
     graph_outputs = [o.name for o in session.get_outputs()]
@@ -412,17 +503,44 @@ def _check_graph_io(session: Any, graph_path: Path, section: dict[str, Any]) -> 
 def _load_array(manifest: Manifest, file_name: str, rows: int | None, dim: int) -> np.ndarray:
     """A float matrix from a bundle's .npy file, shape checked (``rows`` None: any row count)."""
     path = manifest.verify(file_name)
-    try:
-        matrix = np.load(path, allow_pickle=False)  # never unpickle bundle content
-    except (ValueError, OSError) as exc:
-        raise BundleCorruptError(f"{path}: not a plain numpy array file ({exc}); re-export the bundle") from exc
-    expected_rows = matrix.shape[0] if rows is None and matrix.ndim == 2 else rows
-    if matrix.shape != (expected_rows, dim) or not np.issubdtype(matrix.dtype, np.floating):
-        raise BundleCorruptError(
-            f"{path}: array has shape {matrix.shape} and dtype {matrix.dtype}, expected float ({rows or 'N'}, {dim}); "
-            "re-export the bundle"
-        )
+    matrix = read_npy(path, rows, dim)
+    if not np.all(np.isfinite(matrix)):
+        raise BundleCorruptError(f"{path}: the array holds NaN or infinite values; re-export the bundle")
     return np.ascontiguousarray(matrix)
+
+
+def read_npy(path: Path, rows: int | None, dim: int) -> np.ndarray:
+    """A float (rows, dim) array from a ``.npy`` file; the header is checked before anything is allocated.
+
+    Never unpickles; refuses ``.npz`` archives, object arrays, and headers whose shape disagrees
+    with the file's size (a header may claim 2**40 rows).
+    """
+    def corrupt(problem: str) -> BundleCorruptError:
+        return BundleCorruptError(f"{path}: not a plain numpy array file ({problem}); re-export the bundle")
+
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(handle)
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:
+            raise corrupt(str(exc)[:200]) from None
+        if dtype.hasobject:
+            raise corrupt("an object array, which only unpickling could read")
+        expected_rows = shape[0] if rows is None and len(shape) == 2 else rows
+        if shape != (expected_rows, dim) or dtype.kind != "f":
+            raise BundleCorruptError(
+                f"{path}: array has shape {shape} and dtype {dtype}, expected float ({rows or 'N'}, {dim}); "
+                "re-export the bundle"
+            )
+        data_bytes = path.stat().st_size - handle.tell()
+        if data_bytes != shape[0] * dim * dtype.itemsize:
+            raise corrupt(f"header says {shape} {dtype}, the file holds {data_bytes} bytes of data")
+        try:
+            matrix = np.fromfile(handle, dtype=dtype, count=shape[0] * dim)
+        except (ValueError, OSError) as exc:
+            raise corrupt(str(exc)[:200]) from None
+    return matrix.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[list[str]], np.ndarray]:
@@ -505,3 +623,14 @@ def _verified(router: Router, verify: bool) -> Router:
 
         check_golden(router)
     return router
+
+
+def _finite(win_rates: Callable[[list[str]], np.ndarray], folder: Path) -> Callable[[list[str]], np.ndarray]:
+    """Raise rather than return a NaN win rate: NaN compares false with every threshold (always weak)."""
+    def checked(prompts: list[str]) -> np.ndarray:
+        rates = win_rates(prompts)
+        if not np.all(np.isfinite(rates)):
+            raise BundleCorruptError(f"{folder}: the router scored a non-finite win rate; re-export the bundle")
+        return rates
+
+    return checked

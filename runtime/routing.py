@@ -20,7 +20,11 @@ from .errors import EdgerouteError, InvalidInputError, InvalidPromptError
 from .router import Router, check_threshold, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
-_MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?P<threshold>[01]?\.\d+|[01]))?$")
+# The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
+_MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?P<threshold>\d+(?:\.\d*)?|\.\d+))?$")
+# Upstream failures worth retrying on the other model; a rejected request (4xx) would be rejected there too.
+FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error",
+                            "upstream_malformed"})
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,27 @@ def _message_text(message: Mapping[str, Any]) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        return "\n".join(part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text")
+        texts = [part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"]
+        for text in texts:
+            if not isinstance(text, str):
+                raise InvalidPromptError(f"a text content part's 'text' must be a string, got {type(text).__name__}")
+        return "\n".join(texts)
     return ""
+
+
+def message_chars(messages: Any) -> int:
+    """Characters of text in ``messages``: string contents and text content parts (for size limits)."""
+    if not isinstance(messages, list):
+        return 0
+    total = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(part["text"]) for part in content
+                         if isinstance(part, Mapping) and isinstance(part.get("text"), str))
+    return total
 
 
 def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 2048) -> str:
@@ -97,6 +120,12 @@ class RoutingRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fallen_back(self, names: Mapping[str, str], kind: str) -> RoutingRecord:
+        """The record after ``kind`` failed the chosen model's call and the other model gets the request."""
+        other: Literal["strong", "weak"] = "weak" if self.model == "strong" else "strong"
+        return RoutingRecord(self.router, other, names[other], self.win_rate, self.threshold, self.score_us,
+                             f"{kind} on {self.model_name}")
+
 
 class RouterSet:
     """Routers loaded once, by shipped name, alias (``bert``, ``mf``, ``default``) or path."""
@@ -121,6 +150,8 @@ class RouterSet:
         return [*self._routers, *self._aliases]
 
     def get(self, name: str) -> Router:
+        if not isinstance(name, str):
+            raise InvalidInputError(f"'router' must be a string naming a loaded router (loaded: {', '.join(self.known())})")
         resolved = self._aliases.get(name, name)
         if resolved not in self._routers:
             raise InvalidInputError(f"router {name!r} is not loaded here (loaded: {', '.join(self.known())})")

@@ -19,7 +19,8 @@ class FakeUpstream:
     """Records the model each request asked for; ``behaviour[model]`` makes it stall, fail or misbehave.
 
     Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "slow" (answers after 1 s),
-    "500", "429", "badjson", "400".
+    "500", "429", "badjson", "400", "401", "echo_key" (a 400 quoting the Authorization header),
+    "emptystream" (200 event stream without a single event), "nanjson" (a body with NaN in it).
     """
 
     def __init__(self) -> None:
@@ -63,6 +64,16 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "slow down"}}, status_code=429)
         if behaviour == "400":
             return JSONResponse({"error": {"message": "bad parameter"}}, status_code=400)
+        if behaviour == "401":
+            return JSONResponse({"error": {"message": "Incorrect API key provided: sk-abc***xyz"}}, status_code=401)
+        if behaviour == "echo_key":
+            echoed = request.headers.get("authorization", "")
+            return JSONResponse({"error": {"message": f"bad parameter 'temperature' (sent with {echoed})"}},
+                                status_code=400)
+        if behaviour == "emptystream":
+            return StreamingResponse(iter(()), media_type="text/event-stream")
+        if behaviour == "nanjson":
+            return Response('{"choices": [], "score": NaN}', media_type="application/json")
         if behaviour == "badjson":
             return Response("{not json", media_type="application/json")
         text = f"answer from {model}"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeroute.runtime import InvalidPromptError, InvalidThresholdError, Router
+from edgeroute.runtime import InvalidInputError, InvalidPromptError, InvalidThresholdError, Router
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,74 @@ def test_megabyte_prompt_and_control_characters(router):
 
 def test_lone_surrogate_is_replaced_not_fatal(router):
     assert 0 <= router.strong_win_rate("broken \ud800 text") <= 1
+
+
+# --- issue 12: every bad argument is a typed error ----------------------------------------
+
+
+def test_huge_integer_threshold_is_a_threshold_error(router):
+    with pytest.raises(InvalidThresholdError) as caught:
+        router.route("hi", 10**400)
+    assert str(caught.value) == "threshold must be a number in [0, 1], got an integer too large for a float"
+
+
+def test_huge_integer_strong_pct_is_an_input_error(mf_router_calibrated):
+    with pytest.raises(InvalidInputError) as caught:
+        mf_router_calibrated.threshold_for(10**400)
+    assert str(caught.value) == "strong_pct must be a number in [0, 1], got an integer too large for a float"
+
+
+@pytest.mark.parametrize("bucket_size", [-1, 0, "8", None, 2.5, True])
+def test_bad_bucket_size_is_an_input_error(router, bucket_size):
+    with pytest.raises(InvalidInputError) as caught:
+        router.strong_win_rates(["a prompt"] * 40, bucket_size=bucket_size)
+    assert str(caught.value) == f"bucket_size must be a positive integer, got {bucket_size!r}"
+
+
+def test_numpy_bucket_size_is_accepted(router):
+    rates = router.strong_win_rates(["a", "bb", "ccc"] * 5, bucket_size=np.int64(4))
+    # int8 activations are quantized per batch, so another bucketing moves scores slightly.
+    assert np.allclose(rates, router.strong_win_rates(["a", "bb", "ccc"] * 5), atol=0.02)
+
+
+def test_lone_surrogate_becomes_the_replacement_character(router):
+    from edgeroute.runtime.router import clean_prompt
+
+    assert clean_prompt("broken \ud83d text") == "broken \ufffd text"
+    assert router.strong_win_rate("broken \ud83d text") == router.strong_win_rate("broken \ufffd text")
+
+
+def test_long_prompts_are_cut_before_tokenizing_with_the_same_score(router, monkeypatch):
+    from edgeroute.runtime.router import CHARS_PER_TOKEN_BOUND
+
+    limit = router.manifest.max_length * CHARS_PER_TOKEN_BOUND
+    seen = []
+    original = router._win_rates
+    monkeypatch.setattr(router, "_win_rates", lambda prompts: seen.extend(map(len, prompts)) or original(prompts))
+    long_prompt = "Prove that there are infinitely many primes. " * 50_000
+    assert router.strong_win_rate(long_prompt) == router.strong_win_rate(long_prompt[: limit + 1])
+    assert max(seen) == limit
+    # A flood of leading whitespace holds no tokens: the words after it are still scored.
+    assert router.strong_win_rate(" " * 1_000_000 + "hello there") == router.strong_win_rate("hello there")
+
+
+@pytest.fixture(scope="module")
+def mf_router_calibrated(tmp_path_factory, mf_bundle):
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("calibrated") / "mf"
+    shutil.copytree(mf_bundle, folder)
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    data["calibration"] = {"thresholds": {"0.1": 0.9, "0.5": 0.5, "0.9": 0.1}}
+    path.write_text(json.dumps(data))
+    return Router.load(folder)
+
+
+def test_non_finite_win_rate_is_an_error_not_a_weak_decision(router):
+    from edgeroute.runtime import BundleCorruptError
+
+    broken = Router(router.manifest, lambda prompts: np.full(len(prompts), np.nan), None, "cpu", None, None)
+    with pytest.raises(BundleCorruptError, match="the router scored a non-finite win rate; re-export the bundle"):
+        broken.route("hi", 0.0)

@@ -112,3 +112,167 @@ def test_pickled_head_is_never_unpickled(tmp_path, mf_bundle):
     _edit_manifest(bundle, lambda d: d["files"]["head.npy"].update(sha256=sha256_of(bundle / "head.npy")))
     with pytest.raises(BundleCorruptError, match="not a plain numpy array file"):
         Router.load(bundle)
+
+
+# --- issue 12: off-schema and tampered bundles fail at load with a typed error --------------
+
+
+@pytest.fixture
+def mf_copy(tmp_path, mf_bundle):
+    target = tmp_path / "mf"
+    shutil.copytree(mf_bundle, target)
+    return target
+
+
+def _rehash(bundle, name):
+    _edit_manifest(bundle, lambda d: d["files"][name].update(sha256=sha256_of(bundle / name)))
+
+
+def test_deeply_nested_manifest(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ManifestError) as caught:
+        Router.load(bundle_copy)
+    assert str(caught.value) == (f"{bundle_copy / 'manifest.json'}: nested too deeply to be a manifest; "
+                                 "restore it from the original bundle or re-export")
+
+
+def test_oversized_manifest(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d.update(padding="x" * (2 << 20)))
+    with pytest.raises(ManifestError, match=r"over the 1048576-byte limit for a manifest"):
+        Router.load(bundle_copy)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d["classifier"].update(win_rate=["softmax_complement"]), "'classifier.win_rate' must be"),
+    (lambda d: d["classifier"].update(win_rate="softmax_complement"), "'classifier.win_rate' must be"),
+    (lambda d: d["classifier"]["win_rate"].update(labels=["1"]), "'classifier.win_rate' must be"),
+    (lambda d: d["classifier"]["win_rate"].update(labels=[7]), "'classifier.win_rate.labels' [7] do not fit"),
+    (lambda d: d.update(models=["strong", "weak"]), "'models' must be {'strong': NAME, 'weak': NAME}"),
+    (lambda d: d["tokenizer"].update(max_length=100_000), "'tokenizer.max_length' must be an integer in [3, 8192]"),
+    (lambda d: d["tokenizer"].update(max_length=True), "'tokenizer.max_length' must be an integer in [3, 8192]"),
+    (lambda d: d.update(calibration="yes"), "'calibration' must be an object (or absent)"),
+    (lambda d: d.update(calibration={"thresholds": {"0.5": "high"}}), "'calibration.thresholds' entry '0.5': 'high'"),
+    (lambda d: d.update(calibration={"thresholds": {"half": 0.5}}), "'calibration.thresholds' entry 'half'"),
+    (lambda d: d.update(calibration={"thresholds": [0.5]}), "'calibration.thresholds' must map strong shares"),
+    (lambda d: d["classifier"].update(inputs=["input_ids", "pixels"]), "'classifier.inputs' must list graph inputs"),
+])
+def test_off_schema_bert_manifest(bundle_copy, change, fragment):
+    _edit_manifest(bundle_copy, change)
+    with pytest.raises(ManifestError) as caught:
+        Router.load(bundle_copy)
+    assert fragment in str(caught.value) and str(caught.value).startswith(str(bundle_copy / "manifest.json"))
+
+
+def test_max_length_past_the_graph_position_limit(bundle_copy):
+    _edit_manifest(bundle_copy, lambda d: d["tokenizer"].update(max_length=4096))  # the tiny graph has 128 positions
+    with pytest.raises(BundleCorruptError, match=r"the graph fails on 4096 tokens .* within the graph's position limit"):
+        Router.load(bundle_copy)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d["head"].update(win_rate="sigmoid_difference"), "'head.win_rate' must be {'kind': 'sigmoid_difference'}"),
+    (lambda d: d["head"].update(win_rate=None), "'head.win_rate' must be"),
+    (lambda d: d["embedder"].update(dim=10**400), "'embedder.dim' must be an integer in [1, 65536]"),
+    (lambda d: d["embedder"].update(dim=16), "'embedder.dim' is 16 but the graph outputs shape"),
+])
+def test_off_schema_mf_manifest(mf_copy, change, fragment):
+    _edit_manifest(mf_copy, change)
+    with pytest.raises(ManifestError) as caught:
+        Router.load(mf_copy)
+    assert fragment in str(caught.value)
+
+
+def test_nan_head_is_refused(mf_copy):
+    head = np.load(mf_copy / "head.npy")
+    np.save(mf_copy / "head.npy", np.full_like(head, np.nan))
+    _rehash(mf_copy, "head.npy")
+    with pytest.raises(BundleCorruptError, match="head.npy: the array holds NaN or infinite values"):
+        Router.load(mf_copy)
+
+
+def test_npz_in_place_of_npy(mf_copy):
+    head = np.load(mf_copy / "head.npy")
+    with open(mf_copy / "head.npy", "wb") as handle:
+        np.savez(handle, head=head)
+    _rehash(mf_copy, "head.npy")
+    with pytest.raises(BundleCorruptError, match="head.npy: not a plain numpy array file"):
+        Router.load(mf_copy)
+
+
+def test_npy_header_claiming_huge_shape_is_refused_before_allocating(mf_copy):
+    head = np.load(mf_copy / "head.npy")
+    path = mf_copy / "head.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (2**40, head.shape[1])})
+        handle.write(b"\0" * 64)
+    _rehash(mf_copy, "head.npy")
+    with pytest.raises(BundleCorruptError, match=r"array has shape \(1099511627776, "):
+        Router.load(mf_copy)
+
+
+def test_npy_header_disagreeing_with_file_size(mf_copy):
+    head = np.load(mf_copy / "head.npy")
+    path = mf_copy / "head.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": head.shape})
+        handle.write(b"\0" * 8)
+    _rehash(mf_copy, "head.npy")
+    with pytest.raises(BundleCorruptError, match=r"the file holds 8 bytes of data"):
+        Router.load(mf_copy)
+
+
+def test_tokenizer_ids_past_the_static_table(tmp_path):
+    from edgeroute.runtime import models_dir
+
+    bundle = tmp_path / "static"
+    shutil.copytree(models_dir() / "mf-static-gpt4-mixtral", bundle)
+    table = np.load(bundle / "static_embeddings.npy")
+    np.save(bundle / "static_embeddings.npy", table[:1000])
+    _rehash(bundle, "static_embeddings.npy")
+    with pytest.raises(BundleCorruptError, match=r"tokenizer.json: token ids reach 30521, past the 1000 rows"):
+        Router.load(bundle)
+
+
+def test_tokenizer_ids_past_the_graph_embedding_table(bundle_copy):
+    data = json.loads((bundle_copy / "tokenizer.json").read_text())
+    data["added_tokens"].append({"id": 10**6, "content": "[HUGE]", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    (bundle_copy / "tokenizer.json").write_text(json.dumps(data))
+    _rehash(bundle_copy, "tokenizer.json")
+    with pytest.raises(BundleCorruptError, match=r"the graph fails on 128 tokens with ids up to 30522 .*input index out of range"):
+        Router.load(bundle_copy)
+
+
+def test_too_many_added_tokens(bundle_copy):
+    data = json.loads((bundle_copy / "tokenizer.json").read_text())
+    data["added_tokens"] += [{"id": 40_000 + i, "content": f"[T{i}]", "single_word": False, "lstrip": False,
+                              "rstrip": False, "normalized": False, "special": True} for i in range(20_000)]
+    (bundle_copy / "tokenizer.json").write_text(json.dumps(data))
+    _rehash(bundle_copy, "tokenizer.json")
+    with pytest.raises(BundleCorruptError, match=r"tokenizer.json: 20005 added tokens, over the limit of 10000"):
+        Router.load(bundle_copy)
+
+
+def test_oversized_tokenizer_file(bundle_copy, monkeypatch):
+    from edgeroute.runtime import encoders
+
+    monkeypatch.setattr(encoders, "MAX_TOKENIZER_BYTES", 1000)
+    with pytest.raises(BundleCorruptError, match=r"tokenizer.json: \d+ bytes, over the 1000-byte limit"):
+        Router.load(bundle_copy)
+
+
+@pytest.mark.parametrize("target", ["copy_outside", "/etc/passwd"])
+def test_listed_file_linking_out_of_the_bundle_is_refused(bundle_copy, tmp_path, target):
+    outside = tmp_path / "outside.json"
+    shutil.copyfile(bundle_copy / "tokenizer.json", outside)
+    (bundle_copy / "tokenizer.json").unlink()
+    (bundle_copy / "tokenizer.json").symlink_to(outside if target == "copy_outside" else target)
+    with pytest.raises(BundleIntegrityError, match=r"tokenizer.json: a link that leads out of the bundle folder"):
+        Router.load(bundle_copy)
+
+
+def test_link_inside_the_bundle_is_allowed(bundle_copy):
+    (bundle_copy / "tokenizer.json").rename(bundle_copy / "tokenizer.real.json")
+    (bundle_copy / "tokenizer.json").symlink_to(bundle_copy / "tokenizer.real.json")
+    assert 0 <= Router.load(bundle_copy).strong_win_rate("hi") <= 1

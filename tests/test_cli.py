@@ -63,3 +63,16 @@ def test_export_through_cli(tmp_path, bert_checkpoint, capsys):
                  "--precisions", "int8", "--name", "tiny"]) == 0
     assert json.loads((out / "manifest.json").read_text())["name"] == "tiny"
     assert main(["export", "bert", "--checkpoint", str(bert_checkpoint), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("command", ["route", "info"])
+def test_deeply_nested_manifest_is_an_error_line_not_a_traceback(bert_bundle, tmp_path, capsys, command):
+    import shutil
+
+    bundle = tmp_path / "deep"
+    shutil.copytree(bert_bundle, bundle)
+    (bundle / "manifest.json").write_text("[" * 100_000)
+    arguments = ["route", "--router", str(bundle), "hi"] if command == "route" else ["info", str(bundle)]
+    assert main(arguments) == 1
+    assert capsys.readouterr().err == (f"edgeroute: error: {bundle / 'manifest.json'}: nested too deeply to be a "
+                                       "manifest; restore it from the original bundle or re-export\n")

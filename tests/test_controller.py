@@ -119,3 +119,38 @@ def test_bad_requests_and_missing_keys(upstream, bert_bundle, monkeypatch):
     keyless = Controller(Endpoint("strong-llm", base_url=upstream.url + "/v1"), weak, routers=[bert_bundle])
     with pytest.raises(ConfigurationError, match="no API key for model 'strong-llm'"):
         keyless.chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("behaviour, kind", [("500", "upstream_error"), ("429", "upstream_rate_limited"),
+                                             ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")])
+def test_upstream_faults_fall_back_like_the_server(upstream, bert_bundle, behaviour, kind):
+    upstream.reset()
+    upstream.behaviour["strong-llm"] = behaviour
+    strong = Endpoint("strong-llm", base_url=upstream.url + "/v1", api_key="k", timeout_s=1.0)
+    weak = Endpoint("weak-llm", base_url=upstream.url + "/v1", api_key="k")
+    controller = Controller(strong, weak, routers=[bert_bundle])
+    response = controller.chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+    assert response.choices[0].message.content == "answer from weak-llm"
+    assert response.routing["fallback"] == f"{kind} on strong-llm" and response.routing["model_name"] == "weak-llm"
+
+    async def run():
+        client = AsyncController(strong, weak, routers=[bert_bundle])
+        return await client.chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+
+    assert asyncio.run(run()).routing["fallback"] == f"{kind} on strong-llm"
+
+
+def test_without_fallback_or_on_4xx_the_error_is_raised(upstream, bert_bundle):
+    import openai
+
+    upstream.reset()
+    strong, weak = _endpoints(upstream)
+    upstream.behaviour["strong-llm"] = "500"
+    with pytest.raises(openai.InternalServerError):
+        Controller(strong, weak, routers=[bert_bundle], fallback=False).chat.completions.create(
+            model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+    upstream.behaviour["strong-llm"] = "400"
+    with pytest.raises(openai.BadRequestError):
+        Controller(strong, weak, routers=[bert_bundle]).chat.completions.create(
+            model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+    assert upstream.models_asked == ["strong-llm", "strong-llm"]  # never retried on the weak model

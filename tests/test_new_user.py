@@ -68,7 +68,7 @@ def test_cuda_on_the_static_router_is_refused_not_run_on_cpu():
 def test_threads_follow_one_rule_for_every_kind(name, threads):
     with pytest.raises(ConfigurationError) as caught:
         Router.load(name, threads=threads)
-    assert str(caught.value) == f"threads must be a positive integer or None, got {threads!r}"
+    assert str(caught.value) == f"threads must be an integer in [1, 1024] or None, got {threads!r}"
 
 
 @pytest.mark.parametrize("name", [STATIC, BERT])
