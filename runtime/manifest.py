@@ -137,7 +137,7 @@ def _validate(data: Any, manifest_path: Path) -> None:
     if version > SCHEMA_VERSION:
         raise UnsupportedSchemaError(
             f"{manifest_path}: schema_version {version} is newer than this runtime supports "
-            f"({SCHEMA_VERSION}); upgrade edgeroute: pip install --upgrade edgeroute"
+            f"({SCHEMA_VERSION}); upgrade edgeroute: in your clone, git pull && pip install ."
         )
     kind = data.get("kind")
     _require(kind in ROUTER_KINDS, manifest_path, f"'kind' must be one of {ROUTER_KINDS}, got {kind!r}")
