@@ -12,7 +12,8 @@ for _module in ("torch", "transformers", "onnx", "safetensors", "tqdm"):
 from .checkpoints import ROUTELLM_ARENA_MODELS, CheckpointError, MFCheckpoint, read_mf_checkpoint  # noqa: E402
 from .train import TrainReport, embed_prompts, run_train_command, train_bert, train_mf  # noqa: E402
 from .training_data import Battles, load_battles  # noqa: E402
-from .exporter import ExportOptions, ExportParityError, export_bert, export_mf, minilm_dir, run_export_command  # noqa: E402
+from .exporter import ExportOptions, ExportParityError, export_bert, export_distilled, export_mf, minilm_dir, run_export_command  # noqa: E402
+from .recipes import run_recipe_command  # noqa: E402
 
 __all__ = [
     "ROUTELLM_ARENA_MODELS",
@@ -23,6 +24,8 @@ __all__ = [
     "ExportParityError",
     "export_bert",
     "export_mf",
+    "export_distilled",
+    "run_recipe_command",
     "minilm_dir",
     "run_export_command",
     "Battles",

@@ -91,3 +91,50 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
                    "loss": "MSE on the logit of the teacher's win rate", "features": "static embedding, log1p(chars)/8"},
         "n_train": n_prompts, "n_val": 0, "best": None,
     }
+
+
+def reference_win_rates(checkpoint: Path, prompts: list[str], embed: Any) -> np.ndarray:
+    """The student's win rates computed in float64 from the checkpoint's arrays (the export's parity reference)."""
+    hidden = np.load(checkpoint / HEAD_FILE, allow_pickle=False).astype(np.float64)
+    output = np.load(checkpoint / HEAD_OUT_FILE, allow_pickle=False).astype(np.float64)
+    features = student_features(embed(prompts), prompts).astype(np.float64)
+    activations = np.maximum(features @ hidden[:, :-1].T + hidden[:, -1], 0.0)
+    return 1.0 / (1.0 + np.exp(-(activations @ output[0, :-1] + output[0, -1])))
+
+
+def distill_command(args: Any) -> dict[str, Any]:
+    """``edgeroute train distilled``: fit the fast tier to a teacher bundle's win rates on a prompt set."""
+    import shutil
+
+    from edgeroute.runtime import Router
+    from edgeroute.runtime.benchmarks import load_protocol_data
+
+    from .crossval import static_features
+    from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
+
+    data = load_protocol_data(Path(args.data))
+    prompts = data.prompts
+    teacher = Router.load(args.teacher)
+    rates = np.concatenate([teacher.strong_win_rates(prompts[i : i + 256]) for i in
+                            tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")])
+    static = Router.load(args.static_from)
+    recipe = StudentRecipe(seed=args.seed)
+    hidden, output = fit_student(static_features(args.static_from, prompts), teacher_targets(rates), recipe, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / STATIC_TABLE_FILE, _static_table(static), allow_pickle=False)
+    shutil.copyfile(static.manifest.verify(static.manifest.data["tokenizer"]["file"]), out / STATIC_TOKENIZER_FILE)
+    report = student_report(recipe, teacher.name, len(prompts))
+    report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
+    report["static_from"] = static.name
+    save_student(out, hidden, output, report)
+    return report
+
+
+def _static_table(router: Any) -> np.ndarray:
+    from .checkpoints import CheckpointError
+
+    section = router.manifest.encoder
+    if router.kind != "mf" or section.get("kind") != "static":
+        raise CheckpointError(f"{router.manifest.folder}: --static-from needs a router with a static embedder")
+    return np.load(router.manifest.verify(section["file"]), allow_pickle=False)

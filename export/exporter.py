@@ -628,6 +628,77 @@ def _mf_parity(
     return parity
 
 
+def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
+    """Export a distilled fast-tier checkpoint (``edgeroute train distilled``): static table, tokenizer, MLP head.
+
+    Parity: the runtime's float32 numpy path against the checkpoint's arrays in float64.
+    """
+    from .distill import HEAD_OUT_FILE, reference_win_rates
+    from .distill import HEAD_FILE as MLP_FILE
+    from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
+
+    checkpoint = Path(checkpoint)
+    for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, MLP_FILE, HEAD_OUT_FILE, "training.json"):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint / name}: missing; write the checkpoint with `edgeroute train distilled`")
+    report = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))
+    options.strong_name = options.strong_name or report["models"]["strong"]
+    options.weak_name = options.weak_name or report["models"]["weak"]
+    table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
+    check_finite({"static table": table, "head": np.load(checkpoint / MLP_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)},
+                 checkpoint)
+    staging = _staging_folder(options)
+    try:
+        np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
+        for name in (MLP_FILE, HEAD_OUT_FILE):
+            shutil.copyfile(checkpoint / name, staging / name)
+        shutil.copyfile(checkpoint / STATIC_TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        manifest = _base_manifest("mf", options, checkpoint, "edgeroute-distilled")
+        manifest.update(_distilled_sections(options, table.shape[1], report))
+        manifest["files"] = {name: {} for name in (STATIC_TABLE_FILE, MLP_FILE, HEAD_OUT_FILE, TOKENIZER_FILE)}
+        write_manifest(staging, manifest)
+        # The reference reads the float16 table the bundle ships, so parity measures the head's arithmetic.
+        reference = reference_win_rates(checkpoint, PARITY_PROMPTS, static_embedder(staging, options.max_length or 512))
+        router = Router.load(staging)
+        figures = parity_figures(reference, router.strong_win_rates(PARITY_PROMPTS))
+        _check_finite_parity("static", figures, options)
+        if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
+            raise ExportParityError(f"distilled router differs from its float64 reference by {figures['max_abs_diff']:.2e}")
+        manifest["parity"] = {"reference": "the checkpoint's MLP in float64 over the same static embeddings",
+                              "n_prompts": len(PARITY_PROMPTS), "precisions": {"static": {**figures, "verified": True}}}
+        manifest["golden"] = _golden_section(reference)
+        manifest["golden"]["precisions"]["static"] = _golden_scores(router, "static")
+        return _finish(staging, manifest, options)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]) -> dict[str, Any]:
+    from .distill import HEAD_OUT_FILE
+    from .distill import HEAD_FILE as MLP_FILE
+    from .static import STATIC_TABLE_FILE
+
+    pair = [options.strong_name, options.weak_name]
+    return {
+        "tokenizer": {"file": TOKENIZER_FILE, "max_length": options.max_length or 512,
+                      "truncation": "longer prompts keep their first max_length tokens"},
+        "embedder": {
+            "kind": "static", "file": STATIC_TABLE_FILE, "dim": dim, "storage": "float16",
+            "model": f"static token embeddings from {report.get('static_from', 'a static router')}",
+            "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
+        },
+        "head": {
+            "kind": "mlp", "file": MLP_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
+            "default_strong": pair[0], "default_weak": pair[1], "aliases": alias_table(pair),
+            "features": ["embedding", "log1p_chars"],
+            "win_rate": {"kind": "sigmoid_mlp",
+                         "formula": "sigmoid(w2 . relu(W1 . [embedding, log1p(chars)/8] + b1) + b2)"},
+            "teacher": report["recipe"].get("teacher"),
+        },
+    }
+
+
 def run_export_command(args: Any) -> Path:
     """Run ``edgeroute export`` from parsed CLI arguments; returns the manifest path."""
     options = ExportOptions(
@@ -645,4 +716,6 @@ def run_export_command(args: Any) -> Path:
     )
     if args.kind == "bert":
         return export_bert(Path(args.checkpoint), options)
+    if args.kind == "distilled":
+        return export_distilled(Path(args.checkpoint), options)
     return export_mf(Path(args.checkpoint), options, args.embedder, args.model_names)

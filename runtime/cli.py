@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 from collections.abc import Sequence
 
 from .errors import (
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="convert a RouteLLM-format checkpoint to an ONNX bundle [export extra]")
     kinds = export.add_subparsers(dest="kind", required=True)
-    for kind, what in (("bert", "BertForSequenceClassification folder"), ("mf", "MF checkpoint folder")):
+    for kind, what in (("bert", "BertForSequenceClassification folder"), ("mf", "MF checkpoint folder"),
+                       ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)")):
         sub = kinds.add_parser(kind, help=f"export a RouteLLM {what}")
         sub.add_argument("--checkpoint", required=True, help=f"local {what}")
         sub.add_argument("--out", required=True, help="bundle folder to write (must not exist, or use --overwrite)")
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a router on preference data [export extra]")
     train_kinds = train.add_subparsers(dest="kind", required=True)
+    _add_recipe_commands(train_kinds)
     for kind in ("bert", "mf"):
         sub = train_kinds.add_parser(kind, help=f"train a RouteLLM-format {kind.upper()} router checkpoint")
         sub.add_argument("--data", required=True,
@@ -390,8 +393,26 @@ def _run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_recipe_commands(train_kinds: Any) -> None:
+    """``train teacher`` and ``train distilled``: the shipped recipes, chosen by benchmarks/quality.py."""
+    teacher = train_kinds.add_parser("teacher", help="the transformer tier: MiniLM's top layers fine-tuned as "
+                                                     "RouteLLM's 3-label BERT router on every row of --data")
+    distilled = train_kinds.add_parser("distilled", help="the fast tier: a static-embedding MLP fitted to a "
+                                                         "teacher bundle's win rates on the prompts of --data")
+    for sub in (teacher, distilled):
+        sub.add_argument("--data", required=True, help="a RouteLLM-layout folder (mmlu/, gsm8k/)")
+        sub.add_argument("--out", required=True, help="checkpoint folder to write")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. bert-minilm-gpt4-mixtral)")
+    distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     export = require_extra("edgeroute.export", "export", "edgeroute train")
+    if args.kind in ("teacher", "distilled"):
+        print(json.dumps(export.run_recipe_command(args)))
+        return EXIT_OK
     report = export.run_train_command(args)
     print(json.dumps({"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}))
     return EXIT_OK

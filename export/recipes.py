@@ -1,0 +1,37 @@
+"""``edgeroute train teacher|distilled``: the two shipped recipes, trained on every row of a data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
+    """The transformer tier's recipe (``TeacherRecipe``) on all MMLU and GSM8K rows; writes a BERT checkpoint."""
+    from edgeroute.runtime.benchmarks import load_protocol_data
+
+    from .crossval import golden_labels
+    from .exporter import minilm_dir
+    from .teacher import FrozenPrefix, TeacherRecipe, save_teacher, train_teacher
+
+    data = load_protocol_data(data_dir)
+    recipe = TeacherRecipe(seed=seed)
+    prefix = FrozenPrefix(minilm_dir(), data.prompts, recipe)
+    model = train_teacher(minilm_dir(), prefix, golden_labels(data), np.arange(len(data)), recipe)
+    save_teacher(model, prefix.tokenizer, out, recipe, len(data))
+    return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
+
+
+def run_recipe_command(args: Any) -> dict[str, Any]:
+    """Run ``edgeroute train teacher`` or ``edgeroute train distilled`` from parsed CLI arguments."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.kind == "teacher":
+        return train_final_teacher(Path(args.data), Path(args.out), args.seed)
+    from .distill import distill_command
+
+    report = distill_command(args)
+    return {"checkpoint": str(args.out), "n_train": report["n_train"], "teacher": report["recipe"]["teacher"]}

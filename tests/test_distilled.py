@@ -1,0 +1,159 @@
+"""The fast tier by distillation, the teacher recipe and the cross-validation protocol (issue 9)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from checkpoints import make_mf_checkpoint
+from edgeroute.export import ExportOptions, export_distilled, export_mf
+from edgeroute.export.crossval import distilled_scores, golden_labels, label_scores, teacher_scores
+from edgeroute.export.distill import (
+    StudentRecipe,
+    distill_command,
+    fit_student,
+    reference_win_rates,
+    student_features,
+)
+from edgeroute.export.static import save_static, static_embedder
+from edgeroute.export.teacher import TeacherRecipe
+from edgeroute.runtime import ConfigurationError, ManifestError, Router
+from edgeroute.runtime.benchmarks import benchmark_of, cv_fold_of, load_protocol_data, protocol_splits
+from edgeroute.runtime.evaluation import BASELINES, crossval_summary
+from edgeroute.runtime.heads import MLPHead
+from layout import DOMAINS, STRONG, WEAK, make_layout
+
+PROMPTS = ["hi", "Prove that the square root of two is irrational.", "x " * 400, "Translate 'cat' into German."]
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    return make_layout(tmp_path_factory.mktemp("evals"))
+
+
+@pytest.fixture(scope="module")
+def static_bundle(tmp_path_factory, encoder_dir):
+    folder = tmp_path_factory.mktemp("static")
+    checkpoint = make_mf_checkpoint(folder / "ckpt", text_dim=16)
+    save_static(encoder_dir, checkpoint, dims=16)
+    return export_mf(checkpoint, ExportOptions(out=folder / "bundle"), embedder="static").parent
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, layout, bert_bundle, static_bundle):
+    folder = tmp_path_factory.mktemp("distilled")
+    args = SimpleNamespace(data=str(layout), teacher=str(bert_bundle), static_from=str(static_bundle),
+                           out=str(folder / "ckpt"), seed=0)
+    distill_command(args)
+    export_distilled(folder / "ckpt", ExportOptions(out=folder / "bundle"))
+    return folder / "ckpt", folder / "bundle"
+
+
+def test_fitted_head_has_the_runtime_layout():
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((200, 9)).astype(np.float32)
+    targets = features[:, 0] - 2 * features[:, -1]
+    hidden, output = fit_student(features, targets, StudentRecipe(hidden=8, epochs=40))
+    assert hidden.shape == (8, 10) and output.shape == (1, 9)
+    head = MLPHead(hidden, output)
+    prompts = ["a" * n for n in range(200)]
+    embeddings = features[:, :-1]
+    recomputed = student_features(embeddings, prompts)
+    logits = head.logits(embeddings, prompts)
+    manual = np.maximum(recomputed @ hidden[:, :-1].T + hidden[:, -1], 0) @ output[0, :-1] + output[0, -1]
+    np.testing.assert_allclose(logits, manual, rtol=1e-5, atol=1e-5)
+
+
+def test_distilled_bundle_matches_its_float64_reference(distilled):
+    checkpoint, bundle = distilled
+    router = Router.load(bundle)
+    expected = reference_win_rates(checkpoint, PROMPTS, static_embedder(bundle))
+    np.testing.assert_allclose(router.strong_win_rates(PROMPTS), expected, atol=1e-5)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["head"]["kind"] == "mlp" and manifest["head"]["win_rate"]["kind"] == "sigmoid_mlp"
+    assert manifest["parity"]["precisions"]["static"]["verified"] and manifest["source"]["format"] == "edgeroute-distilled"
+    assert manifest["head"]["teacher"] == manifest["source"]["training"]["recipe"]["teacher"] == "bert_bundle"
+
+
+def test_distilled_scores_do_not_depend_on_the_batch(distilled):
+    router = Router.load(distilled[1])
+    alone = [router.strong_win_rate(p) for p in PROMPTS]
+    # float32 matrix products may round differently per batch shape; decisions never depend on it.
+    np.testing.assert_allclose(router.strong_win_rates(PROMPTS), alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(router.strong_win_rates(PROMPTS[::-1])[::-1], alone, rtol=0, atol=1e-6)
+
+
+def test_distilled_router_decides_and_verifies(distilled):
+    router = Router.load(distilled[1], verify=True)
+    decision = router.route("Prove Fermat's little theorem.", threshold=0.0)
+    assert decision.model == "strong" and decision.model_name == STRONG
+    assert Router.load(distilled[1], strong_model="gpt-4-1106-preview", weak_model="mixtral-8x7b-instruct-v0.1")
+
+
+def test_distilled_router_refuses_another_pair(distilled):
+    with pytest.raises(ConfigurationError) as caught:
+        Router.load(distilled[1], strong_model=WEAK, weak_model=STRONG)
+    assert str(caught.value) == (
+        f"{distilled[1]}: this distilled router predicts only for strong {STRONG!r} vs weak {WEAK!r}; "
+        "omit strong_model/weak_model or use an MF router"
+    )
+
+
+def test_mlp_head_with_the_wrong_win_rate_kind_is_a_manifest_error(distilled, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(distilled[1], copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["head"]["win_rate"] = {"kind": "sigmoid_difference"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="'head.win_rate' of an MLP head must be"):
+        Router.load(copy)
+
+
+def test_protocol_tests_every_subject_once_and_never_trains_on_it(layout):
+    data = load_protocol_data(layout)
+    splits = protocol_splits(data)
+    folds = cv_fold_of(data)
+    bench = benchmark_of(data)
+    for subject in DOMAINS:
+        rows = np.array([g == subject for g in data.groups])
+        assert len(set(folds[rows])) == 1  # a subject lives in exactly one fold
+        tested = [name for name, (_, test) in splits.items() if name.startswith("fold") and test[rows].any()]
+        assert len(tested) == 1 and not splits[tested[0]][0][rows].any()
+    for name, (train, test) in splits.items():
+        assert not (train & test).any(), name
+    covered = np.zeros(len(data), int)
+    for k in range(5):
+        covered += splits[f"fold{k}"][1]
+    assert (covered == 1).all()  # every row is tested exactly once, GSM8K included
+    assert (splits["mmlu->gsm8k"][0] == (bench == "mmlu")).all() and (splits["gsm8k->mmlu"][1] == (bench == "mmlu")).all()
+
+
+def test_crossval_summary_rewards_a_router_that_knows_the_labels(layout):
+    data = load_protocol_data(layout)
+    splits = protocol_splits(data)
+    knowing = (data.strong_quality - data.weak_quality).astype(float)
+    summary = crossval_summary(data, splits, {"knows": {name: knowing for name in splits}})
+    assert set(summary) == {"knows", *BASELINES}
+    assert summary["knows"]["mmlu->gsm8k"] > summary["random"]["mmlu->gsm8k"]
+    assert len(summary["knows"]["mmlu"]["folds"]) == 5
+
+
+def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path, bert_bundle, static_bundle):
+    data = load_protocol_data(layout)
+    splits = {k: v for k, v in protocol_splits(data).items() if k in ("fold0", "mmlu->gsm8k")}
+    recipe = TeacherRecipe(trainable_layers=1, epochs=0.5, max_length=16)
+    teacher = teacher_scores(data, splits, encoder_dir, recipe, tmp_path)
+    assert set(teacher) == set(splits) and all(((0 <= r) & (r <= 1)).all() for r in teacher.values())
+    cached = teacher_scores(data, splits, encoder_dir, recipe, tmp_path)  # second call reads the cache
+    np.testing.assert_array_equal(cached["fold0"], teacher["fold0"])
+    router = Router.load(static_bundle)
+    features = student_features(router.embed(data.prompts), data.prompts)
+    small = StudentRecipe(hidden=4, epochs=2)
+    for scores in (distilled_scores(features, splits, teacher, small), label_scores(features, splits, data, small)):
+        assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
+    assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
