@@ -341,7 +341,8 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
         "exporter": _library_versions(),
         "source": {
             "format": source_format,
-            "checkpoint": str(checkpoint),
+            # The folder's name only: a manifest never carries paths of the machine that exported it.
+            "checkpoint": Path(checkpoint).name,
             "weights_sha256": _hash_folder_weights(checkpoint),
         },
         "calibration": None,

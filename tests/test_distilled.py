@@ -157,3 +157,8 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
     for scores in (distilled_scores(features, splits, teacher, small), label_scores(features, splits, data, small)):
         assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
     assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
+
+
+def test_manifests_carry_no_machine_paths(distilled):
+    text = (distilled[1] / "manifest.json").read_text()
+    assert str(distilled[0].parent) not in text and json.loads(text)["source"]["checkpoint"] == "ckpt"
