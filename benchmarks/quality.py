@@ -26,7 +26,18 @@ from edgeroute.runtime.benchmarks import load_protocol_data, protocol_splits
 from edgeroute.runtime.evaluation import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
 
 RESULTS = Path(__file__).parent / "results"
-TRANSFORMER, DISTILLED, LABELS = "transformer tier (BERT recipe)", "fast tier: distilled static", "fast tier: static on labels"
+TRANSFORMER, LABELS = "transformer tier (BERT recipe)", "fast tier: static MLP on labels"
+# The fast tier's one free choice, made here by the protocol: how much prompt length joins the teacher.
+LENGTH_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+
+
+def distilled_name(length_weight: float) -> str:
+    return f"fast tier: distilled, length weight {length_weight:g}"
+
+
+def protocol_score(rows: dict) -> float:
+    """One number per recipe: the mean of its MMLU and GSM8K fold means and its two transfers."""
+    return float(np.mean([rows["mmlu"]["mean"], rows["gsm8k"]["mean"], rows["mmlu->gsm8k"], rows["gsm8k->mmlu"]]))
 EVERYDAY_PROMPTS = [
     "Hi! How are you today?",
     "What is the capital of Australia?",
@@ -55,13 +66,16 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
     splits = protocol_splits(data)
     teacher = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
     features = static_features(static_router, data.prompts)
-    scores = {
-        TRANSFORMER: teacher,
-        DISTILLED: distilled_scores(features, splits, teacher, StudentRecipe()),
-        LABELS: label_scores(features, splits, data, StudentRecipe()),
-    }
-    return {"n_prompts": len(data), "summary": crossval_summary(data, splits, scores),
-            "recipes": {TRANSFORMER: TeacherRecipe().__dict__, DISTILLED: StudentRecipe().__dict__}}
+    scores = {TRANSFORMER: teacher}
+    for weight in LENGTH_WEIGHTS:
+        scores[distilled_name(weight)] = distilled_scores(features, splits, teacher, data.prompts,
+                                                          StudentRecipe(length_weight=weight))
+    scores[LABELS] = label_scores(features, splits, data, StudentRecipe())
+    summary = crossval_summary(data, splits, scores)
+    chosen = max(LENGTH_WEIGHTS, key=lambda weight: protocol_score(summary[distilled_name(weight)]))
+    return {"n_prompts": len(data), "summary": summary, "chosen_length_weight": chosen,
+            "recipes": {TRANSFORMER: TeacherRecipe().__dict__,
+                        distilled_name(chosen): StudentRecipe(length_weight=chosen).__dict__}}
 
 
 def everyday_win_rates(routers: list[str]) -> dict[str, list[float]]:
@@ -77,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "edgeroute" / "quality")
-    parser.add_argument("--static-router", default="mf-static-gpt4-mixtral",
+    parser.add_argument("--static-router", default="static-distilled-gpt4-mixtral",
                         help="bundle whose static embeddings the fast tier reads (its table and tokenizer)")
     parser.add_argument("--router", action="append", default=None, help="shipped routers for the everyday table")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -127,7 +141,8 @@ def plot_summary(summary: dict, path: Path) -> Path:
 
 def _row(name: str, rows: dict) -> str:
     folded = [f"{rows[b]['mean']:.3f} ± {rows[b]['std']:.3f}" for b in PROTOCOL_BENCHMARKS]
-    return f"| {name} | {' | '.join(folded)} | {rows['mmlu->gsm8k']:.3f} | {rows['gsm8k->mmlu']:.3f} |"
+    return (f"| {name} | {' | '.join(folded)} | {rows['mmlu->gsm8k']:.3f} | {rows['gsm8k->mmlu']:.3f} "
+            f"| {protocol_score(rows):.3f} |")
 
 
 def markdown(document: dict) -> str:
@@ -147,8 +162,11 @@ def markdown(document: dict) -> str:
         "retrained per split, the distilled student from that split's own teacher. Mean ± standard deviation over "
         "folds; random is averaged over 10 seeds; the prompt-length baseline scores a prompt by its character count.",
         "",
-        "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU |", "| --- | --- | --- | --- | --- |",
+        "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU | protocol score |",
+        "| --- | --- | --- | --- | --- | --- |",
         *[_row(name, rows) for name, rows in summary.items()], "",
+        f"The protocol score (mean of the four columns) chose length weight **{document['chosen_length_weight']:g}** "
+        "for the shipped fast tier.", "",
         "![cross-validated APGR](quality.png)", "", "## Fold by fold", "",
         "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | "
         + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",

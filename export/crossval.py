@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeroute.runtime.benchmarks import BenchmarkData
 
-from .distill import StudentRecipe, fit_student, student_features, teacher_targets
+from .distill import StudentRecipe, fit_student, student_features, student_targets, teacher_targets
 from .teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
 from .training_data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
@@ -66,11 +66,11 @@ def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[s
     return scores
 
 
-def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray],
+def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], prompts: list[str],
                      recipe: StudentRecipe) -> dict[str, np.ndarray]:
     """The fast tier's recipe: per split, a student fitted to that split's teacher (never to a teacher
     that saw the split's test rows)."""
-    return student_scores(features, splits, lambda split: teacher_targets(teacher[split]), recipe)
+    return student_scores(features, splits, lambda split: student_targets(teacher[split], prompts, recipe), recipe)
 
 
 def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,

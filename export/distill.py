@@ -32,6 +32,9 @@ class StudentRecipe:
     """How the MLP head is fitted (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
 
     hidden: int = 256
+    # Weight of the prompt's (standardized) log length added to the standardized teacher logit:
+    # the teacher sees at most max_length tokens and under-uses length, which generalizes across subjects.
+    length_weight: float = 0.0
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -43,6 +46,15 @@ def teacher_targets(win_rates: np.ndarray) -> np.ndarray:
     """The student's regression target: the logit of the teacher's win rate."""
     p = np.clip(np.asarray(win_rates, dtype=np.float64), _CLIP, 1.0 - _CLIP)
     return np.log(p / (1.0 - p))
+
+
+def student_targets(teacher_win_rates: np.ndarray, prompts: list[str], recipe: StudentRecipe) -> np.ndarray:
+    """The recipe's regression target per prompt: the teacher's logit, plus length when ``length_weight`` is set."""
+    logits = teacher_targets(teacher_win_rates)
+    if not recipe.length_weight:
+        return logits
+    length = length_feature(prompts)
+    return (logits - logits.mean()) / logits.std() + recipe.length_weight * (length - length.mean()) / length.std()
 
 
 def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
@@ -88,7 +100,8 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
     """The ``training.json`` of a distilled router (copied into the bundle's manifest at export)."""
     return {
         "recipe": {**asdict(recipe), "kind": "distilled static MLP", "teacher": teacher,
-                   "loss": "MSE on the logit of the teacher's win rate", "features": "static embedding, log1p(chars)/8"},
+                   "loss": "MSE on the teacher's win-rate logit (standardized, + length_weight x standardized log length)",
+                   "features": "static embedding, log1p(chars)/8"},
         "n_train": n_prompts, "n_val": 0, "best": None,
     }
 
@@ -118,8 +131,9 @@ def distill_command(args: Any) -> dict[str, Any]:
     rates = np.concatenate([teacher.strong_win_rates(prompts[i : i + 256]) for i in
                             tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")])
     static = Router.load(args.static_from)
-    recipe = StudentRecipe(seed=args.seed)
-    hidden, output = fit_student(static_features(args.static_from, prompts), teacher_targets(rates), recipe, progress=True)
+    recipe = StudentRecipe(seed=args.seed, length_weight=getattr(args, "length_weight", 0.0))
+    hidden, output = fit_student(static_features(args.static_from, prompts), student_targets(rates, prompts, recipe),
+                                 recipe, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / STATIC_TABLE_FILE, _static_table(static), allow_pickle=False)

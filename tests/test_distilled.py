@@ -154,7 +154,7 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
     router = Router.load(static_bundle)
     features = student_features(router.embed(data.prompts), data.prompts)
     small = StudentRecipe(hidden=4, epochs=2)
-    for scores in (distilled_scores(features, splits, teacher, small), label_scores(features, splits, data, small)):
+    for scores in (distilled_scores(features, splits, teacher, data.prompts, small), label_scores(features, splits, data, small)):
         assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
     assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
 
