@@ -206,3 +206,20 @@ def test_shipped_static_bundles_match_the_tokenizer():
         reference = StaticEmbedder(table, load_tokenizer(folder / "tokenizer.json", MAX_LENGTH), fast=False)
         assert fast.chunks is not None, folder.name
         assert np.abs(fast(PROMPTS) - reference(PROMPTS)).max() <= TOLERANCE, folder.name
+
+
+def test_latency_harness_times_the_default_static_router():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_latency_static", path)
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    try:
+        bundle = latency.default_static_bundle()
+    except SystemExit:
+        pytest.skip("no static router shipped")
+    section = latency.static_tier(bundle, repeats=10, rounds=2, batch=4)
+    assert section["fast_path"] and section["max_abs_diff"] <= TOLERANCE
+    assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone"}
+    assert "chunk cache (after)" in latency.static_table(section)
