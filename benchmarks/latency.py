@@ -217,11 +217,13 @@ def default_static_bundle() -> str:
 
 
 def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) -> dict[str, Any]:
-    """The static tier's embedding step, 1 thread: tokenizer path vs chunk cache vs the tokenizer alone.
+    """The static tier's embedding step, 1 thread: tokenizer path vs chunk cache vs the tokenizer alone,
+    and the whole router (embedding, MF head, sigmoid) with the chunk cache.
 
     Same table and tokenizer file as ``bundle``; interleaved rounds of ``time.perf_counter_ns``
     samples so that a noisy neighbour hits every path alike. Also batch-``batch`` throughput.
     """
+    from edgeroute.runtime import Router
     from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
     from edgeroute.runtime.manifest import read_manifest
     from edgeroute.runtime.router import resolve_bundle
@@ -234,7 +236,8 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     encode = plain._encode
     paths: dict[str, Callable[[list[str]], Any]] = {
         "tokenizer path (before)": plain, "chunk cache (after)": cached,
-        "tokenizer alone": lambda prompts: encode(prompts, add_special_tokens=False)}
+        "tokenizer alone": lambda prompts: encode(prompts, add_special_tokens=False),
+        "whole router (after)": Router.load(bundle, threads=1).strong_win_rates}
     samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
     clock = time.perf_counter_ns
     for _ in range(rounds):

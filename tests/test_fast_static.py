@@ -221,5 +221,6 @@ def test_latency_harness_times_the_default_static_router():
         pytest.skip("no static router shipped")
     section = latency.static_tier(bundle, repeats=10, rounds=2, batch=4)
     assert section["fast_path"] and section["max_abs_diff"] <= TOLERANCE
-    assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone"}
+    assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone",
+                                               "whole router (after)"}
     assert "chunk cache (after)" in latency.static_table(section)
