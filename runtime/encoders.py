@@ -214,6 +214,7 @@ class StaticEmbedder:
     """
 
     def __init__(self, table: np.ndarray, tokenizer: Tokenizer, fast: bool = True) -> None:
+        """``fast=False`` keeps every prompt on the tokenizer path (the reference for the cache's tests)."""
         # Stored as float16 to halve the bundle; held as float32 because averaging float16 rows
         # costs more than the whole rest of the lookup.
         self.table = np.ascontiguousarray(table, dtype=np.float32)
@@ -224,15 +225,14 @@ class StaticEmbedder:
         self.chunks = ChunkCache.for_tokenizer(tokenizer) if fast else None
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalized mean embeddings, ``[len(texts), dim]`` float32; zeros for a prompt with no tokens."""
         chunks = self.chunks
-        if chunks is not None and len(texts) == 1:
-            ids = chunks.ids(texts[0])
-            if ids is not None:  # the common case, kept free of per-batch bookkeeping
-                return self._embed_ids(ids)[None]
+        found = [chunks.ids(text) for text in texts] if chunks is not None else [None] * len(texts)
+        if len(found) == 1 and found[0] is not None:  # the common case, kept free of per-batch bookkeeping
+            return self._embed_ids(found[0])[None]
         out = np.zeros((len(texts), self.table.shape[1]), dtype=np.float32)
         slow: list[int] = []
-        for row, text in enumerate(texts):
-            ids = None if chunks is None else chunks.ids(text)
+        for row, ids in enumerate(found):
             if ids is None:
                 slow.append(row)
             else:
