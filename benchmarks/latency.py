@@ -35,6 +35,8 @@ MEDIUM = ("A train leaves the station at 3 pm travelling at 80 km/h, and a secon
 LONG = " ".join([MEDIUM] * 5)
 LENGTHS = {"short": SHORT, "medium": MEDIUM, "long": LONG}
 BATCHES = (1, 8, 32, 128)
+# The static tier's breakdown adds a ~400-token prompt (the static tier truncates at 512).
+STATIC_LENGTHS = {**LENGTHS, "longer": " ".join([MEDIUM] * 7)}
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -203,6 +205,82 @@ def mf_head_us(repeats: int) -> dict[str, float]:
     return percentiles(samples)
 
 
+def default_static_bundle() -> str:
+    """The shipped default router (models/DEFAULT) if it is a static-tier router, else the first shipped one."""
+    from edgeroute.runtime import default_router_name, read_manifest, shipped_routers
+    from edgeroute.runtime.router import resolve_bundle
+
+    for name in (default_router_name(), *shipped_routers()):
+        if read_manifest(resolve_bundle(name)).encoder.get("kind") == "static":
+            return name
+    raise SystemExit("no static-tier router is shipped; pass --static-bundle")
+
+
+def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) -> dict[str, Any]:
+    """The static tier's embedding step, 1 thread: tokenizer path vs chunk cache vs the tokenizer alone,
+    and the whole router (embedding, MF head, sigmoid) with the chunk cache.
+
+    Same table and tokenizer file as ``bundle``; interleaved rounds of ``time.perf_counter_ns``
+    samples so that a noisy neighbour hits every path alike. Also batch-``batch`` throughput.
+    """
+    from edgeroute.runtime import Router
+    from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
+    from edgeroute.runtime.manifest import read_manifest
+    from edgeroute.runtime.router import resolve_bundle
+
+    manifest = read_manifest(resolve_bundle(bundle))
+    table = np.load(manifest.folder / manifest.encoder["file"])
+    tokenizer_file = manifest.folder / manifest.data["tokenizer"]["file"]
+    cached = StaticEmbedder(table, load_tokenizer(tokenizer_file, manifest.max_length))
+    plain = StaticEmbedder(table, load_tokenizer(tokenizer_file, manifest.max_length), fast=False)
+    encode = plain._encode
+    paths: dict[str, Callable[[list[str]], Any]] = {
+        "tokenizer path (before)": plain, "chunk cache (after)": cached,
+        "tokenizer alone": lambda prompts: encode(prompts, add_special_tokens=False),
+        "whole router (after)": Router.load(bundle, threads=1).strong_win_rates}
+    samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for label, prompt in STATIC_LENGTHS.items():
+            batch1 = [prompt]
+            for name, function in paths.items():
+                for _ in range(20):
+                    function(batch1)
+                out = samples[name][label]
+                for _ in range(max(repeats // rounds, 1)):
+                    started = clock()
+                    function(batch1)
+                    out.append(clock() - started)
+    prompts = [f"{MEDIUM} ({i})" for i in range(batch)]
+    throughput = {}
+    for name in ("tokenizer path (before)", "chunk cache (after)"):
+        throughput[name] = batch / statistics.median(time_calls(lambda f=paths[name]: f(prompts), max(repeats // 500, 5)))
+    return {
+        "bundle": manifest.name, "threads": 1, "samples_per_cell": max(repeats // rounds, 1) * rounds,
+        "tokens": {label: len(cached.chunks.ids(prompt)) if cached.chunks else None for label, prompt in STATIC_LENGTHS.items()},
+        "fast_path": cached.chunks is not None,
+        "latency_batch1": {name: {label: percentiles([ns * 1e-9 for ns in values]) for label, values in rows.items()}
+                           for name, rows in samples.items()},
+        f"batch{batch}_prompts_per_s": throughput,
+        "max_abs_diff": float(np.abs(cached(prompts + list(STATIC_LENGTHS.values()))
+                                     - plain(prompts + list(STATIC_LENGTHS.values()))).max()),
+    }
+
+
+def static_table(section: dict[str, Any]) -> str:
+    """The static-tier breakdown as text."""
+    lines = [f"static tier embedding, {section['bundle']}, 1 thread, {section['samples_per_cell']} calls per cell; "
+             f"tokens {section['tokens']}",
+             f"{'path':26s} " + " ".join(f"{label + ' p50':>11s} {'p99':>7s}" for label in STATIC_LENGTHS)]
+    for name, rows in section["latency_batch1"].items():
+        lines.append(f"{name:26s} " + " ".join(f"{rows[label]['p50_us']:10.1f}u {rows[label]['p99_us']:6.0f}u"
+                                               for label in STATIC_LENGTHS))
+    key = next(k for k in section if k.endswith("_prompts_per_s"))
+    lines.append(f"{key}: " + ", ".join(f"{name} {value:.0f}" for name, value in section[key].items()))
+    lines.append(f"max |cache - tokenizer| over the batch: {section['max_abs_diff']:.1e}")
+    return "\n".join(lines)
+
+
 def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds: float, bundle: str | None,
         tiny: bool = False, static_bundle: str | None = None) -> dict[str, Any]:
     """Measure everything; returns the JSON document."""
@@ -242,6 +320,8 @@ def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds:
             "mf_head": mf_head_us(max(repeats, 1000)),
             "installed_size_mb": installed_size_mb(),
         }
+    if static_bundle:
+        document["static_tier"] = static_tier(static_bundle, max(repeats * 25, 100))
     if bundle:
         document["cold_start"] = cold_start(bundle, threads)
     reference = document["latency_batch1"]["pytorch eager fp32"]["medium"]["p50_us"]
@@ -270,6 +350,8 @@ def table(document: dict[str, Any]) -> str:
     for label, share in document["tokenization"].items():
         lines.append(f"tokenization ({label}): {share['tokenize_us']:.0f} us of {share['total_us']:.0f} us "
                      f"({share['share']:.0%}) with int8")
+    if "static_tier" in document:
+        lines.append(static_table(document["static_tier"]))
     if "cold_start" in document:
         cold = document["cold_start"]
         lines.append(f"cold start: import {cold['import_s']:.3f} s, load {cold['load_s']:.3f} s, first score "
@@ -313,7 +395,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="RouteLLM BERT checkpoint folder")
     parser.add_argument("--bundle", default="bert-minilm-gpt4-mixtral", help="bundle for the cold-start measurement")
-    parser.add_argument("--static-bundle", default="mf-static-gpt4-mixtral", help="static-tier router to time")
+    parser.add_argument("--static-bundle", default=None,
+                        help="static-tier router to time (default: the shipped default router, models/DEFAULT)")
+    parser.add_argument("--static-only", action="store_true",
+                        help="only the static tier's breakdown (no torch needed); prints it, writes nothing")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--throughput-seconds", type=float, default=3.0)
@@ -322,6 +407,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.repeats, args.throughput_seconds = 5, 0.05
+    if args.static_bundle is None:
+        args.static_bundle = default_static_bundle()
+    if args.static_only:
+        section = static_tier(args.static_bundle, max(args.repeats * 25, 100))
+        print(json.dumps({"machine": machine(), "static_tier": section}, indent=2))
+        print(static_table(section))
+        return
     document = run(args.checkpoint, args.threads, args.repeats, args.throughput_seconds, args.bundle, args.tiny,
                    args.static_bundle)
     document["peak_rss_mb_harness"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
