@@ -163,6 +163,12 @@ def _validate(data: Any, manifest_path: Path) -> None:
     else:
         _validate_mf(data, encoder, manifest_path, files)
     _validate_calibration(data.get("calibration"), manifest_path)
+    quantization = data.get("quantization")
+    _require(
+        quantization is None or (isinstance(quantization, dict) and all(isinstance(v, dict) for v in quantization.values())),
+        manifest_path,
+        "'quantization' must map each precision to an object of settings",
+    )
 
 
 def _validate_tokenizer(data: dict[str, Any], manifest_path: Path, files: dict[str, Any]) -> None:

@@ -276,3 +276,16 @@ def test_link_inside_the_bundle_is_allowed(bundle_copy):
     (bundle_copy / "tokenizer.json").rename(bundle_copy / "tokenizer.real.json")
     (bundle_copy / "tokenizer.json").symlink_to(bundle_copy / "tokenizer.real.json")
     assert 0 <= Router.load(bundle_copy).strong_win_rate("hi") <= 1
+
+
+def test_quantization_that_is_not_an_object_is_a_manifest_error(bundle_copy):
+    """Found by the manifest fuzzer: `"quantization": true` reached the per-row check as a bool."""
+    import json
+
+    from edgeroute.runtime import ManifestError, Router
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["quantization"] = True
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="'quantization' must map each precision to an object of settings"):
+        Router.load(bundle_copy)
