@@ -313,7 +313,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=4000, help="requests per phase (load, then soak)")
     parser.add_argument("--max-seconds", type=float, default=300, help="stop a phase after this long")
-    parser.add_argument("--router", default="router-mf-static-gpt4-mixtral")
+    parser.add_argument("--router", default="router-static-distilled-gpt4-mixtral")
     parser.add_argument("--bundle", action="append", default=None, help="router bundles to serve")
     parser.add_argument("--out", type=Path, default=None, help="default: results/load.json (hostile.json with --hostile)")
     parser.add_argument("--hostile", action="store_true",

@@ -226,7 +226,7 @@ def test_tokenizer_ids_past_the_static_table(tmp_path):
     from edgeroute.runtime import models_dir
 
     bundle = tmp_path / "static"
-    shutil.copytree(models_dir() / "mf-static-gpt4-mixtral", bundle)
+    shutil.copytree(models_dir() / "static-distilled-gpt4-mixtral", bundle)
     table = np.load(bundle / "static_embeddings.npy")
     np.save(bundle / "static_embeddings.npy", table[:1000])
     _rehash(bundle, "static_embeddings.npy")

@@ -20,7 +20,7 @@ from edgeroute.runtime.cli import main
 
 pytestmark = pytest.mark.runtime_only
 
-STATIC, BERT = "mf-static-gpt4-mixtral", "bert-minilm-gpt4-mixtral"
+STATIC, BERT = "static-distilled-gpt4-mixtral", "bert-minilm-gpt4-mixtral"
 
 
 @pytest.fixture(scope="module")

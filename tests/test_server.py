@@ -283,7 +283,7 @@ def test_load_script_runs_bounded_with_no_failed_request():
     spec = importlib.util.spec_from_file_location("benchmarks_load", path)
     load = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(load)
-    document = load.run(clients=10, requests=60, max_seconds=60, router="router-mf-static-gpt4-mixtral", bundles=[])
+    document = load.run(clients=10, requests=60, max_seconds=60, router="router-static-distilled-gpt4-mixtral", bundles=[])
     assert document["load"]["requests_sent"] == 60 and document["load"]["failed"] == 0
     assert document["load"]["fallbacks"] > 0  # the injected strong-upstream failures were absorbed
     assert document["server_memory"]["after_soak_mb"] > 0
