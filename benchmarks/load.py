@@ -78,7 +78,9 @@ async def drive(url: str, upstream: str, clients: int, requests: int, max_second
                 if index in (fault_on, fault_off):  # inject, then heal, a failing strong upstream
                     await client.post(upstream + "/control", json={"model": "strong-llm",
                                                                     "behaviour": "500" if index == fault_on else None})
-                body = {"model": f"{router}-{rng.choice(['0.3', '0.5', '0.7'])}",
+                # Threshold 0 sends a third of the traffic strong whatever the router's scale, so the
+                # injected strong-upstream failures always meet requests to fall back from.
+                body = {"model": f"{router}-{rng.choice(['0', '0.1', '0.5'])}",
                         "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
                         "stream": rng.random() < 0.1}
                 sent = time.perf_counter()
@@ -123,12 +125,7 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
     upstream_port, server_port = free_port(), free_port()
     upstream_url, server_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{server_port}"
     upstream = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers.py"), str(upstream_port)])
-    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--port", str(server_port),
-               "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
-               "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1"]
-    for bundle in bundles:
-        command += ["--router", bundle]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(server_port, upstream_url, bundles)
     try:
         wait_ready(upstream_url + "/control", upstream)
         wait_ready(server_url + "/health", server)
@@ -142,13 +139,28 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
         memory["after_soak_mb"] = rss_mb(server.pid)
         metrics = httpx.get(server_url + "/metrics").text
     finally:
-        server.terminate()
-        upstream.terminate()
-        server.wait(timeout=30)
-        upstream.wait(timeout=30)
+        stop(server, upstream, 30)
     return {"clients": clients, "requests_per_phase": requests, "router": router, "warmup": warmup, "load": result,
             "soak": soak, "server_memory": memory,
             "fallback_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_fallbacks_total")]}
+
+
+def start_server(port: int, upstream_url: str, bundles: list[str], extra: list[str] | None = None) -> subprocess.Popen:
+    """``edgeroute serve`` in a subprocess, both models on the fake upstream, output discarded."""
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--port", str(port),
+               "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
+               "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1", *(extra or [])]
+    for bundle in bundles:
+        command += ["--router", bundle]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(server: subprocess.Popen, upstream: subprocess.Popen, server_timeout_s: float) -> None:
+    """Terminate the server and the fake upstream, and wait for both to exit."""
+    server.terminate()
+    upstream.terminate()
+    server.wait(timeout=server_timeout_s)
+    upstream.wait(timeout=30)
 
 
 # --- hostile mix (issue 12): valid and hostile bodies from 500 clients ------------------------
@@ -278,13 +290,8 @@ def run_hostile(clients: int, requests: int, max_seconds: float, router: str, bu
     upstream_port, server_port = free_port(), free_port()
     upstream_url, server_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{server_port}"
     upstream = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers.py"), str(upstream_port)])
-    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--port", str(server_port),
-               "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
-               "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1",
-               "--client-timeout", str(client_timeout_s), "--upstream-timeout", "10"]
-    for bundle in bundles:
-        command += ["--router", bundle]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(server_port, upstream_url, bundles,
+                          ["--client-timeout", str(client_timeout_s), "--upstream-timeout", "10"])
     try:
         wait_ready(upstream_url + "/control", upstream)
         wait_ready(server_url + "/health", server)
@@ -299,10 +306,7 @@ def run_hostile(clients: int, requests: int, max_seconds: float, router: str, bu
         metrics = httpx.get(server_url + "/metrics").text
         shutdown = measure_shutdown(server, server_url, upstream_url, router)
     finally:
-        server.terminate()
-        upstream.terminate()
-        server.wait(timeout=180)
-        upstream.wait(timeout=30)
+        stop(server, upstream, 180)  # the shutdown grace can hold the server that long
     return {"clients": clients, "router": router, "hostile": result, "server_memory": memory, "slow_clients": slow,
             "health_after": health, "shutdown": shutdown,
             "request_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_requests_total")]}

@@ -54,7 +54,9 @@ def student_targets(teacher_win_rates: np.ndarray, prompts: list[str], recipe: S
     if not recipe.length_weight:
         return logits
     length = length_feature(prompts)
-    return (logits - logits.mean()) / logits.std() + recipe.length_weight * (length - length.mean()) / length.std()
+    mixed = (logits - logits.mean()) / logits.std() + recipe.length_weight * (length - length.mean()) / length.std()
+    # Back on the teacher's logit scale, so that sigmoid(score) stays a win-rate-like number users can read.
+    return logits.mean() + logits.std() * mixed / np.sqrt(1.0 + recipe.length_weight**2)
 
 
 def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:

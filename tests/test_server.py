@@ -11,8 +11,8 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("starlette")
 
 from edgeroute.runtime.routing import RouterSet  # noqa: E402
-from edgeroute.runtime.server import ServerConfig, UpstreamConfig, create_app  # noqa: E402
-from servers import free_port, serving  # noqa: E402
+from edgeroute.runtime.server import UpstreamConfig, create_app  # noqa: E402
+from servers import server_config, free_port, serving  # noqa: E402
 
 SECRET_PROMPT = "my secret prompt about the merger"
 
@@ -22,11 +22,7 @@ def routers(bert_bundle, mf_bundle):
     return RouterSet([bert_bundle, mf_bundle])
 
 
-def _config(upstream, **overrides):
-    values = dict(strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
-                  weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=1.0)
-    values.update(overrides)
-    return ServerConfig(**values)
+_config = server_config  # one configuration for every server test (tests/servers.py)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from edgeroute.runtime.server import (  # noqa: E402
     shutdown_grace_s,
     uvicorn_config,
 )
-from servers import serving  # noqa: E402
+from servers import server_config, serving  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -45,11 +45,7 @@ def routers(bert_bundle, calibrated_mf):
     return RouterSet([bert_bundle, calibrated_mf])
 
 
-def _config(upstream, **overrides):
-    values = dict(strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
-                  weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=1.0)
-    values.update(overrides)
-    return ServerConfig(**values)
+_config = server_config  # one configuration for every server test (tests/servers.py)
 
 
 @pytest.fixture
