@@ -12,9 +12,8 @@ with ``head.npy`` holding ``[W1 | b1]`` (``[hidden, dim + 2]``) and ``head_out.n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 
 LENGTH_SCALE = 8.0
@@ -23,15 +22,25 @@ MLP_FEATURES = ("embedding", "log1p_chars")
 
 def length_feature(prompts: Sequence[str]) -> np.ndarray:
     """The head's length input: log1p(number of characters) / LENGTH_SCALE, one value per prompt."""
-    return np.log1p(np.fromiter((len(p) for p in prompts), dtype=np.float64, count=len(prompts))) / LENGTH_SCALE
+    return np.log1p(np.array([len(p) for p in prompts], dtype=np.float64)) / LENGTH_SCALE
 
 
-@dataclass(frozen=True)
 class MLPHead:
-    """A one-hidden-layer ReLU network over [embedding, length], stored as two float32 matrices."""
+    """A one-hidden-layer ReLU network over [embedding, length], stored as two float32 matrices.
 
-    hidden: np.ndarray  # [hidden, dim + 2]: input weights, then the length weight, then the bias
-    output: np.ndarray  # [1, hidden + 1]: output weights, then the bias
+    ``hidden`` is ``[hidden, dim + 2]`` (input weights, the length weight, the bias) and ``output``
+    ``[1, hidden + 1]`` (output weights, the bias). The pieces are laid out once at construction so that
+    scoring one prompt is two small matrix products and no copies (the head is on the microsecond path).
+    """
+
+    def __init__(self, hidden: np.ndarray, output: np.ndarray) -> None:
+        self.hidden, self.output = hidden, output
+        dim = hidden.shape[1] - 2
+        self._input_weights = np.ascontiguousarray(hidden[:, :dim].T, dtype=np.float32)  # [dim, hidden]
+        self._length_weight = np.ascontiguousarray(hidden[:, dim], dtype=np.float32)
+        self._bias = np.ascontiguousarray(hidden[:, dim + 1], dtype=np.float32)
+        self._output_weights = np.ascontiguousarray(output[0, :-1], dtype=np.float32)
+        self._output_bias = float(output[0, -1])
 
     @property
     def dim(self) -> int:
@@ -39,13 +48,22 @@ class MLPHead:
 
     def logits(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """The pre-sigmoid score of each prompt (float64, one per row of ``embeddings``)."""
-        weights = self.hidden[:, : self.dim]
-        length_weight, bias = self.hidden[:, self.dim], self.hidden[:, self.dim + 1]
-        activations = np.asarray(embeddings, dtype=np.float32) @ weights.T + bias
-        activations += np.outer(length_feature(prompts), length_weight).astype(np.float32)
+        activations = np.asarray(embeddings, dtype=np.float32) @ self._input_weights
+        activations += length_feature(prompts).astype(np.float32)[:, None] * self._length_weight
+        activations += self._bias
         np.maximum(activations, 0.0, out=activations)
-        return (activations @ self.output[0, :-1] + self.output[0, -1]).astype(np.float64)
+        return (activations @ self._output_weights).astype(np.float64) + self._output_bias
 
     def win_rates(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """sigmoid(logits): the predicted probability that the strong model wins."""
+        if len(prompts) == 1:
+            return np.array([self._one(np.asarray(embeddings, dtype=np.float32)[0], prompts[0])])
         return 1.0 / (1.0 + np.exp(-self.logits(embeddings, prompts)))
+
+    def _one(self, embedding: np.ndarray, prompt: str) -> float:
+        # Batch 1, the common case: Python floats where numpy's per-call cost would dominate.
+        activations = embedding @ self._input_weights
+        activations += self._bias + self._length_weight * np.float32(math.log1p(len(prompt)) / LENGTH_SCALE)
+        np.maximum(activations, 0.0, out=activations)
+        logit = float(activations @ self._output_weights) + self._output_bias
+        return 1.0 / (1.0 + math.exp(-logit)) if logit > -700.0 else 0.0  # math.exp overflows past 709
