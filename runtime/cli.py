@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
-from collections.abc import Sequence
 
 from .errors import (
     BundleNotFoundError,
@@ -23,6 +23,8 @@ from .errors import (
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # A precision the bundle lacks is a wrong --precision, so a usage error too.
+# Entry-point group of the build side's commands (export extra), declared in pyproject.toml.
+BUILD_COMMANDS = "edgeroute.build"
 _USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError,
                  PrecisionUnavailableError)
 
@@ -321,9 +323,29 @@ def _run_list(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _build_command(name: str) -> Callable[[argparse.Namespace], Any]:
+    """A build-side command (export extra), found through the ``edgeroute.build`` entry points.
+
+    pyproject.toml registers them, so the runtime never imports (or names) the build package
+    and a runtime-only install only fails when one of these commands is asked for.
+    """
+    from importlib.metadata import entry_points
+
+    found = [point for point in entry_points(group=BUILD_COMMANDS) if point.name == name]
+    try:
+        if not found:
+            raise ImportError(f"no '{name}' entry point in the {BUILD_COMMANDS!r} group", name="edgeroute build side")
+        return found[0].load()
+    except ImportError as exc:
+        missing = getattr(exc.__cause__, "name", None) or exc.name or "a build dependency"
+        raise ExtraNotInstalledError(
+            f"edgeroute {name} needs the 'export' extra ({missing} is not installed): "
+            "in your edgeroute clone, pip install '.[export]'"
+        ) from exc
+
+
 def _run_export(args: argparse.Namespace) -> int:
-    export = require_extra("edgeroute.export", "export", "edgeroute export")
-    manifest_path = export.run_export_command(args)
+    manifest_path = _build_command("export")(args)
     print(f"wrote {manifest_path}")
     return EXIT_OK
 
@@ -411,12 +433,7 @@ def _add_recipe_commands(train_kinds: Any) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    export = require_extra("edgeroute.export", "export", "edgeroute train")
-    if args.kind in ("teacher", "distilled"):
-        print(json.dumps(export.run_recipe_command(args)))
-        return EXIT_OK
-    report = export.run_train_command(args)
-    print(json.dumps({"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}))
+    print(json.dumps(_build_command("train")(args)))
     return EXIT_OK
 
 

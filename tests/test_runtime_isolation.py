@@ -41,3 +41,32 @@ def test_runtime_sources_import_no_heavy_framework():
         for name in ("import torch", "from torch", "import transformers", "from transformers",
                      "import optimum", "from optimum", "edgeroute.export import", "from edgeroute.export"):
             assert name not in text, f"{source.name} contains {name!r}"
+
+
+def test_runtime_never_names_the_build_package():
+    """Not even as a string handed to importlib: build commands come through entry points."""
+    from pathlib import Path
+
+    import edgeroute.runtime
+
+    for source in Path(edgeroute.runtime.__file__).parent.glob("*.py"):
+        assert "edgeroute.export" not in source.read_text(), f"{source.name} names edgeroute.export"
+
+
+def test_build_commands_are_found_through_entry_points(monkeypatch):
+    import importlib.metadata
+
+    from edgeroute.runtime import ExtraNotInstalledError
+    from edgeroute.runtime.cli import _build_command
+
+    assert _build_command("export").__module__ == "edgeroute.export.commands"
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
+    try:
+        _build_command("train")
+    except ExtraNotInstalledError as caught:
+        assert str(caught) == (
+            "edgeroute train needs the 'export' extra (edgeroute build side is not installed): "
+            "in your edgeroute clone, pip install '.[export]'"
+        )
+    else:
+        raise AssertionError("a missing build command must raise ExtraNotInstalledError")

@@ -1,0 +1,27 @@
+"""The build side's ``edgeroute`` commands, registered under the ``edgeroute.build`` entry points.
+
+The runtime's CLI finds them through ``pyproject.toml`` (``[project.entry-points."edgeroute.build"]``)
+and never names this package, so a runtime-only install keeps a working ``edgeroute``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .exporter import run_export_command
+from .recipes import run_recipe_command
+from .train import run_train_command
+
+
+def export(args: Any) -> Path:
+    """``edgeroute export bert|mf|distilled``: returns the written manifest's path."""
+    return run_export_command(args)
+
+
+def train(args: Any) -> dict[str, Any]:
+    """``edgeroute train bert|mf|teacher|distilled``: returns a JSON-ready summary of the run."""
+    if args.kind in ("teacher", "distilled"):
+        return run_recipe_command(args)
+    report = run_train_command(args)
+    return {"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}
