@@ -65,7 +65,7 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
     data = load_protocol_data(data_dir)
     splits = protocol_splits(data)
     teacher = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
-    features = static_features(static_router, data.prompts)
+    features = static_features(Router.load(static_router), data.prompts)
     scores = {TRANSFORMER: teacher}
     for weight in LENGTH_WEIGHTS:
         scores[distilled_name(weight)] = distilled_scores(features, splits, teacher, data.prompts,

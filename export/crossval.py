@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeroute.runtime import Router
 from edgeroute.runtime.benchmarks import BenchmarkData
+from edgeroute.runtime.heads import MLPHead
 
 from .distill import StudentRecipe, fit_student, student_features, student_targets, teacher_targets
 from .teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
@@ -61,8 +63,7 @@ def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[s
     for split, (train, _) in splits.items():
         targets = targets_of(split)
         hidden, output = fit_student(features[train], targets[train], recipe)
-        activations = np.maximum(features @ hidden[:, :-1].T + hidden[:, -1], 0.0)
-        scores[split] = activations @ output[0, :-1] + output[0, -1]
+        scores[split] = MLPHead(hidden, output).feature_logits(features[:, :-1], features[:, -1])
     return scores
 
 
@@ -80,10 +81,7 @@ def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,
     return student_scores(features, splits, lambda split: teacher_targets(0.05 + 0.9 * target), recipe)
 
 
-def static_features(router_path: str | Path, prompts: list[str]) -> np.ndarray:
+def static_features(router: Router, prompts: list[str]) -> np.ndarray:
     """Student inputs for ``prompts`` computed by the runtime itself (so training matches serving)."""
-    from edgeroute.runtime import Router
-
-    router = Router.load(router_path)
     embeddings = np.concatenate([router.embed(prompts[i : i + 1024]) for i in range(0, len(prompts), 1024)])
     return student_features(embeddings, prompts)

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from edgeroute.runtime.heads import length_feature
 
-HEAD_FILE, HEAD_OUT_FILE = "head.npy", "head_out.npy"
+from .exporter import HEAD_FILE
+
+HEAD_OUT_FILE = "head_out.npy"  # beside the exporter's HEAD_FILE, which holds the first layer
 _CLIP = 1e-6
 
 
@@ -129,16 +131,17 @@ def distill_command(args: Any) -> dict[str, Any]:
 
     data = load_protocol_data(Path(args.data))
     prompts = data.prompts
+    static = Router.load(args.static_from)
+    table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
     rates = np.concatenate([teacher.strong_win_rates(prompts[i : i + 256]) for i in
                             tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")])
-    static = Router.load(args.static_from)
     recipe = StudentRecipe(seed=args.seed, length_weight=getattr(args, "length_weight", 0.0))
-    hidden, output = fit_student(static_features(args.static_from, prompts), student_targets(rates, prompts, recipe),
+    hidden, output = fit_student(static_features(static, prompts), student_targets(rates, prompts, recipe),
                                  recipe, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / STATIC_TABLE_FILE, _static_table(static), allow_pickle=False)
+    np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)
     shutil.copyfile(static.manifest.verify(static.manifest.data["tokenizer"]["file"]), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}

@@ -635,28 +635,27 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
     Parity: the runtime's float32 numpy path against the checkpoint's arrays in float64.
     """
     from .distill import HEAD_OUT_FILE, reference_win_rates
-    from .distill import HEAD_FILE as MLP_FILE
     from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
 
     checkpoint = Path(checkpoint)
-    for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, MLP_FILE, HEAD_OUT_FILE, "training.json"):
+    for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, HEAD_FILE, HEAD_OUT_FILE, "training.json"):
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"{checkpoint / name}: missing; write the checkpoint with `edgeroute train distilled`")
     report = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
     table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
-    check_finite({"static table": table, "head": np.load(checkpoint / MLP_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)},
+    check_finite({"static table": table, "head": np.load(checkpoint / HEAD_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)},
                  checkpoint)
     staging = _staging_folder(options)
     try:
         np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
-        for name in (MLP_FILE, HEAD_OUT_FILE):
+        for name in (HEAD_FILE, HEAD_OUT_FILE):
             shutil.copyfile(checkpoint / name, staging / name)
         shutil.copyfile(checkpoint / STATIC_TOKENIZER_FILE, staging / TOKENIZER_FILE)
         manifest = _base_manifest("mf", options, checkpoint, "edgeroute-distilled")
         manifest.update(_distilled_sections(options, table.shape[1], report))
-        manifest["files"] = {name: {} for name in (STATIC_TABLE_FILE, MLP_FILE, HEAD_OUT_FILE, TOKENIZER_FILE)}
+        manifest["files"] = {name: {} for name in (STATIC_TABLE_FILE, HEAD_FILE, HEAD_OUT_FILE, TOKENIZER_FILE)}
         write_manifest(staging, manifest)
         # The reference reads the float16 table the bundle ships, so parity measures the head's arithmetic.
         reference = reference_win_rates(checkpoint, PARITY_PROMPTS, static_embedder(staging, options.max_length or 512))
@@ -677,7 +676,6 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
 
 def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]) -> dict[str, Any]:
     from .distill import HEAD_OUT_FILE
-    from .distill import HEAD_FILE as MLP_FILE
     from .static import STATIC_TABLE_FILE
 
     pair = [options.strong_name, options.weak_name]
@@ -690,7 +688,7 @@ def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]
             "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
         },
         "head": {
-            "kind": "mlp", "file": MLP_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
+            "kind": "mlp", "file": HEAD_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
             "default_strong": pair[0], "default_weak": pair[1], "aliases": alias_table(pair),
             "features": ["embedding", "log1p_chars"],
             "win_rate": {"kind": "sigmoid_mlp",

@@ -9,6 +9,7 @@ ordinary ``BertForSequenceClassification`` checkpoint that ``edgeroute export be
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -136,8 +137,6 @@ def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -
 
 def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: TeacherRecipe, n_train: int) -> Path:
     """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json)."""
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tokenizer.model_max_length = recipe.max_length  # train/serve consistency: export reads this length

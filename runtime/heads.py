@@ -48,8 +48,12 @@ class MLPHead:
 
     def logits(self, embeddings: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
         """The pre-sigmoid score of each prompt (float64, one per row of ``embeddings``)."""
+        return self.feature_logits(embeddings, length_feature(prompts))
+
+    def feature_logits(self, embeddings: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``logits`` from the embeddings and the length feature already computed (one per row)."""
         activations = np.asarray(embeddings, dtype=np.float32) @ self._input_weights
-        activations += length_feature(prompts).astype(np.float32)[:, None] * self._length_weight
+        activations += np.asarray(lengths, dtype=np.float32)[:, None] * self._length_weight
         activations += self._bias
         np.maximum(activations, 0.0, out=activations)
         return (activations @ self._output_weights).astype(np.float64) + self._output_bias

@@ -71,3 +71,14 @@ def upstream():
     with serving(fake.app) as url:
         fake.url = url
         yield fake
+
+
+@pytest.fixture
+def server(upstream, routers):
+    """``create_app`` on a loopback port over the test module's ``routers``, both models on ``upstream``."""
+    from edgeroute.runtime.server import create_app
+    from servers import server_config, serving
+
+    upstream.reset()
+    with serving(create_app(server_config(upstream), routers)) as url:
+        yield url

@@ -25,13 +25,6 @@ def routers(bert_bundle, mf_bundle):
 _config = server_config  # one configuration for every server test (tests/servers.py)
 
 
-@pytest.fixture
-def server(upstream, routers):
-    upstream.reset()
-    with serving(create_app(_config(upstream), routers)) as url:
-        yield url
-
-
 def _client(url):
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 

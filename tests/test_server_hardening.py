@@ -48,13 +48,6 @@ def routers(bert_bundle, calibrated_mf):
 _config = server_config  # one configuration for every server test (tests/servers.py)
 
 
-@pytest.fixture
-def server(upstream, routers):
-    upstream.reset()
-    with serving(create_app(_config(upstream), routers)) as url:
-        yield url
-
-
 def _post_raw(url, path, text):
     return httpx.post(url + path, content=text.encode("utf-8", "surrogatepass"),
                       headers={"content-type": "application/json"})
