@@ -26,13 +26,14 @@ from .errors import (
     UnsupportedSchemaError,
 )
 from .manifest import SCHEMA_VERSION, Manifest, read_manifest
-from .router import Router, RoutingDecision, default_router_name, models_dir, shipped_routers
+from .decision import Decision
+from .router import Router, default_router_name, models_dir, shipped_routers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Router",
-    "RoutingDecision",
+    "Decision",
     "Manifest",
     "read_manifest",
     "SCHEMA_VERSION",

@@ -9,13 +9,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal, cast
+from typing import Any, Callable, cast
 
 import numpy as np
 
+from .decision import Decision, decision_for, resolve_threshold
 from .encoders import (
     DEVICES,
     OnnxTextEncoder,
@@ -31,7 +31,6 @@ from .errors import (
     ConfigurationError,
     InvalidInputError,
     InvalidPromptError,
-    InvalidThresholdError,
     ManifestError,
     PrecisionUnavailableError,
     UnknownModelError,
@@ -115,33 +114,6 @@ def clean_prompt(prompt: Any, position: int | None = None) -> str:
     except UnicodeEncodeError:  # lone surrogates cannot be encoded; "replace" would give "?"
         prompt = _SURROGATE.sub("\ufffd", prompt)
     return prompt
-
-
-def check_threshold(threshold: Any) -> float:
-    """Return ``threshold`` as a float, or raise ``InvalidThresholdError`` unless it is finite and in [0, 1]."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
-    try:
-        value = float(threshold)
-    except OverflowError:  # an int too large for a float (JSON allows any number of digits)
-        raise InvalidThresholdError("threshold must be a number in [0, 1], got an integer too large for a float") from None
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class RoutingDecision:
-    """The outcome of ``Router.route``: which model gets the prompt, and why."""
-
-    model: Literal["strong", "weak"]
-    model_name: str | None
-    win_rate: float
-    threshold: float
-    score_us: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Router:
@@ -294,18 +266,17 @@ class Router:
             prompt = cut if not cut.isspace() else prompt.lstrip()[:limit]
         return clean_prompt(prompt, position)
 
-    def route(self, prompt: str, threshold: float | None = None) -> RoutingDecision:
-        """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak.
+    def route(self, prompt: str, threshold: float | None = None, strong_pct: float | None = None) -> Decision:
+        """Strong when the win rate is at least the threshold (RouteLLM's rule), else weak.
 
-        Without a threshold, ``default_threshold()`` applies, as in ``edgeroute route``.
+        The threshold is ``threshold``, else the one for ``strong_pct`` strong calls, else
+        ``default_threshold()``, as in ``edgeroute route`` (``decision.resolve_threshold``).
         """
-        threshold = self.default_threshold() if threshold is None else check_threshold(threshold)
+        chosen = resolve_threshold(self, threshold, strong_pct)
         started = time.perf_counter()
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6
-        model: Literal["strong", "weak"] = "strong" if win_rate >= threshold else "weak"
-        name = self.strong_model if model == "strong" else self.weak_model
-        return RoutingDecision(model, name, win_rate, threshold, score_us)
+        return decision_for(self.name, win_rate, chosen, score_us, {"strong": self.strong_model, "weak": self.weak_model})
 
     def threshold_for(self, strong_pct: float) -> float:
         """Threshold that sends a share ``strong_pct`` of prompts to the strong model.

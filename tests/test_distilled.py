@@ -89,7 +89,7 @@ def test_distilled_scores_do_not_depend_on_the_batch(distilled):
 def test_distilled_router_decides_and_verifies(distilled):
     router = Router.load(distilled[1], verify=True)
     decision = router.route("Prove Fermat's little theorem.", threshold=0.0)
-    assert decision.model == "strong" and decision.model_name == STRONG
+    assert decision.tier == "strong" and decision.model == STRONG
     assert Router.load(distilled[1], strong_model="gpt-4-1106-preview", weak_model="mixtral-8x7b-instruct-v0.1")
 
 
