@@ -61,9 +61,15 @@ def other_tier(tier: Tier) -> Tier:
     return "weak" if tier == "strong" else "strong"
 
 
+def is_strong(win_rate: Any, threshold: float) -> Any:
+    """RouteLLM's rule, the one place it is written: the win rate is at least the threshold.
+    Works on a float (a bool back) and on a numpy array (a boolean array back)."""
+    return win_rate >= threshold
+
+
 def decide(win_rate: float, threshold: float) -> Tier:
-    """RouteLLM's rule: strong when the win rate is at least the threshold, else weak."""
-    return "strong" if win_rate >= threshold else "weak"
+    """The tier by RouteLLM's rule: strong when the win rate is at least the threshold, else weak."""
+    return "strong" if is_strong(win_rate, threshold) else "weak"
 
 
 def decision_for(router: str, win_rate: float, threshold: float, score_us: float,

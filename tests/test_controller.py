@@ -154,3 +154,27 @@ def test_without_fallback_or_on_4xx_the_error_is_raised(upstream, bert_bundle):
         Controller(strong, weak, routers=[bert_bundle]).chat.completions.create(
             model="router-bert-0", messages=[{"role": "user", "content": "x"}])
     assert upstream.models_asked == ["strong-llm", "strong-llm"]  # never retried on the weak model
+
+
+def test_controller_fallback_is_the_shared_rule_and_keeps_the_decision(upstream, bert_bundle):
+    import socket
+
+    from edgeroute.runtime.upstream import Fallback
+
+    with socket.socket() as probe:  # a port nothing listens on: the strong upstream is unreachable
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    upstream.reset()
+    strong = Endpoint("strong-llm", base_url=f"http://127.0.0.1:{dead_port}/v1", api_key="k", timeout_s=2.0)
+    weak = Endpoint("weak-llm", base_url=upstream.url + "/v1", api_key="k")
+    controller = Controller(strong, weak, routers=[bert_bundle])
+    assert isinstance(controller.fallback, Fallback)  # the rule the server's relay uses too
+    messages = [{"role": "user", "content": "hello"}]
+    response = controller.chat.completions.create(model="router-bert-0", messages=messages)
+    expected = controller.policy.routers.get("bert").strong_win_rate("hello")
+    assert response.choices[0].message.content == "answer from weak-llm"
+    assert list(response.routing) == ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"]
+    assert response.routing["tier"] == "weak" and response.routing["model"] == "weak-llm"
+    assert response.routing["fallback"] == "upstream_unreachable on strong-llm"
+    assert response.routing["threshold"] == 0 and response.routing["win_rate"] == pytest.approx(expected, abs=1e-9)
+    assert upstream.models_asked == ["weak-llm"]
