@@ -84,9 +84,15 @@ class Section:
         keys = [key for key in self.order if key in merged] + [key for key in merged if key not in self.order]
         return {key: merged[key] for key in keys}
 
+    # Dict-style reads (of a fresh copy) for callers not yet moved to the typed attributes
+    # (runtime/cli.py, scripts written against the dict manifest); new code reads the attributes.
     def get(self, key: str, default: Any = None) -> Any:
-        """Dict-style read of one key, for callers not yet moved to the typed attributes (runtime/cli.py)."""
+        """The JSON value of ``key`` in this section, or ``default``."""
         return self.to_dict().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        """The JSON value of ``key`` in this section; ``KeyError`` when absent."""
+        return self.to_dict()[key]
 
 
 @dataclass(frozen=True, kw_only=True)
