@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,7 +436,14 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or float (not a bool) that converts to a float: JSON allows integers of any length."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _split(raw: Mapping[str, Any], modelled: set[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -743,6 +749,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
     Readers (a server loading the bundle) see the old manifest or the new one, never half of one.
     """
+    import tempfile  # here: loading a router never writes, and tempfile pulls in random and shutil
+
     # mkstemp creates 0600; a manifest is read by whoever runs the router, so keep the old mode (or 0644).
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

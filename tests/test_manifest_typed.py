@@ -143,3 +143,52 @@ def _modules_after(code: str) -> set[str]:
 def test_graph_free_paths_never_import_onnxruntime(code):
     loaded = _modules_after(code)
     assert not loaded & {"onnxruntime", "torch", "transformers", "optimum"}, sorted(loaded)
+
+
+def test_random_edits_fail_at_parse_or_never():
+    """Values of the wrong type anywhere: ManifestError at parse, or a manifest whose typed reads all work."""
+    import copy
+    import random
+
+    from edgeroute.runtime import EdgerouteError, UnsupportedSchemaError
+    from edgeroute.runtime.scorers import mf_pair
+
+    static = _static_data()
+    folded = copy.deepcopy(static)
+    del folded["head"]["kind"], folded["head"]["output_file"]
+    folded["head"]["win_rate"] = {"kind": "sigmoid_difference"}
+    remote = copy.deepcopy(folded)
+    remote["embedder"] = {"kind": "openai", "model": "text-embedding-3-small", "dim": 256}
+    bert = json.loads((models_dir() / "bert-minilm-gpt4-mixtral" / "manifest.json").read_text(encoding="utf-8"))
+    values = [None, True, 0, -1, 10**400, 1.5, float("nan"), "", "x", [], [1], ["a"], {}, {"a": 1}, "mlp", "static"]
+
+    def locations(node, prefix=()):
+        yield prefix
+        children = node.items() if isinstance(node, dict) else enumerate(node[:3]) if isinstance(node, list) else ()
+        for key, child in children:
+            yield from locations(child, prefix + (key,))
+
+    rng = random.Random(0)
+    for _ in range(1500):
+        data = copy.deepcopy(rng.choice([static, folded, remote, bert]))
+        for _ in range(rng.randint(1, 3)):
+            *parents, key = rng.choice([p for p in locations(data) if p])
+            target = data
+            for step in parents:
+                target = target[step]
+            target[key] = copy.deepcopy(rng.choice(values))
+        try:
+            manifest = parse_manifest(data, Path("/bundle/manifest.json"))
+        except (ManifestError, UnsupportedSchemaError):
+            continue
+        json.dumps(manifest.to_dict())
+        assert manifest.precisions is not None and scorer_for(manifest) is not None
+        if manifest.calibration is not None:
+            manifest.calibration.points()
+        manifest.quantization_method("int8")
+        for reading in (lambda: mf_pair(manifest, None, None) if manifest.kind == "mf" else None,
+                        lambda: manifest.golden_scores("static"), lambda: manifest.golden_scores("int8")):
+            try:
+                reading()
+            except EdgerouteError:
+                pass
