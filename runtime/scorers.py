@@ -118,6 +118,7 @@ class ClassifierScorer:
                    pair.strong if pair else None, pair.weak if pair else None)
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
+        """One minus the softmax mass of the labels in which the strong model does not win."""
         logits = self._run(prompts).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
@@ -149,6 +150,7 @@ class MFScorer:
         return cls(embedder, difference, precision, strong, weak, encoder)
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
+        """sigmoid of the pair's score difference, one dot product per prompt."""
         logits = np.asarray(self._embed(prompts), dtype=np.float32) @ self.difference
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
@@ -182,6 +184,7 @@ class MLPScorer:
         return cls(embedder, MLPHead(hidden, output), precision, strong, weak, encoder)
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
+        """The head's sigmoid output; the length feature is taken from the prompts as given."""
         return self.head.win_rates(self._embed(prompts), prompts)
 
 
