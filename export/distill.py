@@ -162,7 +162,7 @@ def distill_command(args: Any) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)
-    shutil.copyfile(static.manifest.verify(static.manifest.data["tokenizer"]["file"]), out / STATIC_TOKENIZER_FILE)
+    shutil.copyfile(static.manifest.verify(static.manifest.tokenizer.file), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
     report["static_from"] = static.name
@@ -173,7 +173,9 @@ def distill_command(args: Any) -> dict[str, Any]:
 def _static_table(router: Any) -> np.ndarray:
     from .checkpoints import CheckpointError
 
-    section = router.manifest.encoder
-    if router.kind != "mf" or section.get("kind") != "static":
+    from edgeroute.runtime.manifest import StaticEmbedderSpec
+
+    spec = router.manifest.encoder
+    if not isinstance(spec, StaticEmbedderSpec):
         raise CheckpointError(f"{router.manifest.folder}: --static-from needs a router with a static embedder")
-    return np.load(router.manifest.verify(section["file"]), allow_pickle=False)
+    return np.load(router.manifest.verify(spec.file), allow_pickle=False)
