@@ -209,7 +209,7 @@ def calibrate(
               "n_prompts": len(prompts)}
     if write:
         digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
-        manifest = dict(router.manifest.data)
+        manifest = router.manifest.to_dict()
         manifest["calibration"] = {
             "prompt_set": description or ", ".join(Path(s).name for s in sources),
             "n_prompts": len(prompts),
