@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY",
                            help="environment variable holding its API key")
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
+    serve.add_argument("--strong-share", type=float, default=None,
+                       help="hold this share of strong calls on live traffic: the threshold follows the running "
+                            "quantile of recent win rates (requests with their own threshold are exempt)")
+    serve.add_argument("--budget-window", type=int, default=1000, help="win rates the --strong-share budget keeps")
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
     serve.add_argument("--client-timeout", type=float, default=30.0,
                        help="seconds a client gets to send the request headers, and again the body (default 30)")
@@ -394,6 +398,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_prompt_chars=args.max_prompt_chars,
         max_messages=args.max_messages,
+        strong_share=args.strong_share,
+        budget_window=args.budget_window,
         cors_origins=args.cors_origin,
         device=args.device,
         threads=args.threads,

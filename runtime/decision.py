@@ -8,9 +8,12 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import InvalidInputError, InvalidThresholdError
+
+if TYPE_CHECKING:
+    from .budget import BudgetState
 
 Tier = Literal["strong", "weak"]
 TIERS: tuple[Tier, Tier] = ("strong", "weak")
@@ -32,6 +35,8 @@ class Decision:
     threshold: float | None
     score_us: float
     fallback: str | None = None
+    # The strong-call budget's state when the budget set the threshold (``serve --strong-share``).
+    budget: BudgetState | None = None
 
     def to_dict(self, rounded: bool = False) -> dict[str, Any]:
         """The decision's JSON shape (the same keys everywhere); ``rounded``: win rate and threshold
@@ -42,13 +47,20 @@ class Decision:
                 if data[key] is not None:
                     data[key] = round(data[key], 6)
             data["score_us"] = round(data["score_us"], 1)
+            if data["budget"] is not None:
+                data["budget"] = {key: round(value, 6) for key, value in data["budget"].items()}
         return data
 
     def headers(self) -> dict[str, str]:
         """The decision as ``x-edgeroute-*`` HTTP headers: ``to_dict``'s keys, ``_`` written ``-``;
         numbers as in ``to_dict(rounded=True)``, None left out."""
-        return {f"x-edgeroute-{key.replace('_', '-')}": str(value)
-                for key, value in self.to_dict(rounded=True).items() if value is not None}
+        flat: dict[str, Any] = {}
+        for key, value in self.to_dict(rounded=True).items():
+            if isinstance(value, dict):  # the budget: x-edgeroute-budget-target, ...
+                flat.update({f"{key}-{inner}": item for inner, item in value.items()})
+            elif value is not None:
+                flat[key] = value
+        return {f"x-edgeroute-{key.replace('_', '-')}": str(value) for key, value in flat.items()}
 
     def fallen_back(self, names: Mapping[str, str | None], kind: str) -> Decision:
         """The decision after ``kind`` failed the chosen model's call: the other tier gets the request."""

@@ -22,6 +22,7 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
         self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+        self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.help = {
             "edgeroute_decisions_total": "Routing decisions by router and routed model.",
             "edgeroute_requests_total": "HTTP requests by endpoint and status.",
@@ -29,11 +30,18 @@ class Metrics:
             "edgeroute_fallbacks_total": "Requests sent to another model than decided, by reason.",
             "edgeroute_scoring_seconds": "Router scoring time.",
             "edgeroute_upstream_seconds": "Upstream LLM latency by model.",
+            "edgeroute_strong_share_target": "The strong-call budget's target share (serve --strong-share).",
+            "edgeroute_strong_share_observed": "Share of strong decisions over the budget's window.",
+            "edgeroute_budget_threshold": "The threshold the strong-call budget applies now.",
         }
 
     def inc(self, name: str, **labels: str) -> None:
         """Add one to the counter ``name`` with these labels."""
         self.counters[(name, tuple(sorted(labels.items())))] += 1
+
+    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+        """Set the gauge ``name`` with these labels to ``value``."""
+        self.gauges[(name, tuple(sorted(labels.items())))] = value
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         """Record ``value`` in the histogram ``name`` with these labels."""
@@ -55,6 +63,9 @@ class Metrics:
         for name in sorted({n for n, _ in self.counters}):
             lines += [f"# HELP {name} {_escape_help(self.help.get(name, name))}", f"# TYPE {name} counter"]
             lines += [f"{name}{label_text(l)} {v:g}" for (n, l), v in sorted(self.counters.items()) if n == name]
+        for name in sorted({n for n, _ in self.gauges}):
+            lines += [f"# HELP {name} {_escape_help(self.help.get(name, name))}", f"# TYPE {name} gauge"]
+            lines += [f"{name}{label_text(l)} {v:g}" for (n, l), v in sorted(self.gauges.items()) if n == name]
         for name in sorted({n for n, _ in self.histograms}):
             lines += [f"# HELP {name} {_escape_help(self.help.get(name, name))}", f"# TYPE {name} histogram"]
             for (n, labels), counts in sorted(self.histograms.items()):

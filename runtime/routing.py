@@ -12,11 +12,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import EdgerouteError, InvalidInputError, InvalidPromptError
+from .budget import DEFAULT_WINDOW, BudgetState, StrongShareBudget
+from .errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
 from .decision import Decision, check_threshold, decision_for, resolve_threshold
 from .router import Router, default_router_name
 
@@ -153,6 +154,8 @@ class RoutingPolicy:
         default_model: Literal["strong", "weak"] = "weak",
         scoring_threads: int = 4,
         sticky_capacity: int = 10_000,
+        strong_share: float | None = None,
+        budget_window: int = DEFAULT_WINDOW,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -168,6 +171,38 @@ class RoutingPolicy:
         self._sticky: OrderedDict[str, Decision] = OrderedDict()
         self._sticky_capacity = sticky_capacity
         self._lock = threading.Lock()
+        if strong_share is not None:
+            StrongShareBudget(strong_share, 0.5, budget_window)  # refuses bad settings now, not on a request
+        self.strong_share, self.budget_window = strong_share, budget_window
+        self._budgets: dict[str, StrongShareBudget] = {}
+
+    # ---------------------------------------------------------------- the strong-call budget
+    def budget_for(self, router: Router) -> StrongShareBudget:
+        """``router``'s budget (one per router: win rates of different routers are on different scales),
+        started from its calibrated threshold for the target share when the bundle has one."""
+        if self.strong_share is None:
+            raise ConfigurationError("no strong-call budget is set (serve --strong-share)")
+        with self._lock:
+            if router.name not in self._budgets:
+                try:
+                    start = router.threshold_for(self.strong_share)
+                except EdgerouteError:  # an uncalibrated bundle: its default until the window fills
+                    start = router.default_threshold()
+                self._budgets[router.name] = StrongShareBudget(self.strong_share, start, self.budget_window)
+            return self._budgets[router.name]
+
+    def budget_states(self) -> dict[str, BudgetState]:
+        """Router name -> its budget's state, for ``/metrics``."""
+        with self._lock:
+            budgets = dict(self._budgets)
+        return {name: budget.state() for name, budget in budgets.items()}
+
+    def request_threshold(self, router: Router, threshold: Any = None, strong_pct: Any = None) -> float | None:
+        """The threshold a request asks for, or None when the budget is to set it (a budget runs and the
+        request names neither a threshold nor a strong share)."""
+        if self.strong_share is not None and threshold is None and strong_pct is None:
+            return None
+        return resolve_threshold(router, threshold, strong_pct)
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
@@ -203,20 +238,27 @@ class RoutingPolicy:
         text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
         if not text.strip():
             raise InvalidPromptError("the message to route on has no text")
-        return router, text, resolve_threshold(router, threshold, strong_pct)
+        return router, text, self.request_threshold(router, threshold, strong_pct)
 
-    def _decide(self, router: Router, win_rate: float | None, threshold: float, score_us: float,
+    def _decide(self, router: Router, win_rate: float | None, threshold: float | None, score_us: float,
                 fallback: str | None) -> Decision:
         if fallback is not None or win_rate is None:  # the router was not heard: the default model
             tier = self.default_model
-            return Decision(router.name, tier, self.names[tier], win_rate, threshold, score_us, fallback)
+            budget = None if threshold is not None else self.budget_for(router).state()
+            shown = threshold if budget is None else budget.threshold
+            return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
         return self.scored(router, win_rate, threshold, score_us)
 
-    def scored(self, router: Router, win_rate: float, threshold: float, score_us: float) -> Decision:
-        """The decision for a prompt ``router`` scored, naming this policy's strong and weak models."""
-        return decision_for(router.name, win_rate, threshold, score_us, self.names)
+    def scored(self, router: Router, win_rate: float, threshold: float | None, score_us: float) -> Decision:
+        """The decision for a prompt ``router`` scored, naming this policy's strong and weak models;
+        ``threshold`` None: the router's strong-call budget sets it (and counts this prompt)."""
+        if threshold is not None:
+            return decision_for(router.name, win_rate, threshold, score_us, self.names)
+        budget = self.budget_for(router)
+        decision = decision_for(router.name, win_rate, budget.admit(win_rate), score_us, self.names)
+        return replace(decision, budget=budget.state())
 
-    def _finish(self, key: str | None, router: Router, win_rate: float | None, threshold: float, started: float,
+    def _finish(self, key: str | None, router: Router, win_rate: float | None, threshold: float | None, started: float,
                 fallback: str | None) -> Decision:
         decision = self._decide(router, win_rate, threshold, (time.perf_counter() - started) * 1e6, fallback)
         self._remember(key, decision)

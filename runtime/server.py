@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .decision import Decision, resolve_threshold
+from .decision import Decision
 from .errors import ConfigurationError, InvalidInputError, require_extra
 from .http_errors import HTTPFailure, error_reply
 from .prometheus import Metrics
@@ -58,6 +58,9 @@ class ServerConfig:
     # Characters of message text per request. A router reads at most its first max_length tokens
     # (a few thousand characters); this bounds what is parsed and relayed. Raise it for long-context upstreams.
     max_prompt_chars: int = 100_000
+    # A strong-call budget held on live traffic (runtime/budget.py): None keeps the calibrated threshold.
+    strong_share: float | None = None
+    budget_window: int = 1000
     client_timeout_s: float = 30.0  # to send the request headers, and then the body
     shutdown_grace_s: float | None = None  # None: long enough for an upstream call and its fallback
     cors_origins: Sequence[str] = ()
@@ -255,7 +258,7 @@ class Handlers:
                             headers=decision.headers())
 
     # ---------------------------------------------------------------- /v1/route
-    async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float) -> list[Decision]:
+    async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
         """Decisions for ``prompt`` or ``prompts``, scored in one batch on the policy's threads."""
         config = self.config
         prompts = payload["prompts"] if "prompts" in payload else [payload.get("prompt")]
@@ -275,7 +278,7 @@ class Handlers:
         """Decisions only: ``prompt``, ``prompts`` or ``messages``, with optional router and threshold."""
         payload = await self.read_json(request)
         router = self.routers.get(payload.get("router") or self.routers.default)
-        threshold = resolve_threshold(router, payload.get("threshold"), payload.get("strong_pct"))
+        threshold = self.policy.request_threshold(router, payload.get("threshold"), payload.get("strong_pct"))
         if "messages" in payload:
             self.check_messages(payload["messages"])
             decisions = [await self.policy.adecide(payload["messages"], router.name, threshold)]
@@ -302,6 +305,10 @@ class Handlers:
     async def prometheus(self, request: Any) -> Any:
         """The metrics in Prometheus text format."""
         self.check_auth(request)
+        for router, state in self.policy.budget_states().items():
+            self.metrics.set_gauge("edgeroute_strong_share_target", state.target, router=router)
+            self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, router=router)
+            self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, router=router)
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -317,6 +324,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
     policy = RoutingPolicy(
         routers, config.strong.model, config.weak.model, route_on=config.route_on, sticky=config.sticky,
         score_budget_ms=config.score_budget_ms, default_model=config.default_model,
+        strong_share=config.strong_share, budget_window=config.budget_window,
     )
     metrics = Metrics()
     relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics)

@@ -173,7 +173,7 @@ def test_controller_fallback_is_the_shared_rule_and_keeps_the_decision(upstream,
     response = controller.chat.completions.create(model="router-bert-0", messages=messages)
     expected = controller.policy.routers.get("bert").strong_win_rate("hello")
     assert response.choices[0].message.content == "answer from weak-llm"
-    assert list(response.routing) == ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"]
+    assert list(response.routing) == ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback", "budget"]
     assert response.routing["tier"] == "weak" and response.routing["model"] == "weak-llm"
     assert response.routing["fallback"] == "upstream_unreachable on strong-llm"
     assert response.routing["threshold"] == 0 and response.routing["win_rate"] == pytest.approx(expected, abs=1e-9)

@@ -18,7 +18,7 @@ from edgeroute.runtime.upstream import FALLBACK_KINDS, Fallback, UpstreamError
 
 RUNTIME = Path(__file__).resolve().parents[1] / "runtime"
 NAMES = {"strong": "big-llm", "weak": "small-llm"}
-KEYS = ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"]
+KEYS = ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback", "budget"]
 
 
 def test_decide_is_routellm_rule_at_the_boundary():
@@ -31,7 +31,8 @@ def test_decision_shape_is_one_json_shape():
     assert decision == Decision("r", "strong", "big-llm", 0.61234567, 0.5, 12.345)
     assert list(decision.to_dict()) == KEYS and decision.to_dict()["win_rate"] == 0.61234567
     assert decision.to_dict(rounded=True) == {"router": "r", "tier": "strong", "model": "big-llm",
-                                              "win_rate": 0.612346, "threshold": 0.5, "score_us": 12.3, "fallback": None}
+                                              "win_rate": 0.612346, "threshold": 0.5, "score_us": 12.3, "fallback": None,
+                                              "budget": None}
     assert decision.headers() == {"x-edgeroute-router": "r", "x-edgeroute-tier": "strong", "x-edgeroute-model": "big-llm",
                                   "x-edgeroute-win-rate": "0.612346", "x-edgeroute-threshold": "0.5",
                                   "x-edgeroute-score-us": "12.3"}
@@ -88,7 +89,7 @@ def test_decision_module_imports_nothing_heavy():
                     todo.append(module)
             else:
                 outside.add(module.split(".")[0])
-    assert seen == {"decision", "errors"}
+    assert seen == {"decision", "errors", "budget"}  # budget: only for the BudgetState type
     assert not outside & {"onnxruntime", "tokenizers", "numpy", "torch", "transformers"}
 
 

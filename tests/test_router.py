@@ -48,7 +48,7 @@ def test_route_follows_routellm_rule(bert_router):
     assert bert_router.route("hello", 0.0).tier == "strong"
     decision = bert_router.route("hello", 1.0)
     assert decision.tier == "weak" and decision.score_us > 0
-    assert set(decision.to_dict()) == {"router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"}
+    assert set(decision.to_dict()) == {"router", "tier", "model", "win_rate", "threshold", "score_us", "fallback", "budget"}
 
 
 def test_empty_batch_gives_empty_array(bert_router):

@@ -318,3 +318,30 @@ def test_upstream_that_resets_the_connection(upstream, routers):
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+def test_strong_share_budget_holds_the_share_and_reports_it(upstream, routers):
+    """serve --strong-share: requests without a threshold meet the budget's; it is in each decision and /metrics."""
+    prompts = [f"question {i}: " + "why " * (i % 17) for i in range(120)]
+    with serving(create_app(_config(upstream, strong_share=0.3, budget_window=60), routers)) as url:
+        client = _client(url)
+        tiers = []
+        for prompt in prompts:
+            response = client.chat.completions.create(model="router-mf", messages=[{"role": "user", "content": prompt}])
+            tiers.append(response.model_extra["edgeroute"]["tier"])
+        routing = response.model_extra["edgeroute"]
+        assert routing["budget"]["target"] == 0.3 and routing["budget"]["window"] == 60
+        assert abs(tiers[60:].count("strong") / 60 - 0.3) <= 0.1  # the window's quantile, once it is full
+        explicit = httpx.post(url + "/v1/route", json={"router": "mf", "prompt": "hi", "threshold": 0.0}).json()
+        assert explicit["decisions"][0]["budget"] is None and explicit["decisions"][0]["tier"] == "strong"
+        metrics = httpx.get(url + "/metrics").text
+    assert 'edgeroute_strong_share_target{router="mf_bundle"} 0.3' in metrics
+    assert "edgeroute_strong_share_observed{" in metrics and "edgeroute_budget_threshold{" in metrics
+
+
+def test_strong_share_out_of_range_is_refused_at_start(upstream, routers):
+    from edgeroute.runtime import InvalidInputError
+
+    with pytest.raises(InvalidInputError) as caught:
+        create_app(_config(upstream, strong_share=1.2), routers)
+    assert str(caught.value) == "strong share must be a number strictly between 0 and 1, got 1.2"
