@@ -56,10 +56,8 @@ def time_calls(function: Callable[[], Any], repeats: int, warmup: int = 3) -> li
     return samples
 
 
-def machine() -> dict[str, Any]:
-    import onnxruntime
-    import tokenizers
-
+def machine_flags() -> dict[str, Any]:
+    """CPU model, the ISA flags that matter to int8 and fp32 kernels, and the core count (no heavy imports)."""
     flags: list[str] = []
     model = platform.processor()
     try:
@@ -72,9 +70,17 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__, "numpy": np.__version__,
-            "providers": onnxruntime.get_available_providers()}
+    return {"cpu": model, "cpu_flags": flags, "vnni": any("vnni" in f for f in flags), "cores": os.cpu_count()}
+
+
+def machine() -> dict[str, Any]:
+    """``machine_flags`` plus the versions of the libraries that do the work."""
+    import onnxruntime
+    import tokenizers
+
+    return {**machine_flags(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
+            "providers": onnxruntime.get_available_providers(), "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def build_graphs(checkpoint: Path | None, folder: Path) -> tuple[Any, Any, dict[str, Path]]:
