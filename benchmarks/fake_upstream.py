@@ -1,11 +1,17 @@
 """A loopback OpenAI-compatible chat-completions upstream that answers in microseconds.
 
     python benchmarks/fake_upstream.py PORT        # serves http://127.0.0.1:PORT/v1/chat/completions
+    python benchmarks/fake_upstream.py PORT --proxy UPSTREAM_PORT   # a null proxy in front of it
 
 A raw asyncio protocol (no framework, no JSON parsing of the request beyond a byte search for
 ``"stream": true``): HTTP/1.1 with keep-alive, a fixed small completion JSON, or a short SSE
 stream when the request asks for one. ``GET /health`` answers ``ok``. It exists so that
 `benchmarks/server_overhead.py` measures the routing server, not the upstream.
+
+``--proxy`` serves a null proxy instead: every client connection gets its own keep-alive
+connection to the upstream, and each request's bytes go there and the answer's bytes come back,
+untouched. It is the floor of what any proxy adds on this machine: one more process hop each
+way, with its socket calls and scheduler wake-ups, and no HTTP framework, JSON or scoring.
 """
 
 from __future__ import annotations
@@ -85,8 +91,41 @@ async def serve(port: int, host: str = "127.0.0.1") -> None:
         await server.serve_forever()
 
 
+async def _read_message(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 message with a Content-Length body (or none), head and body together."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+async def null_proxy(port: int, upstream_port: int, host: str = "127.0.0.1") -> None:
+    """Serve the null proxy until cancelled (non-streaming answers only)."""
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, upstream_port)
+        try:
+            while True:
+                upstream_writer.write(await _read_message(reader))
+                writer.write(await _read_message(upstream_reader))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            upstream_writer.close()
+            writer.close()
+
+    server = await asyncio.start_server(relay, host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
 if __name__ == "__main__":
     try:
-        asyncio.run(serve(int(sys.argv[1])))
+        if "--proxy" in sys.argv:
+            asyncio.run(null_proxy(int(sys.argv[1]), int(sys.argv[sys.argv.index("--proxy") + 1])))
+        else:
+            asyncio.run(serve(int(sys.argv[1])))
     except KeyboardInterrupt:
         pass

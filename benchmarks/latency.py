@@ -272,6 +272,8 @@ def cuda_scorers(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Pa
     if "CUDAExecutionProvider" in ort.get_available_providers():
         from edgeroute.export.onnx_graphs import to_fp16
 
+        if hasattr(ort, "preload_dlls"):  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from the nvidia-* wheels
+            ort.preload_dlls()
         to_fp16(graphs["onnx fused"], folder / "fused_fp16.onnx")
         fast_tokenizer = load_tokenizer(folder / "tokenizer.json", max_length)
         for name, path in (("onnx cuda fp32", graphs["onnx fused"]), ("onnx cuda fp16", folder / "fused_fp16.onnx")):

@@ -9,7 +9,9 @@ static-distilled-gpt4-mixtral` with both models on the fake upstream, as subproc
 loopback ports. Then, in interleaved rounds (every target once per round, the order rotated),
 sends the same medium prompt (a) straight to the fake upstream, (b) through the server's
 ``/v1/chat/completions`` (proxied), (c) to the server's ``/v1/route`` (scoring only), and (d)
-the same two chat calls with the real ``openai`` client at concurrency 1. Added latency is the
+the same two chat calls with the real ``openai`` client at concurrency 1, and (e) a null proxy
+(raw asyncio byte relay, `fake_upstream.py --proxy`): the floor of one more hop on this machine,
+what no server code can go under. Added latency is the
 server's percentile minus the direct call's; requests/s is what each target sustained with the
 client, the server and the upstream sharing this machine's cores. Needs the serve extra.
 """
@@ -202,7 +204,8 @@ class RawConnection:
             self.writer.close()
 
 
-def raw_calls(upstream: str, servers: dict[str, str], workers: int) -> tuple[dict[str, Call], list[RawConnection]]:
+def raw_calls(upstream: str, servers: dict[str, str], workers: int,
+              null_proxy: str | None = None) -> tuple[dict[str, Call], list[RawConnection]]:
     """Target name -> one request on the calling worker's own keep-alive connection (``workers`` of them per host)."""
     chat = json.dumps({"model": f"router-{ROUTER}", "messages": MESSAGES}).encode()
     direct = json.dumps({"model": "weak-llm", "messages": MESSAGES}).encode()
@@ -224,6 +227,8 @@ def raw_calls(upstream: str, servers: dict[str, str], workers: int) -> tuple[dic
         return call
 
     targets = {"direct upstream": target(upstream, "/v1/chat/completions", direct)}
+    if null_proxy:
+        targets["null proxy (floor of one hop)"] = target(null_proxy, "/v1/chat/completions", direct)
     for label, url in servers.items():
         suffix = "" if label == "shipped" else f" [{label}]"
         targets["server chat (proxied)" + suffix] = target(url, "/v1/chat/completions", chat)
@@ -291,7 +296,7 @@ def added(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 async def drive(upstream: str, servers: dict[str, str], concurrencies: tuple[int, ...], rounds: int,
-                calls_per_round: int) -> dict[str, Any]:
+                calls_per_round: int, null_proxy: str | None = None) -> dict[str, Any]:
     """Every concurrency: all targets (the shipped server and any variants) side by side.
 
     The load comes from raw keep-alive connections (``RawConnection``); at concurrency 1 the
@@ -301,7 +306,7 @@ async def drive(upstream: str, servers: dict[str, str], concurrencies: tuple[int
     """
     results: dict[str, Any] = {}
     for concurrency in concurrencies:
-        targets, opened = raw_calls(upstream, servers, concurrency)
+        targets, opened = raw_calls(upstream, servers, concurrency, null_proxy)
         async with httpx.AsyncClient(timeout=60) as client:
             if concurrency == 1:
                 for name, call in httpx_calls(client, upstream, servers["shipped"]).items():
@@ -374,8 +379,8 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
     return costs
 
 
-def profile_server(upstream: str, seconds: float, loop: str | None) -> dict[str, Any]:
-    """cProfile of a server under concurrency-1 proxied chat load: own time by package, top functions."""
+def profile_server(upstream: str, seconds: float, loop: str | None, concurrency: int = 1) -> dict[str, Any]:
+    """cProfile of a server's event-loop thread under ``concurrency`` raw clients of proxied chat for ``seconds``."""
     import pstats
     import signal
     import tempfile
@@ -389,23 +394,24 @@ def profile_server(upstream: str, seconds: float, loop: str | None) -> dict[str,
             wait_ready(url + "/health", process)
 
             async def load() -> int:
-                async with httpx.AsyncClient() as client:
-                    call = httpx_calls(client, upstream, url)["server chat (proxied)"]
-                    for _ in range(50):
-                        await call()
-                    process.send_signal(signal.SIGUSR1)
-                    await asyncio.sleep(0.2)
-                    count, deadline = 0, time.perf_counter() + seconds
-                    while time.perf_counter() < deadline:
-                        await call()
-                        count += 1
-                    return count
+                targets, opened = raw_calls(upstream, {"shipped": url}, concurrency)
+                call = targets["server chat (proxied)"]
+                await burst(call, concurrency, 3)  # warm: connections open, first-call costs paid
+                process.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(0.2)
+                count, deadline = 0, time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    values, _ = await burst(call, concurrency, 3)
+                    count += len(values)
+                for connection in opened:
+                    connection.close()
+                return count
 
             requests = asyncio.run(load())
         finally:
             stop(process)
         stats = pstats.Stats(str(path))
-    return profile_summary(stats, requests)
+    return {"concurrency": concurrency, **profile_summary(stats, requests)}
 
 
 def profile_summary(stats: Any, requests: int) -> dict[str, Any]:
@@ -450,20 +456,25 @@ def run(rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 
 
     upstream_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
-    processes = [start_upstream(upstream_port)]
+    proxy_port = free_port()
+    proxy_url = f"http://127.0.0.1:{proxy_port}"
+    processes = [start_upstream(upstream_port),
+                 subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(proxy_port),
+                                   "--proxy", str(upstream_port)])]
     servers: dict[str, str] = {}
     load_before = load_average()
     try:
         wait_ready(upstream_url + "/health", processes[0])
+        wait_ready(proxy_url + "/health", processes[1])
         chosen = {"shipped": (None, None), **(available_variants() if variants else {})}
         for label, (loop, http) in chosen.items():
             port = free_port()
             processes.append(start_server(port, upstream_url, loop, http))
             servers[label] = f"http://127.0.0.1:{port}"
-        for label, process in zip(servers, processes[1:]):
+        for label, process in zip(servers, processes[2:]):
             wait_ready(servers[label] + "/health", process)
-        results = asyncio.run(drive(upstream_url, servers, concurrencies, rounds, calls_per_round))
-        profile = profile_server(upstream_url, profile_seconds, "asyncio") if profile_seconds else None
+        results = asyncio.run(drive(upstream_url, servers, concurrencies, rounds, calls_per_round, proxy_url))
+        profile = [profile_server(upstream_url, profile_seconds, "asyncio", c) for c in concurrencies] if profile_seconds else []
     finally:
         stop(*processes[::-1])
     from latency import machine_flags
@@ -517,14 +528,13 @@ def markdown(document: dict[str, Any]) -> str:
     lines += ["", "## Where the time goes", "", "In-process medians of the steps of a proxied call:", "",
               "| step | µs |", "| --- | --- |"]
     lines += [f"| {name} | {value:.1f} |" for name, value in document["micro_costs_us"].items()]
-    profile = document.get("profile")
-    if profile:
-        lines += ["", f"cProfile of the server's event-loop thread (asyncio loop, {profile['requests']} proxied "
-                  "chat calls at concurrency 1; scoring runs in the thread pool and is not in it; "
-                  "profiling inflates every Python call, so read the ranking, not the absolute figures):", "",
-                  "| package | own µs per request |", "| --- | --- |"]
+    for profile in document.get("profile") or []:
+        lines += ["", f"cProfile of the server's event-loop thread (asyncio loop, {profile['requests']} proxied chat "
+                  f"calls from {profile['concurrency']} raw client(s); scoring runs in the thread pool and is not in "
+                  "it; profiling inflates every Python call, so read the ranking, not the absolute figures):", "",
+                  "| package (own time) | µs per request |", "| --- | --- |"]
         lines += [f"| {k} | {v:.0f} |" for k, v in profile["own_us_per_request_by_package"].items()]
-        lines += ["", "| function | own µs per request |", "| --- | --- |"]
+        lines += ["", "| function (own time) | µs per request |", "| --- | --- |"]
         lines += [f"| `{row['function']}` | {row['us_per_request']:.0f} |" for row in profile["top_functions"]]
     return "\n".join(lines) + "\n"
 
