@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -166,7 +167,7 @@ def backends(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, 
         result[name] = OnnxTextEncoder(session, fast_tokenizer, names, "logits")
     # The export default at half the truncation length: only prompts longer than that differ.
     short = load_tokenizer(folder / "tokenizer.json", max_length // 2)
-    default_int8 = result["onnx int8"]
+    default_int8: Any = result["onnx int8"]
     result[f"onnx int8 max_length {max_length // 2}"] = OnnxTextEncoder(default_int8.session, short, names, "logits")
     return result
 
@@ -307,7 +308,7 @@ def cuda_rows(scorers: dict[str, Callable[[list[str]], Any]], repeats: int, seco
     rows = {}
     prompts = [f"{MEDIUM} ({i})" for i in range(128)]
     for name, score in scorers.items():
-        batch1 = percentiles(time_calls(lambda score=score: score([MEDIUM]), repeats, warmup=10))
+        batch1 = percentiles(time_calls(partial(score, [MEDIUM]), repeats, warmup=10))
         score(prompts)
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds or done == 0:
@@ -317,7 +318,8 @@ def cuda_rows(scorers: dict[str, Callable[[list[str]], Any]], repeats: int, seco
     return rows
 
 
-def tokenization_share(tokenizer_encoder: Any, score: Callable[[list[str]], Any], repeats: int) -> dict[str, float]:
+def tokenization_share(tokenizer_encoder: Any, score: Callable[[list[str]], Any],
+                       repeats: int) -> dict[str, dict[str, float]]:
     """Median tokenization time and its share of the int8 batch-1 score, per prompt length."""
     shares = {}
     for label, prompt in LENGTHS.items():
@@ -433,7 +435,7 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     prompts = [f"{MEDIUM} ({i})" for i in range(batch)]
     throughput = {}
     for name in ("tokenizer path (before)", "chunk cache (after)"):
-        throughput[name] = batch / statistics.median(time_calls(lambda f=paths[name]: f(prompts), max(repeats // 500, 5)))
+        throughput[name] = batch / statistics.median(time_calls(partial(paths[name], prompts), max(repeats // 500, 5)))
     return {
         "bundle": manifest.name, "threads": 1, "samples_per_cell": max(repeats // rounds, 1) * rounds,
         "tokens": {label: len(cached.chunks.ids(prompt)) if cached.chunks else None for label, prompt in STATIC_LENGTHS.items()},

@@ -105,7 +105,7 @@ def launch(loop: str, http: str, profile: str, arguments: list[str]) -> None:
             config.http = http
         return config
 
-    server.uvicorn_config = patched  # type: ignore[assignment]
+    server.uvicorn_config = patched
     if not profile:
         cli.main(arguments)
         return
@@ -355,11 +355,11 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
         "parse upstream answer (json.loads)": _median_us(lambda: json.loads(COMPLETION), repeats),
         "re-encode answer with record (json.dumps)": _median_us(lambda: json.dumps(json.loads(COMPLETION)), repeats),
     }
-    try:
+    import importlib.util
+
+    if importlib.util.find_spec("orjson") is not None:
         import orjson
-    except ImportError:
-        orjson = None
-    if orjson is not None:
+
         costs["orjson: parse request"] = _median_us(lambda: orjson.loads(request), repeats)
         costs["orjson: re-encode request"] = _median_us(lambda: orjson.dumps(dict(payload, model="weak-llm")), repeats)
         costs["orjson: parse + re-encode answer"] = _median_us(lambda: orjson.dumps(orjson.loads(COMPLETION)), repeats)
@@ -367,7 +367,7 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
 
     async def hops(count: int) -> list[float]:
         loop = asyncio.get_running_loop()
-        samples = []
+        samples: list[float] = []
         for _ in range(count):
             started = time.perf_counter_ns()
             await loop.run_in_executor(pool, int)
