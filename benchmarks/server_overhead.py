@@ -340,8 +340,14 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
     """In-process costs of the steps a proxied chat call takes, in microseconds (median)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import importlib.util
+
     from edgeroute.runtime import Router
-    from edgeroute.runtime.server import encode_upstream_body, parse_body
+    from edgeroute.runtime.server import parse_body
+
+    # encode_upstream_body lives in runtime/upstream.py once the server is split, in server.py before.
+    home = "edgeroute.runtime.upstream" if importlib.util.find_spec("edgeroute.runtime.upstream") else "edgeroute.runtime.server"
+    encode_upstream_body = importlib.import_module(home).encode_upstream_body
     from fake_upstream import COMPLETION
 
     request = json.dumps({"model": f"router-{ROUTER}", "messages": MESSAGES}).encode()
@@ -355,8 +361,6 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
         "parse upstream answer (json.loads)": _median_us(lambda: json.loads(COMPLETION), repeats),
         "re-encode answer with record (json.dumps)": _median_us(lambda: json.dumps(json.loads(COMPLETION)), repeats),
     }
-    import importlib.util
-
     if importlib.util.find_spec("orjson") is not None:
         import orjson
 
