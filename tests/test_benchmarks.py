@@ -33,6 +33,45 @@ def test_latency_harness_on_a_tiny_model(bert_checkpoint, bert_bundle, tmp_path)
     assert document["installed_size_mb"]["runtime_total"] > 0
     assert 0 < document["tokenization"]["medium"]["share"] < 1.5
     assert "pytorch eager fp32" in latency.table(document)
+    # int8 variants on the same weights, each with parity figures against fp32 and a speedup per thread count
+    assert set(latency.INT8_VARIANTS) <= set(document["int8_variants"])
+    for row in document["int8_variants"].values():
+        assert row["speedup"]["1"] > 0 and 0 <= row["min_decision_agreement"] <= 1
+        assert row["max_abs_logit_diff"] >= 0
+    # no GPU here: the CUDA rows skip, and say why
+    assert document["cuda"]["rows"] or document["cuda"]["skipped"]
+    text = latency.markdown(document, None)
+    assert "## Targets" in text and "fast tier" in text and "≥ 4x PyTorch eager" in text
+    assert "avx" in text.lower() and "not measured" in text
     latency.plot(document, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(document)  # the document is plain JSON
+
+
+def test_fake_upstream_answers_completions_and_streams():
+    fake = _load("fake_upstream")
+    plain = fake.response_bytes(b"/v1/chat/completions", b'{"model": "m", "messages": []}')
+    head, _, body = plain.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["choices"][0]["message"]["content"]
+    assert f"content-length: {len(body)}".encode() in head
+    stream = fake.response_bytes(b"/v1/chat/completions", b'{"stream": true}')
+    assert b"text/event-stream" in stream and b"data: [DONE]" in stream
+    assert fake.response_bytes(b"/nowhere", b"").startswith(b"HTTP/1.1 404")
+
+
+def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
+    """Starts the fake upstream and `edgeroute serve`, measures a few calls each way; speed is never asserted."""
+    import pytest
+
+    pytest.importorskip("uvicorn")
+    overhead = _load("server_overhead")
+    document = overhead.run(rounds=1, calls_per_round=4, concurrencies=(1, 4))
+    for concurrency in ("1", "4"):
+        rows = document["concurrency"][concurrency]["rows"]
+        assert {"direct upstream", "server chat (proxied)", "server /v1/route"} <= set(rows)
+        assert all(row["n"] > 0 and row["requests_per_s"] > 0 for row in rows.values())
+        assert "server chat (proxied)" in document["concurrency"][concurrency]["added"]
+    assert document["micro_costs_us"]["thread-pool hop (run_in_executor of a no-op)"] > 0
+    text = overhead.markdown(document)
+    assert "## Targets" in text and ("met" in text or "MISSED" in text)
+    json.dumps(document)
