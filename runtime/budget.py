@@ -16,25 +16,13 @@ import bisect
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass
 
-from .decision import is_strong
+from .decision import BudgetState, is_strong
 from .errors import InvalidInputError
 
 DEFAULT_WINDOW = 1000
 # Below this many observations the window's quantile is too coarse; the start threshold is used.
 MIN_OBSERVATIONS = 50
-
-
-@dataclass(frozen=True)
-class BudgetState:
-    """What the budget reports (``/metrics``, each decision): its target, the strong share it observed
-    over the window, the threshold it now applies, and how many win rates the window holds."""
-
-    target: float
-    observed_share: float
-    threshold: float
-    window: int
 
 
 class StrongShareBudget:

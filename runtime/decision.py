@@ -8,15 +8,23 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import InvalidInputError, InvalidThresholdError
 
-if TYPE_CHECKING:
-    from .budget import BudgetState
-
 Tier = Literal["strong", "weak"]
 TIERS: tuple[Tier, Tier] = ("strong", "weak")
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """A strong-call budget's state (``serve --strong-share``, ``runtime/budget.py``): its target, the
+    strong share it observed over its window, the threshold it applies now, and the window's size."""
+
+    target: float
+    observed_share: float
+    threshold: float
+    window: int
 
 
 @dataclass(frozen=True)

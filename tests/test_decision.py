@@ -89,7 +89,7 @@ def test_decision_module_imports_nothing_heavy():
                     todo.append(module)
             else:
                 outside.add(module.split(".")[0])
-    assert seen == {"decision", "errors", "budget"}  # budget: only for the BudgetState type
+    assert seen == {"decision", "errors"}
     assert not outside & {"onnxruntime", "tokenizers", "numpy", "torch", "transformers"}
 
 
