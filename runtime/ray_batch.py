@@ -99,7 +99,12 @@ def _read(ray: Any, path: Path, column: str, id_column: str, batch_size: int) ->
                                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
                                num_cpus=READ_CPUS)
     else:
-        ds = ray.data.read_json(str(path), lines=True, file_extensions=None, num_cpus=READ_CPUS)
+        import pyarrow as pa
+        import pyarrow.json as pajson
+
+        # pyarrow's reader (not pandas', which coerces types); the prompt column is text whatever it holds.
+        parse = pajson.ParseOptions(explicit_schema=pa.schema([(column, pa.string())]), unexpected_field_behavior="infer")
+        ds = ray.data.read_json(str(path), parse_options=parse, file_extensions=None, num_cpus=READ_CPUS)
     ds = ds.select_columns(list(keep)).rename_columns(keep)
     return ds.repartition(target_num_rows_per_block=batch_size, strict=True)
 

@@ -21,7 +21,8 @@ N, CHUNK = 50, 7
 
 
 def _prompts() -> list[str]:
-    return [f"Question {i}: what is {i} times {i + 3}?" + " Show every step, then check it." * (i % 4)
+    # Prompt 5 looks like a number: every reader must keep it as text.
+    return ["12345" if i == 5 else f"Question {i}: what is {i} times {i + 3}?" + " Show every step, then check it." * (i % 4)
             + ("\nProve it, with a comma, and \"quotes\"." if i % 9 == 0 else "") for i in range(N)]
 
 
