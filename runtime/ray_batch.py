@@ -161,9 +161,9 @@ def score_file_ray(
     if not input_path.is_file():
         raise InvalidInputError(f"{input_path}: no such input file")
     output_format(output_path)
+    ray = _ray()
     local = Router.load(router, **load_options)  # fail fast, here, on a bad bundle or option
     chosen = resolve_threshold(local, threshold, strong_share)
-    ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
         # Logical CPUs: one per actor, plus one for the read and repartition tasks (light next to scoring).
@@ -197,7 +197,7 @@ def _run(ray: Any, local: Router, bundle: str, load_options: dict[str, Any], inp
     )
     order = list(decision_columns(local, np.zeros(0), threshold))  # the local engine's column order
     writer = ScoreWriter(output_path)
-    bar = Progress(None, f"score {local.name} (ray, {actors} actors)", progress)
+    bar = Progress(None, f"score {local.name} (ray, {actors} actor{'s' if actors > 1 else ''})", progress)
     n_strong = 0
     try:
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
