@@ -22,7 +22,7 @@ from edgeroute.runtime.metrics import routing_curve, summarize
 
 def embed(router: Router, prompts: list[str], batch_size: int = 64) -> np.ndarray:
     order = np.argsort([len(p) for p in prompts], kind="stable")
-    out = np.zeros((len(prompts), router.manifest.data["embedder"]["dim"]), dtype=np.float32)
+    out = np.zeros((len(prompts), router.manifest.encoder.dim), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         out[rows] = router.embed([prompts[i] for i in rows])

@@ -211,7 +211,7 @@ def default_static_bundle() -> str:
     from edgeroute.runtime.router import resolve_bundle
 
     for name in (default_router_name(), *shipped_routers()):
-        if read_manifest(resolve_bundle(name)).encoder.get("kind") == "static":
+        if read_manifest(resolve_bundle(name)).encoder.kind == "static":
             return name
     raise SystemExit("no static-tier router is shipped; pass --static-bundle")
 
@@ -225,12 +225,14 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     """
     from edgeroute.runtime import Router
     from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
-    from edgeroute.runtime.manifest import read_manifest
+    from edgeroute.runtime.manifest import StaticEmbedderSpec, read_manifest
     from edgeroute.runtime.router import resolve_bundle
 
     manifest = read_manifest(resolve_bundle(bundle))
-    table = np.load(manifest.folder / manifest.encoder["file"])
-    tokenizer_file = manifest.folder / manifest.data["tokenizer"]["file"]
+    if not isinstance(manifest.encoder, StaticEmbedderSpec) or manifest.tokenizer is None:
+        raise SystemExit(f"{bundle}: not a static-tier router; pass --static-bundle")
+    table = np.load(manifest.folder / manifest.encoder.file)
+    tokenizer_file = manifest.folder / manifest.tokenizer.file
     cached = StaticEmbedder(table, load_tokenizer(tokenizer_file, manifest.max_length))
     plain = StaticEmbedder(table, load_tokenizer(tokenizer_file, manifest.max_length), fast=False)
     encode = plain._encode

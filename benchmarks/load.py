@@ -68,6 +68,9 @@ async def drive(url: str, upstream: str, clients: int, requests: int, max_second
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         fault_on, fault_off = (int(requests * fault_window[0]), int(requests * fault_window[1]))
+        # At least 30 requests in the fault: a third go strong, so a short run still meets the failure
+        # ((2/3)^30 < 1e-5 that none does).
+        fault_off = max(fault_off, fault_on + 30)
 
         async def one_client(seed: int) -> None:
             nonlocal fallbacks

@@ -27,7 +27,8 @@ from edgeroute.runtime.evaluation import BASELINES, PROTOCOL_BENCHMARKS, crossva
 
 RESULTS = Path(__file__).parent / "results"
 TRANSFORMER, LABELS = "transformer tier (BERT recipe)", "fast tier: static MLP on labels"
-# The fast tier's one free choice, made here by the protocol: how much prompt length joins the teacher.
+# The fast tier's one free choice, made here by the protocol: how much prompt length joins the student
+# (a linear term beside the MLP, export/distill.py fold_length). The grid predates the results.
 LENGTH_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 
 
@@ -67,9 +68,8 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
     teacher = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
     features = static_features(Router.load(static_router), data.prompts)
     scores = {TRANSFORMER: teacher}
-    for weight in LENGTH_WEIGHTS:
-        scores[distilled_name(weight)] = distilled_scores(features, splits, teacher, data.prompts,
-                                                          StudentRecipe(length_weight=weight))
+    distilled = distilled_scores(features, splits, teacher, StudentRecipe(), LENGTH_WEIGHTS)
+    scores.update({distilled_name(weight): distilled[weight] for weight in LENGTH_WEIGHTS})
     scores[LABELS] = label_scores(features, splits, data, StudentRecipe())
     summary = crossval_summary(data, splits, scores)
     chosen = max(LENGTH_WEIGHTS, key=lambda weight: protocol_score(summary[distilled_name(weight)]))

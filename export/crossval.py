@@ -20,7 +20,7 @@ from edgeroute.runtime import Router
 from edgeroute.runtime.benchmarks import BenchmarkData
 from edgeroute.runtime.heads import MLPHead
 
-from .distill import StudentRecipe, fit_student, student_features, student_targets, teacher_targets
+from .distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
 from .teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
 from .training_data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
@@ -67,11 +67,18 @@ def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[s
     return scores
 
 
-def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], prompts: list[str],
-                     recipe: StudentRecipe) -> dict[str, np.ndarray]:
-    """The fast tier's recipe: per split, a student fitted to that split's teacher (never to a teacher
-    that saw the split's test rows)."""
-    return student_scores(features, splits, lambda split: student_targets(teacher[split], prompts, recipe), recipe)
+def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], recipe: StudentRecipe,
+                     length_weights: tuple[float, ...]) -> dict[float, dict[str, np.ndarray]]:
+    """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
+    saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all)."""
+    scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
+    for split, (train, _) in splits.items():
+        logits = teacher_targets(teacher[split])
+        hidden, output = fit_student(features[train], logits[train], recipe)
+        for weight in length_weights:
+            folded = fold_length(hidden, output, features[train], logits[train], weight)
+            scores[weight][split] = MLPHead(*folded).feature_logits(features[:, :-1], features[:, -1])
+    return scores
 
 
 def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,

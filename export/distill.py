@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgeroute.runtime.heads import length_feature
+from edgeroute.runtime.heads import MLPHead, length_feature
 
 from .exporter import HEAD_FILE
 
@@ -34,7 +34,7 @@ class StudentRecipe:
     """How the MLP head is fitted (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
 
     hidden: int = 256
-    # Weight of the prompt's (standardized) log length added to the standardized teacher logit:
+    # Weight of the prompt's standardized log length beside the standardized student score (``fold_length``):
     # the teacher sees at most max_length tokens and under-uses length, which generalizes across subjects.
     length_weight: float = 0.0
     epochs: int = 30
@@ -50,15 +50,36 @@ def teacher_targets(win_rates: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def student_targets(teacher_win_rates: np.ndarray, prompts: list[str], recipe: StudentRecipe) -> np.ndarray:
-    """The recipe's regression target per prompt: the teacher's logit, plus length when ``length_weight`` is set."""
+def fold_length(hidden: np.ndarray, output: np.ndarray, features: np.ndarray, teacher_logits: np.ndarray,
+                length_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Add prompt length to a fitted student *outside* its network, as one exact linear term.
+
+    The score becomes ``z(student) + length_weight * z(length)`` (z: standardized on ``features``, the
+    training rows), rescaled to the teacher's logit scale so that sigmoid(score) stays a readable win
+    rate. Length enters linearly, so it extrapolates to prompts longer or shorter than any seen in
+    training, where a network fitted to a length-mixed target does not. The term is stored as one more
+    hidden unit (weight on the length input only, bias 0): the length input is never negative, so
+    that unit's ReLU is the identity and the runtime's head format is unchanged.
+    """
+    student = MLPHead(hidden, output).feature_logits(features[:, :-1], features[:, -1])
+    length = features[:, -1].astype(np.float64)
+    teacher = np.asarray(teacher_logits, dtype=np.float64)
+    norm = np.sqrt(1.0 + length_weight**2)
+    scale = teacher.std() / (student.std() * norm)
+    length_scale = teacher.std() * length_weight / (length.std() * norm)
+    shift = teacher.mean() - scale * student.mean() - length_scale * length.mean()
+    length_unit = np.zeros((1, hidden.shape[1]), dtype=np.float32)
+    length_unit[0, -2] = 1.0
+    folded_out = np.concatenate([output[0, :-1] * scale, [length_scale], [output[0, -1] * scale + shift]])
+    return np.concatenate([hidden, length_unit]), folded_out[None, :].astype(np.float32)
+
+
+def fit_distilled(features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The fast tier's recipe: a student fitted to the teacher's logits, then length folded in (``fold_length``)."""
     logits = teacher_targets(teacher_win_rates)
-    if not recipe.length_weight:
-        return logits
-    length = length_feature(prompts)
-    mixed = (logits - logits.mean()) / logits.std() + recipe.length_weight * (length - length.mean()) / length.std()
-    # Back on the teacher's logit scale, so that sigmoid(score) stays a win-rate-like number users can read.
-    return logits.mean() + logits.std() * mixed / np.sqrt(1.0 + recipe.length_weight**2)
+    hidden, output = fit_student(features, logits, recipe, progress)
+    return fold_length(hidden, output, features, logits, recipe.length_weight)
 
 
 def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
@@ -104,7 +125,7 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
     """The ``training.json`` of a distilled router (copied into the bundle's manifest at export)."""
     return {
         "recipe": {**asdict(recipe), "kind": "distilled static MLP", "teacher": teacher,
-                   "loss": "MSE on the teacher's win-rate logit (standardized, + length_weight x standardized log length)",
+                   "loss": "MSE on the teacher's win-rate logit; then + length_weight x standardized log length outside the MLP",
                    "features": "static embedding, log1p(chars)/8"},
         "n_train": n_prompts, "n_val": 0, "best": None,
     }
@@ -137,12 +158,11 @@ def distill_command(args: Any) -> dict[str, Any]:
     rates = np.concatenate([teacher.strong_win_rates(prompts[i : i + 256]) for i in
                             tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")])
     recipe = StudentRecipe(seed=args.seed, length_weight=getattr(args, "length_weight", 0.0))
-    hidden, output = fit_student(static_features(static, prompts), student_targets(rates, prompts, recipe),
-                                 recipe, progress=True)
+    hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)
-    shutil.copyfile(static.manifest.verify(static.manifest.data["tokenizer"]["file"]), out / STATIC_TOKENIZER_FILE)
+    shutil.copyfile(static.manifest.verify(static.manifest.tokenizer.file), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
     report["static_from"] = static.name
@@ -153,7 +173,9 @@ def distill_command(args: Any) -> dict[str, Any]:
 def _static_table(router: Any) -> np.ndarray:
     from .checkpoints import CheckpointError
 
-    section = router.manifest.encoder
-    if router.kind != "mf" or section.get("kind") != "static":
+    from edgeroute.runtime.manifest import StaticEmbedderSpec
+
+    spec = router.manifest.encoder
+    if not isinstance(spec, StaticEmbedderSpec):
         raise CheckpointError(f"{router.manifest.folder}: --static-from needs a router with a static embedder")
-    return np.load(router.manifest.verify(section["file"]), allow_pickle=False)
+    return np.load(router.manifest.verify(spec.file), allow_pickle=False)

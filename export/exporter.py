@@ -305,11 +305,11 @@ def _count_truncated(staging: Path) -> int:
     from edgeroute.runtime.encoders import load_tokenizer
 
     manifest = read_manifest(staging)
-    if manifest.max_length is None:
+    if manifest.tokenizer is None:  # a remote embedder tokenizes on its side
         return 0
-    tokenizer = load_tokenizer(manifest.verify(manifest.data["tokenizer"]["file"]), 10**6)
+    tokenizer = load_tokenizer(manifest.verify(manifest.tokenizer.file), 10**6)
     tokenizer.no_padding()  # padded, every prompt would look as long as the longest
-    return sum(len(e.ids) > manifest.max_length for e in tokenizer.encode_batch(PARITY_PROMPTS))
+    return sum(len(e.ids) > manifest.tokenizer.max_length for e in tokenizer.encode_batch(PARITY_PROMPTS))
 
 
 def _staging_folder(options: ExportOptions) -> Path:

@@ -25,14 +25,41 @@ from .errors import (
     UnknownModelError,
     UnsupportedSchemaError,
 )
-from .manifest import SCHEMA_VERSION, Manifest, read_manifest
-from .router import Router, RoutingDecision, default_router_name, models_dir, shipped_routers
+from .decision import Decision
 
 __version__ = "0.1.0"
 
+# Loaded on first use (PEP 562), not at import: the router pulls in numpy and the tokenizers, and
+# `import edgeroute.runtime.errors` (the server's and the CLI's error handling) needs neither.
+_LAZY = {
+    "Router": "router",
+    "default_router_name": "router",
+    "models_dir": "router",
+    "shipped_routers": "router",
+    "Manifest": "manifest",
+    "read_manifest": "manifest",
+    "SCHEMA_VERSION": "manifest",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the module that defines ``name`` on first access and cache the attribute here."""
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "Router",
-    "RoutingDecision",
+    "Decision",
     "Manifest",
     "read_manifest",
     "SCHEMA_VERSION",

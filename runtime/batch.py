@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from .decision import is_strong
+from .decision import resolve_threshold as _resolve_threshold
 from .errors import InvalidInputError, require_extra
-from .router import Router, check_threshold
+from .router import Router
 
 DEFAULT_COLUMN = "prompt"
 DEFAULT_ID_COLUMN = "id"
@@ -62,25 +64,20 @@ class ScoreSummary:
 
 # ------------------------------------------------------------------ decisions (one place)
 def resolve_threshold(router: Router, threshold: float | None = None, strong_share: float | None = None) -> float:
-    """The threshold ``edgeroute route`` would use: explicit, from the calibration table for a
-    strong share, or the router's default (calibrated 50%, else 0.5)."""
-    if threshold is not None and strong_share is not None:
-        raise InvalidInputError("pass a threshold or a strong share, not both")
-    if strong_share is not None:
-        return router.threshold_for(strong_share)
-    if threshold is not None:
-        return check_threshold(threshold)
-    return router.default_threshold()
+    """The threshold ``edgeroute route`` would use (``decision.resolve_threshold``): explicit, from the
+    calibration table for a strong share, or the router's default (calibrated 50%, else 0.5)."""
+    return _resolve_threshold(router, threshold, strong_share)
 
 
 def decision_columns(router: Router, win_rates: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """The decision columns of scored rows: ``router``, ``win_rate``, ``tier`` (strong/weak),
-    ``model`` and ``threshold``, by ``Router.route``'s rule (strong when win rate >= threshold).
+    """The decision columns of scored rows: the ``Decision`` fields ``router``, ``win_rate``, ``tier``
+    (strong/weak), ``model`` and ``threshold``, by ``decision.is_strong`` (``score_us`` and
+    ``fallback`` belong to one routed request, not to a batch).
 
-    The only place that knows the decision's shape: both engines and both writers use it.
+    The only place in batch scoring that knows the decision's shape: both engines and writers use it.
     """
     rates = np.asarray(win_rates, dtype=np.float64)
-    strong = rates >= threshold
+    strong = np.asarray(is_strong(rates, threshold), dtype=bool)
     names = np.array([router.weak_model, router.strong_model], dtype=object)
     return {
         "router": np.full(len(rates), router.name, dtype=object),

@@ -221,26 +221,13 @@ def _read_prompts(arguments: Sequence[str]) -> list[str]:
 
 
 def _run_route(args: argparse.Namespace) -> int:
-    from .router import check_threshold
+    from .decision import resolve_threshold
 
     prompts = _read_prompts(args.prompts)
     router = _load_router(args, args.router)
-    if args.strong_pct is not None:
-        threshold = router.threshold_for(args.strong_pct)
-    elif args.threshold is not None:
-        threshold = check_threshold(args.threshold)
-    else:
-        threshold = router.default_threshold()
+    threshold = resolve_threshold(router, args.threshold, args.strong_pct)
     for prompt in prompts:
-        decision = router.route(prompt, threshold)
-        print(json.dumps({
-            "router": router.name,
-            "win_rate": round(decision.win_rate, 6),
-            "threshold": round(decision.threshold, 6),
-            "decision": decision.model,
-            "model": decision.model_name,
-            "score_us": round(decision.score_us, 1),
-        }))
+        print(json.dumps(router.route(prompt, threshold).to_dict(rounded=True)))
     return EXIT_OK
 
 

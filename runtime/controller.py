@@ -4,11 +4,12 @@
     client = Controller(strong=Endpoint("gpt-4o", api_key_env="OPENAI_API_KEY"),
                         weak=Endpoint("llama3", base_url="http://localhost:8000/v1", api_key="none"))
     response = client.chat.completions.create(model="router-bert-0.3", messages=[...])
-    response.routing   # {"router", "model", "model_name", "win_rate", "threshold", "score_us", "fallback"}
+    response.routing   # Decision.to_dict(): {"router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"}
 
 Needs the ``openai`` extra. No client is created until the first request. Upstream timeouts,
-connection failures, 429s, 5xx and malformed answers are retried once on the other model, as
-``edgeroute serve`` does (``fallback=False`` turns that off); ``routing["fallback"]`` says why.
+connection failures, 429s, 5xx and malformed answers are retried once on the other model by the
+same rule as ``edgeroute serve`` (``upstream.Fallback``; ``fallback=False`` turns it off);
+``routing["fallback"]`` says why.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigurationError, require_extra
-from .routing import FALLBACK_KINDS, RouterSet, RoutingPolicy, RoutingRecord, parse_model_field
+from .decision import Decision
+from .routing import RouterSet, RoutingPolicy, parse_model_field
+from .upstream import Fallback
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,11 @@ class _Routed:
     ) -> None:
         require_extra("openai", "openai", "edgeroute's controller")
         self.endpoints = {"strong": strong, "weak": weak}
-        self.fallback = fallback
         self.policy = RoutingPolicy(
             RouterSet(routers, device=device, threads=threads), strong.model, weak.model,
             route_on=route_on, sticky=sticky, score_budget_ms=score_budget_ms, default_model=default_model,
         )
+        self.fallback = Fallback(fallback, self.policy.names, upstream_failure_kind)
         self._clients: dict[str, Any] = {}
 
     def _targets(self, model: str | None, router: str | None, threshold: float | None) -> tuple[str | None, float | None]:
@@ -83,15 +86,6 @@ class _Routed:
             self._clients[role] = factory(base_url=endpoint.base_url, api_key=endpoint.resolved_key(),
                                           timeout=endpoint.timeout_s, max_retries=0)
         return self._clients[role]
-
-
-    def _fallback_for(self, record: RoutingRecord, error: Exception) -> RoutingRecord:
-        """The record that sends the request to the other model, as the server does; re-raises when
-        the failure is not one to retry elsewhere (or fallback is off)."""
-        kind = upstream_failure_kind(error)
-        if not self.fallback or kind not in FALLBACK_KINDS:
-            raise error
-        return record.fallen_back(self.policy.names, kind)
 
 
 class _MalformedResponse(ValueError):
@@ -140,8 +134,8 @@ class RoutedStream:
             close()
 
 
-def _attach(response: Any, record: RoutingRecord, stream: bool) -> Any:
-    routing = record.to_dict()
+def _attach(response: Any, decision: Decision, stream: bool) -> Any:
+    routing = decision.to_dict()
     if stream:
         return RoutedStream(response, routing)
     response.routing = routing  # the SDK's response models accept extra attributes
@@ -157,16 +151,15 @@ class _Completions:
         """Route on ``messages`` and call the chosen model; all other keywords pass through."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
-        record = owner.policy.decide(messages, router_name, chosen, strong_pct)
+        decision = owner.policy.decide(messages, router_name, chosen, strong_pct)
         stream = bool(kwargs.get("stream"))
-        try:
-            response = _checked(owner._client(record.model, "OpenAI").chat.completions.create(
-                model=record.model_name, messages=messages, **kwargs), stream)
-        except Exception as error:  # noqa: BLE001 - _fallback_for re-raises what is not an upstream fault
-            record = owner._fallback_for(record, error)
-            response = _checked(owner._client(record.model, "OpenAI").chat.completions.create(
-                model=record.model_name, messages=messages, **kwargs), stream)
-        return _attach(response, record, stream)
+
+        def call(d: Decision) -> Any:
+            return _checked(owner._client(d.tier, "OpenAI").chat.completions.create(
+                model=d.model, messages=messages, **kwargs), stream)
+
+        decision, response = owner.fallback.call(decision, call)
+        return _attach(response, decision, stream)
 
 
 class _AsyncCompletions:
@@ -178,16 +171,15 @@ class _AsyncCompletions:
         """Async twin of ``Controller.chat.completions.create``."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
-        record = await owner.policy.adecide(messages, router_name, chosen, strong_pct)
+        decision = await owner.policy.adecide(messages, router_name, chosen, strong_pct)
         stream = bool(kwargs.get("stream"))
-        try:
-            response = _checked(await owner._client(record.model, "AsyncOpenAI").chat.completions.create(
-                model=record.model_name, messages=messages, **kwargs), stream)
-        except Exception as error:  # noqa: BLE001 - _fallback_for re-raises what is not an upstream fault
-            record = owner._fallback_for(record, error)
-            response = _checked(await owner._client(record.model, "AsyncOpenAI").chat.completions.create(
-                model=record.model_name, messages=messages, **kwargs), stream)
-        return _attach(response, record, stream)
+
+        async def call(d: Decision) -> Any:
+            return _checked(await owner._client(d.tier, "AsyncOpenAI").chat.completions.create(
+                model=d.model, messages=messages, **kwargs), stream)
+
+        decision, response = await owner.fallback.acall(decision, call)
+        return _attach(response, decision, stream)
 
 
 class _Chat:

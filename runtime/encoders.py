@@ -10,9 +10,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from .errors import (
@@ -22,6 +22,9 @@ from .errors import (
     ProviderUnavailableError,
 )
 from .wordcache import ChunkCache
+
+if TYPE_CHECKING:  # onnxruntime is imported by make_session only: static and remote routers never load it
+    import onnxruntime as ort
 
 DEVICES = ("cpu", "cuda")
 # Shipped tokenizer files are under 1 MB with 5 added tokens; these limits leave ample room.
@@ -42,6 +45,8 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     ``spinning`` keeps idle worker threads spinning: 30% lower batch-1 latency here, at the cost
     of CPU burnt between requests (turn it off on shared machines).
     """
+    import onnxruntime as ort  # here, not at the top: about 150 ms that graph-free routers never need
+
     if device not in DEVICES:
         raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
     check_threads(threads)

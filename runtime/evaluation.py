@@ -220,7 +220,7 @@ def calibrate_win_rates(
     result = {"router": router.name, "strong_pct": strong_share, "threshold": threshold_for_share(rates, strong_share),
               "n_prompts": len(rates)}
     if write:
-        manifest = dict(router.manifest.data)
+        manifest = router.manifest.to_dict()
         manifest["calibration"] = {
             "prompt_set": description or "win rates",
             "n_prompts": len(rates),

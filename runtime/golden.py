@@ -14,29 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ManifestError, ParityDriftError
-
-
-def _golden_entry(manifest: Any, key: str) -> tuple[list[str], list[float], list[float] | None, float] | None:
-    """(prompts, stored win rates, fp32 reference, tolerance) for ``key``; None when not recorded."""
-    golden = manifest.data.get("golden")
-    if golden is None:
-        return None
-    path = manifest.folder / "manifest.json"
-    entry = golden.get("precisions", {}).get(key) if isinstance(golden, dict) else None
-    if entry is None:
-        return None
-    prompts, reference = golden.get("prompts"), golden.get("reference")
-    stored, tolerance = entry.get("win_rates") if isinstance(entry, dict) else None, entry.get("tolerance")
-    if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and p.strip() for p in prompts)
-            and isinstance(stored, list) and len(stored) == len(prompts)
-            and isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0
-            and (reference is None or (isinstance(reference, list) and len(reference) == len(prompts)))):
-        raise ManifestError(
-            f"{path}: 'golden' must hold non-empty 'prompts', and per precision 'win_rates' of the same "
-            "length and a 'tolerance'; re-export the bundle with `edgeroute export`"
-        )
-    return prompts, stored, reference, float(tolerance)
+from .errors import ParityDriftError
 
 
 def check_golden(router: Any) -> dict[str, Any]:
@@ -46,14 +24,14 @@ def check_golden(router: Any) -> dict[str, Any]:
     not checked rather than refused: they still load.
     """
     manifest = router.manifest
-    key = router.precision or manifest.encoder.get("kind", "")
-    found = _golden_entry(manifest, key)
+    key = router.precision or manifest.encoder.kind
+    found = manifest.golden_scores(key)  # ManifestError when the section is malformed
     if found is None:
         reason = "no golden scores in the manifest (exported by an older edgeroute: re-export to add them)"
-        if manifest.data.get("golden") is not None:
+        if manifest.golden is not None:
             reason = f"no golden scores recorded for {key!r}"
         return {"precision": key, "checked": False, "reason": reason}
-    prompts, stored, reference, tolerance = found
+    prompts, stored, reference, tolerance = found.prompts, found.win_rates, found.reference, found.tolerance
     # One prompt at a time: the same way they were recorded, independent of batching.
     scores = np.array([router.strong_win_rates([prompt])[0] for prompt in prompts], dtype=np.float64)
     drift = np.abs(scores - np.asarray(stored, dtype=np.float64))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decision import is_strong
+
 
 @dataclass
 class RoutingCurve:
@@ -31,7 +33,8 @@ def routing_curve(
     edges = np.quantile(win_rates, np.linspace(0.0, 1.0, num_thresholds + 1))
     shares, qualities = [], []
     for index, threshold in enumerate(edges):
-        strong = win_rates > threshold if index == len(edges) - 1 else win_rates >= threshold
+        # RouteLLM's sweep: the top edge (the largest win rate) is strict, so its share can reach 0.
+        strong = win_rates > threshold if index == len(edges) - 1 else is_strong(win_rates, threshold)
         shares.append(strong.mean())
         qualities.append(np.where(strong, strong_quality, weak_quality).mean())
     order = np.argsort(shares, kind="stable")

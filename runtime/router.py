@@ -9,39 +9,25 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal, cast
+from typing import Any, Callable
 
 import numpy as np
 
-from .encoders import (
-    DEVICES,
-    OnnxTextEncoder,
-    OpenAIEmbedder,
-    StaticEmbedder,
-    check_threads,
-    load_tokenizer,
-    make_session,
-)
+from .decision import Decision, decision_for, resolve_threshold
 from .errors import (
     BundleCorruptError,
     BundleNotFoundError,
     ConfigurationError,
     InvalidInputError,
     InvalidPromptError,
-    InvalidThresholdError,
-    ManifestError,
-    PrecisionUnavailableError,
-    UnknownModelError,
 )
-from .heads import MLPHead
-from .manifest import MANIFEST_NAME, PRECISIONS, Manifest, read_manifest
+from .manifest import Manifest, read_manifest
+from .scorers import LoadOptions, Scorer, scorer_for
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
 _ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_DEFAULT_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32", "int8")}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Prompts are cut to this many characters per token of max_length before tokenizing: the
 # tokenizer would otherwise process the whole text only to keep its first max_length tokens.
@@ -117,57 +103,20 @@ def clean_prompt(prompt: Any, position: int | None = None) -> str:
     return prompt
 
 
-def check_threshold(threshold: Any) -> float:
-    """Return ``threshold`` as a float, or raise ``InvalidThresholdError`` unless it is finite and in [0, 1]."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
-    try:
-        value = float(threshold)
-    except OverflowError:  # an int too large for a float (JSON allows any number of digits)
-        raise InvalidThresholdError("threshold must be a number in [0, 1], got an integer too large for a float") from None
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class RoutingDecision:
-    """The outcome of ``Router.route``: which model gets the prompt, and why."""
-
-    model: Literal["strong", "weak"]
-    model_name: str | None
-    win_rate: float
-    threshold: float
-    score_us: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class Router:
     """A loaded router bundle. Thread-safe: one instance may score from many threads."""
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        win_rates: Callable[[list[str]], np.ndarray],
-        precision: str | None,
-        device: str,
-        strong_model: str | None,
-        weak_model: str | None,
-        encoder: OnnxTextEncoder | None = None,
-        embedder: Callable[[list[str]], np.ndarray] | None = None,
-        cache_size: int = 0,
-    ) -> None:
+    def __init__(self, manifest: Manifest, scorer: Scorer, device: str = "cpu", cache_size: int = 0) -> None:
+        """A router over an already built scorer; ``Router.load`` is the usual way to get one."""
         self.manifest = manifest
-        self._embedder = embedder
+        self.scorer = scorer
         self._cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
-        self._win_rates = _finite(win_rates, manifest.folder)
-        self.precision = precision
+        self._win_rates = _finite(scorer.win_rates, manifest.folder)
+        self.precision = scorer.precision
         self.device = device
-        self.strong_model = strong_model
-        self.weak_model = weak_model
-        self.encoder = encoder
+        self.strong_model = scorer.strong_model
+        self.weak_model = scorer.weak_model
+        self.encoder = scorer.encoder
         max_length = manifest.max_length
         self._char_limit = None if max_length is None else max_length * CHARS_PER_TOKEN_BOUND
 
@@ -201,38 +150,15 @@ class Router:
         """
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ConfigurationError(f"cache_size must be a non-negative integer, got {cache_size!r}")
-        if device not in DEVICES:
-            raise ConfigurationError(f"device must be one of {DEVICES}, got {device!r}")
-        check_threads(threads)  # one rule for every kind, also those that never create a session
+        options = LoadOptions(device, precision, threads, spinning, strong_model, weak_model,
+                              embeddings_base_url, embeddings_api_key)
         manifest = read_manifest(resolve_bundle(path_or_name))
-        encoder, chosen = _load_onnx_encoder(manifest, precision, device, threads, spinning)
-        if manifest.kind == "bert":
-            if not _names_bert_pair(manifest, strong_model, weak_model):
-                raise ConfigurationError(
-                    "strong_model/weak_model choose the pair of an MF router; a BERT router predicts "
-                    "for the pair it was trained on (see its manifest's 'models')"
-                )
-            labels = manifest.encoder["win_rate"]["labels"]
-            assert encoder is not None  # the manifest check requires graphs for BERT routers
-            win_rates = _bert_win_rates(encoder, labels)
-            names = manifest.data.get("models") or {}
-            return _verified(cls(manifest, win_rates, chosen, device, names.get("strong"), names.get("weak"), encoder,
-                                 cache_size=cache_size), verify)
+        router = cls(manifest, scorer_for(manifest)(manifest, options), device, cache_size)
+        if verify:
+            from .golden import check_golden
 
-        strong_model, weak_model = _mf_pair(manifest, strong_model, weak_model)
-        encoder_section = manifest.encoder
-        embed: Callable[[list[str]], np.ndarray]
-        if encoder is not None:
-            embed = encoder
-        elif encoder_section["kind"] == "static":
-            embed = _static_embedder(manifest)
-        else:
-            embed = OpenAIEmbedder(
-                encoder_section["model"], encoder_section["dim"], embeddings_base_url, embeddings_api_key
-            )
-        win_rates = _head_win_rates(manifest, embed, strong_model, weak_model)
-        return _verified(cls(manifest, win_rates, chosen, device, strong_model, weak_model, encoder, embed, cache_size),
-                         verify)
+            check_golden(router)
+        return router
 
     # ----------------------------------------------------------------- scoring
     @property
@@ -280,9 +206,10 @@ class Router:
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """MF routers: the prompt embeddings the head scores, one row per prompt."""
-        if self._embedder is None:
+        embedder = self.scorer.embedder
+        if embedder is None:
             raise ConfigurationError(f"router {self.name!r} is a BERT router; only MF routers embed prompts")
-        return self._embedder([self._prepare(prompt, position) for position, prompt in enumerate(prompts)])
+        return embedder([self._prepare(prompt, position) for position, prompt in enumerate(prompts)])
 
     def _prepare(self, prompt: Any, position: int | None = None) -> str:
         """``clean_prompt``, then cut to what ``max_length`` tokens can use (the first tokens are kept)."""
@@ -294,18 +221,17 @@ class Router:
             prompt = cut if not cut.isspace() else prompt.lstrip()[:limit]
         return clean_prompt(prompt, position)
 
-    def route(self, prompt: str, threshold: float | None = None) -> RoutingDecision:
-        """Strong when the win rate is at least ``threshold`` (RouteLLM's rule), else weak.
+    def route(self, prompt: str, threshold: float | None = None, strong_pct: float | None = None) -> Decision:
+        """Strong when the win rate is at least the threshold (RouteLLM's rule), else weak.
 
-        Without a threshold, ``default_threshold()`` applies, as in ``edgeroute route``.
+        The threshold is ``threshold``, else the one for ``strong_pct`` strong calls, else
+        ``default_threshold()``, as in ``edgeroute route`` (``decision.resolve_threshold``).
         """
-        threshold = self.default_threshold() if threshold is None else check_threshold(threshold)
+        chosen = resolve_threshold(self, threshold, strong_pct)
         started = time.perf_counter()
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6
-        model: Literal["strong", "weak"] = "strong" if win_rate >= threshold else "weak"
-        name = self.strong_model if model == "strong" else self.weak_model
-        return RoutingDecision(model, name, win_rate, threshold, score_us)
+        return decision_for(self.name, win_rate, chosen, score_us, {"strong": self.strong_model, "weak": self.weak_model})
 
     def threshold_for(self, strong_pct: float) -> float:
         """Threshold that sends a share ``strong_pct`` of prompts to the strong model.
@@ -313,7 +239,7 @@ class Router:
         Read from the manifest's calibration table (linear between its points); raises
         ``InvalidInputError`` when the bundle is not calibrated or the share is off its range.
         """
-        table = (self.manifest.calibration or {}).get("thresholds")
+        table = self.manifest.calibration.thresholds if self.manifest.calibration else None
         if not table:
             raise InvalidInputError(
                 f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` "
@@ -373,258 +299,6 @@ class ScoreCache:
 
 
 # ---------------------------------------------------------------------- helpers
-def _choose_precision(manifest: Manifest, precision: str | None, device: str) -> str:
-    available = manifest.precisions
-    if precision is None:
-        for candidate in _DEFAULT_PRECISION[device]:
-            if candidate in available:
-                return candidate
-        return available[0]
-    if precision not in PRECISIONS:
-        raise ConfigurationError(f"precision must be one of {PRECISIONS} or None, got {precision!r}")
-    if precision not in available:
-        raise PrecisionUnavailableError(
-            f"{manifest.folder}: no {precision} graph in this bundle (it has {', '.join(available)}); "
-            f"pick one of those or re-export with --precisions {precision}"
-        )
-    return precision
-
-
-def _load_onnx_encoder(
-    manifest: Manifest, precision: str | None, device: str, threads: int | None, spinning: bool
-) -> tuple[OnnxTextEncoder | None, str | None]:
-    """The bundle's ONNX encoder and its precision, checked by one probe run; (None, None) without a graph."""
-    section = manifest.encoder
-    if not section.get("graphs"):
-        if precision is not None:
-            raise PrecisionUnavailableError(
-                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
-                f"{section.get('kind')!r}); load it without a precision "
-                "(omit precision= in Python, --precision on the command line)"
-            )
-        if device != "cpu":
-            # Without a graph nothing runs on onnxruntime: CUDA would silently mean CPU.
-            raise ConfigurationError(
-                f"{manifest.folder}: this router has no ONNX graph (its embedder is "
-                f"{section.get('kind')!r}), so it scores on the CPU only; load it with "
-                "device='cpu' (--device cpu), or pick a router with graphs for CUDA"
-            )
-        return None, None
-    chosen = _choose_precision(manifest, precision, device)
-    graph_path = manifest.verify(section["graphs"][chosen])
-    session = make_session(graph_path, device, threads, spinning)
-    _check_graph_io(session, graph_path, section)
-    tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
-    tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
-    encoder = OnnxTextEncoder(session, tokenizer, section["inputs"], section["output"],
-                              per_row=_scores_per_row(manifest, chosen))
-    _probe_graph(encoder, graph_path, manifest)
-    return encoder, chosen
-
-
-def _probe_graph(encoder: OnnxTextEncoder, graph_path: Path, manifest: Manifest) -> None:
-    """Score one input of ``max_length`` tokens holding the tokenizer's largest id.
-
-    A ``max_length`` past the graph's position table, token ids past its embedding table, labels
-    past its outputs or non-finite weights then fail at load, not on some later prompt.
-    """
-    length = manifest.max_length or 1
-    top_id = max(encoder.tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
-    ids = np.full((1, length), top_id, dtype=np.int64)
-    columns = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    try:
-        output = np.asarray(encoder.run_tokens({name: columns[name] for name in encoder.input_names}))
-    except Exception as exc:  # onnxruntime's errors are untyped
-        raise BundleCorruptError(
-            f"{graph_path}: the graph fails on {length} tokens with ids up to {top_id} "
-            f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); set the manifest's "
-            "'tokenizer.max_length' within the graph's position limit, or re-export the bundle"
-        ) from exc
-    section = manifest.encoder
-    if manifest.kind == "bert":
-        labels = section["win_rate"]["labels"]
-        if output.ndim != 2 or max(labels) >= output.shape[1]:
-            raise ManifestError(
-                f"{manifest.folder / MANIFEST_NAME}: 'classifier.win_rate.labels' {labels} do not fit the graph's "
-                f"output of shape {output.shape}; re-export the bundle with `edgeroute export`"
-            )
-    elif output.shape != (1, section["dim"]):
-        raise ManifestError(
-            f"{manifest.folder / MANIFEST_NAME}: 'embedder.dim' is {section['dim']} but the graph outputs shape "
-            f"{output.shape}; re-export the bundle with `edgeroute export`"
-        )
-    if not np.all(np.isfinite(output)):
-        raise BundleCorruptError(f"{graph_path}: the graph outputs non-finite values (NaN or infinity); re-export the bundle")
-
-
-def _mf_pair(manifest: Manifest, strong_model: str | None, weak_model: str | None) -> tuple[str, str]:
-    """The MF pair's names in the bundle's own spelling (defaults from the manifest, aliases resolved)."""
-    head = manifest.data["head"]
-    model_names: list[str] = head["model_names"]
-    strong_model = _canonical(strong_model or head.get("default_strong"), model_names, head)
-    weak_model = _canonical(weak_model or head.get("default_weak"), model_names, head)
-    for role, name in (("strong", strong_model), ("weak", weak_model)):
-        if not isinstance(name, str) or name not in model_names:
-            shown = ", ".join(model_names[:8]) + (" …" if len(model_names) > 8 else "")
-            raise UnknownModelError(
-                f"{role} model {name!r} is not in this MF router's {len(model_names)} models ({shown}); "
-                f"see `edgeroute info {manifest.folder}` for all names"
-            )
-    if strong_model == weak_model:
-        raise ConfigurationError(f"strong and weak model are both {strong_model!r}; pick two different models")
-    return cast(str, strong_model), cast(str, weak_model)
-
-
-def _static_embedder(manifest: Manifest) -> StaticEmbedder:
-    """The static table and its tokenizer, checked to fit each other."""
-    section = manifest.encoder
-    table = _load_array(manifest, section["file"], None, section["dim"])
-    tokenizer_path = manifest.verify(manifest.data["tokenizer"]["file"])
-    tokenizer = load_tokenizer(tokenizer_path, manifest.max_length)
-    top_id = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=0)
-    if top_id >= table.shape[0]:
-        raise BundleCorruptError(
-            f"{tokenizer_path}: token ids reach {top_id}, past the {table.shape[0]} rows of {section['file']}; "
-            "the tokenizer does not belong to this table: re-export the bundle"
-        )
-    return StaticEmbedder(table, tokenizer)
-
-
-def _check_graph_io(session: Any, graph_path: Path, section: dict[str, Any]) -> None:
-    graph_inputs = sorted(i.name for i in session.get_inputs())
-    graph_outputs = [o.name for o in session.get_outputs()]
-    if graph_inputs != sorted(section["inputs"]) or section["output"] not in graph_outputs:
-        raise BundleCorruptError(
-            f"{graph_path}: graph inputs {graph_inputs} / outputs {graph_outputs} differ from the manifest's "
-            f"{sorted(section['inputs'])} / {section['output']!r}; the graph does not belong to this manifest: re-export"
-        )
-
-
-def _load_array(manifest: Manifest, file_name: str, rows: int | None, dim: int) -> np.ndarray:
-    """A float matrix from a bundle's .npy file, shape checked (``rows`` None: any row count)."""
-    path = manifest.verify(file_name)
-    matrix = read_npy(path, rows, dim)
-    if not np.all(np.isfinite(matrix)):
-        raise BundleCorruptError(f"{path}: the array holds NaN or infinite values; re-export the bundle")
-    return np.ascontiguousarray(matrix)
-
-
-def read_npy(path: Path, rows: int | None, dim: int) -> np.ndarray:
-    """A float (rows, dim) array from a ``.npy`` file; the header is checked before anything is allocated.
-
-    Never unpickles; refuses ``.npz`` archives, object arrays, and headers whose shape disagrees
-    with the file's size (a header may claim 2**40 rows).
-    """
-    def corrupt(problem: str) -> BundleCorruptError:
-        return BundleCorruptError(f"{path}: not a plain numpy array file ({problem}); re-export the bundle")
-
-    with open(path, "rb") as handle:
-        try:
-            version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran_order, dtype = read_header(handle)
-        except (ValueError, OSError, EOFError, SyntaxError) as exc:
-            raise corrupt(str(exc)[:200]) from None
-        if dtype.hasobject:
-            raise corrupt("an object array, which only unpickling could read")
-        expected_rows = shape[0] if rows is None and len(shape) == 2 else rows
-        if shape != (expected_rows, dim) or dtype.kind != "f":
-            raise BundleCorruptError(
-                f"{path}: array has shape {shape} and dtype {dtype}, expected float ({rows or 'N'}, {dim}); "
-                "re-export the bundle"
-            )
-        data_bytes = path.stat().st_size - handle.tell()
-        if data_bytes != shape[0] * dim * dtype.itemsize:
-            raise corrupt(f"header says {shape} {dtype}, the file holds {data_bytes} bytes of data")
-        try:
-            matrix = np.fromfile(handle, dtype=dtype, count=shape[0] * dim)
-        except (ValueError, OSError) as exc:
-            raise corrupt(str(exc)[:200]) from None
-    return matrix.reshape(shape, order="F" if fortran_order else "C")
-
-
-def _bert_win_rates(encoder: OnnxTextEncoder, labels: list[int]) -> Callable[[list[str]], np.ndarray]:
-    def win_rates(prompts: list[str]) -> np.ndarray:
-        logits = encoder(prompts).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return 1.0 - probabilities[:, labels].sum(axis=1)
-
-    return win_rates
-
-
-def _head_win_rates(
-    manifest: Manifest, embed: Callable[[list[str]], np.ndarray], strong_model: str, weak_model: str
-) -> Callable[[list[str]], np.ndarray]:
-    """The scoring function of an MF-kind bundle's head: RouteLLM's folded MF matrix or a distilled MLP."""
-    head, dim = manifest.data["head"], manifest.encoder["dim"]
-    model_names: list[str] = head["model_names"]
-    if head.get("kind") == "mlp":
-        if [strong_model, weak_model] != model_names[:2]:
-            raise ConfigurationError(
-                f"{manifest.folder}: this distilled router predicts only for strong {model_names[0]!r} "
-                f"vs weak {model_names[1]!r}; omit strong_model/weak_model or use an MF router"
-            )
-        hidden = _load_array(manifest, head["file"], None, dim + 2).astype(np.float32)
-        output = _load_array(manifest, head["output_file"], 1, hidden.shape[0] + 1).astype(np.float32)
-        mlp = MLPHead(hidden, output)
-        return lambda prompts: mlp.win_rates(embed(prompts), prompts)
-    matrix = _load_array(manifest, head["file"], len(model_names), dim).astype(np.float32)
-    # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
-    difference = matrix[model_names.index(strong_model)] - matrix[model_names.index(weak_model)]
-    return _mf_win_rates(embed, difference)
-
-
-def _mf_win_rates(embed: Callable[[list[str]], np.ndarray], difference: np.ndarray) -> Callable[[list[str]], np.ndarray]:
-    def win_rates(prompts: list[str]) -> np.ndarray:
-        logits = np.asarray(embed(prompts), dtype=np.float32) @ difference
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-
-    return win_rates
-
-
-def _scores_per_row(manifest: Manifest, precision: str | None) -> bool:
-    """True for dynamically quantized int8 graphs: they scale activations over the whole batch,
-    so a prompt's score would depend on the prompts beside it; such graphs score one row at a time."""
-    if precision != "int8":
-        return False
-    settings = (manifest.data.get("quantization") or {}).get("int8") or {}
-    return settings.get("method", "dynamic") == "dynamic"  # bundles without the record were dynamic
-
-
-def _canonical(name: str | None, model_names: list[str], head: dict[str, Any]) -> str | None:
-    """A model name in the bundle's own spelling, via the manifest's alias table (unknown: unchanged)."""
-    from .names import resolve_name
-
-    if not isinstance(name, str):
-        return name
-    return resolve_name(name, model_names, head.get("aliases")) or name
-
-
-def _names_bert_pair(manifest: Manifest, strong_model: str | None, weak_model: str | None) -> bool:
-    """A BERT router predicts for one pair: accept no names, or names (any alias) of that pair."""
-    from .names import resolve_name
-
-    if strong_model is None and weak_model is None:
-        return True
-    pair = manifest.data.get("models") or {}
-    aliases = manifest.data.get("aliases")
-    for role, name in (("strong", strong_model), ("weak", weak_model)):
-        own = pair.get(role)
-        if name is not None and (not isinstance(name, str) or not own or resolve_name(name, [own], aliases) != own):
-            return False
-    return True
-
-
-def _verified(router: Router, verify: bool) -> Router:
-    if verify:
-        from .golden import check_golden
-
-        check_golden(router)
-    return router
-
-
 def _finite(win_rates: Callable[[list[str]], np.ndarray], folder: Path) -> Callable[[list[str]], np.ndarray]:
     """Raise rather than return a NaN win rate: NaN compares false with every threshold (always weak)."""
     def checked(prompts: list[str]) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Routing policy shared by the controller and the server: model-field parsing, the text to
-score, sticky conversations, the scoring time budget, and the decision record."""
+score, sticky conversations, the scoring time budget, and the ``Decision`` for a request."""
 
 from __future__ import annotations
 
@@ -12,19 +12,17 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import EdgerouteError, InvalidInputError, InvalidPromptError
-from .router import Router, check_threshold, default_router_name
+from .decision import Decision, check_threshold, decision_for, resolve_threshold
+from .router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
 _MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?P<threshold>\d+(?:\.\d*)?|\.\d+))?$")
-# Upstream failures worth retrying on the other model; a rejected request (4xx) would be rejected there too.
-FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error",
-                            "upstream_malformed"})
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,8 @@ def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 20
             if message.get("role") == "user":
                 return _message_text(message)
         raise InvalidPromptError("no message with role 'user' to route on")
-    parts, used = [], 0
+    parts: list[str] = []
+    used = 0
     for message in reversed(messages):
         text = f"{message.get('role', 'user')}: {_message_text(message)}"
         if parts and used + len(text) > max_chars:
@@ -103,28 +102,6 @@ def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 20
         parts.append(text[-max_chars:])
         used += len(text)
     return "\n".join(reversed(parts))
-
-
-@dataclass
-class RoutingRecord:
-    """What was decided for one request; returned with every response."""
-
-    router: str
-    model: Literal["strong", "weak"]
-    model_name: str
-    win_rate: float | None
-    threshold: float | None
-    score_us: float
-    fallback: str | None = None  # why the default model was used, when it was
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fallen_back(self, names: Mapping[str, str], kind: str) -> RoutingRecord:
-        """The record after ``kind`` failed the chosen model's call and the other model gets the request."""
-        other: Literal["strong", "weak"] = "weak" if self.model == "strong" else "strong"
-        return RoutingRecord(self.router, other, names[other], self.win_rate, self.threshold, self.score_us,
-                             f"{kind} on {self.model_name}")
 
 
 class RouterSet:
@@ -162,7 +139,7 @@ class RoutingPolicy:
     """Decides strong or weak for chat requests; safe to call from many threads and coroutines.
 
     ``score_budget_ms``: when scoring takes longer, or the router fails, ``default_model`` gets
-    the request and the record says why. Scoring runs on a thread pool, never on an event loop.
+    the request and the decision says why. Scoring runs on a thread pool, never on an event loop.
     """
 
     def __init__(
@@ -188,21 +165,11 @@ class RoutingPolicy:
         self.score_budget_s = None if score_budget_ms is None else score_budget_ms / 1000.0
         self.default_model = default_model
         self._pool = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="edgeroute-score")
-        self._sticky: OrderedDict[str, RoutingRecord] = OrderedDict()
+        self._sticky: OrderedDict[str, Decision] = OrderedDict()
         self._sticky_capacity = sticky_capacity
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
-    def resolve_threshold(self, router: Router, threshold: float | None, strong_pct: float | None) -> float:
-        """The threshold a request asks for: explicit, from ``strong_pct`` via calibration, or the calibrated 50%."""
-        if threshold is not None and strong_pct is not None:
-            raise InvalidInputError("give either threshold or strong_pct, not both")
-        if strong_pct is not None:
-            return router.threshold_for(strong_pct)
-        if threshold is not None:
-            return check_threshold(threshold)
-        return router.default_threshold()
-
     @staticmethod
     def _conversation_key(messages: list[Mapping[str, Any]]) -> str | None:
         # A conversation is known by its opening: system prompt(s) and first user message.
@@ -213,46 +180,49 @@ class RoutingPolicy:
                 return hashlib.sha256("\x01".join(opening).encode("utf-8", "replace")).hexdigest()
         return None
 
-    def _remember(self, key: str | None, record: RoutingRecord) -> None:
+    def _remember(self, key: str | None, decision: Decision) -> None:
         if key is None:
             return
         with self._lock:
-            self._sticky[key] = record
+            self._sticky[key] = decision
             self._sticky.move_to_end(key)
             while len(self._sticky) > self._sticky_capacity:
                 self._sticky.popitem(last=False)
 
-    def _recall(self, key: str | None) -> RoutingRecord | None:
+    def _recall(self, key: str | None) -> Decision | None:
         if key is None:
             return None
         with self._lock:
-            record = self._sticky.get(key)
-            if record is not None:
+            decision = self._sticky.get(key)
+            if decision is not None:
                 self._sticky.move_to_end(key)
-            return record
+            return decision
 
     def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None):
         router = self.routers.get(router_name or self.routers.default)
         text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
         if not text.strip():
             raise InvalidPromptError("the message to route on has no text")
-        return router, text, self.resolve_threshold(router, threshold, strong_pct)
+        return router, text, resolve_threshold(router, threshold, strong_pct)
 
-    def _record(self, router: Router, win_rate: float | None, threshold: float, score_us: float,
-                fallback: str | None) -> RoutingRecord:
-        if fallback is not None or win_rate is None:
-            model: Literal["strong", "weak"] = self.default_model
-        else:
-            model = "strong" if win_rate >= threshold else "weak"
-        return RoutingRecord(router.name, model, self.names[model], win_rate, threshold, score_us, fallback)
+    def _decide(self, router: Router, win_rate: float | None, threshold: float, score_us: float,
+                fallback: str | None) -> Decision:
+        if fallback is not None or win_rate is None:  # the router was not heard: the default model
+            tier = self.default_model
+            return Decision(router.name, tier, self.names[tier], win_rate, threshold, score_us, fallback)
+        return self.scored(router, win_rate, threshold, score_us)
+
+    def scored(self, router: Router, win_rate: float, threshold: float, score_us: float) -> Decision:
+        """The decision for a prompt ``router`` scored, naming this policy's strong and weak models."""
+        return decision_for(router.name, win_rate, threshold, score_us, self.names)
 
     def _finish(self, key: str | None, router: Router, win_rate: float | None, threshold: float, started: float,
-                fallback: str | None) -> RoutingRecord:
-        record = self._record(router, win_rate, threshold, (time.perf_counter() - started) * 1e6, fallback)
-        self._remember(key, record)
-        return record
+                fallback: str | None) -> Decision:
+        decision = self._decide(router, win_rate, threshold, (time.perf_counter() - started) * 1e6, fallback)
+        self._remember(key, decision)
+        return decision
 
-    def _sticky_lookup(self, messages: Any) -> tuple[str | None, RoutingRecord | None]:
+    def _sticky_lookup(self, messages: Any) -> tuple[str | None, Decision | None]:
         if not self.sticky or not isinstance(messages, list):
             return None, None
         key = self._conversation_key([m for m in messages if isinstance(m, Mapping)])
@@ -260,7 +230,7 @@ class RoutingPolicy:
 
     # ---------------------------------------------------------------- decide
     def decide(self, messages: Any, router: str | None = None, threshold: float | None = None,
-               strong_pct: float | None = None) -> RoutingRecord:
+               strong_pct: float | None = None) -> Decision:
         """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
         key, remembered = self._sticky_lookup(messages)
         if remembered is not None:
@@ -279,7 +249,7 @@ class RoutingPolicy:
         return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
 
     async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
-                      strong_pct: float | None = None) -> RoutingRecord:
+                      strong_pct: float | None = None) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free."""
         key, remembered = self._sticky_lookup(messages)
         if remembered is not None:

@@ -143,6 +143,12 @@ def mf_router_calibrated(tmp_path_factory, mf_bundle):
 def test_non_finite_win_rate_is_an_error_not_a_weak_decision(router):
     from edgeroute.runtime import BundleCorruptError
 
-    broken = Router(router.manifest, lambda prompts: np.full(len(prompts), np.nan), None, "cpu", None, None)
+    class NaNScorer:  # a scorer gone wrong: every win rate NaN
+        precision = strong_model = weak_model = encoder = embedder = None
+
+        def win_rates(self, prompts):
+            return np.full(len(prompts), np.nan)
+
+    broken = Router(router.manifest, NaNScorer(), "cpu")
     with pytest.raises(BundleCorruptError, match="the router scored a non-finite win rate; re-export the bundle"):
         broken.route("hi", 0.0)

@@ -15,9 +15,9 @@ def test_route_prints_one_json_object_per_prompt(bert_bundle, capsys):
     assert len(lines) == 2
     for line in lines:
         record = json.loads(line)
-        assert {"router", "win_rate", "threshold", "decision", "score_us"} <= set(record)
-        assert record["threshold"] == 0.3 and record["decision"] in ("strong", "weak")
-        assert record["decision"] == ("strong" if record["win_rate"] >= 0.3 else "weak")
+        assert {"router", "win_rate", "threshold", "tier", "score_us"} <= set(record)
+        assert record["threshold"] == 0.3 and record["tier"] in ("strong", "weak")
+        assert record["tier"] == ("strong" if record["win_rate"] >= 0.3 else "weak")
 
 
 def test_route_without_calibration_defaults_to_half(bert_bundle, capsys):

@@ -29,16 +29,16 @@ def test_model_field_and_keywords(controller, upstream):
     messages = [{"role": "user", "content": "hello"}]
     response = controller.chat.completions.create(model="router-bert-0", messages=messages)
     assert response.choices[0].message.content == "answer from strong-llm"
-    assert response.routing["model"] == "strong" and response.routing["score_us"] > 0
+    assert response.routing["tier"] == "strong" and response.routing["score_us"] > 0
     response = controller.chat.completions.create(router="bert", threshold=1.0, messages=messages)
-    assert response.routing["model_name"] == "weak-llm"
+    assert response.routing["model"] == "weak-llm"
     assert upstream.models_asked == ["strong-llm", "weak-llm"]
 
 
 def test_streaming_is_unchanged_and_carries_the_decision(controller):
     stream = controller.chat.completions.create(model="router-bert-1", messages=[{"role": "user", "content": "x"}],
                                                 stream=True)
-    assert stream.routing["model_name"] == "weak-llm"
+    assert stream.routing["model"] == "weak-llm"
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "answer from weak-llm"
 
 
@@ -55,10 +55,10 @@ def test_sticky_conversation_keeps_its_first_model(upstream, bert_bundle):
     strong, weak = _endpoints(upstream)
     controller = Controller(strong, weak, routers=[bert_bundle], sticky=True)
     first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "opening question"}]
-    assert controller.chat.completions.create(model="router-bert-0", messages=first).routing["model"] == "strong"
+    assert controller.chat.completions.create(model="router-bert-0", messages=first).routing["tier"] == "strong"
     later = first + [{"role": "assistant", "content": "a"}, {"role": "user", "content": "follow-up"}]
     # Threshold 1 would pick the weak model, but the conversation stays where it started.
-    assert controller.chat.completions.create(model="router-bert-1", messages=later).routing["model"] == "strong"
+    assert controller.chat.completions.create(model="router-bert-1", messages=later).routing["tier"] == "strong"
 
 
 def test_score_budget_falls_back_to_default_model(upstream, bert_bundle, monkeypatch):
@@ -70,7 +70,7 @@ def test_score_budget_falls_back_to_default_model(upstream, bert_bundle, monkeyp
     monkeypatch.setattr(router, "strong_win_rate", lambda prompt: time.sleep(0.3) or 0.0)  # a stalled scorer
     response = controller.chat.completions.create(model="router-bert-1", messages=[{"role": "user", "content": "x"}])
     assert response.routing["fallback"] == "score_budget_exceeded"
-    assert response.routing["model_name"] == "strong-llm"
+    assert response.routing["model"] == "strong-llm"
 
     def broken(prompt):
         raise __import__("edgeroute.runtime").runtime.BundleCorruptError("graph vanished")
@@ -104,7 +104,7 @@ def test_async_controller_under_concurrency(upstream, bert_bundle):
     responses = asyncio.run(run())
     for prompt, response in zip(prompts, responses):
         expected = "strong-llm" if router.strong_win_rate(prompt) >= round(threshold, 6) else "weak-llm"
-        assert response.routing["model_name"] == expected
+        assert response.routing["model"] == expected
         assert response.choices[0].message.content == f"answer from {expected}"
 
 
@@ -131,7 +131,7 @@ def test_upstream_faults_fall_back_like_the_server(upstream, bert_bundle, behavi
     controller = Controller(strong, weak, routers=[bert_bundle])
     response = controller.chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
     assert response.choices[0].message.content == "answer from weak-llm"
-    assert response.routing["fallback"] == f"{kind} on strong-llm" and response.routing["model_name"] == "weak-llm"
+    assert response.routing["fallback"] == f"{kind} on strong-llm" and response.routing["model"] == "weak-llm"
 
     async def run():
         client = AsyncController(strong, weak, routers=[bert_bundle])
@@ -154,3 +154,27 @@ def test_without_fallback_or_on_4xx_the_error_is_raised(upstream, bert_bundle):
         Controller(strong, weak, routers=[bert_bundle]).chat.completions.create(
             model="router-bert-0", messages=[{"role": "user", "content": "x"}])
     assert upstream.models_asked == ["strong-llm", "strong-llm"]  # never retried on the weak model
+
+
+def test_controller_fallback_is_the_shared_rule_and_keeps_the_decision(upstream, bert_bundle):
+    import socket
+
+    from edgeroute.runtime.upstream import Fallback
+
+    with socket.socket() as probe:  # a port nothing listens on: the strong upstream is unreachable
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    upstream.reset()
+    strong = Endpoint("strong-llm", base_url=f"http://127.0.0.1:{dead_port}/v1", api_key="k", timeout_s=2.0)
+    weak = Endpoint("weak-llm", base_url=upstream.url + "/v1", api_key="k")
+    controller = Controller(strong, weak, routers=[bert_bundle])
+    assert isinstance(controller.fallback, Fallback)  # the rule the server's relay uses too
+    messages = [{"role": "user", "content": "hello"}]
+    response = controller.chat.completions.create(model="router-bert-0", messages=messages)
+    expected = controller.policy.routers.get("bert").strong_win_rate("hello")
+    assert response.choices[0].message.content == "answer from weak-llm"
+    assert list(response.routing) == ["router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"]
+    assert response.routing["tier"] == "weak" and response.routing["model"] == "weak-llm"
+    assert response.routing["fallback"] == "upstream_unreachable on strong-llm"
+    assert response.routing["threshold"] == 0 and response.routing["win_rate"] == pytest.approx(expected, abs=1e-9)
+    assert upstream.models_asked == ["weak-llm"]

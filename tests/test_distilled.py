@@ -15,6 +15,7 @@ from edgeroute.export.distill import (
     StudentRecipe,
     distill_command,
     fit_student,
+    fold_length,
     reference_win_rates,
     student_features,
 )
@@ -67,6 +68,24 @@ def test_fitted_head_has_the_runtime_layout():
     np.testing.assert_allclose(logits, manual, rtol=1e-5, atol=1e-5)
 
 
+def test_length_is_folded_in_exactly_as_one_linear_term():
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((300, 9)).astype(np.float32)
+    features[:, -1] = rng.uniform(0.2, 1.2, 300)  # the length input is log1p(chars) / 8: never negative
+    teacher = features[:, 0] + 0.5 * rng.standard_normal(300)
+    hidden, output = fit_student(features, teacher, StudentRecipe(hidden=8, epochs=5))
+    student = MLPHead(hidden, output).feature_logits(features[:, :-1], features[:, -1])
+    folded = MLPHead(*fold_length(hidden, output, features, teacher, 2.0)).feature_logits(features[:, :-1], features[:, -1])
+
+    def z(values):
+        return (values - values.mean()) / values.std()
+
+    expected = teacher.mean() + teacher.std() * (z(student) + 2.0 * z(features[:, -1].astype(np.float64))) / np.sqrt(5.0)
+    np.testing.assert_allclose(folded, expected, atol=1e-4)
+    unchanged = MLPHead(*fold_length(hidden, output, features, teacher, 0.0)).feature_logits(features[:, :-1], features[:, -1])
+    np.testing.assert_allclose(z(unchanged), z(student), atol=1e-5)
+
+
 def test_distilled_bundle_matches_its_float64_reference(distilled):
     checkpoint, bundle = distilled
     router = Router.load(bundle)
@@ -89,7 +108,7 @@ def test_distilled_scores_do_not_depend_on_the_batch(distilled):
 def test_distilled_router_decides_and_verifies(distilled):
     router = Router.load(distilled[1], verify=True)
     decision = router.route("Prove Fermat's little theorem.", threshold=0.0)
-    assert decision.model == "strong" and decision.model_name == STRONG
+    assert decision.tier == "strong" and decision.model == STRONG
     assert Router.load(distilled[1], strong_model="gpt-4-1106-preview", weak_model="mixtral-8x7b-instruct-v0.1")
 
 
@@ -154,7 +173,8 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
     router = Router.load(static_bundle)
     features = student_features(router.embed(data.prompts), data.prompts)
     small = StudentRecipe(hidden=4, epochs=2)
-    for scores in (distilled_scores(features, splits, teacher, data.prompts, small), label_scores(features, splits, data, small)):
+    distilled = distilled_scores(features, splits, teacher, small, (0.0, 2.0))
+    for scores in (distilled[0.0], distilled[2.0], label_scores(features, splits, data, small)):
         assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
     assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
 

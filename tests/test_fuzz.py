@@ -50,7 +50,7 @@ def test_any_threshold_routes_or_is_rejected(routers, threshold):
                     and math.isfinite(threshold) and 0 <= threshold <= 1)
         return
     expected = router.default_threshold() if threshold is None else float(threshold)  # None: the default
-    assert decision.model == ("strong" if decision.win_rate >= expected else "weak")
+    assert decision.tier == ("strong" if decision.win_rate >= expected else "weak")
 
 
 @FUZZ

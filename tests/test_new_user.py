@@ -31,7 +31,7 @@ def static_router() -> Router:
 def test_route_without_threshold_uses_the_default_threshold(static_router):
     decision = static_router.route("hi")
     assert decision.threshold == static_router.default_threshold()
-    assert decision.model == ("strong" if decision.win_rate >= decision.threshold else "weak")
+    assert decision.tier == ("strong" if decision.win_rate >= decision.threshold else "weak")
 
 
 def test_route_without_threshold_matches_the_cli(static_router, capsys):

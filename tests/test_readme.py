@@ -88,7 +88,7 @@ def test_readme_cli_example_runs(command, tmp_path):
     assert result.stdout.strip()
     if " route " in f" {command} ":
         for line in result.stdout.splitlines():
-            assert {"router", "win_rate", "threshold", "decision", "model", "score_us"} == set(json.loads(line))
+            assert {"router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"} == set(json.loads(line))
 
 
 def test_quick_start_output_has_the_readme_keys(capsys):

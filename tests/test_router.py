@@ -43,12 +43,12 @@ def test_fp32_batch_matches_single_exactly(bert_bundle):
 
 def test_route_follows_routellm_rule(bert_router):
     win_rate = bert_router.strong_win_rate("hello")
-    assert bert_router.route("hello", win_rate).model == "strong"  # at the threshold: strong
-    assert bert_router.route("hello", min(1.0, win_rate + 1e-6)).model == "weak"
-    assert bert_router.route("hello", 0.0).model == "strong"
+    assert bert_router.route("hello", win_rate).tier == "strong"  # at the threshold: strong
+    assert bert_router.route("hello", min(1.0, win_rate + 1e-6)).tier == "weak"
+    assert bert_router.route("hello", 0.0).tier == "strong"
     decision = bert_router.route("hello", 1.0)
-    assert decision.model == "weak" and decision.score_us > 0
-    assert set(decision.to_dict()) == {"model", "model_name", "win_rate", "threshold", "score_us"}
+    assert decision.tier == "weak" and decision.score_us > 0
+    assert set(decision.to_dict()) == {"router", "tier", "model", "win_rate", "threshold", "score_us", "fallback"}
 
 
 def test_empty_batch_gives_empty_array(bert_router):
@@ -60,7 +60,7 @@ def test_mf_pair_is_chosen_by_name(mf_bundle):
     assert (default.strong_model, default.weak_model) == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
     swapped = Router.load(mf_bundle, strong_model="mixtral-8x7b-instruct-v0.1", weak_model="gpt-4-1106-preview")
     np.testing.assert_allclose(default.strong_win_rates(PROMPTS) + swapped.strong_win_rates(PROMPTS), 1.0, atol=1e-6)
-    assert default.route("hi", 0.0).model_name == "gpt-4-1106-preview"
+    assert default.route("hi", 0.0).model == "gpt-4-1106-preview"
 
 
 def test_unknown_mf_model_is_a_typed_error(mf_bundle):

@@ -36,8 +36,8 @@ def test_routes_to_the_upstream_chosen_by_the_threshold(server, upstream):
     assert upstream.models_asked == ["strong-llm", "weak-llm"]
     assert strong.choices[0].message.content == "answer from strong-llm"
     routing = strong.model_extra["edgeroute"]
-    assert routing["model"] == "strong" and routing["threshold"] == 0 and routing["score_us"] > 0
-    assert weak.model_extra["edgeroute"]["model_name"] == "weak-llm"
+    assert routing["tier"] == "strong" and routing["threshold"] == 0 and routing["score_us"] > 0
+    assert weak.model_extra["edgeroute"]["model"] == "weak-llm"
 
 
 def test_mf_alias_and_calibrated_default(server, upstream):
@@ -59,7 +59,7 @@ def test_streaming_reports_decision_in_headers(server):
     with httpx.stream("POST", server + "/v1/chat/completions", json={
             "model": "router-bert-1", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as response:
         assert response.status_code == 200
-        assert response.headers["x-edgeroute-decision"] == "weak"
+        assert response.headers["x-edgeroute-tier"] == "weak"
         body = b"".join(response.iter_raw())
     assert body.endswith(b"data: [DONE]\n\n")
 
@@ -97,7 +97,7 @@ def test_refused_connection_is_502_or_fallback(upstream, routers):
     config.fallback = True
     with serving(create_app(config, routers)) as url:
         response = _client(url).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
-        assert response.model_extra["edgeroute"]["model_name"] == "weak-llm"
+        assert response.model_extra["edgeroute"]["model"] == "weak-llm"
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -126,9 +126,9 @@ def test_body_that_is_not_json(server):
 
 def test_route_endpoint_single_batch_and_errors(server):
     single = httpx.post(server + "/v1/route", json={"prompt": "hello", "router": "bert", "threshold": 0}).json()
-    assert single["decisions"][0]["model"] == "strong"
+    assert single["decisions"][0]["tier"] == "strong"
     batch = httpx.post(server + "/v1/route", json={"prompts": ["a", "b", "c"], "threshold": 1}).json()
-    assert [d["model"] for d in batch["decisions"]] == ["weak"] * 3
+    assert [d["tier"] for d in batch["decisions"]] == ["weak"] * 3
     for body in ({"prompts": []}, {"prompt": ""}, {"prompts": ["ok", 5]}, {"prompt": "x", "threshold": "high"},
                  {"prompt": "x", "threshold": 2}, {"prompt": "x", "router": "../etc"}):
         response = httpx.post(server + "/v1/route", json=body)
@@ -313,7 +313,7 @@ def test_upstream_that_resets_the_connection(upstream, routers):
         with serving(create_app(config, routers)) as url:
             response = httpx.post(url + "/v1/chat/completions",
                                   json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})
-            assert response.status_code == 200 and response.json()["edgeroute"]["model_name"] == "weak-llm"
+            assert response.status_code == 200 and response.json()["edgeroute"]["model"] == "weak-llm"
     finally:
         stop.set()
         thread.join(timeout=5)

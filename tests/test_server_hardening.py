@@ -14,15 +14,15 @@ import pytest
 pytest.importorskip("starlette")
 
 from edgeroute.runtime.routing import RouterSet  # noqa: E402
+from edgeroute.runtime.prometheus import Metrics  # noqa: E402
 from edgeroute.runtime.server import (  # noqa: E402
-    Metrics,
     ServerConfig,
     UpstreamConfig,
     create_app,
-    sanitized_upstream_message,
     shutdown_grace_s,
     uvicorn_config,
 )
+from edgeroute.runtime.upstream import sanitized_upstream_message  # noqa: E402
 from servers import server_config, serving  # noqa: E402
 
 CHAT = "/v1/chat/completions"
@@ -233,6 +233,21 @@ def test_prometheus_label_values_are_escaped():
     metrics = Metrics()
     metrics.inc("edgeroute_decisions_total", router="r", model='evil"model\\\nname')
     assert 'model="evil\\"model\\\\\\nname"' in metrics.render()
+
+
+def test_prometheus_page_parses_back_with_the_reference_parser():
+    parser = pytest.importorskip("prometheus_client.parser")
+    metrics = Metrics()
+    metrics.help["edgeroute_errors_total"] = "Errors by kind \\ with a\nnewline."
+    metrics.inc("edgeroute_decisions_total", router="r", model='evil"model\\\nname')
+    metrics.inc("edgeroute_errors_total", kind="k")
+    metrics.observe("edgeroute_scoring_seconds", 0.003, router="r")
+    families = {family.name: family for family in parser.text_string_to_metric_families(metrics.render())}
+    (decision,) = families["edgeroute_decisions"].samples
+    assert decision.labels == {"router": "r", "model": 'evil"model\\\nname'} and decision.value == 1
+    assert families["edgeroute_errors"].documentation == "Errors by kind \\ with a\nnewline."
+    buckets = [s for s in families["edgeroute_scoring_seconds"].samples if s.name.endswith("_bucket")]
+    assert [s.value for s in buckets if s.labels["le"] in ("0.0025", "0.005", "+Inf")] == [0, 1, 1]
 
 
 def test_unexpected_exception_is_a_counted_json_500_without_prompt_in_log(upstream, routers, caplog):

@@ -1,0 +1,112 @@
+"""One routing decision, one rule, one threshold resolver: used by the CLI, ``Router.route``,
+the controller and the server alike. Light on purpose: no onnxruntime, no tokenizers, no numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Protocol
+
+from .errors import InvalidInputError, InvalidThresholdError
+
+Tier = Literal["strong", "weak"]
+TIERS: tuple[Tier, Tier] = ("strong", "weak")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which tier and model get a prompt, and why.
+
+    ``tier`` is ``strong`` or ``weak``; ``model`` is that tier's model name (None when the router
+    does not know it); ``win_rate`` is None when the router was not consulted (time budget, router
+    error); ``fallback`` says why another model than the decided one got the request, when one did.
+    """
+
+    router: str
+    tier: Tier
+    model: str | None
+    win_rate: float | None
+    threshold: float | None
+    score_us: float
+    fallback: str | None = None
+
+    def to_dict(self, rounded: bool = False) -> dict[str, Any]:
+        """The decision's JSON shape (the same keys everywhere); ``rounded``: win rate and threshold
+        to 6 decimals and ``score_us`` to 0.1, for human-facing output."""
+        data = asdict(self)
+        if rounded:
+            for key in ("win_rate", "threshold"):
+                if data[key] is not None:
+                    data[key] = round(data[key], 6)
+            data["score_us"] = round(data["score_us"], 1)
+        return data
+
+    def headers(self) -> dict[str, str]:
+        """The decision as ``x-edgeroute-*`` HTTP headers: ``to_dict``'s keys, ``_`` written ``-``;
+        numbers as in ``to_dict(rounded=True)``, None left out."""
+        return {f"x-edgeroute-{key.replace('_', '-')}": str(value)
+                for key, value in self.to_dict(rounded=True).items() if value is not None}
+
+    def fallen_back(self, names: Mapping[str, str | None], kind: str) -> Decision:
+        """The decision after ``kind`` failed the chosen model's call: the other tier gets the request."""
+        other = other_tier(self.tier)
+        return replace(self, tier=other, model=names[other], fallback=f"{kind} on {self.model}")
+
+
+def other_tier(tier: Tier) -> Tier:
+    """``weak`` for ``strong`` and back."""
+    return "weak" if tier == "strong" else "strong"
+
+
+def is_strong(win_rate: Any, threshold: float) -> Any:
+    """RouteLLM's rule, the one place it is written: the win rate is at least the threshold.
+    Works on a float (a bool back) and on a numpy array (a boolean array back)."""
+    return win_rate >= threshold
+
+
+def decide(win_rate: float, threshold: float) -> Tier:
+    """The tier by RouteLLM's rule: strong when the win rate is at least the threshold, else weak."""
+    return "strong" if is_strong(win_rate, threshold) else "weak"
+
+
+def decision_for(router: str, win_rate: float, threshold: float, score_us: float,
+                 names: Mapping[str, str | None]) -> Decision:
+    """The ``Decision`` for a scored prompt; ``names`` maps each tier to its model name."""
+    tier = decide(win_rate, threshold)
+    return Decision(router, tier, names[tier], float(win_rate), float(threshold), float(score_us))
+
+
+def check_threshold(threshold: Any) -> float:
+    """Return ``threshold`` as a float, or raise ``InvalidThresholdError`` unless it is finite and in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):  # numpy numbers are Real
+        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
+    try:
+        value = float(threshold)
+    except OverflowError:  # an int too large for a float (JSON allows any number of digits)
+        raise InvalidThresholdError("threshold must be a number in [0, 1], got an integer too large for a float") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidThresholdError(f"threshold must be a number in [0, 1], got {value!r}")
+    return value
+
+
+class Calibrated(Protocol):
+    """What the threshold resolver needs of a router."""
+
+    def threshold_for(self, strong_pct: float) -> float: ...
+
+    def default_threshold(self) -> float: ...
+
+
+def resolve_threshold(router: Calibrated, threshold: Any = None, strong_pct: Any = None) -> float:
+    """The threshold to decide with: an explicit ``threshold``, else ``strong_pct`` through the
+    router's calibration table, else the router's default (calibrated 50% strong, else 0.5)."""
+    if threshold is not None and strong_pct is not None:
+        raise InvalidInputError("give either threshold or strong_pct, not both")
+    if threshold is not None:
+        return check_threshold(threshold)
+    if strong_pct is not None:
+        return router.threshold_for(strong_pct)
+    return router.default_threshold()
