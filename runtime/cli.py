@@ -107,12 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     calibrate = commands.add_parser("calibrate", help="threshold for a share of strong-model calls")
     calibrate.add_argument("--router", required=True)
-    calibrate.add_argument("--prompts", action="append", required=True,
-                           help=".txt / .jsonl / .csv file or RouteLLM-layout folder; repeat for several")
+    sources = calibrate.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--prompts", action="append",
+                         help=".txt / .jsonl / .csv file or RouteLLM-layout folder; repeat for several")
+    sources.add_argument("--scores", action="append",
+                         help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several")
     calibrate.add_argument("--strong-pct", type=float, required=True, help="wanted share of strong calls, 0..1")
     calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the manifest")
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
     _add_load_options(calibrate)
+
+    _add_score_command(commands)
 
     serve = commands.add_parser("serve", help="OpenAI-compatible routing server [serve extra]")
     serve.add_argument("--router", action="append", dest="routers", default=None,
@@ -367,8 +372,56 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from .evaluation import calibrate
 
     router = _load_router(args, args.router)
-    result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description)
+    if args.scores:
+        from .batch import read_win_rates
+        from .evaluation import calibrate_win_rates
+
+        rates = read_win_rates(args.scores, router=router.name)
+        result = calibrate_win_rates(router, rates, args.strong_pct, args.write,
+                                     args.description or ", ".join(Path(s).name for s in args.scores))
+    else:
+        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description)
     print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _add_score_command(commands: Any) -> None:
+    """``edgeroute score``: batch scoring of a prompt log (runtime/batch.py, runtime/ray_batch.py)."""
+    score = commands.add_parser("score", help="score a prompt log (JSONL/CSV/Parquet/text) into a JSONL or Parquet file")
+    score.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
+    score.add_argument("--input", required=True, help=".jsonl / .csv / .parquet file, or text with one prompt per line")
+    score.add_argument("--output", required=True, help="file to write: .jsonl or .parquet")
+    score.add_argument("--column", default="prompt", help="the prompt's key or column (default 'prompt')")
+    score.add_argument("--id-column", default="id", help="key or column copied to the output when present (default 'id')")
+    choice = score.add_mutually_exclusive_group()
+    choice.add_argument("--threshold", type=float, default=None, help="as in `edgeroute route`")
+    choice.add_argument("--strong-share", "--strong-pct", type=float, default=None, dest="strong_share",
+                        help="share of strong calls, from the calibration table")
+    score.add_argument("--chunk-size", type=int, default=1024, help="local engine: prompts read and scored at a time")
+    score.add_argument("--engine", choices=["local", "ray"], default="local", help="ray needs the 'ray' extra")
+    score.add_argument("--ray-address", default=None, help="existing Ray cluster (default: a local one for this run)")
+    score.add_argument("--batch-size", type=int, default=1024, help="ray engine: prompts per map_batches call")
+    score.add_argument("--actors", type=int, default=1, help="ray engine: actors, each holding one Router")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_load_options(score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    common = {"column": args.column, "id_column": args.id_column, "threshold": args.threshold,
+              "strong_share": args.strong_share, "progress": not args.no_progress}
+    if args.engine == "ray":
+        from .ray_batch import score_file_ray
+        from .router import default_router_name
+
+        options = {"device": args.device, "precision": args.precision, "threads": args.threads,
+                   "strong_model": args.strong_model, "weak_model": args.weak_model}
+        summary = score_file_ray(args.router or default_router_name(), args.input, args.output, load_options=options,
+                                 batch_size=args.batch_size, actors=args.actors, address=args.ray_address, **common)
+    else:
+        from .batch import score_file
+
+        summary = score_file(_load_router(args, args.router), args.input, args.output, chunk_size=args.chunk_size, **common)
+    print(json.dumps(summary.to_dict()))
     return EXIT_OK
 
 
@@ -438,6 +491,7 @@ _COMMANDS = {
     "train": _run_train,
     "eval": _run_eval,
     "calibrate": _run_calibrate,
+    "score": _run_score,
     "serve": _run_serve,
 }
 

@@ -204,16 +204,27 @@ def calibrate(
     """Threshold for ``strong_share`` on the given prompts; with ``write``, store a 10%..90% table in the manifest."""
     prompts = read_prompts(sources)
     rates = score_prompts(router, prompts, label=f"calibrate {router.name}")
+    digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+    return calibrate_win_rates(router, rates, strong_share, write, description or ", ".join(Path(s).name for s in sources),
+                               {"prompts_sha256": digest})
+
+
+def calibrate_win_rates(
+    router: Router, rates: np.ndarray, strong_share: float, write: bool = False, description: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``calibrate`` on win rates already scored by ``router`` (e.g. ``edgeroute score`` output):
+    the threshold for ``strong_share`` and, with ``write``, the 10%..90% table stored in the manifest.
+    ``provenance`` adds fields to the stored table (a hash of the prompts, when known)."""
     table = {str(share): threshold_for_share(rates, share) for share in CALIBRATION_SHARES}
     result = {"router": router.name, "strong_pct": strong_share, "threshold": threshold_for_share(rates, strong_share),
-              "n_prompts": len(prompts)}
+              "n_prompts": len(rates)}
     if write:
-        digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
         manifest = router.manifest.to_dict()
         manifest["calibration"] = {
-            "prompt_set": description or ", ".join(Path(s).name for s in sources),
-            "n_prompts": len(prompts),
-            "prompts_sha256": digest,
+            "prompt_set": description or "win rates",
+            "n_prompts": len(rates),
+            **(provenance or {}),
             "precision": router.precision,
             "rule": "threshold = quantile of win rates at 1 - strong share (RouteLLM)",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
