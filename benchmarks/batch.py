@@ -30,7 +30,7 @@ ACTORS = (1, 2)
 
 def load_prompts(count: int) -> tuple[list[str], str]:
     """``count`` prompts (GSM8K and MMLU when the data is present) and where they came from."""
-    from edgeroute.runtime.benchmarks import load_benchmark
+    from edgeroute.runtime.evaluation.data import load_benchmark
 
     prompts: list[str] = []
     if DATA.is_dir():
@@ -66,8 +66,8 @@ def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> 
     import ray
 
     from edgeroute.runtime import Router
-    from edgeroute.runtime.batch import score_file
-    from edgeroute.runtime.ray_batch import score_file_ray
+    from edgeroute.runtime.serving.batch import score_file
+    from edgeroute.runtime.serving.ray_batch import score_file_ray
 
     prompts, source = load_prompts(count)
     rows: list[dict[str, Any]] = []

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeroute.runtime import Router, default_router_name
-from edgeroute.runtime.benchmarks import BenchmarkData, benchmark_of, load_protocol_data
-from edgeroute.runtime.budget import StrongShareBudget
+from edgeroute.runtime.evaluation.data import BenchmarkData, benchmark_of, load_protocol_data
+from edgeroute.runtime.serving.budget import StrongShareBudget
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeroute.runtime import Router
-from edgeroute.runtime.benchmarks import load_benchmark, mmlu_domains, split_of
-from edgeroute.runtime.metrics import routing_curve, summarize
+from edgeroute.runtime.evaluation.data import load_benchmark, mmlu_domains, split_of
+from edgeroute.runtime.evaluation.curves import routing_curve, summarize
 
 
 def embed(router: Router, prompts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -53,7 +53,7 @@ def mf_recipe(mmlu, embeddings: np.ndarray, train: np.ndarray, test: np.ndarray,
     import tempfile
 
     from edgeroute.export import Battles, train_mf
-    from edgeroute.export.training_data import battles_from_correctness
+    from edgeroute.export.training.data import battles_from_correctness
 
     rng = np.random.default_rng(seed)
     split = np.where(test, "test", np.where(rng.random(len(train)) < 0.1, "val", "train"))

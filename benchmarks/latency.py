@@ -150,7 +150,7 @@ def backends(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, 
     """
     import torch
 
-    from edgeroute.runtime.encoders import OnnxTextEncoder, load_tokenizer
+    from edgeroute.runtime.scoring.encoders import OnnxTextEncoder, load_tokenizer
 
     fast_tokenizer = load_tokenizer(folder / "tokenizer.json", max_length)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
@@ -271,7 +271,7 @@ def cuda_scorers(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Pa
     import onnxruntime as ort
     import torch
 
-    from edgeroute.runtime.encoders import load_tokenizer
+    from edgeroute.runtime.scoring.encoders import load_tokenizer
 
     scorers: dict[str, Callable[[list[str]], Any]] = {}
     skipped = []
@@ -389,7 +389,7 @@ def mf_head_us(repeats: int) -> dict[str, float]:
 def default_static_bundle() -> str:
     """The shipped default router (models/DEFAULT) if it is a static-tier router, else the first shipped one."""
     from edgeroute.runtime import default_router_name, read_manifest, shipped_routers
-    from edgeroute.runtime.router import resolve_bundle
+    from edgeroute.runtime.scoring.router import resolve_bundle
 
     for name in (default_router_name(), *shipped_routers()):
         if read_manifest(resolve_bundle(name)).encoder.kind == "static":
@@ -405,9 +405,9 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     samples so that a noisy neighbour hits every path alike. Also batch-``batch`` throughput.
     """
     from edgeroute.runtime import Router
-    from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
-    from edgeroute.runtime.manifest import StaticEmbedderSpec, read_manifest
-    from edgeroute.runtime.router import resolve_bundle
+    from edgeroute.runtime.scoring.encoders import StaticEmbedder, load_tokenizer
+    from edgeroute.runtime.scoring.manifest import StaticEmbedderSpec, read_manifest
+    from edgeroute.runtime.scoring.router import resolve_bundle
 
     manifest = read_manifest(resolve_bundle(bundle))
     if not isinstance(manifest.encoder, StaticEmbedderSpec) or manifest.tokenizer is None:

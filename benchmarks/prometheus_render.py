@@ -13,7 +13,7 @@ from __future__ import annotations
 import timeit
 from typing import Any, Callable
 
-from edgeroute.runtime.prometheus import _BUCKETS, Metrics
+from edgeroute.runtime.serving.prometheus import _BUCKETS, Metrics
 
 LABELS = {"edgeroute_decisions_total": ("router", "model"), "edgeroute_requests_total": ("endpoint", "status"),
           "edgeroute_errors_total": ("kind",), "edgeroute_fallbacks_total": ("reason",),

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py --data-dir ../shared/data/routellm-evals
 
-The protocol (``edgeroute.runtime.benchmarks.protocol_splits``): 5-fold grouped cross-validation
+The protocol (``edgeroute.runtime.evaluation.data.protocol_splits``): 5-fold grouped cross-validation
 over all MMLU subjects (each subject is tested in exactly one fold and never trained on there),
 5-fold over GSM8K problems, and transfer between the benchmarks (train on MMLU only, test on
 GSM8K; train on GSM8K only, test on MMLU). Every recipe is retrained on each split's training rows;
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeroute.runtime import Router
-from edgeroute.runtime.benchmarks import load_protocol_data, protocol_splits
-from edgeroute.runtime.evaluation import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
+from edgeroute.runtime.evaluation.data import load_protocol_data, protocol_splits
+from edgeroute.runtime.evaluation.report import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
 
 RESULTS = Path(__file__).parent / "results"
 TRANSFORMER, LABELS = "transformer tier (BERT recipe)", "fast tier: static MLP on labels"
@@ -58,10 +58,10 @@ EVERYDAY_PROMPTS = [
 
 def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
     """Train every recipe on every split and summarize APGR on the held-out rows."""
-    from edgeroute.export.crossval import distilled_scores, label_scores, static_features, teacher_scores
-    from edgeroute.export.distill import StudentRecipe
+    from edgeroute.export.training.crossval import distilled_scores, label_scores, static_features, teacher_scores
+    from edgeroute.export.training.distill import StudentRecipe
     from edgeroute.export.exporter import minilm_dir
-    from edgeroute.export.teacher import TeacherRecipe
+    from edgeroute.export.training.teacher import TeacherRecipe
 
     data = load_protocol_data(data_dir)
     splits = protocol_splits(data)
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     document = run_protocol(args.data_dir, args.work_dir, args.static_router)
-    from edgeroute.runtime.router import shipped_routers
+    from edgeroute.runtime.scoring.router import shipped_routers
 
     document["everyday"] = everyday_win_rates(args.router or shipped_routers())
     document["machine"] = platform.processor() or platform.machine()

@@ -343,11 +343,9 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
     import importlib.util
 
     from edgeroute.runtime import Router
-    from edgeroute.runtime.server import parse_body
+    from edgeroute.runtime.serving.server import parse_body
 
-    # encode_upstream_body lives in runtime/upstream.py once the server is split, in server.py before.
-    home = "edgeroute.runtime.upstream" if importlib.util.find_spec("edgeroute.runtime.upstream") else "edgeroute.runtime.server"
-    encode_upstream_body = importlib.import_module(home).encode_upstream_body
+    from edgeroute.runtime.serving.upstream import encode_upstream_body
     from fake_upstream import COMPLETION
 
     request = json.dumps({"model": f"router-{ROUTER}", "messages": MESSAGES}).encode()

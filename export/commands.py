@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .exporter import run_export_command
-from .recipes import run_recipe_command
-from .train import run_train_command
+from edgeroute.export.exporter import run_export_command
+from edgeroute.export.training.recipes import run_recipe_command
+from edgeroute.export.training.classic import run_train_command
 
 
 def export(args: Any) -> Path:

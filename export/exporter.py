@@ -17,12 +17,12 @@ from tqdm.auto import tqdm
 
 from edgeroute.runtime import Router, __version__
 from edgeroute.runtime.errors import EdgerouteError
-from edgeroute.runtime.manifest import PRECISIONS, SCHEMA_VERSION, write_manifest
-from edgeroute.runtime.names import alias_table
+from edgeroute.runtime.scoring.manifest import PRECISIONS, SCHEMA_VERSION, write_manifest
+from edgeroute.runtime.scoring.names import alias_table
 
-from .checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, check_finite, read_mf_checkpoint, read_state_dict
-from .onnx_graphs import ClassifierLogits, SentenceEmbedding, export_graph, optimize_graph, quantize_graph, to_fp16
-from .parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
+from edgeroute.export.checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, check_finite, read_mf_checkpoint, read_state_dict
+from edgeroute.export.onnx_graphs import ClassifierLogits, SentenceEmbedding, export_graph, optimize_graph, quantize_graph, to_fp16
+from edgeroute.export.parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
 
 TOKENIZER_FILE = "tokenizer.json"
 HEAD_FILE = "head.npy"
@@ -302,7 +302,7 @@ def _golden_scores(router: Router, precision: str) -> dict[str, Any]:
 def _count_truncated(staging: Path) -> int:
     """How many parity prompts are longer than max_length (so the check covers truncation)."""
     from edgeroute.runtime import read_manifest
-    from edgeroute.runtime.encoders import load_tokenizer
+    from edgeroute.runtime.scoring.encoders import load_tokenizer
 
     manifest = read_manifest(staging)
     if manifest.tokenizer is None:  # a remote embedder tokenizes on its side
@@ -522,7 +522,7 @@ def export_mf(
                 manifest["embedder"] = {"kind": "openai", "model": embedder_source, "dim": mf.text_dim}
                 progress.update(3)
             elif embedder_kind == "static":
-                from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
+                from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
 
                 for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE):
                     if not (checkpoint / name).is_file():
@@ -634,8 +634,8 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
 
     Parity: the runtime's float32 numpy path against the checkpoint's arrays in float64.
     """
-    from .distill import HEAD_OUT_FILE, reference_win_rates
-    from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
+    from edgeroute.export.training.distill import HEAD_OUT_FILE, reference_win_rates
+    from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
 
     checkpoint = Path(checkpoint)
     for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, HEAD_FILE, HEAD_OUT_FILE, "training.json"):
@@ -675,8 +675,8 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
 
 
 def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]) -> dict[str, Any]:
-    from .distill import HEAD_OUT_FILE
-    from .static import STATIC_TABLE_FILE
+    from edgeroute.export.training.distill import HEAD_OUT_FILE
+    from edgeroute.export.static import STATIC_TABLE_FILE
 
     pair = [options.strong_name, options.weak_name]
     return {

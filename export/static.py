@@ -56,7 +56,7 @@ def save_static(encoder_dir: Path, out: Path, dims: int = 256) -> Path:
 
 def static_embedder(folder: Path, max_length: int = 512):
     """The runtime's static embedder over a folder holding the table and tokenizer."""
-    from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
+    from edgeroute.runtime.scoring.encoders import StaticEmbedder, load_tokenizer
 
     table = np.load(folder / STATIC_TABLE_FILE, allow_pickle=False)
     return StaticEmbedder(table, load_tokenizer(folder / STATIC_TOKENIZER_FILE, max_length))

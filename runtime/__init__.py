@@ -1,11 +1,16 @@
 """edgeroute's PyTorch-free runtime: load a router bundle and score prompts.
 
+Stages, each a package that only looks down: ``scoring`` (bundles, manifests, scorers, the one
+``Decision``: what ships without torch), ``serving`` (routing policy, strong-call budget,
+controller, OpenAI-compatible server, batch scoring), ``evaluation`` (data readers, split rules,
+APGR curves, calibration), and the ``cli`` on top. ``errors`` is shared by all of them.
+
 >>> from edgeroute.runtime import Router
 >>> router = Router.load("bert-mmlu-gsm8k")          # doctest: +SKIP
 >>> router.route("Prove that sqrt(2) is irrational.", threshold=0.5)  # doctest: +SKIP
 """
 
-from .errors import (
+from edgeroute.runtime.errors import (
     BundleCorruptError,
     BundleError,
     BundleFileMissingError,
@@ -25,20 +30,20 @@ from .errors import (
     UnknownModelError,
     UnsupportedSchemaError,
 )
-from .decision import Decision
+from edgeroute.runtime.scoring.decision import BudgetState, Decision
 
 __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562), not at import: the router pulls in numpy and the tokenizers, and
 # `import edgeroute.runtime.errors` (the server's and the CLI's error handling) needs neither.
 _LAZY = {
-    "Router": "router",
-    "default_router_name": "router",
-    "models_dir": "router",
-    "shipped_routers": "router",
-    "Manifest": "manifest",
-    "read_manifest": "manifest",
-    "SCHEMA_VERSION": "manifest",
+    "Router": "scoring.router",
+    "default_router_name": "scoring.router",
+    "models_dir": "scoring.router",
+    "shipped_routers": "scoring.router",
+    "Manifest": "scoring.manifest",
+    "read_manifest": "scoring.manifest",
+    "SCHEMA_VERSION": "scoring.manifest",
 }
 
 
@@ -60,6 +65,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Router",
     "Decision",
+    "BudgetState",
     "Manifest",
     "read_manifest",
     "SCHEMA_VERSION",

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import (
+from edgeroute.runtime.errors import (
     BundleNotFoundError,
     ConfigurationError,
     EdgerouteError,
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_router(args: argparse.Namespace, name: str | None):
-    from .router import Router, default_router_name
+    from edgeroute.runtime.scoring.router import Router, default_router_name
 
     return Router.load(
         name or default_router_name(),
@@ -202,7 +202,7 @@ def _load_router(args: argparse.Namespace, name: str | None):
 def _read_prompts(arguments: Sequence[str]) -> list[str]:
     """The prompts to score: ``-`` stands for stdin's lines (blank lines skipped); all are checked
     before any is scored, so a bad one never leaves half the output printed."""
-    from .router import clean_prompt
+    from edgeroute.runtime.scoring.router import clean_prompt
 
     prompts: list[str] = []
     for argument in arguments:
@@ -225,7 +225,7 @@ def _read_prompts(arguments: Sequence[str]) -> list[str]:
 
 
 def _run_route(args: argparse.Namespace) -> int:
-    from .decision import resolve_threshold
+    from edgeroute.runtime.scoring.decision import resolve_threshold
 
     prompts = _read_prompts(args.prompts)
     router = _load_router(args, args.router)
@@ -236,8 +236,8 @@ def _run_route(args: argparse.Namespace) -> int:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from .manifest import read_manifest
-    from .router import resolve_bundle
+    from edgeroute.runtime.scoring.manifest import read_manifest
+    from edgeroute.runtime.scoring.router import resolve_bundle
 
     manifest = read_manifest(resolve_bundle(args.bundle))
     if args.json:
@@ -281,9 +281,9 @@ def _run_info(args: argparse.Namespace) -> int:
 
 def _verify_golden(manifest) -> None:
     """Print one line per precision re-scored against the golden scores; raise the first drift."""
-    from .errors import ParityDriftError
-    from .golden import check_golden
-    from .router import Router
+    from edgeroute.runtime.errors import ParityDriftError
+    from edgeroute.runtime.scoring.golden import check_golden
+    from edgeroute.runtime.scoring.router import Router
 
     failures: list[ParityDriftError] = []
     for precision in manifest.precisions or [None]:
@@ -310,7 +310,7 @@ def _verify_golden(manifest) -> None:
 
 
 def _run_list(_: argparse.Namespace) -> int:
-    from .router import default_router_name, shipped_routers
+    from edgeroute.runtime.scoring.router import default_router_name, shipped_routers
 
     names = shipped_routers()
     default = default_router_name() if names else None
@@ -349,7 +349,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluation import evaluate, format_table, plot_curves
+    from edgeroute.runtime.evaluation.report import evaluate, format_table, plot_curves
 
     if args.plot:  # fail before a long evaluation, not after it
         require_extra("matplotlib", "plot", "edgeroute eval --plot")
@@ -369,12 +369,12 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluation import calibrate
+    from edgeroute.runtime.evaluation.report import calibrate
 
     router = _load_router(args, args.router)
     if args.scores:
-        from .batch import read_win_rates
-        from .evaluation import calibrate_win_rates
+        from edgeroute.runtime.serving.batch import read_win_rates
+        from edgeroute.runtime.evaluation.report import calibrate_win_rates
 
         rates = read_win_rates(args.scores, router=router.name)
         result = calibrate_win_rates(router, rates, args.strong_pct, args.write,
@@ -410,15 +410,15 @@ def _run_score(args: argparse.Namespace) -> int:
     common = {"column": args.column, "id_column": args.id_column, "threshold": args.threshold,
               "strong_share": args.strong_share, "progress": not args.no_progress}
     if args.engine == "ray":
-        from .ray_batch import score_file_ray
-        from .router import default_router_name
+        from edgeroute.runtime.serving.ray_batch import score_file_ray
+        from edgeroute.runtime.scoring.router import default_router_name
 
         options = {"device": args.device, "precision": args.precision, "threads": args.threads,
                    "strong_model": args.strong_model, "weak_model": args.weak_model}
         summary = score_file_ray(args.router or default_router_name(), args.input, args.output, load_options=options,
                                  batch_size=args.batch_size, actors=args.actors, address=args.ray_address, **common)
     else:
-        from .batch import score_file
+        from edgeroute.runtime.serving.batch import score_file
 
         summary = score_file(_load_router(args, args.router), args.input, args.output, chunk_size=args.chunk_size, **common)
     print(json.dumps(summary.to_dict()))
@@ -428,7 +428,7 @@ def _run_score(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .server import ServerConfig, UpstreamConfig, serve
+    from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, serve
 
     token = None
     if args.auth_token_env:

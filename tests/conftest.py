@@ -76,7 +76,7 @@ def upstream():
 @pytest.fixture
 def server(upstream, routers):
     """``create_app`` on a loopback port over the test module's ``routers``, both models on ``upstream``."""
-    from edgeroute.runtime.server import create_app
+    from edgeroute.runtime.serving.server import create_app
     from servers import server_config, serving
 
     upstream.reset()

@@ -139,7 +139,7 @@ if __name__ == "__main__":
 
 def server_config(upstream, **overrides):
     """A routing server's configuration with both models on the fake ``upstream``; ``overrides`` replace fields."""
-    from edgeroute.runtime.server import ServerConfig, UpstreamConfig
+    from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig
 
     values = dict(strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
                   weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=1.0)

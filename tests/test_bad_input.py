@@ -106,14 +106,14 @@ def test_numpy_bucket_size_is_accepted(router):
 
 
 def test_lone_surrogate_becomes_the_replacement_character(router):
-    from edgeroute.runtime.router import clean_prompt
+    from edgeroute.runtime.scoring.router import clean_prompt
 
     assert clean_prompt("broken \ud83d text") == "broken \ufffd text"
     assert router.strong_win_rate("broken \ud83d text") == router.strong_win_rate("broken \ufffd text")
 
 
 def test_long_prompts_are_cut_before_tokenizing_with_the_same_score(router, monkeypatch):
-    from edgeroute.runtime.router import CHARS_PER_TOKEN_BOUND
+    from edgeroute.runtime.scoring.router import CHARS_PER_TOKEN_BOUND
 
     limit = router.manifest.max_length * CHARS_PER_TOKEN_BOUND
     seen = []

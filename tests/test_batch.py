@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgeroute.runtime import ExtraNotInstalledError, InvalidInputError, Router
-from edgeroute.runtime.batch import decision_columns, iter_chunks, read_win_rates, resolve_threshold, score_file
+from edgeroute.runtime.serving.batch import decision_columns, iter_chunks, read_win_rates, resolve_threshold, score_file
 from edgeroute.runtime.cli import main
 
 ROUTER = "static-distilled-gpt4-mixtral"  # shipped, calibrated, scores in microseconds
@@ -156,7 +156,7 @@ def test_cli_score_then_calibrate_from_scores(logs, tmp_path, capsys):
 
 
 def test_ray_engine_names_its_extra(monkeypatch):
-    from edgeroute.runtime.ray_batch import _ray
+    from edgeroute.runtime.serving.ray_batch import _ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ExtraNotInstalledError, match=r"needs the 'ray' extra .* pip install '\.\[ray\]'"):
@@ -176,7 +176,7 @@ def ray_cluster():
 @pytest.mark.ray
 @pytest.mark.parametrize("source, output, actors", [("jsonl", "jsonl", 2), ("csv", "parquet", 1), ("text", "jsonl", 2)])
 def test_ray_engine_writes_what_the_local_engine_writes(ray_cluster, router, logs, tmp_path, source, output, actors):
-    from edgeroute.runtime.ray_batch import score_file_ray
+    from edgeroute.runtime.serving.ray_batch import score_file_ray
 
     column = "text" if source == "csv" else "prompt"
     local, distributed = tmp_path / f"local.{output}", tmp_path / f"ray.{output}"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeroute.runtime import InvalidInputError
-from edgeroute.runtime.budget import MIN_OBSERVATIONS, StrongShareBudget
+from edgeroute.runtime.serving.budget import MIN_OBSERVATIONS, StrongShareBudget
 
 pytestmark = pytest.mark.runtime_only
 

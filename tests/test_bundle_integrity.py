@@ -17,7 +17,7 @@ from edgeroute.runtime import (
     Router,
     UnsupportedSchemaError,
 )
-from edgeroute.runtime.manifest import sha256_of
+from edgeroute.runtime.scoring.manifest import sha256_of
 
 
 def _edit_manifest(bundle, change):
@@ -255,7 +255,7 @@ def test_too_many_added_tokens(bundle_copy):
 
 
 def test_oversized_tokenizer_file(bundle_copy, monkeypatch):
-    from edgeroute.runtime import encoders
+    from edgeroute.runtime.scoring import encoders
 
     monkeypatch.setattr(encoders, "MAX_TOKENIZER_BYTES", 1000)
     with pytest.raises(BundleCorruptError, match=r"tokenizer.json: \d+ bytes, over the 1000-byte limit"):

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("openai")
 
-from edgeroute.runtime.controller import AsyncController, Controller, Endpoint  # noqa: E402
+from edgeroute.runtime.serving.controller import AsyncController, Controller, Endpoint  # noqa: E402
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def test_without_fallback_or_on_4xx_the_error_is_raised(upstream, bert_bundle):
 def test_controller_fallback_is_the_shared_rule_and_keeps_the_decision(upstream, bert_bundle):
     import socket
 
-    from edgeroute.runtime.upstream import Fallback
+    from edgeroute.runtime.serving.upstream import Fallback
 
     with socket.socket() as probe:  # a port nothing listens on: the strong upstream is unreachable
         probe.bind(("127.0.0.1", 0))

@@ -10,8 +10,8 @@ import pytest
 
 from checkpoints import make_mf_checkpoint
 from edgeroute.export import ExportOptions, export_distilled, export_mf
-from edgeroute.export.crossval import distilled_scores, golden_labels, label_scores, teacher_scores
-from edgeroute.export.distill import (
+from edgeroute.export.training.crossval import distilled_scores, golden_labels, label_scores, teacher_scores
+from edgeroute.export.training.distill import (
     StudentRecipe,
     distill_command,
     fit_student,
@@ -20,11 +20,11 @@ from edgeroute.export.distill import (
     student_features,
 )
 from edgeroute.export.static import save_static, static_embedder
-from edgeroute.export.teacher import TeacherRecipe
+from edgeroute.export.training.teacher import TeacherRecipe
 from edgeroute.runtime import ConfigurationError, ManifestError, Router
-from edgeroute.runtime.benchmarks import benchmark_of, cv_fold_of, load_protocol_data, protocol_splits
-from edgeroute.runtime.evaluation import BASELINES, crossval_summary
-from edgeroute.runtime.heads import MLPHead
+from edgeroute.runtime.evaluation.data import benchmark_of, cv_fold_of, load_protocol_data, protocol_splits
+from edgeroute.runtime.evaluation.report import BASELINES, crossval_summary
+from edgeroute.runtime.scoring.heads import MLPHead
 from layout import DOMAINS, STRONG, WEAK, make_layout
 
 PROMPTS = ["hi", "Prove that the square root of two is irrational.", "x " * 400, "Translate 'cat' into German."]

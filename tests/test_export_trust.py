@@ -15,7 +15,7 @@ from edgeroute.export.checkpoints import read_mf_checkpoint
 from edgeroute.export.parity import GOLDEN_PROMPTS, PARITY_PROMPTS, parity_figures
 from edgeroute.runtime import ParityDriftError, Router, UnknownModelError, read_manifest
 from edgeroute.runtime.cli import main
-from edgeroute.runtime.golden import check_golden
+from edgeroute.runtime.scoring.golden import check_golden
 
 MIXED = ["hi", "Explain the difference between TCP and UDP in two sentences.", "word " * 400,
          "日本の首都はどこですか？", "Prove that there are infinitely many prime numbers."]

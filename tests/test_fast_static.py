@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeroute.runtime import models_dir
-from edgeroute.runtime.encoders import StaticEmbedder, load_tokenizer
-from edgeroute.runtime.wordcache import ChunkCache
+from edgeroute.runtime.scoring.encoders import StaticEmbedder, load_tokenizer
+from edgeroute.runtime.scoring.wordcache import ChunkCache
 
 MAX_LENGTH = 128
 TOLERANCE = 1e-6

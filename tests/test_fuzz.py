@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeroute.runtime import InvalidInputError, Router
-from edgeroute.runtime.routing import parse_model_field, routing_text
+from edgeroute.runtime.serving.policy import parse_model_field, routing_text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(
@@ -100,8 +100,8 @@ def app_client(bert_bundle):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
-    from edgeroute.runtime.routing import RouterSet
-    from edgeroute.runtime.server import ServerConfig, UpstreamConfig, create_app
+    from edgeroute.runtime.serving.policy import RouterSet
+    from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app
     from servers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"  # valid requests end as 502: no upstream listens there
@@ -181,8 +181,8 @@ def live_app_client(bert_bundle, upstream):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
-    from edgeroute.runtime.routing import RouterSet
-    from edgeroute.runtime.server import ServerConfig, UpstreamConfig, create_app
+    from edgeroute.runtime.serving.policy import RouterSet
+    from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app
 
     config = ServerConfig(UpstreamConfig("strong-llm", upstream.url + "/v1", None),
                           UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=5)

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from edgeroute.runtime import ManifestError, read_manifest
-from edgeroute.runtime.manifest import (
+from edgeroute.runtime.scoring.manifest import (
     ClassifierSpec,
     HeadSpec,
     StaticEmbedderSpec,
     parse_manifest,
     write_manifest,
 )
-from edgeroute.runtime.router import models_dir, shipped_routers
-from edgeroute.runtime.scorers import ClassifierScorer, MFScorer, MLPScorer, scorer_for
+from edgeroute.runtime.scoring.router import models_dir, shipped_routers
+from edgeroute.runtime.scoring.scorers import ClassifierScorer, MFScorer, MLPScorer, scorer_for
 
 pytestmark = pytest.mark.runtime_only
 STATIC = "static-distilled-gpt4-mixtral"
@@ -151,7 +151,7 @@ def test_random_edits_fail_at_parse_or_never():
     import random
 
     from edgeroute.runtime import EdgerouteError, UnsupportedSchemaError
-    from edgeroute.runtime.scorers import mf_pair
+    from edgeroute.runtime.scoring.scorers import mf_pair
 
     static = _static_data()
     folded = copy.deepcopy(static)

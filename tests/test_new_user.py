@@ -120,7 +120,7 @@ def test_cli_dash_with_empty_stdin_is_a_usage_error(monkeypatch, capsys):
 
 
 def test_eval_plot_without_matplotlib_fails_before_evaluating(monkeypatch, tmp_path, capsys):
-    import edgeroute.runtime.evaluation as evaluation
+    import edgeroute.runtime.evaluation.report as evaluation
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --plot"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from edgeroute.runtime import InvalidInputError, Router
-from edgeroute.runtime.benchmarks import load_benchmark, select_split, split_of
+from edgeroute.runtime.evaluation.data import load_benchmark, select_split, split_of
 from edgeroute.runtime.cli import main
-from edgeroute.runtime.evaluation import calibrate, evaluate, threshold_for_share
-from edgeroute.runtime.metrics import optimal_curve, random_router_metrics, routing_curve, summarize
+from edgeroute.runtime.evaluation.report import calibrate, evaluate, threshold_for_share
+from edgeroute.runtime.evaluation.curves import optimal_curve, random_router_metrics, routing_curve, summarize
 from layout import DOMAINS, make_layout
 
 

@@ -36,7 +36,7 @@ def test_runtime_sources_import_no_heavy_framework():
 
     import edgeroute.runtime
 
-    for source in Path(edgeroute.runtime.__file__).parent.glob("*.py"):
+    for source in Path(edgeroute.runtime.__file__).parent.rglob("*.py"):
         text = source.read_text()
         for name in ("import torch", "from torch", "import transformers", "from transformers",
                      "import optimum", "from optimum", "edgeroute.export import", "from edgeroute.export"):
@@ -49,7 +49,7 @@ def test_runtime_never_names_the_build_package():
 
     import edgeroute.runtime
 
-    for source in Path(edgeroute.runtime.__file__).parent.glob("*.py"):
+    for source in Path(edgeroute.runtime.__file__).parent.rglob("*.py"):
         assert "edgeroute.export" not in source.read_text(), f"{source.name} names edgeroute.export"
 
 
@@ -70,3 +70,27 @@ def test_build_commands_are_found_through_entry_points(monkeypatch):
         )
     else:
         raise AssertionError("a missing build command must raise ExtraNotInstalledError")
+
+
+STAGES = """
+import importlib, json, pkgutil, sys
+import edgeroute.runtime.{stage} as stage
+for module in pkgutil.iter_modules(stage.__path__):
+    if module.name != "ray_batch":  # needs the ray extra; tests/test_batch.py covers it
+        importlib.import_module(f"edgeroute.runtime.{stage}." + module.name)
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("edgeroute."))))
+"""
+
+
+def test_stages_only_look_down():
+    """Scoring never loads serving or evaluation; serving and evaluation never load each other or the CLI;
+    none loads the build side (traced in a fresh process: every module of a stage imported, sys.modules read)."""
+    forbidden = {"scoring": ("edgeroute.runtime.serving", "edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
+                 "serving": ("edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
+                 "evaluation": ("edgeroute.runtime.serving", "edgeroute.runtime.cli")}
+    for stage, above in forbidden.items():
+        result = subprocess.run([sys.executable, "-c", STAGES.replace("{stage}", stage)], capture_output=True,
+                                text=True, check=True, timeout=120)
+        loaded = json.loads(result.stdout.strip().splitlines()[-1])
+        assert f"edgeroute.runtime.{stage}" in loaded
+        assert [m for m in loaded if m.startswith((*above, "edgeroute.export"))] == [], stage

@@ -10,8 +10,8 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("starlette")
 
-from edgeroute.runtime.routing import RouterSet  # noqa: E402
-from edgeroute.runtime.server import UpstreamConfig, create_app  # noqa: E402
+from edgeroute.runtime.serving.policy import RouterSet  # noqa: E402
+from edgeroute.runtime.serving.server import UpstreamConfig, create_app  # noqa: E402
 from servers import server_config, free_port, serving  # noqa: E402
 
 SECRET_PROMPT = "my secret prompt about the merger"

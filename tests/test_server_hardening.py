@@ -13,16 +13,16 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from edgeroute.runtime.routing import RouterSet  # noqa: E402
-from edgeroute.runtime.prometheus import Metrics  # noqa: E402
-from edgeroute.runtime.server import (  # noqa: E402
+from edgeroute.runtime.serving.policy import RouterSet  # noqa: E402
+from edgeroute.runtime.serving.prometheus import Metrics  # noqa: E402
+from edgeroute.runtime.serving.server import (  # noqa: E402
     ServerConfig,
     UpstreamConfig,
     create_app,
     shutdown_grace_s,
     uvicorn_config,
 )
-from edgeroute.runtime.upstream import sanitized_upstream_message  # noqa: E402
+from edgeroute.runtime.serving.upstream import sanitized_upstream_message  # noqa: E402
 from servers import server_config, serving  # noqa: E402
 
 CHAT = "/v1/chat/completions"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgeroute.runtime import Router, shipped_routers
-from edgeroute.runtime.manifest import MANIFEST_NAME, sha256_of
+from edgeroute.runtime.scoring.manifest import MANIFEST_NAME, sha256_of
 
 pytestmark = pytest.mark.runtime_only
 

@@ -54,7 +54,7 @@ def test_static_export_needs_the_table(tmp_path):
 
 
 def test_static_router_golden_scores_verify(static_bundle):
-    from edgeroute.runtime.golden import check_golden
+    from edgeroute.runtime.scoring.golden import check_golden
 
     report = check_golden(Router.load(static_bundle[1], verify=True))
     assert report["checked"] and report["precision"] == "static" and report["max_drift"] <= 1e-6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeroute.export import ExportOptions, export_bert, export_mf, load_battles, train_bert, train_mf
-from edgeroute.export.training_data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
+from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 from edgeroute.runtime import InvalidInputError, Router
 from edgeroute.runtime.cli import main
 from layout import STRONG, WEAK, make_layout

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from .decision import is_strong
-from .decision import resolve_threshold as _resolve_threshold
-from .errors import InvalidInputError, require_extra
-from .router import Router
+from edgeroute.runtime.scoring.decision import is_strong
+from edgeroute.runtime.scoring.decision import resolve_threshold as _resolve_threshold
+from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.scoring.router import Router
 
 DEFAULT_COLUMN = "prompt"
 DEFAULT_ID_COLUMN = "id"

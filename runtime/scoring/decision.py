@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol
 
-from .errors import InvalidInputError, InvalidThresholdError
+from edgeroute.runtime.errors import InvalidInputError, InvalidThresholdError
 
 Tier = Literal["strong", "weak"]
 TIERS: tuple[Tier, Tier] = ("strong", "weak")

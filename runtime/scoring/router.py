@@ -15,16 +15,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .decision import Decision, decision_for, resolve_threshold
-from .errors import (
+from edgeroute.runtime.scoring.decision import Decision, decision_for, resolve_threshold
+from edgeroute.runtime.errors import (
     BundleCorruptError,
     BundleNotFoundError,
     ConfigurationError,
     InvalidInputError,
     InvalidPromptError,
 )
-from .manifest import Manifest, read_manifest
-from .scorers import LoadOptions, Scorer, scorer_for
+from edgeroute.runtime.scoring.manifest import Manifest, read_manifest
+from edgeroute.runtime.scoring.scorers import LoadOptions, Scorer, scorer_for
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
 _ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -155,7 +155,7 @@ class Router:
         manifest = read_manifest(resolve_bundle(path_or_name))
         router = cls(manifest, scorer_for(manifest)(manifest, options), device, cache_size)
         if verify:
-            from .golden import check_golden
+            from edgeroute.runtime.scoring.golden import check_golden
 
             check_golden(router)
         return router

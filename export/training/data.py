@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeroute.runtime.benchmarks import (
+from edgeroute.runtime.evaluation.data import (
     DEFAULT_STRONG_MODEL,
     DEFAULT_WEAK_MODEL,
     BenchmarkData,
@@ -115,7 +115,7 @@ def load_battles(
     """Battles from a ``.jsonl`` (Arena), a ``.csv`` (correctness) or a RouteLLM-layout folder.
 
     A folder contributes every MMLU domain and GSM8K, contaminated prompts dropped, split by
-    edgeroute's fixed rule (``edgeroute.runtime.benchmarks.split_of``): held-out MMLU domains
+    edgeroute's fixed rule (``edgeroute.runtime.evaluation.data.split_of``): held-out MMLU domains
     and a held-out GSM8K slice never reach training.
     """
     source = Path(source)

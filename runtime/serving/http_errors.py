@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import EdgerouteError, InvalidInputError
+from edgeroute.runtime.errors import EdgerouteError, InvalidInputError
 
 
 class HTTPFailure(Exception):

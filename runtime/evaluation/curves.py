@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decision import is_strong
+from edgeroute.runtime.scoring.decision import is_strong
 
 
 @dataclass

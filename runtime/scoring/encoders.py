@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import (
+from edgeroute.runtime.errors import (
     BundleCorruptError,
     ConfigurationError,
     EmbeddingServiceError,
     ProviderUnavailableError,
 )
-from .wordcache import ChunkCache
+from edgeroute.runtime.scoring.wordcache import ChunkCache
 
 if TYPE_CHECKING:  # onnxruntime is imported by make_session only: static and remote routers never load it
     import onnxruntime as ort

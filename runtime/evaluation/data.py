@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError
+from edgeroute.runtime.errors import InvalidInputError
 
 DEFAULT_STRONG_MODEL = "gpt-4-1106-preview"
 DEFAULT_WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"

@@ -1,7 +1,7 @@
 """Run router recipes through the cross-validation protocol (``runtime/benchmarks.py``).
 
 Each recipe is trained once per split on that split's training rows and scores every row;
-``edgeroute.runtime.evaluation.crossval_summary`` then reads only the test rows. Teacher runs
+``edgeroute.runtime.evaluation.report.crossval_summary`` then reads only the test rows. Teacher runs
 are the expensive part (minutes each on 2 cores), so their win rates are cached in a work
 folder, keyed by the recipe and the data.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeroute.runtime import Router
-from edgeroute.runtime.benchmarks import BenchmarkData
-from edgeroute.runtime.heads import MLPHead
+from edgeroute.runtime.evaluation.data import BenchmarkData
+from edgeroute.runtime.scoring.heads import MLPHead
 
-from .distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
-from .teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
-from .training_data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
+from edgeroute.export.training.distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
+from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
+from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 

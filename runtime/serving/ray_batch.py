@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .batch import (
+from edgeroute.runtime.serving.batch import (
     BUCKET_SIZE,
     DEFAULT_COLUMN,
     DEFAULT_ID_COLUMN,
@@ -31,8 +31,8 @@ from .batch import (
     output_format,
     resolve_threshold,
 )
-from .errors import ConfigurationError, InvalidInputError, require_extra
-from .router import Router
+from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
+from edgeroute.runtime.scoring.router import Router
 
 DEFAULT_BATCH_SIZE = 1024
 # Read tasks reserve no CPU: the actors hold one each, and with as many actors as CPUs a read

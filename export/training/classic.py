@@ -19,11 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from edgeroute.runtime.errors import InvalidInputError
-from edgeroute.runtime.metrics import routing_curve, summarize
+from edgeroute.runtime.evaluation.curves import routing_curve, summarize
 
-from .checkpoints import MODEL_IDS_FILE
-from .onnx_graphs import SentenceEmbedding
-from .training_data import LABEL_STRONG_WINS, LABEL_WEAK_WINS, Battles
+from edgeroute.export.checkpoints import MODEL_IDS_FILE
+from edgeroute.export.onnx_graphs import SentenceEmbedding
+from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_WEAK_WINS, Battles
 
 TRAINING_REPORT = "training.json"
 
@@ -69,7 +69,7 @@ def _length_buckets(lengths: list[int], batch_size: int, rng: random.Random) -> 
 
 
 def _encoder_dir(encoder: str | Path | None) -> Path:
-    from .exporter import minilm_dir
+    from edgeroute.export.exporter import minilm_dir
 
     return minilm_dir() if encoder in (None, "minilm") else Path(encoder)
 
@@ -297,7 +297,7 @@ def train_mf(
 
 def run_train_command(args: Any) -> TrainReport:
     """Run ``edgeroute train`` from parsed CLI arguments."""
-    from .training_data import load_battles
+    from edgeroute.export.training.data import load_battles
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -310,7 +310,7 @@ def run_train_command(args: Any) -> TrainReport:
     embeddings = None
     if args.encoder == "static":
         # The microsecond tier: distill MiniLM into a static table kept with the checkpoint.
-        from .static import save_static, static_embedder
+        from edgeroute.export.static import save_static, static_embedder
 
         save_static(_encoder_dir(None), Path(args.out), dims=args.static_dims)
         embed = static_embedder(Path(args.out), args.max_length)
@@ -321,7 +321,7 @@ def run_train_command(args: Any) -> TrainReport:
 
 def _pair_names(battles: Battles, strong_model: str, weak_model: str) -> tuple[str, str]:
     """The battles' own spelling of the two models (tables may prefix an organization)."""
-    from edgeroute.runtime.benchmarks import match_model
+    from edgeroute.runtime.evaluation.data import match_model
 
     names = set(battles.model_a) | set(battles.model_b)
     return match_model(strong_model, names, Path("training data")), match_model(weak_model, names, Path("training data"))

@@ -23,7 +23,7 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from .encoders import (
+from edgeroute.runtime.scoring.encoders import (
     DEVICES,
     OnnxTextEncoder,
     OpenAIEmbedder,
@@ -32,15 +32,15 @@ from .encoders import (
     load_tokenizer,
     make_session,
 )
-from .errors import (
+from edgeroute.runtime.errors import (
     BundleCorruptError,
     ConfigurationError,
     ManifestError,
     PrecisionUnavailableError,
     UnknownModelError,
 )
-from .heads import MLPHead
-from .manifest import (
+from edgeroute.runtime.scoring.heads import MLPHead
+from edgeroute.runtime.scoring.manifest import (
     PRECISIONS,
     ClassifierSpec,
     HeadSpec,
@@ -50,7 +50,7 @@ from .manifest import (
     RemoteEmbedderSpec,
     StaticEmbedderSpec,
 )
-from .names import resolve_name
+from edgeroute.runtime.scoring.names import resolve_name
 
 _DEFAULT_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32", "int8")}
 Embed = Callable[[Sequence[str]], np.ndarray]

@@ -17,8 +17,8 @@ import math
 import threading
 from collections import deque
 
-from .decision import BudgetState, is_strong
-from .errors import InvalidInputError
+from edgeroute.runtime.scoring.decision import BudgetState, is_strong
+from edgeroute.runtime.errors import InvalidInputError
 
 DEFAULT_WINDOW = 1000
 # Below this many observations the window's quantile is too coarse; the start threshold is used.

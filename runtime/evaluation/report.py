@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .benchmarks import (
+from edgeroute.runtime.evaluation.data import (
     DEFAULT_STRONG_MODEL,
     DEFAULT_WEAK_MODEL,
     BenchmarkData,
@@ -24,10 +24,10 @@ from .benchmarks import (
     mmlu_domains,
     select_split,
 )
-from .errors import InvalidInputError, require_extra
-from .manifest import write_manifest
-from .metrics import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
-from .router import Router
+from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.scoring.manifest import write_manifest
+from edgeroute.runtime.evaluation.curves import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
+from edgeroute.runtime.scoring.router import Router
 
 RANDOM_ROUTER = "random"
 CALIBRATION_SHARES = [round(0.1 * k, 1) for k in range(1, 10)]
@@ -264,7 +264,7 @@ def crossval_summary(
     on that split's training rows (only its test rows are read). The baselines (random,
     prompt length, optimal) need no training and are added for every split.
     """
-    from .benchmarks import TRANSFER_SPLITS, benchmark_of
+    from edgeroute.runtime.evaluation.data import TRANSFER_SPLITS, benchmark_of
 
     bench = benchmark_of(data)
     summary: dict[str, dict[str, Any]] = {}

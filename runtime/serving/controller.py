@@ -1,6 +1,6 @@
 """A drop-in for the OpenAI client that routes each chat request to a strong or a weak model.
 
-    from edgeroute.runtime.controller import Controller, Endpoint
+    from edgeroute.runtime.serving.controller import Controller, Endpoint
     client = Controller(strong=Endpoint("gpt-4o", api_key_env="OPENAI_API_KEY"),
                         weak=Endpoint("llama3", base_url="http://localhost:8000/v1", api_key="none"))
     response = client.chat.completions.create(model="router-bert-0.3", messages=[...])
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigurationError, require_extra
-from .decision import Decision
-from .routing import RouterSet, RoutingPolicy, parse_model_field
-from .upstream import Fallback
+from edgeroute.runtime.errors import ConfigurationError, require_extra
+from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
+from edgeroute.runtime.serving.upstream import Fallback
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ParityDriftError
+from edgeroute.runtime.errors import ParityDriftError
 
 
 def check_golden(router: Any) -> dict[str, Any]:

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .decision import Decision
-from .errors import ConfigurationError, InvalidInputError, require_extra
-from .http_errors import HTTPFailure, error_reply
-from .prometheus import Metrics
-from .router import clean_prompt
-from .routing import RouterSet, RoutingPolicy, message_chars, parse_model_field
-from .upstream import UpstreamConfig, UpstreamError, UpstreamRelay
+from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
+from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
+from edgeroute.runtime.serving.prometheus import Metrics
+from edgeroute.runtime.scoring.router import clean_prompt
+from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
+from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay
 
 __all__ = ["ServerConfig", "UpstreamConfig", "Handlers", "create_app", "serve", "uvicorn_config", "shutdown_grace_s",
            "parse_body", "openai_error"]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .training_data import LABEL_STRONG_WINS
+from edgeroute.export.training.data import LABEL_STRONG_WINS
 
 LABELS = {0: "strong wins", 1: "tie", 2: "weak wins"}
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .budget import DEFAULT_WINDOW, BudgetState, StrongShareBudget
-from .errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
-from .decision import Decision, check_threshold, decision_for, resolve_threshold
-from .router import Router, default_router_name
+from edgeroute.runtime.serving.budget import DEFAULT_WINDOW, BudgetState, StrongShareBudget
+from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
+from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
+from edgeroute.runtime.scoring.router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgeroute.runtime.heads import MLPHead, length_feature
+from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
-from .exporter import HEAD_FILE
+from edgeroute.export.exporter import HEAD_FILE
 
 HEAD_OUT_FILE = "head_out.npy"  # beside the exporter's HEAD_FILE, which holds the first layer
 _CLIP = 1e-6
@@ -145,10 +145,10 @@ def distill_command(args: Any) -> dict[str, Any]:
     import shutil
 
     from edgeroute.runtime import Router
-    from edgeroute.runtime.benchmarks import load_protocol_data
+    from edgeroute.runtime.evaluation.data import load_protocol_data
 
-    from .crossval import static_features
-    from .static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
+    from edgeroute.export.training.crossval import static_features
+    from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
 
     data = load_protocol_data(Path(args.data))
     prompts = data.prompts
@@ -171,9 +171,9 @@ def distill_command(args: Any) -> dict[str, Any]:
 
 
 def _static_table(router: Any) -> np.ndarray:
-    from .checkpoints import CheckpointError
+    from edgeroute.export.checkpoints import CheckpointError
 
-    from edgeroute.runtime.manifest import StaticEmbedderSpec
+    from edgeroute.runtime.scoring.manifest import StaticEmbedderSpec
 
     spec = router.manifest.encoder
     if not isinstance(spec, StaticEmbedderSpec):

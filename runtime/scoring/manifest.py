@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
-from .errors import (
+from edgeroute.runtime.errors import (
     BundleFileMissingError,
     BundleIntegrityError,
     ManifestError,

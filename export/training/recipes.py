@@ -11,11 +11,11 @@ import torch
 
 def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
     """The transformer tier's recipe (``TeacherRecipe``) on all MMLU and GSM8K rows; writes a BERT checkpoint."""
-    from edgeroute.runtime.benchmarks import load_protocol_data
+    from edgeroute.runtime.evaluation.data import load_protocol_data
 
-    from .crossval import golden_labels
-    from .exporter import minilm_dir
-    from .teacher import FrozenPrefix, TeacherRecipe, save_teacher, train_teacher
+    from edgeroute.export.training.crossval import golden_labels
+    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, save_teacher, train_teacher
 
     data = load_protocol_data(data_dir)
     recipe = TeacherRecipe(seed=seed)
@@ -31,7 +31,7 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.kind == "teacher":
         return train_final_teacher(Path(args.data), Path(args.out), args.seed)
-    from .distill import distill_command
+    from edgeroute.export.training.distill import distill_command
 
     report = distill_command(args)
     return {"checkpoint": str(args.out), "n_train": report["n_train"], "teacher": report["recipe"]["teacher"]}

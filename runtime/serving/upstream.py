@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from .decision import Decision
-from .errors import require_extra
-from .http_errors import HTTPFailure
+from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.errors import require_extra
+from edgeroute.runtime.serving.http_errors import HTTPFailure
 
 # Upstream failures worth retrying on the other model.
 FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error",
