@@ -1,6 +1,6 @@
 """edgeroute's export stage: RouteLLM-format checkpoints to quantized ONNX bundles.
 
-Needs the ``export`` extra (PyTorch, transformers, optimum, onnx): ``pip install 'edgeroute[export]'``.
+Needs the ``export`` extra (PyTorch, transformers, onnx): ``pip install 'edgeroute[export]'``.
 This package may import ``edgeroute.runtime``; the runtime never imports it.
 """
 
