@@ -346,3 +346,11 @@ def test_strong_share_out_of_range_is_refused_at_start(upstream, routers):
     with pytest.raises(InvalidInputError) as caught:
         create_app(_config(upstream, strong_share=1.2), routers)
     assert str(caught.value) == "strong share must be a number strictly between 0 and 1, got 1.2"
+
+
+def test_default_alias_is_models_default_when_loaded(mf_bundle):
+    from edgeroute.runtime import default_router_name
+
+    shipped = RouterSet(["bert-minilm-gpt4-mixtral", default_router_name()])
+    assert shipped.default == default_router_name() and shipped.get("default").name == default_router_name()
+    assert RouterSet([mf_bundle]).default == "mf_bundle"  # not loaded: the first --router

@@ -114,7 +114,10 @@ class RouterSet:
         for entry in names:
             router = Router.load(entry, **load_options)
             self._routers[router.name] = router
-        self.default = next(iter(self._routers))
+        # `default` means what it means everywhere else (models/DEFAULT) when that router is loaded;
+        # otherwise the first --router, the one requests without a router get.
+        shipped_default = default_router_name()
+        self.default = shipped_default if shipped_default in self._routers else next(iter(self._routers))
         # RouteLLM users write router-bert-… / router-mf-…: map the kind to the first router of it.
         self._aliases = {"default": self.default}
         for name, router in self._routers.items():
