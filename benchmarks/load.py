@@ -32,6 +32,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from processes import wait_ready  # noqa: E402
 from servers import free_port  # noqa: E402  (the loopback upstream the tests use)
 
 PROMPTS = ["hi", "What is the capital of France?", "Prove that there are infinitely many primes.",
@@ -45,19 +47,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url}: not ready after {timeout_s} s")
 
 
 async def drive(url: str, upstream: str, clients: int, requests: int, max_seconds: float, router: str,

@@ -28,7 +28,7 @@ from edgeroute.runtime.evaluation.report import BASELINES, PROTOCOL_BENCHMARKS, 
 RESULTS = Path(__file__).parent / "results"
 TRANSFORMER, LABELS = "transformer tier (BERT recipe)", "fast tier: static MLP on labels"
 # The fast tier's one free choice, made here by the protocol: how much prompt length joins the student
-# (a linear term beside the MLP, export/distill.py fold_length). The grid predates the results.
+# (a linear term beside the MLP, export/training/distill.py fold_length). The grid predates the results.
 LENGTH_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 
 

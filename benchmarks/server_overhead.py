@@ -35,6 +35,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling scripts (fake_upstream, latency) import as modules
     sys.path.insert(0, str(HERE))
+from processes import wait_ready  # noqa: E402
+
 ROUTER = "static-distilled-gpt4-mixtral"
 MEDIUM = ("A train leaves the station at 3 pm travelling at 80 km/h, and a second train leaves the same station "
           "at 4 pm on the same track at 100 km/h. At what time does the second train catch up with the first, "
@@ -47,20 +49,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    """Poll ``url`` until it answers; raise if the process exits first."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url}: not ready after {timeout_s} s")
 
 
 def start_upstream(port: int) -> subprocess.Popen:
@@ -93,7 +81,8 @@ def launch(loop: str, http: str, profile: str, arguments: list[str]) -> None:
     ``http="shipped"`` keeps the server's own h11 protocol (with its header timeout); ``httptools``
     drops that protection: a measurement, not a configuration to ship as is.
     """
-    from edgeroute.runtime import cli, server
+    from edgeroute.runtime import cli
+    from edgeroute.runtime.serving import server
 
     original = server.uvicorn_config
 

@@ -386,7 +386,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_score_command(commands: Any) -> None:
-    """``edgeroute score``: batch scoring of a prompt log (runtime/batch.py, runtime/ray_batch.py)."""
+    """``edgeroute score``: batch scoring of a prompt log (runtime/serving/batch.py, runtime/serving/ray_batch.py)."""
     score = commands.add_parser("score", help="score a prompt log (JSONL/CSV/Parquet/text) into a JSONL or Parquet file")
     score.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
     score.add_argument("--input", required=True, help=".jsonl / .csv / .parquet file, or text with one prompt per line")

@@ -1,4 +1,4 @@
-"""The typed manifest (runtime/manifest.py): one parse validates everything at load, sections are
+"""The typed manifest (runtime/scoring/manifest.py): one parse validates everything at load, sections are
 frozen dataclasses, reading and writing again gives the same bytes, writes are validated then atomic;
 and the runtime loads onnxruntime only for bundles with an ONNX graph."""
 

@@ -1,4 +1,4 @@
-"""Run router recipes through the cross-validation protocol (``runtime/benchmarks.py``).
+"""Run router recipes through the cross-validation protocol (``runtime/evaluation/data.py``).
 
 Each recipe is trained once per split on that split's training rows and scores every row;
 ``edgeroute.runtime.evaluation.report.crossval_summary`` then reads only the test rows. Teacher runs

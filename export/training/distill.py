@@ -3,7 +3,7 @@
 The teacher is RouteLLM's BERT router (3 labels: strong wins, tie, weak wins). Its knowledge
 reaches the student as the logit of its win rate on every prompt (not the noisy 0/1 labels).
 The student is what the runtime scores in microseconds: the static embedding of a prompt (a
-table lookup and a mean), its length, and a one-hidden-layer MLP (``runtime/heads.py``).
+table lookup and a mean), its length, and a one-hidden-layer MLP (``runtime/scoring/heads.py``).
 
 A checkpoint of a distilled router is a folder with ``static_embeddings.npy``, ``tokenizer.json``,
 ``head.npy``, ``head_out.npy`` and ``training.json``; ``edgeroute export distilled`` turns it
@@ -106,7 +106,7 @@ def fit_student(features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe
             loss.backward()
             optimizer.step()
     first, last = net[0], net[2]
-    # The runtime's layout: [W1 | length weight | b1] and [w2 | b2] (see runtime/heads.py).
+    # The runtime's layout: [W1 | length weight | b1] and [w2 | b2] (see runtime/scoring/heads.py).
     hidden = torch.cat([first.weight, first.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
     output = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
     return hidden, output

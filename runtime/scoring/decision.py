@@ -18,7 +18,7 @@ TIERS: tuple[Tier, Tier] = ("strong", "weak")
 
 @dataclass(frozen=True)
 class BudgetState:
-    """A strong-call budget's state (``serve --strong-share``, ``runtime/budget.py``): its target, the
+    """A strong-call budget's state (``serve --strong-share``, ``runtime/serving/budget.py``): its target, the
     strong share it observed over its window, the threshold it applies now, and the window's size."""
 
     target: float

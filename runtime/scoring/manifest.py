@@ -567,7 +567,7 @@ def _parse_head(head: Any, check: _Checker, files: Mapping[str, Any]) -> HeadSpe
                   "'head.model_names' must list at least two model names")
     win_rate = head.get("win_rate")
     output_file = None
-    if kind == "mlp":  # a distilled student (runtime/heads.py)
+    if kind == "mlp":  # a distilled student (runtime/scoring/heads.py)
         output_file = check.file_name(head.get("output_file"), files)
         check.require(isinstance(win_rate, dict) and win_rate.get("kind") == "sigmoid_mlp",
                       "'head.win_rate' of an MLP head must be {'kind': 'sigmoid_mlp'}")

@@ -8,7 +8,7 @@ everything the bundle needs (graphs, tokenizer, tables, head), so that ``Router.
   the softmax of the labels that are not "strong wins".
 * ``MFScorer``: RouteLLM's matrix factorization, folded into one row per model, over prompt
   embeddings from an ONNX sentence encoder, a static token table or a remote endpoint.
-* ``MLPScorer``: a distilled MLP head (``runtime/heads.py``) over the same kinds of embedder.
+* ``MLPScorer``: a distilled MLP head (``runtime/scoring/heads.py``) over the same kinds of embedder.
 
 Only the ONNX path imports onnxruntime (inside ``encoders.make_session``): a static router never
 loads it.

@@ -321,22 +321,31 @@ def score_file(
     chosen = resolve_threshold(router, threshold, strong_share)
     output_format(output_path)  # a wrong suffix fails before anything is read
     started = time.perf_counter()
+    blocks = ((chunk.start, chunk.ids,
+               decision_columns(router, router.strong_win_rates(chunk.prompts, bucket_size=BUCKET_SIZE), chosen))
+              for chunk in iter_chunks(input_path, column, chunk_size, id_column))
+    rows, n_strong = write_scored(output_path, blocks, Progress(count_rows(input_path), f"score {router.name}", progress))
+    return ScoreSummary("local", router.name, str(output_path), rows, n_strong, chosen, time.perf_counter() - started)
+
+
+def write_scored(output_path: str | Path, blocks: Iterator[tuple[int, list[Any] | None, dict[str, np.ndarray]]],
+                 bar: Progress) -> tuple[int, int]:
+    """Write scored blocks ``(first row, ids, decision columns)`` to ``output_path``, complete or not at all
+    (both engines); returns (rows written, strong decisions)."""
     writer = ScoreWriter(output_path)
-    bar = Progress(count_rows(input_path), f"score {router.name}", progress)
     n_strong = 0
     try:
-        for chunk in iter_chunks(input_path, column, chunk_size, id_column):
-            columns = decision_columns(router, router.strong_win_rates(chunk.prompts, bucket_size=BUCKET_SIZE), chosen)
-            writer.write(chunk.start, chunk.ids, columns)
+        for start, ids, columns in blocks:
+            writer.write(start, ids, columns)
             n_strong += int(np.count_nonzero(columns["tier"] == "strong"))
-            bar.update(len(chunk.prompts))
+            bar.update(len(columns["win_rate"]))
     except BaseException:
         writer.abort()
         raise
     finally:
         bar.close()
     writer.close()
-    return ScoreSummary("local", router.name, str(output_path), writer.rows, n_strong, chosen, time.perf_counter() - started)
+    return writer.rows, n_strong
 
 
 # ------------------------------------------------------------------ reading scored output back

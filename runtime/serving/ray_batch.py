@@ -24,7 +24,7 @@ from edgeroute.runtime.serving.batch import (
     DEFAULT_ID_COLUMN,
     Progress,
     ScoreSummary,
-    ScoreWriter,
+    write_scored,
     check_prompt,
     decision_columns,
     input_format,
@@ -196,22 +196,17 @@ def _run(ray: Any, local: Router, bundle: str, load_options: dict[str, Any], inp
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, batch_format="numpy",
     )
     order = list(decision_columns(local, np.zeros(0), threshold))  # the local engine's column order
-    writer = ScoreWriter(output_path)
-    bar = Progress(None, f"score {local.name} (ray, {actors} actor{'s' if actors > 1 else ''})", progress)
-    n_strong = 0
-    try:
+
+    def blocks() -> Any:
+        rows = 0
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             if _BAD in batch:
-                raise InvalidInputError(f"{input_path}: prompt {writer.rows + int(batch[_BAD][0])} (0-based) is "
+                raise InvalidInputError(f"{input_path}: prompt {rows + int(batch[_BAD][0])} (0-based) is "
                                         "missing, blank or not a string; no output was written")
             ids = batch.pop(_ID, None)
-            writer.write(writer.rows, None if ids is None else ids.tolist(), {name: batch[name] for name in order})
-            n_strong += int(np.count_nonzero(batch["tier"] == "strong"))
-            bar.update(len(batch["win_rate"]))
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        bar.close()
-    writer.close()
-    return ScoreSummary("ray", local.name, str(output_path), writer.rows, n_strong, threshold, time.perf_counter() - started)
+            yield rows, None if ids is None else ids.tolist(), {name: batch[name] for name in order}
+            rows += len(batch["win_rate"])
+
+    bar = Progress(None, f"score {local.name} (ray, {actors} actor{'s' if actors > 1 else ''})", progress)
+    rows, n_strong = write_scored(output_path, blocks(), bar)
+    return ScoreSummary("ray", local.name, str(output_path), rows, n_strong, threshold, time.perf_counter() - started)

@@ -58,7 +58,7 @@ class ServerConfig:
     # Characters of message text per request. A router reads at most its first max_length tokens
     # (a few thousand characters); this bounds what is parsed and relayed. Raise it for long-context upstreams.
     max_prompt_chars: int = 100_000
-    # A strong-call budget held on live traffic (runtime/budget.py): None keeps the calibrated threshold.
+    # A strong-call budget held on live traffic (runtime/serving/budget.py): None keeps the calibrated threshold.
     strong_share: float | None = None
     budget_window: int = 1000
     client_timeout_s: float = 30.0  # to send the request headers, and then the body
