@@ -13,7 +13,7 @@ the same two chat calls with the real ``openai`` client at concurrency 1, and (e
 (raw asyncio byte relay, `fake_upstream.py --proxy`): the floor of one more hop on this machine,
 what no server code can go under. Added latency is the
 server's percentile minus the direct call's; requests/s is what each target sustained with the
-client, the server and the upstream sharing this machine's cores. Needs the serve extra.
+client, the server and the upstream sharing this machine's cores. Needs the serve and test extras (httpx).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
-from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay
+from edgeroute.runtime.serving.upstream import (UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream,
+                                                UpstreamStreamBroken)
 
 __all__ = ["ServerConfig", "UpstreamConfig", "Handlers", "create_app", "serve", "uvicorn_config", "shutdown_grace_s",
            "parse_body", "openai_error"]
@@ -115,7 +116,6 @@ class Handlers:
         self.config, self.routers, self.policy, self.metrics, self.relay = config, routers, policy, metrics, relay
         self._json, self._text, self._stream = JSONResponse, PlainTextResponse, StreamingResponse
         self._disconnect = ClientDisconnect
-        self._httpx = relay.httpx
 
     # ---------------------------------------------------------------- answers and errors
     def ok(self, endpoint: str, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -240,22 +240,21 @@ class Handlers:
             upstream["edgeroute"] = decision.to_dict()
             return self.ok(endpoint, upstream, decision.headers())
         self.metrics.inc("edgeroute_requests_total", endpoint=endpoint, status="200")
-        return self.pass_through(decision, *upstream)
+        return self.pass_through(decision, upstream)
 
-    def pass_through(self, decision: Decision, response: Any, first: bytes, chunks: Any) -> Any:
+    def pass_through(self, decision: Decision, upstream: UpstreamStream) -> Any:
         """The upstream's stream, byte for byte, with the decision in the headers."""
         async def relay() -> Any:
             try:
-                yield first
-                async for chunk in chunks:
+                yield upstream.first
+                async for chunk in upstream.chunks():
                     yield chunk
-            except self._httpx.HTTPError:
+            except UpstreamStreamBroken:
                 self.metrics.inc("edgeroute_errors_total", kind="upstream_stream_broken")
             finally:
-                await response.aclose()
+                await upstream.aclose()
 
-        return self._stream(relay(), media_type=response.headers.get("content-type", "text/event-stream"),
-                            headers=decision.headers())
+        return self._stream(relay(), media_type=upstream.content_type, headers=decision.headers())
 
     # ---------------------------------------------------------------- /v1/route
     async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
@@ -315,7 +314,7 @@ class Handlers:
 def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
     """Build the ASGI app. Routers load here, once; a router that fails to load raises now."""
     require_extra("starlette", "serve", "edgeroute serve")
-    require_extra("httpx", "serve", "edgeroute serve")
+    require_extra("aiohttp", "serve", "edgeroute serve")
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.routing import Route
