@@ -228,7 +228,7 @@ class UpstreamRelay:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
-                raise_for_status=False)
+                raise_for_status=False, trust_env=True)  # HTTP(S)_PROXY/NO_PROXY honoured, as httpx did
         return self._session
 
     async def aclose(self) -> None:
