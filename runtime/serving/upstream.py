@@ -162,6 +162,18 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for ``url``, if any (as httpx honoured them)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
 class UpstreamStreamBroken(Exception):
     """The upstream's stream broke after it started (reset, timeout, bad framing): the client's stream just ends."""
 
@@ -205,6 +217,7 @@ class UpstreamRelay:
         self.upstreams = {"strong": strong, "weak": weak}
         self.names = {tier: upstream.model for tier, upstream in self.upstreams.items()}
         self.urls = {tier: upstream.base_url.rstrip("/") + "/chat/completions" for tier, upstream in self.upstreams.items()}
+        self.proxies = {tier: env_proxy(url) for tier, url in self.urls.items()}
         self.timeout_s, self.metrics = timeout_s, metrics
         self.fallback = Fallback(
             fallback, self.names, lambda error: error.kind if isinstance(error, UpstreamError) else None,
@@ -228,7 +241,7 @@ class UpstreamRelay:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
-                raise_for_status=False, trust_env=True)  # HTTP(S)_PROXY/NO_PROXY honoured, as httpx did
+                raise_for_status=False)
         return self._session
 
     async def aclose(self) -> None:
@@ -252,7 +265,7 @@ class UpstreamRelay:
             raise UpstreamError("invalid_request_error", 400,
                                 f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
         try:
-            return await self.session().post(self.urls[tier], data=content,
+            return await self.session().post(self.urls[tier], data=content, proxy=self.proxies[tier],
                                              headers={**upstream.headers(), "content-type": "application/json"})
         except self.timeouts + self.failures as exc:
             raise self._unreachable(upstream, exc) from None
