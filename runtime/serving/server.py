@@ -450,8 +450,13 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
 
 
 def http_parser() -> str:
-    """The HTTP parser that ``edgeroute serve`` runs: ``h11`` (pure Python, always there)."""
-    return "h11"
+    """The HTTP parser that ``edgeroute serve`` runs: ``httptools`` (C, the serve extra) when installed, else ``h11``.
+
+    benchmarks/results/server_overhead.md has both side by side.
+    """
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port: int = 6060,
