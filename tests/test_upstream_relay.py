@@ -221,3 +221,14 @@ def test_compressed_answer_is_decoded_as_before(raw_server):
     with running as url:
         response = httpx.post(url + CHAT, json=STRONG)
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "ok"
+
+
+def test_long_upstream_headers_are_accepted(raw_server):
+    def answer(connection, body):
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-long: " + b"a" * 20000
+                           + b"\r\ncontent-length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+
+    raw, running = raw_server(answer, fallback=False)
+    with running as url:
+        response = httpx.post(url + CHAT, json=STRONG)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "ok"

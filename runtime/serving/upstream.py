@@ -241,7 +241,9 @@ class UpstreamRelay:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
-                raise_for_status=False)
+                raise_for_status=False,
+                # aiohttp refuses header lines over 8 KiB by default; h11 (httpx) took headers up to 100 KiB.
+                max_line_size=65536, max_field_size=65536)
         return self._session
 
     async def aclose(self) -> None:
