@@ -12,7 +12,7 @@ percentiles, and the server's resident memory before, during and after; writes J
 ``--hostile`` mixes valid requests with hostile bodies (NaN, 1e999, 100,000 nested brackets,
 400-digit thresholds, lone surrogates, wrong types, prompts at and over the limit), holds 50
 stalled half-sent requests open, then checks: no 5xx of the server's own, memory, /health, the
-stalled sockets closed, and SIGTERM with 20 requests in flight. Needs the serve extra.
+stalled sockets closed, and SIGTERM with 20 requests in flight. Needs the serve and test extras (httpx).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ the same two chat calls with the real ``openai`` client at concurrency 1, and (e
 (raw asyncio byte relay, `fake_upstream.py --proxy`): the floor of one more hop on this machine,
 what no server code can go under. Added latency is the
 server's percentile minus the direct call's; requests/s is what each target sustained with the
-client, the server and the upstream sharing this machine's cores. Needs the serve extra.
+client, the server and the upstream sharing this machine's cores. Needs the serve and test extras (httpx).
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def start_server(port: int, upstream_url: str, loop: str | None = None, http: st
 
 
 def launch(loop: str, http: str, profile: str, arguments: list[str]) -> None:
-    """Run ``edgeroute serve`` with uvicorn's event loop / HTTP protocol overridden, optionally under cProfile.
+    """Run ``edgeroute serve`` with uvicorn's event loop / HTTP parser overridden, optionally under cProfile.
 
-    ``http="shipped"`` keeps the server's own h11 protocol (with its header timeout); ``httptools``
-    drops that protection: a measurement, not a configuration to ship as is.
+    ``http="shipped"`` keeps the server's own choice of parser; ``h11`` or ``httptools`` picks one,
+    both with the server's slow-client header timeout (``header_timeout_protocol``).
     """
     from edgeroute.runtime import cli
     from edgeroute.runtime.serving import server
@@ -87,11 +87,11 @@ def launch(loop: str, http: str, profile: str, arguments: list[str]) -> None:
     original = server.uvicorn_config
 
     def patched(*args: Any, **kwargs: Any) -> Any:
+        if http and http != "shipped":
+            kwargs["parser"] = http
         config = original(*args, **kwargs)
         if loop:
             config.loop = loop
-        if http and http != "shipped":
-            config.http = http
         return config
 
     server.uvicorn_config = patched
@@ -427,7 +427,7 @@ def profile_summary(stats: Any, requests: int) -> dict[str, Any]:
     return {"requests": requests, "own_us_per_request_by_package": dict(list(per_request.items())[:15]), "top_functions": top}
 
 
-VARIANTS = {"asyncio+h11": ("asyncio", "shipped"), "uvloop+h11": ("uvloop", "shipped"),
+VARIANTS = {"asyncio+h11": ("asyncio", "h11"), "uvloop+h11": ("uvloop", "h11"),
             "uvloop+httptools": ("uvloop", "httptools")}
 
 
@@ -470,10 +470,13 @@ def run(rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 
         stop(*processes[::-1])
     from latency import machine_flags
 
+    from edgeroute.runtime.serving.server import http_parser
+
     return {"machine": machine_flags(), "load_average_before": load_before, "load_average_after": load_average(),
             "router": ROUTER, "rounds": rounds, "prompt": "medium (61 tokens)",
             "uvloop_installed": importlib.util.find_spec("uvloop") is not None,
             "shipped_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            "shipped_parser": http_parser(),
             "servers": {label: "edgeroute serve" if label == "shipped" else f"edgeroute serve, uvicorn {label}"
                         for label in servers},
             "concurrency": results, "micro_costs_us": micro_costs(), "profile": profile}
@@ -503,7 +506,8 @@ def markdown(document: dict[str, Any]) -> str:
              "(1/5/15 min; shared with other jobs). Client, server and fake upstream share these cores.", "",
              f"Router `{document['router']}`, medium prompt; {document['rounds']} interleaved rounds. "
              f"`edgeroute serve` here runs uvicorn's `{document['shipped_loop']}` loop (uvloop installed: "
-             f"{document['uvloop_installed']}) and the server's own h11 protocol.", "",
+             f"{document['uvloop_installed']}) and the server's own `{document.get('shipped_parser', 'h11')}` protocol "
+             "(with its slow-client header timeout; so do the variants).", "",
              "## Targets", "", "| target | measured | status |", "| --- | --- | --- |"]
     lines += [f"| {t} | {m} | {'met' if ok else 'MISSED'} |" for t, m, ok in targets_rows(document)]
     for concurrency, section in document["concurrency"].items():

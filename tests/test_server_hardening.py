@@ -272,7 +272,7 @@ def test_shutdown_grace_covers_an_upstream_call_and_its_fallback():
     assert uvicorn_config(ServerConfig(strong, weak), None).timeout_graceful_shutdown == 125
 
 
-def _serve_with_edgeroute_settings(app, config):
+def _serve_with_edgeroute_settings(app, config, parser=None):
     import threading
 
     import uvicorn
@@ -280,7 +280,7 @@ def _serve_with_edgeroute_settings(app, config):
     from servers import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning", parser=parser))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
@@ -290,9 +290,12 @@ def _serve_with_edgeroute_settings(app, config):
     return server, thread, port
 
 
-def test_slow_clients_are_cut_off(upstream, routers):
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_slow_clients_are_cut_off(upstream, routers, parser):
+    if parser == "httptools":
+        pytest.importorskip("httptools")
     config = _config(upstream, client_timeout_s=0.5)
-    server, thread, port = _serve_with_edgeroute_settings(create_app(config, routers), config)
+    server, thread, port = _serve_with_edgeroute_settings(create_app(config, routers), config, parser)
     try:
         # Headers that never finish: the connection is closed.
         with socket.create_connection(("127.0.0.1", port)) as stalled:

@@ -29,7 +29,8 @@ from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
-from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay
+from edgeroute.runtime.serving.upstream import (UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream,
+                                                UpstreamStreamBroken)
 
 __all__ = ["ServerConfig", "UpstreamConfig", "Handlers", "create_app", "serve", "uvicorn_config", "shutdown_grace_s",
            "parse_body", "openai_error"]
@@ -115,7 +116,6 @@ class Handlers:
         self.config, self.routers, self.policy, self.metrics, self.relay = config, routers, policy, metrics, relay
         self._json, self._text, self._stream = JSONResponse, PlainTextResponse, StreamingResponse
         self._disconnect = ClientDisconnect
-        self._httpx = relay.httpx
 
     # ---------------------------------------------------------------- answers and errors
     def ok(self, endpoint: str, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -240,22 +240,21 @@ class Handlers:
             upstream["edgeroute"] = decision.to_dict()
             return self.ok(endpoint, upstream, decision.headers())
         self.metrics.inc("edgeroute_requests_total", endpoint=endpoint, status="200")
-        return self.pass_through(decision, *upstream)
+        return self.pass_through(decision, upstream)
 
-    def pass_through(self, decision: Decision, response: Any, first: bytes, chunks: Any) -> Any:
+    def pass_through(self, decision: Decision, upstream: UpstreamStream) -> Any:
         """The upstream's stream, byte for byte, with the decision in the headers."""
         async def relay() -> Any:
             try:
-                yield first
-                async for chunk in chunks:
+                yield upstream.first
+                async for chunk in upstream.chunks():
                     yield chunk
-            except self._httpx.HTTPError:
+            except UpstreamStreamBroken:
                 self.metrics.inc("edgeroute_errors_total", kind="upstream_stream_broken")
             finally:
-                await response.aclose()
+                await upstream.aclose()
 
-        return self._stream(relay(), media_type=response.headers.get("content-type", "text/event-stream"),
-                            headers=decision.headers())
+        return self._stream(relay(), media_type=upstream.content_type, headers=decision.headers())
 
     # ---------------------------------------------------------------- /v1/route
     async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
@@ -315,7 +314,7 @@ class Handlers:
 def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
     """Build the ASGI app. Routers load here, once; a router that fails to load raises now."""
     require_extra("starlette", "serve", "edgeroute serve")
-    require_extra("httpx", "serve", "edgeroute serve")
+    require_extra("aiohttp", "serve", "edgeroute serve")
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.routing import Route
@@ -363,12 +362,58 @@ def shutdown_grace_s(config: ServerConfig) -> float:
     return config.upstream_timeout_s * (2 if config.fallback else 1) + 5.0
 
 
-def header_timeout_protocol(timeout_s: float) -> type:
-    """uvicorn's h11 protocol, closing connections that take over ``timeout_s`` to send a request's headers.
+def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
+    """uvicorn's HTTP protocol (``h11`` or ``httptools``), closing connections that take over
+    ``timeout_s`` to send a request's headers.
 
     uvicorn times out idle keep-alive connections, but not one that has started a request and
-    stalls (a slow-loris client): without this, such sockets stay open indefinitely.
+    stalls (a slow-loris client): without this, such sockets stay open indefinitely. The timer
+    runs from a connection's opening, and from the first byte of each later request's headers,
+    to the end of those headers.
     """
+    if parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
+            _header_timer: asyncio.TimerHandle | None = None
+            _in_headers = True  # from the connection's opening, and from each message's first byte
+
+            def connection_made(self, transport: Any) -> None:
+                super().connection_made(transport)
+                self._arm()
+
+            def on_message_begin(self) -> None:
+                super().on_message_begin()
+                self._in_headers = True
+
+            def on_headers_complete(self) -> None:
+                self._in_headers = False
+                super().on_headers_complete()
+
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if self._in_headers:
+                    self._arm()
+                elif self._header_timer is not None:
+                    self._header_timer.cancel()
+                    self._header_timer = None
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self._header_timer is not None:
+                    self._header_timer.cancel()
+                super().connection_lost(exc)
+
+            def _arm(self) -> None:
+                if self._header_timer is None:
+                    self._header_timer = self.loop.call_later(timeout_s, self._expire)
+
+            def _expire(self) -> None:
+                self._header_timer = None
+                if self._in_headers and not self.transport.is_closing():
+                    self.transport.close()
+
+        return HeaderTimeoutHttpToolsProtocol
+
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -404,9 +449,20 @@ def header_timeout_protocol(timeout_s: float) -> type:
     return HeaderTimeoutH11Protocol
 
 
+def http_parser() -> str:
+    """The HTTP parser that ``edgeroute serve`` runs: ``httptools`` (C, the serve extra) when installed, else ``h11``.
+
+    benchmarks/results/server_overhead.md has both side by side.
+    """
+    import importlib.util
+
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+
+
 def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port: int = 6060,
-                   log_level: str = "info") -> Any:
-    """The uvicorn settings of ``edgeroute serve``: client timeouts and a shutdown grace that fits the upstream timeout."""
+                   log_level: str = "info", parser: str | None = None) -> Any:
+    """The uvicorn settings of ``edgeroute serve``: client timeouts and a shutdown grace that fits the upstream
+    timeout; ``parser`` (``h11`` or ``httptools``) overrides ``http_parser()``."""
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
     for name in ("upstream_timeout_s", "client_timeout_s", "shutdown_grace_s"):
         value = getattr(config, name)
@@ -418,7 +474,7 @@ def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port
     # connection in the instant the server closes it, and the request fails with a read error.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                           timeout_graceful_shutdown=math.ceil(shutdown_grace_s(config)), timeout_keep_alive=75,
-                          http=header_timeout_protocol(config.client_timeout_s))
+                          http=header_timeout_protocol(config.client_timeout_s, parser or http_parser()))
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_level: str = "info") -> None:

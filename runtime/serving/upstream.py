@@ -8,11 +8,12 @@ A rejected request (4xx) is not retried: the other model would reject it too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -161,36 +162,104 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for ``url``, if any (as httpx honoured them)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+class UpstreamStreamBroken(Exception):
+    """The upstream's stream broke after it started (reset, timeout, bad framing): the client's stream just ends."""
+
+
+class UpstreamStream:
+    """An upstream's streaming answer, without its client library: content type, first bytes, the rest, close.
+
+    ``chunks()`` yields the body's bytes as they arrive (transfer encoding removed, nothing else
+    changed) and raises ``UpstreamStreamBroken`` when the connection fails; ``aclose()`` gives the
+    connection back to the pool when the body was read to its end, and closes it otherwise.
+    """
+
+    def __init__(self, response: Any, first: bytes, errors: tuple[type[BaseException], ...]) -> None:
+        self._response, self.first, self._errors = response, first, errors
+        self.content_type: str = response.headers.get("content-type", "text/event-stream")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The bytes after ``first``."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except self._errors as exc:
+            raise UpstreamStreamBroken(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        """Release the connection (closed unless the body was read to its end)."""
+        self._response.release()
+
+
 class UpstreamRelay:
-    """The server's calls to its strong and weak upstreams (httpx): failures named by kind, one fallback."""
+    """The server's calls to its strong and weak upstreams (aiohttp): failures named by kind, one fallback.
+
+    aiohttp rather than httpx: on a loopback upstream httpx's own cost was ~0.9 ms per call, and its
+    pool (httpcore) scans every pooled connection on each request, which collapsed the server to
+    ~50 requests/s at 100 clients (benchmarks/results/server_fixes.md).
+    """
 
     def __init__(self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool,
                  metrics: Any) -> None:
-        self.httpx = require_extra("httpx", "serve", "edgeroute serve")
+        self.aiohttp = require_extra("aiohttp", "serve", "edgeroute serve")
         self.upstreams = {"strong": strong, "weak": weak}
         self.names = {tier: upstream.model for tier, upstream in self.upstreams.items()}
+        self.urls = {tier: upstream.base_url.rstrip("/") + "/chat/completions" for tier, upstream in self.upstreams.items()}
+        self.proxies = {tier: env_proxy(url) for tier, url in self.urls.items()}
         self.timeout_s, self.metrics = timeout_s, metrics
         self.fallback = Fallback(
             fallback, self.names, lambda error: error.kind if isinstance(error, UpstreamError) else None,
             on_failure=lambda kind: metrics.inc("edgeroute_errors_total", kind=kind),
             on_fallback=lambda kind: metrics.inc("edgeroute_fallbacks_total", reason=kind))
-        self._client: Any = None
+        # Timeouts first: aiohttp's read timeout is both an asyncio.TimeoutError and a ClientError.
+        self.timeouts: tuple[type[BaseException], ...] = (asyncio.TimeoutError,)
+        self.failures: tuple[type[BaseException], ...] = (self.aiohttp.ClientError, OSError, ValueError)
+        self._session: Any = None
 
-    def client(self) -> Any:
-        """The shared httpx client, created on first use inside the running event loop."""
-        if self._client is None:
-            self._client = self.httpx.AsyncClient(
-                timeout=self.httpx.Timeout(self.timeout_s),
-                limits=self.httpx.Limits(max_connections=1000, max_keepalive_connections=200))
-        return self._client
+    def session(self) -> Any:
+        """The shared aiohttp session, created on first use inside the running event loop.
+
+        Each of ``--upstream-timeout``'s limits applies as httpx applied it: to connecting
+        (waiting for a pooled connection included) and to each wait for bytes, not to a whole
+        stream. Bodies are not re-encoded; a body the upstream compressed is decompressed, as
+        httpx did.
+        """
+        if self._session is None or self._session.closed:
+            aiohttp, timeout = self.aiohttp, self.timeout_s
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
+                timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
+                raise_for_status=False,
+                # aiohttp refuses header lines over 8 KiB by default; h11 (httpx) took headers up to 100 KiB.
+                max_line_size=65536, max_field_size=65536)
+        return self._session
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
-        if self._client is not None:
-            await self._client.aclose()
+        """Close the session's connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def send(self, tier: str, payload: dict[str, Any], stream: bool) -> Any:
-        """POST the request to the tier's upstream; transport failures become ``UpstreamError``."""
+    def _unreachable(self, upstream: UpstreamConfig, exc: BaseException, what: str = "unreachable") -> UpstreamError:
+        if isinstance(exc, self.timeouts):
+            return UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out")
+        return UpstreamError("upstream_unreachable", 502, f"upstream {upstream.model} {what} ({type(exc).__name__})")
+
+    async def send(self, tier: str, payload: dict[str, Any]) -> Any:
+        """POST the request to the tier's upstream; the response once its headers arrived. Transport
+        failures become ``UpstreamError``."""
         upstream = self.upstreams[tier]
         try:
             content = encode_upstream_body(payload, upstream.model)
@@ -198,60 +267,60 @@ class UpstreamRelay:
             raise UpstreamError("invalid_request_error", 400,
                                 f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
         try:
-            request = self.client().build_request("POST", upstream.base_url.rstrip("/") + "/chat/completions",
-                                                  content=content,
-                                                  headers={**upstream.headers(), "content-type": "application/json"})
-            return await self.client().send(request, stream=stream)
-        except self.httpx.TimeoutException:
-            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
-        except (self.httpx.TransportError, self.httpx.InvalidURL, ValueError) as exc:
-            raise UpstreamError("upstream_unreachable", 502,
-                                f"upstream {upstream.model} unreachable ({type(exc).__name__})") from None
+            return await self.session().post(self.urls[tier], data=content, proxy=self.proxies[tier],
+                                             headers={**upstream.headers(), "content-type": "application/json"})
+        except self.timeouts + self.failures as exc:
+            raise self._unreachable(upstream, exc) from None
+
+    async def read(self, upstream: UpstreamConfig, response: Any) -> bytes:
+        """The whole body; transport failures become ``UpstreamError``. The connection goes back to the pool."""
+        try:
+            return bytes(await response.read())
+        except self.timeouts + self.failures as exc:
+            raise self._unreachable(upstream, exc) from None
+        finally:
+            response.release()
 
     async def call(self, tier: str, payload: dict[str, Any], stream: bool) -> Any:
-        """The tier's answer: a JSON object, or for streams ``(response, first chunk, chunk iterator)``."""
+        """The tier's answer: a JSON object, or for streams an ``UpstreamStream``."""
         upstream = self.upstreams[tier]
         started = time.perf_counter()
-        response = await self.send(tier, payload, stream)
-        if response.status_code >= 400:
-            detail = (await response.aread())[:4000]
-            await response.aclose()
-            raise rejection(upstream, response.status_code, detail)
+        response = await self.send(tier, payload)
+        if response.status >= 400:
+            detail = (await self.read(upstream, response))[:4000]
+            raise rejection(upstream, response.status, detail)
         malformed = UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent a malformed body")
         if not stream:
+            body = await self.read(upstream, response)
             try:
                 # NaN/Infinity are not JSON, and the answer could not be re-encoded for the client.
-                data = json.loads(response.content, parse_constant=_not_json)
+                data = json.loads(body, parse_constant=_not_json)
                 if not isinstance(data, dict):
                     raise ValueError("not an object")
             except (ValueError, RecursionError):
                 raise malformed from None
             self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
             return data
-        first, chunks = await self.first_chunk(upstream, response)
+        first = await self.first_chunk(upstream, response)
         if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
-            await response.aclose()
+            response.release()
             raise malformed
         self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
-        return response, first, chunks
+        return UpstreamStream(response, first, self.timeouts + self.failures)
 
-    async def first_chunk(self, upstream: UpstreamConfig, response: Any) -> tuple[bytes, Any]:
-        """The stream's first non-blank bytes and the iterator over the rest."""
-        chunks = response.aiter_raw()
+    async def first_chunk(self, upstream: UpstreamConfig, response: Any) -> bytes:
+        """The stream's first non-blank bytes (all of them that have arrived); empty when the stream ends first."""
         try:
             first = b""
             while not first.strip():  # skip keep-alive blank lines
-                first += await chunks.__anext__()
-            return first, chunks
-        except StopAsyncIteration:
-            return first, chunks
-        except self.httpx.TimeoutException:
-            await response.aclose()
-            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
-        except self.httpx.HTTPError as exc:
-            await response.aclose()
-            raise UpstreamError("upstream_unreachable", 502,
-                                f"upstream {upstream.model} broke the stream ({type(exc).__name__})") from None
+                chunk = await response.content.readany()
+                if not chunk:
+                    return first
+                first += chunk
+            return first
+        except self.timeouts + self.failures as exc:
+            response.release()
+            raise self._unreachable(upstream, exc, "broke the stream") from None
 
     async def call_with_fallback(self, decision: Decision, payload: dict[str, Any], stream: bool) -> tuple[Decision, Any]:
         """The decided tier's answer, or the other tier's by the fallback rule."""
