@@ -164,3 +164,16 @@ def test_cli_hands_replica_options_to_ray_serve(monkeypatch):
     assert kwargs == {"host": "127.0.0.1", "port": 7070, "address": "auto"} and config.strong_share == 0.3
     assert main(["serve", "--router", ROUTER, "--engine", "ray"]) == 0
     assert calls[1][1].replicas == 1 and calls[1][1].deployment_options(calls[1][0])["num_replicas"] == 1
+
+
+def test_cli_refuses_a_missing_bundle_before_starting_ray(capsys, monkeypatch):
+    pytest.importorskip("ray.serve", reason="Ray Serve is the ray extra: pip install '.[ray]'")
+    import ray
+    from ray import serve
+
+    from edgeroute.runtime.cli import main
+
+    for module, name in ((ray, "init"), (serve, "start"), (serve, "run")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("Ray started despite a missing bundle"))
+    assert main(["serve", "--router", "no-such-router", "--engine", "ray", "--replicas", "2"]) == 2
+    assert "no shipped router of this name" in capsys.readouterr().err

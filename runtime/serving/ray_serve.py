@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-from edgeroute.runtime.errors import ConfigurationError, require_extra
+from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, require_extra
+from edgeroute.runtime.scoring.router import resolve_bundle
 from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app, shutdown_grace_s
 
 __all__ = ["ReplicaOptions", "EdgerouteReplica", "build_app", "app_builder", "run", "APP_NAME", "DEPLOYMENT_NAME"]
@@ -179,13 +180,22 @@ def run(config: ServerConfig, options: ReplicaOptions | None = None, host: str =
 
     options = options or ReplicaOptions()
     app = build_app(config, options)  # options are checked before any cluster starts
+    if address is None:  # the replicas share this machine's files: a missing bundle is a usage error now
+        for router in config.routers:
+            resolve_bundle(router)
     started = False
     if not ray.is_initialized():
         init: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         ray.init(**init, log_to_driver=False)
         started = address is None
-    serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
-    handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    try:
+        serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
+        handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as exc:  # Serve's "Deploying application ... failed": a replica could not start
+        if started:
+            ray.shutdown()
+        raise EdgerouteError(f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
+                             "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)") from exc
     if not blocking:
         return handle
 
