@@ -154,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     serve.add_argument("--threads", type=int, default=None)
+    engine = serve.add_argument_group("replicas on Ray Serve [ray extra]")
+    engine.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
+                        help="uvicorn: one server process (default); ray: Ray Serve replicas of the same app")
+    engine.add_argument("--replicas", type=int, default=None, help="fixed number of replicas (default 1)")
+    engine.add_argument("--min-replicas", type=int, default=None, help="autoscale between this ...")
+    engine.add_argument("--max-replicas", type=int, default=None, help="... and this many replicas")
+    engine.add_argument("--replica-cpus", type=float, default=None, help="Ray CPUs each replica reserves (default 1)")
+    engine.add_argument("--ray-address", default=None,
+                        help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a local one")
 
     train = commands.add_parser("train", help="train a router on preference data [export extra]")
     train_kinds = train.add_subparsers(dest="kind", required=True)
@@ -430,6 +439,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, serve
 
+    _check_serve_engine(args)
     token = None
     if args.auth_token_env:
         token = os.environ.get(args.auth_token_env)
@@ -457,8 +467,28 @@ def _run_serve(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
     )
-    serve(config, host=args.host, port=args.port)
+    if args.engine == "ray":
+        from edgeroute.runtime.serving.ray_serve import ReplicaOptions, run
+        from edgeroute.runtime.serving.server import uvicorn_config
+
+        uvicorn_config(config, None, args.host, args.port)  # the same checks of the timeouts as the uvicorn engine
+        options = ReplicaOptions.from_flags(args.replicas, args.min_replicas, args.max_replicas, args.replica_cpus)
+        run(config, options, host=args.host, port=args.port, address=args.ray_address)
+    else:
+        serve(config, host=args.host, port=args.port)
     return EXIT_OK
+
+
+def _check_serve_engine(args: argparse.Namespace) -> None:
+    """Ray Serve's options need ``--engine ray``: refused, not ignored, with the uvicorn engine."""
+    if args.engine == "ray":
+        return
+    given = [flag for flag, value in (("--replicas", args.replicas), ("--min-replicas", args.min_replicas),
+                                      ("--max-replicas", args.max_replicas), ("--replica-cpus", args.replica_cpus),
+                                      ("--ray-address", args.ray_address)) if value is not None]
+    if given:
+        raise ConfigurationError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --engine ray "
+                                 "(Ray Serve replicas); the default engine is one uvicorn process")
 
 
 def _add_recipe_commands(train_kinds: Any) -> None:

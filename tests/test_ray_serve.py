@@ -1,0 +1,179 @@
+"""edgeroute serve on Ray Serve: 2 replicas on a local Ray cluster, driven by the real openai client.
+
+The replicas serve ``create_app`` (tests/test_server.py covers its behaviour in depth); this checks
+that the same endpoints, decision and auth answer through Ray Serve's proxy. Marked ``ray``;
+skipped with a message without Ray Serve (the ray extra).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgeroute.runtime.errors import ConfigurationError, ExtraNotInstalledError
+from servers import free_port, server_config
+
+ROUTER = "static-distilled-gpt4-mixtral"  # shipped; numpy scoring, so replicas start fast
+TOKEN_ENV = "EDGEROUTE_TEST_RAY_TOKEN"
+
+
+def test_replica_options_are_checked():
+    from edgeroute.runtime.serving.ray_serve import ReplicaOptions
+
+    assert ReplicaOptions(replicas=2).replicas == 2
+    assert ReplicaOptions(replicas=None, min_replicas=0, max_replicas=3).max_replicas == 3
+    for bad in (dict(replicas=0), dict(replicas=None), dict(replicas=2, min_replicas=1, max_replicas=2),
+                dict(replicas=None, min_replicas=1), dict(replicas=None, min_replicas=3, max_replicas=2),
+                dict(replicas=1, num_cpus=0)):
+        with pytest.raises(ConfigurationError):
+            ReplicaOptions(**bad)
+
+
+def test_ray_serve_names_its_extra(monkeypatch):
+    import sys
+
+    from edgeroute.runtime.serving.ray_serve import _serve
+
+    monkeypatch.setitem(sys.modules, "ray.serve", None)
+    with pytest.raises(ExtraNotInstalledError, match=r"'ray' extra"):
+        _serve()
+
+
+def test_readme_serve_config_builds_the_app(monkeypatch):
+    """The README's `serve run` config file: its import path and args build the application (no cluster)."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is the ray extra: pip install '.[ray]'")
+    yaml = pytest.importorskip("yaml")
+    import importlib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    application = yaml.safe_load(block)["applications"][0]
+    module, name = application["import_path"].split(":")
+    monkeypatch.setenv(application["args"]["auth_token_env"], "t0ken")
+    app = getattr(importlib.import_module(module), name)(application["args"])
+    config = app._bound_deployment.init_args[0]
+    assert config.auth_token == "t0ken" and config.strong.model == application["args"]["strong"]["model"]
+    deployment = app._bound_deployment
+    assert deployment.name == "edgeroute"
+    assert deployment._deployment_config.autoscaling_config.max_replicas == application["args"]["max_replicas"]
+
+
+@pytest.fixture(scope="module")
+def ray_serve_url(upstream):
+    ray = pytest.importorskip("ray", reason="Ray Serve is the ray extra: pip install '.[ray]'")
+    pytest.importorskip("ray.serve", reason="Ray Serve is the ray extra (ray[serve]): pip install '.[ray]'")
+    from ray import serve
+
+    from edgeroute.runtime.serving.ray_serve import ReplicaOptions, run
+
+    os.environ[TOKEN_ENV] = "s3cret"  # the replicas inherit it from the local cluster started here
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        port = free_port()
+        config = server_config(upstream, routers=[ROUTER], auth_token="s3cret")
+        run(config, ReplicaOptions(replicas=2, num_cpus=1), port=port, blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:  # serve.run returns once the replicas are up; the proxy may need a moment more
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("Ray Serve did not answer /health within 60 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        os.environ.pop(TOKEN_ENV, None)
+
+
+@pytest.mark.ray
+def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
+    openai = pytest.importorskip("openai")
+    from ray import serve
+
+    status = serve.status().applications["edgeroute"]
+    assert status.status == "RUNNING"
+    assert status.deployments["edgeroute"].replica_states.get("RUNNING") == 2
+
+    client = openai.OpenAI(base_url=ray_serve_url + "/v1", api_key="s3cret", max_retries=0)
+    upstream.reset()
+    strong = client.chat.completions.create(model=f"router-{ROUTER}-0", messages=[{"role": "user", "content": "hi"}])
+    weak = client.chat.completions.create(model=f"router-{ROUTER}-1", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.models_asked == ["strong-llm", "weak-llm"]
+    assert strong.choices[0].message.content == "answer from strong-llm"
+    routing = strong.model_extra["edgeroute"]
+    assert routing["tier"] == "strong" and routing["threshold"] == 0 and routing["router"] == ROUTER
+    assert weak.model_extra["edgeroute"]["tier"] == "weak" and weak.model_extra["edgeroute"]["model"] == "weak-llm"
+
+    stream = client.chat.completions.create(model=f"router-{ROUTER}-0", stream=True,
+                                            messages=[{"role": "user", "content": "tell me"}])
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "answer from strong-llm"
+
+    with pytest.raises(openai.AuthenticationError):  # the same auth: 401 without the token
+        openai.OpenAI(base_url=ray_serve_url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+    headers = {"Authorization": "Bearer s3cret"}
+    route = httpx.post(ray_serve_url + "/v1/route", json={"prompts": ["What is 2 + 2?", "Prove Fermat's last theorem."],
+                                                          "router": ROUTER, "threshold": 0.5}, headers=headers)
+    assert route.status_code == 200
+    decisions = route.json()["decisions"]
+    assert [d["threshold"] for d in decisions] == [0.5, 0.5] and {d["tier"] for d in decisions} <= {"strong", "weak"}
+
+    health = httpx.get(ray_serve_url + "/health")  # open without the token, as under uvicorn
+    assert health.status_code == 200 and ROUTER in str(health.json())
+    assert httpx.post(ray_serve_url + "/v1/route", json={"prompt": 3}, headers=headers).status_code == 400
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--replicas", "2"], "--replicas needs --engine ray"),
+    (["--min-replicas", "1", "--max-replicas", "3", "--ray-address", "auto"],
+     "--min-replicas, --max-replicas, --ray-address need --engine ray"),
+    (["--engine", "ray", "--replicas", "2", "--max-replicas", "3"], "either --replicas or --min-replicas"),
+    (["--engine", "ray", "--min-replicas", "2"], "needs both --min-replicas and --max-replicas"),
+    (["--engine", "ray", "--replicas", "0"], "--replicas must be a whole number >= 1"),
+    (["--engine", "ray", "--replica-cpus", "0"], "CPUs per replica must be a positive number"),
+])
+def test_cli_refuses_bad_engine_options(argv, message, capsys, monkeypatch):
+    import edgeroute.runtime.serving.ray_serve as ray_serve
+    from edgeroute.runtime.cli import main
+
+    monkeypatch.setattr(ray_serve, "run", lambda *a, **k: pytest.fail("started despite bad options"))
+    assert main(["serve", "--router", ROUTER, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_hands_replica_options_to_ray_serve(monkeypatch):
+    import edgeroute.runtime.serving.ray_serve as ray_serve
+    from edgeroute.runtime.cli import main
+
+    calls = []
+    monkeypatch.setattr(ray_serve, "run", lambda config, options, **kwargs: calls.append((config, options, kwargs)))
+    assert main(["serve", "--router", ROUTER, "--engine", "ray", "--min-replicas", "1", "--max-replicas", "4",
+                 "--ray-address", "auto", "--port", "7070", "--strong-share", "0.3"]) == 0
+    config, options, kwargs = calls[0]
+    assert (options.replicas, options.min_replicas, options.max_replicas, options.num_cpus) == (None, 1, 4, 1.0)
+    assert options.deployment_options(config)["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4}
+    assert kwargs == {"host": "127.0.0.1", "port": 7070, "address": "auto"} and config.strong_share == 0.3
+    assert main(["serve", "--router", ROUTER, "--engine", "ray"]) == 0
+    assert calls[1][1].replicas == 1 and calls[1][1].deployment_options(calls[1][0])["num_replicas"] == 1
+
+
+def test_cli_refuses_a_missing_bundle_before_starting_ray(capsys, monkeypatch):
+    pytest.importorskip("ray.serve", reason="Ray Serve is the ray extra: pip install '.[ray]'")
+    import ray
+    from ray import serve
+
+    from edgeroute.runtime.cli import main
+
+    for module, name in ((ray, "init"), (serve, "start"), (serve, "run")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("Ray started despite a missing bundle"))
+    assert main(["serve", "--router", "no-such-router", "--engine", "ray", "--replicas", "2"]) == 2
+    assert "no shipped router of this name" in capsys.readouterr().err
