@@ -371,16 +371,50 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
     runs from a connection's opening, and from the first byte of each later request's headers,
     to the end of those headers.
     """
+    class HeaderTimer:
+        """The timer both parsers share; ``awaiting_headers()`` says whether a request's headers are due."""
+
+        _header_timer: asyncio.TimerHandle | None = None
+        loop: Any
+        transport: Any
+
+        def awaiting_headers(self) -> bool:
+            raise NotImplementedError
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)  # type: ignore[misc]
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # type: ignore[misc]
+            if self.awaiting_headers():
+                self._arm()  # the headers of a request are arriving: they have timeout_s from their first byte
+            elif self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)  # type: ignore[misc]
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(timeout_s, self._expire)
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self.awaiting_headers() and not self.transport.is_closing():
+                self.transport.close()
+
     if parser == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        class HeaderTimeoutHttpToolsProtocol(HttpToolsProtocol):
-            _header_timer: asyncio.TimerHandle | None = None
+        class HeaderTimeoutHttpToolsProtocol(HeaderTimer, HttpToolsProtocol):
             _in_headers = True  # from the connection's opening, and from each message's first byte
 
-            def connection_made(self, transport: Any) -> None:
-                super().connection_made(transport)
-                self._arm()
+            def awaiting_headers(self) -> bool:
+                return self._in_headers
 
             def on_message_begin(self) -> None:
                 super().on_message_begin()
@@ -390,61 +424,14 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
                 self._in_headers = False
                 super().on_headers_complete()
 
-            def data_received(self, data: bytes) -> None:
-                super().data_received(data)
-                if self._in_headers:
-                    self._arm()
-                elif self._header_timer is not None:
-                    self._header_timer.cancel()
-                    self._header_timer = None
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                if self._header_timer is not None:
-                    self._header_timer.cancel()
-                super().connection_lost(exc)
-
-            def _arm(self) -> None:
-                if self._header_timer is None:
-                    self._header_timer = self.loop.call_later(timeout_s, self._expire)
-
-            def _expire(self) -> None:
-                self._header_timer = None
-                if self._in_headers and not self.transport.is_closing():
-                    self.transport.close()
-
         return HeaderTimeoutHttpToolsProtocol
 
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutH11Protocol(H11Protocol):
-        _header_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is h11.IDLE:
-                self._arm()  # the headers of a request are arriving: they have timeout_s from their first byte
-            elif self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(timeout_s, self._expire)
-
-        def _expire(self) -> None:
-            self._header_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()
+    class HeaderTimeoutH11Protocol(HeaderTimer, H11Protocol):
+        def awaiting_headers(self) -> bool:
+            return self.conn.their_state is h11.IDLE
 
     return HeaderTimeoutH11Protocol
 
