@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hold this share of strong calls on live traffic: the threshold follows the running "
                             "quantile of recent win rates (requests with their own threshold are exempt)")
     serve.add_argument("--budget-window", type=int, default=1000, help="win rates the --strong-share budget keeps")
+    serve.add_argument("--budget-floor", type=float, default=0.0, help="lowest threshold the --strong-share budget sets")
+    serve.add_argument("--budget-ceiling", type=float, default=1.0, help="highest threshold the --strong-share budget sets")
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
     serve.add_argument("--client-timeout", type=float, default=30.0,
                        help="seconds a client gets to send the request headers, and again the body (default 30)")
@@ -463,6 +465,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_messages=args.max_messages,
         strong_share=args.strong_share,
         budget_window=args.budget_window,
+        budget_floor=args.budget_floor,
+        budget_ceiling=args.budget_ceiling,
         cors_origins=args.cors_origin,
         device=args.device,
         threads=args.threads,

@@ -354,3 +354,11 @@ def test_default_alias_is_models_default_when_loaded(mf_bundle):
     shipped = RouterSet(["bert-minilm-gpt4-mixtral", default_router_name()])
     assert shipped.default == default_router_name() and shipped.get("default").name == default_router_name()
     assert RouterSet([mf_bundle]).default == "mf_bundle"  # not loaded: the first --router
+
+
+def test_strong_share_budget_threshold_stays_within_its_floor(upstream, routers):
+    upstream.reset()
+    with serving(create_app(_config(upstream, strong_share=0.5, budget_window=50, budget_floor=0.9), routers)) as url:
+        decisions = [httpx.post(url + "/v1/route", json={"router": "mf", "prompt": f"q{i} " + "x " * i}).json()["decisions"][0]
+                     for i in range(60)]
+    assert all(d["threshold"] >= 0.9 and d["budget"]["threshold"] >= 0.9 for d in decisions)

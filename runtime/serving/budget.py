@@ -16,6 +16,7 @@ import bisect
 import math
 import threading
 from collections import deque
+from dataclasses import dataclass
 
 from edgeroute.runtime.scoring.decision import BudgetState, is_strong
 from edgeroute.runtime.errors import InvalidInputError
@@ -23,6 +24,20 @@ from edgeroute.runtime.errors import InvalidInputError
 DEFAULT_WINDOW = 1000
 # Below this many observations the window's quantile is too coarse; the start threshold is used.
 MIN_OBSERVATIONS = 50
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """``serve --strong-share``: the target share, the window, and the threshold's floor and ceiling."""
+
+    target: float
+    window: int = DEFAULT_WINDOW
+    floor: float = 0.0
+    ceiling: float = 1.0
+
+    def budget(self, start_threshold: float) -> StrongShareBudget:
+        """A budget with these settings, starting from ``start_threshold``; bad settings raise ``InvalidInputError``."""
+        return StrongShareBudget(self.target, start_threshold, self.window, self.floor, self.ceiling)
 
 
 class StrongShareBudget:

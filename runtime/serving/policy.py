@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeroute.runtime.serving.budget import DEFAULT_WINDOW, BudgetState, StrongShareBudget
+from edgeroute.runtime.scoring.decision import BudgetState
+from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
 from edgeroute.runtime.scoring.router import Router, default_router_name
@@ -157,8 +158,7 @@ class RoutingPolicy:
         default_model: Literal["strong", "weak"] = "weak",
         scoring_threads: int = 4,
         sticky_capacity: int = 10_000,
-        strong_share: float | None = None,
-        budget_window: int = DEFAULT_WINDOW,
+        budget: BudgetSettings | None = None,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -174,24 +174,24 @@ class RoutingPolicy:
         self._sticky: OrderedDict[str, Decision] = OrderedDict()
         self._sticky_capacity = sticky_capacity
         self._lock = threading.Lock()
-        if strong_share is not None:
-            StrongShareBudget(strong_share, 0.5, budget_window)  # refuses bad settings now, not on a request
-        self.strong_share, self.budget_window = strong_share, budget_window
+        if budget is not None:
+            budget.budget(0.5)  # refuses bad settings now, not on a request
+        self.budget = budget
         self._budgets: dict[str, StrongShareBudget] = {}
 
     # ---------------------------------------------------------------- the strong-call budget
     def budget_for(self, router: Router) -> StrongShareBudget:
         """``router``'s budget (one per router: win rates of different routers are on different scales),
         started from its calibrated threshold for the target share when the bundle has one."""
-        if self.strong_share is None:
+        if self.budget is None:
             raise ConfigurationError("no strong-call budget is set (serve --strong-share)")
         with self._lock:
             if router.name not in self._budgets:
                 try:
-                    start = router.threshold_for(self.strong_share)
+                    start = router.threshold_for(self.budget.target)
                 except EdgerouteError:  # an uncalibrated bundle: its default until the window fills
                     start = router.default_threshold()
-                self._budgets[router.name] = StrongShareBudget(self.strong_share, start, self.budget_window)
+                self._budgets[router.name] = self.budget.budget(start)
             return self._budgets[router.name]
 
     def budget_states(self) -> dict[str, BudgetState]:
@@ -203,7 +203,7 @@ class RoutingPolicy:
     def request_threshold(self, router: Router, threshold: Any = None, strong_pct: Any = None) -> float | None:
         """The threshold a request asks for, or None when the budget is to set it (a budget runs and the
         request names neither a threshold nor a strong share)."""
-        if self.strong_share is not None and threshold is None and strong_pct is None:
+        if self.budget is not None and threshold is None and strong_pct is None:
             return None
         return resolve_threshold(router, threshold, strong_pct)
 

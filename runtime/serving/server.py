@@ -28,6 +28,7 @@ from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, requ
 from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
+from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import (UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream,
                                                 UpstreamStreamBroken)
@@ -62,6 +63,8 @@ class ServerConfig:
     # A strong-call budget held on live traffic (runtime/serving/budget.py): None keeps the calibrated threshold.
     strong_share: float | None = None
     budget_window: int = 1000
+    budget_floor: float = 0.0  # the budget's threshold never goes below this, nor above the ceiling
+    budget_ceiling: float = 1.0
     client_timeout_s: float = 30.0  # to send the request headers, and then the body
     shutdown_grace_s: float | None = None  # None: long enough for an upstream call and its fallback
     cors_origins: Sequence[str] = ()
@@ -323,7 +326,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
     policy = RoutingPolicy(
         routers, config.strong.model, config.weak.model, route_on=config.route_on, sticky=config.sticky,
         score_budget_ms=config.score_budget_ms, default_model=config.default_model,
-        strong_share=config.strong_share, budget_window=config.budget_window,
+        budget=None if config.strong_share is None else BudgetSettings(
+            config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling),
     )
     metrics = Metrics()
     relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics)
