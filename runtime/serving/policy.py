@@ -282,16 +282,19 @@ class RoutingPolicy:
             return remembered
         loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
         started = time.perf_counter()
-        try:
-            if self.score_budget_s is None:  # nothing to time out: score in the caller's thread
-                win_rate, fallback = loaded.strong_win_rate(text), None
-            else:
-                win_rate, fallback = self._pool.submit(loaded.strong_win_rate, text).result(self.score_budget_s), None
-        except FutureTimeout:
-            win_rate, fallback = None, "score_budget_exceeded"
-        except EdgerouteError as exc:
-            win_rate, fallback = None, f"router_error: {type(exc).__name__}"
+        win_rate, fallback = self._score(loaded, text)
         return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
+
+    def _score(self, router: Router, text: str) -> tuple[float | None, str | None]:
+        """The win rate in the caller's thread (on a pool thread under a scoring budget), or why there is none."""
+        try:
+            if self.score_budget_s is None:  # nothing to time out
+                return router.strong_win_rate(text), None
+            return self._pool.submit(router.strong_win_rate, text).result(self.score_budget_s), None
+        except FutureTimeout:
+            return None, "score_budget_exceeded"
+        except EdgerouteError as exc:
+            return None, f"router_error: {type(exc).__name__}"
 
     async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
                       strong_pct: float | None = None) -> Decision:
