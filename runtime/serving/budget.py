@@ -54,9 +54,10 @@ class StrongShareBudget:
                                     f"got {floor!r} and {ceiling!r}")
         self.target, self.floor, self.ceiling = float(target), float(floor), float(ceiling)
         self._start = min(max(float(start_threshold), self.floor), self.ceiling)
-        self._recent: deque[float] = deque(maxlen=window)
+        self._window = window
+        self._recent: deque[tuple[float, bool]] = deque()  # (win rate, sent strong), oldest first
         self._sorted: list[float] = []
-        self._strong: deque[bool] = deque(maxlen=window)
+        self._n_strong = 0  # strong decisions in the window, kept as it moves (state() is on the request path)
         self._lock = threading.Lock()
 
     def threshold(self) -> float:
@@ -76,16 +77,18 @@ class StrongShareBudget:
         """The threshold for this prompt (decided before it joins the window); then record it."""
         with self._lock:
             threshold = self._threshold()
-            if len(self._recent) == self._recent.maxlen:
-                oldest = self._recent[0]
+            if len(self._recent) == self._window:
+                oldest, was_strong = self._recent.popleft()
                 del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-            self._recent.append(win_rate)
+                self._n_strong -= was_strong
+            strong = bool(is_strong(win_rate, threshold))
+            self._recent.append((win_rate, strong))
             bisect.insort(self._sorted, win_rate)
-            self._strong.append(bool(is_strong(win_rate, threshold)))
+            self._n_strong += strong
             return threshold
 
     def state(self) -> BudgetState:
         """A consistent snapshot for ``/metrics`` and decisions."""
         with self._lock:
-            share = sum(self._strong) / len(self._strong) if self._strong else 0.0
+            share = self._n_strong / len(self._recent) if self._recent else 0.0
             return BudgetState(self.target, share, self._threshold(), len(self._recent))
