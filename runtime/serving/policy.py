@@ -140,6 +140,17 @@ class RouterSet:
         return self._routers[resolved]
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A chat request between preparation and its score: sticky key, router, text, threshold, start time."""
+
+    key: str | None
+    router: Router
+    text: str
+    threshold: float | None
+    started: float
+
+
 class RoutingPolicy:
     """Decides strong or weak for chat requests; safe to call from many threads and coroutines.
 
@@ -261,10 +272,19 @@ class RoutingPolicy:
         decision = decision_for(router.name, win_rate, budget.admit(win_rate), score_us, self.names)
         return replace(decision, budget=budget.state())
 
-    def _finish(self, key: str | None, router: Router, win_rate: float | None, threshold: float | None, started: float,
-                fallback: str | None) -> Decision:
-        decision = self._decide(router, win_rate, threshold, (time.perf_counter() - started) * 1e6, fallback)
-        self._remember(key, decision)
+    def _begin(self, messages: Any, router: str | None, threshold: float | None,
+               strong_pct: float | None) -> Decision | _Pending:
+        """The remembered decision of a sticky conversation, or the request made ready to score."""
+        key, remembered = self._sticky_lookup(messages)
+        if remembered is not None:
+            return remembered
+        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
+        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter())
+
+    def _finish(self, request: _Pending, win_rate: float | None, fallback: str | None) -> Decision:
+        score_us = (time.perf_counter() - request.started) * 1e6
+        decision = self._decide(request.router, win_rate, request.threshold, score_us, fallback)
+        self._remember(request.key, decision)
         return decision
 
     def _sticky_lookup(self, messages: Any) -> tuple[str | None, Decision | None]:
@@ -277,13 +297,10 @@ class RoutingPolicy:
     def decide(self, messages: Any, router: str | None = None, threshold: float | None = None,
                strong_pct: float | None = None) -> Decision:
         """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
-        key, remembered = self._sticky_lookup(messages)
-        if remembered is not None:
-            return remembered
-        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
-        started = time.perf_counter()
-        win_rate, fallback = self._score(loaded, text)
-        return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
+        request = self._begin(messages, router, threshold, strong_pct)
+        if isinstance(request, Decision):
+            return request
+        return self._finish(request, *self._score(request.router, request.text))
 
     def _score(self, router: Router, text: str) -> tuple[float | None, str | None]:
         """The win rate in the caller's thread (on a pool thread under a scoring budget), or why there is none."""
@@ -299,19 +316,17 @@ class RoutingPolicy:
     async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
                       strong_pct: float | None = None) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free."""
-        key, remembered = self._sticky_lookup(messages)
-        if remembered is not None:
-            return remembered
-        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
-        started = time.perf_counter()
-        future = asyncio.get_running_loop().run_in_executor(self._pool, loaded.strong_win_rate, text)
+        request = self._begin(messages, router, threshold, strong_pct)
+        if isinstance(request, Decision):
+            return request
+        future = asyncio.get_running_loop().run_in_executor(self._pool, request.router.strong_win_rate, request.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
         except asyncio.TimeoutError:
             win_rate, fallback = None, "score_budget_exceeded"
         except EdgerouteError as exc:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
-        return self._finish(key, loaded, win_rate, chosen_threshold, started, fallback)
+        return self._finish(request, win_rate, fallback)
 
     async def arun(self, function: Any, *args: Any) -> Any:
         """Run a scoring call on the policy's thread pool from a coroutine."""
