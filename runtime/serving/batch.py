@@ -144,20 +144,25 @@ def iter_chunks(
         yield Chunk(start, prompts, ids if has_ids else None)
 
 
-def _jsonl_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; a line that is not JSON raises ``InvalidInputError``."""
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield line_number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{path}: line {line_number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InvalidInputError(f"{path}: line {line_number} is not a JSON object")
-            if column not in row:
-                raise InvalidInputError(f"{path}: line {line_number} has no {column!r} key (choose it with --column)")
-            yield row[column], row.get(id_column), id_column in row
+
+
+def _jsonl_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
+    for line_number, row in _json_lines(path):
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{path}: line {line_number} is not a JSON object")
+        if column not in row:
+            raise InvalidInputError(f"{path}: line {line_number} has no {column!r} key (choose it with --column)")
+        yield row[column], row.get(id_column), id_column in row
 
 
 def _csv_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
@@ -383,19 +388,15 @@ def _score_chunks(path: Path, chunk_size: int) -> Iterator[tuple[np.ndarray, set
         return
     rates: list[float] = []
     routers: set[Any] = set()
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rates.append(float(row["win_rate"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise InvalidInputError(f"{path}: line {line_number} holds no 'win_rate' number "
-                                        "(is it the output of `edgeroute score`?)") from None
+    for line_number, row in _json_lines(path):
+        try:
+            rates.append(float(row["win_rate"]))
             routers.add(row.get("router"))
-            if len(rates) == chunk_size:
-                yield np.array(rates, dtype=np.float64), routers
-                rates, routers = [], set()
+        except (KeyError, TypeError, ValueError):
+            raise InvalidInputError(f"{path}: line {line_number} holds no 'win_rate' number "
+                                    "(is it the output of `edgeroute score`?)") from None
+        if len(rates) == chunk_size:
+            yield np.array(rates, dtype=np.float64), routers
+            rates, routers = [], set()
     if rates:
         yield np.array(rates, dtype=np.float64), routers
