@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from edgeroute.runtime.errors import InvalidInputError, InvalidThresholdError
@@ -49,7 +49,10 @@ class Decision:
     def to_dict(self, rounded: bool = False) -> dict[str, Any]:
         """The decision's JSON shape (the same keys everywhere); ``rounded``: win rate and threshold
         to 6 decimals and ``score_us`` to 0.1, for human-facing output."""
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict (a recursive deep copy): this runs on every request.
+        data = dict(self.__dict__)
+        if self.budget is not None:
+            data["budget"] = dict(self.budget.__dict__)
         if rounded:
             for key in ("win_rate", "threshold"):
                 if data[key] is not None:
