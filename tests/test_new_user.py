@@ -139,3 +139,67 @@ def test_missing_extra_hint_names_the_clone_not_an_index(monkeypatch):
     monkeypatch.setitem(sys.modules, "edgeroute_no_such_module", None)
     with pytest.raises(ExtraNotInstalledError, match=r"in your edgeroute clone, pip install '\.\[serve\]'$"):
         require_extra("edgeroute_no_such_module", "serve", "edgeroute serve")
+
+
+# Python run from the parent folder of a clone named `edgeroute` (sys.path[0] is that folder).
+PARENT_FOLDER_SCRIPT = """
+import json
+import edgeroute
+from edgeroute.runtime import Router
+import edgeroute.runtime
+decision = Router.load("static-distilled-gpt4-mixtral").route("hi")
+print(json.dumps({"package": edgeroute.__file__, "path": list(edgeroute.__path__), "runtime": edgeroute.runtime.__file__,
+                  "namespace": type(edgeroute.__path__).__name__ == "_NamespacePath", "tier": decision.tier}))
+"""
+
+
+def _run_in(folder, script: str) -> dict:
+    import os
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _link(target, link) -> None:
+    try:
+        link.symlink_to(target, target_is_directory=True)
+    except OSError as error:  # e.g. Windows without the symlink privilege
+        pytest.skip(f"cannot create a directory symlink here: {error}")
+
+
+def test_the_installed_package_is_a_regular_package():
+    import edgeroute
+
+    assert edgeroute.__file__ is not None and type(edgeroute.__path__) is list  # not an implicit namespace package
+
+
+def test_parent_folder_of_a_clone_imports_the_clone_as_one_regular_package(tmp_path):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    _link(repo, tmp_path / "edgeroute")
+    found = _run_in(tmp_path, PARENT_FOLDER_SCRIPT)
+    # The clone, first on sys.path, is the whole package: no merge with the install's folder.
+    assert found["namespace"] is False
+    assert [Path(entry).resolve() for entry in found["path"]] == [repo]  # one portion: the clone, not also the install
+    assert Path(found["package"]).resolve() == repo / "__init__.py"
+    assert Path(found["runtime"]).resolve() == repo / "runtime" / "__init__.py"
+    assert found["tier"] in ("strong", "weak")
+
+
+def test_a_folder_named_edgeroute_that_is_no_clone_does_not_shadow_the_install(tmp_path):
+    from pathlib import Path
+
+    import edgeroute
+
+    if Path(edgeroute.__file__).resolve().parent == Path(__file__).resolve().parents[1]:
+        # setuptools' editable finder comes after the path finder, which takes the stray folder as a namespace.
+        pytest.skip("editable install of this clone: the regular-package rule holds for `pip install .`")
+    (tmp_path / "edgeroute" / "runtime").mkdir(parents=True)  # e.g. an output folder, no __init__.py
+    found = _run_in(tmp_path, PARENT_FOLDER_SCRIPT)
+    assert found["namespace"] is False
+    assert Path(found["package"]).resolve() == Path(edgeroute.__file__).resolve()
+    assert found["tier"] in ("strong", "weak")
