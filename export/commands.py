@@ -15,13 +15,13 @@ from edgeroute.export.training.classic import run_train_command
 
 
 def export(args: Any) -> Path:
-    """``edgeroute export bert|mf|distilled``: returns the written manifest's path."""
+    """``edgeroute export bert|mf|distilled|probe``: returns the written manifest's path."""
     return run_export_command(args)
 
 
 def train(args: Any) -> dict[str, Any]:
-    """``edgeroute train bert|mf|teacher|distilled``: returns a JSON-ready summary of the run."""
-    if args.kind in ("teacher", "distilled"):
+    """``edgeroute train bert|mf|teacher|distilled|probe``: returns a JSON-ready summary of the run."""
+    if args.kind in ("teacher", "distilled", "probe"):
         return run_recipe_command(args)
     report = run_train_command(args)
     return {"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}

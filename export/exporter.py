@@ -86,9 +86,10 @@ def _library_versions() -> dict[str, str]:
 
 
 def _hash_folder_weights(folder: Path) -> str:
+    """SHA-256 over the checkpoint's weight files (sub-folders too, e.g. a probe's ``encoder/``), in path order."""
     digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".bin", ".pt") and path.is_file():
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".safetensors", ".bin", ".pt", ".npy") and path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -675,7 +676,6 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
 
 
 def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]) -> dict[str, Any]:
-    from edgeroute.export.training.distill import HEAD_OUT_FILE
     from edgeroute.export.static import STATIC_TABLE_FILE
 
     pair = [options.strong_name, options.weak_name]
@@ -687,15 +687,74 @@ def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]
             "model": f"static token embeddings from {report.get('static_from', 'a static router')}",
             "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
         },
-        "head": {
-            "kind": "mlp", "file": HEAD_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
-            "default_strong": pair[0], "default_weak": pair[1], "aliases": alias_table(pair),
-            "features": ["embedding", "log1p_chars"],
-            "win_rate": {"kind": "sigmoid_mlp",
-                         "formula": "sigmoid(w2 . relu(W1 . [embedding, log1p(chars)/8] + b1) + b2)"},
-            "teacher": report["recipe"].get("teacher"),
-        },
+        "head": _mlp_head_section(pair, report["recipe"].get("teacher")),
     }
+
+
+def _mlp_head_section(pair: list[str | None], teacher: str | None) -> dict[str, Any]:
+    from edgeroute.export.training.distill import HEAD_OUT_FILE
+
+    return {
+        "kind": "mlp", "file": HEAD_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
+        "default_strong": pair[0], "default_weak": pair[1], "aliases": alias_table(n for n in pair if n),
+        "features": ["embedding", "log1p_chars"],
+        "win_rate": {"kind": "sigmoid_mlp",
+                     "formula": "sigmoid(w2 . relu(W1 . [embedding, log1p(chars)/8] + b1) + b2)"},
+        "teacher": teacher,
+    }
+
+
+def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
+    """Export the transformer tier (``edgeroute train probe``): truncated encoder graphs, tokenizer, linear head.
+
+    Parity: each precision's runtime win rates against PyTorch fp32 + the head in float64.
+    """
+    from edgeroute.export.training.distill import HEAD_OUT_FILE
+    from edgeroute.export.training.probe import ENCODER_FOLDER, reference_win_rates
+
+    checkpoint = Path(checkpoint)
+    for name in (HEAD_FILE, HEAD_OUT_FILE, "training.json"):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint / name}: missing; write the checkpoint with `edgeroute train probe`")
+    report = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))
+    options.strong_name = options.strong_name or report["models"]["strong"]
+    options.weak_name = options.weak_name or report["models"]["weak"]
+    from transformers import AutoModel
+
+    tokenizer, encoder = _load_hf(checkpoint / ENCODER_FOLDER, AutoModel, optional=("pooler.",))
+    # Train/serve consistency: the bundle truncates where training did.
+    max_length = options.max_length or int(report["recipe"]["max_length"])
+    staging = _staging_folder(options)
+    try:
+        with tqdm(total=4, desc="export", unit="step") as progress:
+            input_names = _input_names(tokenizer)
+            graphs, facts = _write_encoder_graphs(SentenceEmbedding(encoder), encoder.config, input_names,
+                                                  "sentence_embedding", staging, "embedder", options, progress)
+            for name in (HEAD_FILE, HEAD_OUT_FILE):
+                shutil.copyfile(checkpoint / name, staging / name)
+            manifest = _base_manifest("mf", options, checkpoint, "edgeroute-probe")
+            manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
+            manifest["embedder"] = {
+                "kind": "onnx", "model": report["recipe"].get("encoder", ENCODER_FOLDER),
+                "dim": int(encoder.config.hidden_size),
+                "pooling": f"bottom {encoder.config.num_hidden_layers} layers; mean over attention mask, "
+                           "then L2 normalization",
+                "graphs": graphs, "inputs": input_names, "output": "sentence_embedding",
+            }
+            manifest["head"] = _mlp_head_section([options.strong_name, options.weak_name], None)
+            manifest["optimization"] = {"onnxruntime_fusions": facts.pop("onnxruntime_fusions")}
+            manifest["quantization"] = facts
+            manifest["files"] = {name: {} for name in [TOKENIZER_FILE, HEAD_FILE, HEAD_OUT_FILE, *graphs.values()]}
+            write_manifest(staging, manifest)
+            progress.set_description("verify parity")
+            reference = reference_win_rates(checkpoint, PARITY_PROMPTS)
+            manifest["parity"] = _verify_parity(staging, graphs, reference, options, {})
+            manifest["golden"] = manifest["parity"].pop("golden")
+            progress.update()
+        return _finish(staging, manifest, options)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def run_export_command(args: Any) -> Path:
@@ -717,4 +776,6 @@ def run_export_command(args: Any) -> Path:
         return export_bert(Path(args.checkpoint), options)
     if args.kind == "distilled":
         return export_distilled(Path(args.checkpoint), options)
+    if args.kind == "probe":
+        return export_probe(Path(args.checkpoint), options)
     return export_mf(Path(args.checkpoint), options, args.embedder, args.model_names)

@@ -42,7 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``edgeroute`` command."""
     parser = argparse.ArgumentParser(prog="edgeroute", description="Quantized ONNX LLM routers.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_route_command(commands)
+    _add_info_command(commands)
+    _add_export_command(commands)
+    _add_eval_command(commands)
+    _add_calibrate_command(commands)
+    _add_score_command(commands)
+    _add_serve_command(commands)
+    _add_train_command(commands)
+    return parser
 
+
+def _add_route_command(commands: Any) -> None:
+    """``edgeroute route``: score prompts, print decisions."""
     route = commands.add_parser("route", help="score prompts and print one JSON decision per prompt")
     route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to score; '-' reads one prompt per line from stdin")
     route.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
@@ -53,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of prompts to send to the strong model, from the calibration table")
     _add_load_options(route)
 
+
+def _add_info_command(commands: Any) -> None:
+    """``edgeroute info`` and ``edgeroute list``."""
     info = commands.add_parser("info", help="summarize a bundle's manifest")
     info.add_argument("bundle", metavar="BUNDLE", help="shipped router name or bundle folder")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
@@ -61,10 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list the shipped routers")
 
+
+def _add_export_command(commands: Any) -> None:
+    """``edgeroute export bert|mf|distilled|probe``."""
     export = commands.add_parser("export", help="convert a RouteLLM-format checkpoint to an ONNX bundle [export extra]")
     kinds = export.add_subparsers(dest="kind", required=True)
     for kind, what in (("bert", "BertForSequenceClassification folder"), ("mf", "MF checkpoint folder"),
-                       ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)")):
+                       ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)"),
+                       ("probe", "transformer-tier probe checkpoint (edgeroute train probe)")):
         sub = kinds.add_parser(kind, help=f"export a RouteLLM {what}")
         sub.add_argument("--checkpoint", required=True, help=f"local {what}")
         sub.add_argument("--out", required=True, help="bundle folder to write (must not exist, or use --overwrite)")
@@ -89,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="JSON file mapping model name to row index (default: the checkpoint's "
                                   "model_ids.json, else RouteLLM's 64 Arena models)")
 
+
+def _add_eval_command(commands: Any) -> None:
+    """``edgeroute eval``: APGR / CPT / AUC on a benchmark folder."""
     evaluate = commands.add_parser("eval", help="RouteLLM's APGR / CPT / AUC on a benchmark folder")
     evaluate.add_argument("--router", action="append", required=True, dest="routers",
                           help="bundle folder, shipped router name, or 'random'; repeat for several")
@@ -105,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None)
     evaluate.add_argument("--threads", type=int, default=None)
 
+
+def _add_calibrate_command(commands: Any) -> None:
+    """``edgeroute calibrate``: thresholds for shares of strong calls."""
     calibrate = commands.add_parser("calibrate", help="threshold for a share of strong-model calls")
     calibrate.add_argument("--router", required=True)
     sources = calibrate.add_mutually_exclusive_group(required=True)
@@ -117,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
     _add_load_options(calibrate)
 
-    _add_score_command(commands)
 
+def _add_serve_command(commands: Any) -> None:
+    """``edgeroute serve``: the OpenAI-compatible routing server."""
     serve = commands.add_parser("serve", help="OpenAI-compatible routing server [serve extra]")
     serve.add_argument("--router", action="append", dest="routers", default=None,
                        help="router to load (shipped name or bundle folder); repeat; default models/DEFAULT")
@@ -145,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "time for an upstream call and its fallback)")
     serve.add_argument("--route-on", choices=["last_user", "conversation"], default="last_user")
     serve.add_argument("--sticky", action="store_true", help="keep a conversation on the model of its first turn")
+    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    serve.add_argument("--threads", type=int, default=None)
+    _add_serve_limits(serve)
+    _add_serve_engine(serve)
+
+
+def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
+    """``edgeroute serve``: scoring budget, auth and the bounds on what one request may cost."""
     serve.add_argument("--score-budget-ms", type=float, default=None,
                        help="past this scoring time, use --default-model and record it")
     serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
@@ -154,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="characters of message text per request, content parts included (default 100000)")
     serve.add_argument("--max-messages", type=int, default=1000, help="messages per chat request")
     serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
-    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    serve.add_argument("--threads", type=int, default=None)
+
+
+def _add_serve_engine(serve: argparse.ArgumentParser) -> None:
+    """``edgeroute serve --engine ray``: Ray Serve replicas."""
     engine = serve.add_argument_group("replicas on Ray Serve [ray extra]")
     engine.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
                         help="uvicorn: one server process (default); ray: Ray Serve replicas of the same app")
@@ -166,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--ray-address", default=None,
                         help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a local one")
 
+
+def _add_train_command(commands: Any) -> None:
+    """``edgeroute train``: the shipped recipes and RouteLLM-format BERT / MF checkpoints."""
     train = commands.add_parser("train", help="train a router on preference data [export extra]")
     train_kinds = train.add_subparsers(dest="kind", required=True)
     _add_recipe_commands(train_kinds)
@@ -194,7 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--noise", type=float, default=0.1)
             sub.add_argument("--static-dims", type=int, default=256,
                              help="with --encoder static: dimensions of the distilled static embeddings")
-    return parser
 
 
 def _load_router(args: argparse.Namespace, name: str | None):
@@ -496,17 +534,21 @@ def _check_serve_engine(args: argparse.Namespace) -> None:
 
 
 def _add_recipe_commands(train_kinds: Any) -> None:
-    """``train teacher`` and ``train distilled``: the shipped recipes, chosen by benchmarks/quality.py."""
+    """``train probe``, ``train distilled`` (and the older ``train teacher``): recipes compared by benchmarks/quality.py."""
     teacher = train_kinds.add_parser("teacher", help="the transformer tier: MiniLM's top layers fine-tuned as "
                                                      "RouteLLM's 3-label BERT router on every row of --data")
     distilled = train_kinds.add_parser("distilled", help="the fast tier: a static-embedding MLP fitted to a "
                                                          "teacher bundle's win rates on the prompts of --data")
-    for sub in (teacher, distilled):
+    probe = train_kinds.add_parser("probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom "
+                                                 "4 layers, fitted on every row of --data")
+    probe.add_argument("--encoder", default=None, help="local sentence-encoder folder (default: packaged all-MiniLM-L6-v2)")
+    probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4, the protocol's choice)")
+    for sub in (teacher, distilled, probe):
         sub.add_argument("--data", required=True, help="a RouteLLM-layout folder (mmlu/, gsm8k/)")
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. bert-minilm-gpt4-mixtral)")
+    distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. minilm4-probe-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
     distilled.add_argument("--length-weight", type=float, default=0.0,
                            help="weight of prompt length in the target (benchmarks/quality.py chooses it)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import numpy as np
 
 from edgeroute.runtime import Router
 from edgeroute.runtime.evaluation.data import BenchmarkData
-from edgeroute.runtime.scoring.heads import MLPHead
+from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
+from edgeroute.export.training.probe import ProbeRecipe, as_scored, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
@@ -34,10 +36,10 @@ def golden_labels(data: BenchmarkData) -> np.ndarray:
     return np.where(strong_wins, LABEL_STRONG_WINS, np.where(weak_wins, LABEL_WEAK_WINS, LABEL_TIE))
 
 
-def _cache_key(data: BenchmarkData, recipe: TeacherRecipe, split: str) -> str:
-    digest = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
+def _cache_key(data: BenchmarkData, settings: dict[str, Any], what: str) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     digest.update("\n".join(data.prompts).encode("utf-8", "replace"))
-    return f"teacher-{split}-{digest.hexdigest()[:16]}.npy"
+    return f"{what}-{digest.hexdigest()[:16]}.npy"
 
 
 def teacher_scores(data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: TeacherRecipe,
@@ -47,12 +49,38 @@ def teacher_scores(data: BenchmarkData, splits: Splits, encoder_dir: Path, recip
     labels = golden_labels(data)
     scores = {}
     for split, (train, _) in splits.items():
-        path = work_dir / _cache_key(data, recipe, split)
+        path = work_dir / _cache_key(data, asdict(recipe), f"teacher-{split}")
         if not path.is_file():
             prefix = prefix or FrozenPrefix(encoder_dir, data.prompts, recipe)
             model = train_teacher(encoder_dir, prefix, labels, np.flatnonzero(train), recipe)
             np.save(path, teacher_win_rates(model, prefix), allow_pickle=False)
         scores[split] = np.load(path, allow_pickle=False)
+    return scores
+
+
+def probe_embeddings(data: BenchmarkData, encoder_dir: Path, recipe: ProbeRecipe, work_dir: Path) -> np.ndarray:
+    """The frozen truncated encoder's embedding of every prompt (computed once, cached in ``work_dir``)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"layers": recipe.layers, "max_length": recipe.max_length, "encoder": encoder_dir.name}
+    path = work_dir / _cache_key(data, settings, "probe-embeddings")
+    if not path.is_file():
+        tokenizer, model = truncated_encoder(encoder_dir, recipe.layers)
+        embeddings = encoder_embeddings(tokenizer, model, data.prompts, recipe.max_length, recipe.batch_size, True)
+        np.save(path, embeddings, allow_pickle=False)
+    return np.load(path, allow_pickle=False)
+
+
+def probe_scores(embeddings: np.ndarray, data: BenchmarkData, splits: Splits,
+                 recipe: ProbeRecipe) -> dict[str, np.ndarray]:
+    """The transformer tier's recipe per split: the probe fitted on the split's training rows, scoring every row."""
+    prompts = as_scored(data.prompts, recipe.max_length)
+    lengths = length_feature(prompts)
+    scores = {}
+    for split, (train, _) in splits.items():
+        rows = np.flatnonzero(train)
+        hidden, output = fit_probe(embeddings[rows], [prompts[i] for i in rows], data.strong_quality[rows],
+                                   data.weak_quality[rows], recipe)
+        scores[split] = 1.0 / (1.0 + np.exp(-MLPHead(hidden, output).feature_logits(embeddings, lengths)))
     return scores
 
 

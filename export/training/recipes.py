@@ -31,6 +31,11 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.kind == "teacher":
         return train_final_teacher(Path(args.data), Path(args.out), args.seed)
+    if args.kind == "probe":
+        from edgeroute.export.training.probe import probe_command
+
+        report = probe_command(args)
+        return {"checkpoint": str(args.out), "n_train": report["n_train"], "recipe": report["recipe"]}
     from edgeroute.export.training.distill import distill_command
 
     report = distill_command(args)

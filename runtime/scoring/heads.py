@@ -6,8 +6,10 @@ A distilled router (``head.kind == "mlp"`` in its manifest) scores
     win_rate = sigmoid(w2 · relu(W1 · features + b1) + b2)
 
 with ``head.npy`` holding ``[W1 | b1]`` (``[hidden, dim + 2]``) and ``head_out.npy`` holding
-``[w2 | b2]`` (``[1, hidden + 1]``). The length feature is computed on the prompt as given
-(before any truncation), so a long prompt is seen as long even past ``max_length`` tokens.
+``[w2 | b2]`` (``[1, hidden + 1]``). The length feature is computed on the prompt as the router
+scores it: cleaned and cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters (``Router._prepare``),
+not to ``max_length`` tokens, so a long prompt is seen as long well past its last scored token.
+Training computes it on prompts cut the same way.
 """
 
 from __future__ import annotations
