@@ -100,7 +100,10 @@ def machine() -> dict[str, Any]:
 INT8_VARIANTS = {"onnx int8": (True, True), "int8 per-channel 8-bit": (True, False),
                  "int8 per-tensor 7-bit": (False, True), "int8 per-tensor 8-bit": (False, False)}
 # Backends in the throughput and plot views (the int8 variants are in their own table).
-MAIN_BACKENDS = ("pytorch eager fp32", "onnx fp32", "onnx fused", "onnx int8", "static router")
+# The shipped transformer tier (``--bundle``: its own graph, e.g. 4 frozen layers + a linear probe), timed as a
+# whole router beside RouteLLM's 6-layer BERT router in PyTorch eager.
+SHIPPED_TRANSFORMER = "transformer tier (shipped bundle)"
+MAIN_BACKENDS = ("pytorch eager fp32", "onnx fp32", "onnx fused", "onnx int8", SHIPPED_TRANSFORMER, "static router")
 
 
 def build_graphs(checkpoint: Path | None, folder: Path) -> tuple[Any, Any, dict[str, Path]]:
@@ -485,6 +488,11 @@ def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds:
             static = Router.load(static_bundle, threads=1).strong_win_rates
             for scorers in groups.values():
                 scorers["static router"] = static
+        if bundle:
+            from edgeroute.runtime import Router
+
+            for count, scorers in groups.items():
+                scorers[SHIPPED_TRANSFORMER] = Router.load(bundle, threads=count).strong_win_rates
         by_threads = interleaved_latency(groups, rounds, max(repeats // rounds, 1))
         top = groups[thread_counts[-1]]
         rates = throughput({name: top[name] for name in MAIN_BACKENDS if name in top}, throughput_seconds)
@@ -507,6 +515,7 @@ def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds:
     if static_bundle:
         document["static_tier"] = static_tier(static_bundle, max(repeats * 25, 100), rounds=2 if tiny else 5)
     if bundle:
+        document["bundle"] = bundle
         document["cold_start"] = cold_start(bundle, threads)
     add_speedups(document)
     document["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
@@ -557,6 +566,13 @@ def targets(document: dict[str, Any], server: dict[str, Any] | None) -> list[tup
                      f"{document['int8_variants'][best]['speedup'][threads]:.2f}x",
                      ("met" if ratio >= 4 else "MISSED")
                      + (" (unreliable: machine oversubscribed)" if threads != "1" and oversubscribed(document) else "")))
+    for threads, values in document["speedup_vs_pytorch_p50"].items():
+        if SHIPPED_TRANSFORMER in values:
+            p50 = document["latency_by_threads"][threads][SHIPPED_TRANSFORMER]["medium"]["p50_us"]
+            ratio = values[SHIPPED_TRANSFORMER]["medium"]
+            rows.append((f"shipped transformer tier ({document.get('bundle', 'bundle')}, int8, whole router) ≥ 4x "
+                         f"PyTorch eager RouteLLM BERT router, medium, {threads} thread(s)",
+                         f"{ratio:.2f}x ({p50 / 1e3:.2f} ms)", "met" if ratio >= 4 else "MISSED"))
     if server:
         from server_overhead import targets_rows
 
@@ -758,7 +774,7 @@ def main() -> None:
     """Command line: measure, write latency.{md,json,txt,png} (and server_overhead.{md,json}), print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="RouteLLM BERT checkpoint folder")
-    parser.add_argument("--bundle", default="bert-minilm-gpt4-mixtral", help="bundle for the cold-start measurement")
+    parser.add_argument("--bundle", default="minilm4-probe-gpt4-mixtral", help="bundle for the cold-start measurement")
     parser.add_argument("--static-bundle", default=None,
                         help="static-tier router to time (default: the shipped default router, models/DEFAULT)")
     parser.add_argument("--static-only", action="store_true",

@@ -8,8 +8,9 @@ over all MMLU subjects (each subject is tested in exactly one fold and never tra
 GSM8K; train on GSM8K only, test on MMLU). Every recipe is retrained on each split's training rows;
 the shipped routers are the same recipes trained on all rows. Nothing is chosen on a single split.
 
-Teacher runs are cached in ``--work-dir`` (a fresh run takes about an hour on 2 cores; a rerun
-with the cache, a minute).
+The transformer tier's frozen-encoder embeddings are computed once and cached in ``--work-dir``
+(a fresh run takes about 15 minutes on 2 cores; ``--with-finetuned`` adds the previous fine-tuned
+recipe, about an hour more fresh, cached too).
 """
 
 from __future__ import annotations
@@ -17,28 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from edgeroute.export.training.probe import ProbeRecipe
 from edgeroute.runtime import Router
 from edgeroute.runtime.evaluation.data import load_protocol_data, protocol_splits
 from edgeroute.runtime.evaluation.report import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
 
 RESULTS = Path(__file__).parent / "results"
-TRANSFORMER, LABELS = "transformer tier (BERT recipe)", "fast tier: static MLP on labels"
-# The fast tier's one free choice, made here by the protocol: how much prompt length joins the student
-# (a linear term beside the MLP, export/training/distill.py fold_length). The grid predates the results.
+FINETUNED, LABELS = "transformer tier: fine-tuned top 2 layers (previous recipe)", "fast tier: static MLP on labels"
+# The free choices, made here by the protocol score; the grids were fixed before the results.
+# Transformer tier: the probe's ridge penalty and length weight (export/training/probe.py).
+PROBE_RIDGES, PROBE_LENGTH_WEIGHTS = (1.0, 3.0, 10.0), (0.0, 0.5, 1.0)
+# Fast tier: how much prompt length joins the student beside its MLP (export/training/distill.py fold_length).
 LENGTH_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 
 
+def probe_name(recipe: ProbeRecipe) -> str:
+    return f"transformer tier: probe, ridge {recipe.ridge:g}, length weight {recipe.length_weight:g}"
+
+
 def distilled_name(length_weight: float) -> str:
-    return f"fast tier: distilled, length weight {length_weight:g}"
+    return f"fast tier: distilled from the probe, length weight {length_weight:g}"
 
 
 def protocol_score(rows: dict) -> float:
     """One number per recipe: the mean of its MMLU and GSM8K fold means and its two transfers."""
     return float(np.mean([rows["mmlu"]["mean"], rows["gsm8k"]["mean"], rows["mmlu->gsm8k"], rows["gsm8k->mmlu"]]))
+
+
 EVERYDAY_PROMPTS = [
     "Hi! How are you today?",
     "What is the capital of Australia?",
@@ -56,26 +67,36 @@ EVERYDAY_PROMPTS = [
 ]
 
 
-def run_protocol(data_dir: Path, work_dir: Path, static_router: str) -> dict:
+def run_protocol(data_dir: Path, work_dir: Path, static_router: str, with_finetuned: bool = False) -> dict:
     """Train every recipe on every split and summarize APGR on the held-out rows."""
-    from edgeroute.export.training.crossval import distilled_scores, label_scores, static_features, teacher_scores
-    from edgeroute.export.training.distill import StudentRecipe
     from edgeroute.export.exporter import minilm_dir
-    from edgeroute.export.training.teacher import TeacherRecipe
+    from edgeroute.export.training.crossval import (distilled_scores, label_scores, probe_embeddings, probe_scores,
+                                                    static_features, teacher_scores)
+    from edgeroute.export.training.distill import StudentRecipe
 
     data = load_protocol_data(data_dir)
     splits = protocol_splits(data)
-    teacher = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
+    embeddings = probe_embeddings(data, minilm_dir(), ProbeRecipe(), work_dir)
+    grid = [replace(ProbeRecipe(), ridge=r, length_weight=w) for r in PROBE_RIDGES for w in PROBE_LENGTH_WEIGHTS]
+    scores = {probe_name(recipe): probe_scores(embeddings, data, splits, recipe) for recipe in grid}
+    probes = crossval_summary(data, splits, scores)
+    probe = max(grid, key=lambda recipe: protocol_score(probes[probe_name(recipe)]))
     features = static_features(Router.load(static_router), data.prompts)
-    scores = {TRANSFORMER: teacher}
-    distilled = distilled_scores(features, splits, teacher, StudentRecipe(), LENGTH_WEIGHTS)
+    distilled = distilled_scores(features, splits, scores[probe_name(probe)], StudentRecipe(), LENGTH_WEIGHTS)
     scores.update({distilled_name(weight): distilled[weight] for weight in LENGTH_WEIGHTS})
     scores[LABELS] = label_scores(features, splits, data, StudentRecipe())
+    if with_finetuned:
+        from edgeroute.export.training.teacher import TeacherRecipe
+
+        scores[FINETUNED] = teacher_scores(data, splits, minilm_dir(), TeacherRecipe(), work_dir)
     summary = crossval_summary(data, splits, scores)
     chosen = max(LENGTH_WEIGHTS, key=lambda weight: protocol_score(summary[distilled_name(weight)]))
-    return {"n_prompts": len(data), "summary": summary, "chosen_length_weight": chosen,
-            "recipes": {TRANSFORMER: TeacherRecipe().__dict__,
-                        distilled_name(chosen): StudentRecipe(length_weight=chosen).__dict__}}
+    recipes = {probe_name(probe): asdict(probe),
+               distilled_name(chosen): asdict(StudentRecipe(length_weight=chosen))}
+    if probe != ProbeRecipe():
+        print(f"note: the protocol chose {probe}, the shipped default is {ProbeRecipe()}: update ProbeRecipe")
+    return {"n_prompts": len(data), "summary": summary, "chosen_probe": probe_name(probe),
+            "chosen_length_weight": chosen, "recipes": recipes}
 
 
 def everyday_win_rates(routers: list[str]) -> dict[str, list[float]]:
@@ -95,20 +116,24 @@ def main() -> None:
                         help="bundle whose static embeddings the fast tier reads (its table and tokenizer)")
     parser.add_argument("--router", action="append", default=None, help="shipped routers for the everyday table")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--with-finetuned", action="store_true",
+                        help="also cross-validate the previous fine-tuned transformer recipe (about an hour fresh)")
     args = parser.parse_args()
-    document = run_protocol(args.data_dir, args.work_dir, args.static_router)
+    document = run_protocol(args.data_dir, args.work_dir, args.static_router, args.with_finetuned)
     from edgeroute.runtime.scoring.router import shipped_routers
 
     document["everyday"] = everyday_win_rates(args.router or shipped_routers())
     document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
-    plot_summary(document["summary"], args.out / "quality.png")
+    shown = [document["chosen_probe"], distilled_name(document["chosen_length_weight"]), FINETUNED, LABELS,
+             "random", "prompt length"]
+    plot_summary(document["summary"], args.out / "quality.png", shown)
     (args.out / "quality.md").write_text(markdown(document))
     print((args.out / "quality.md").read_text())
 
 
-def plot_summary(summary: dict, path: Path) -> Path:
+def plot_summary(summary: dict, path: Path, shown: list[str]) -> Path:
     """Bars of mean APGR (± spread over folds, fold values as dots) per recipe and benchmark, transfers beside."""
     import matplotlib
 
@@ -116,8 +141,8 @@ def plot_summary(summary: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     columns = [*PROTOCOL_BENCHMARKS, "mmlu->gsm8k", "gsm8k->mmlu"]
-    names = [n for n in summary if n != "optimal"]
-    figure, axis = plt.subplots(figsize=(11, 5))
+    names = [n for n in summary if n in shown]
+    figure, axis = plt.subplots(figsize=(11, 5.5))
     width = 0.8 / len(names)
     for index, name in enumerate(names):
         x = np.arange(len(columns)) + index * width
@@ -165,8 +190,9 @@ def markdown(document: dict) -> str:
         "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU | protocol score |",
         "| --- | --- | --- | --- | --- | --- |",
         *[_row(name, rows) for name, rows in summary.items()], "",
-        f"The protocol score (mean of the four columns) chose length weight **{document['chosen_length_weight']:g}** "
-        "for the shipped fast tier.", "",
+        f"The protocol score (mean of the four columns) chose **{document['chosen_probe']}** for the shipped "
+        f"transformer tier and length weight **{document['chosen_length_weight']:g}** for the shipped fast tier "
+        "(its student distilled from that probe).", "",
         "![cross-validated APGR](quality.png)", "", "## Fold by fold", "",
         "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | "
         + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",

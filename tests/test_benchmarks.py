@@ -21,7 +21,7 @@ def test_latency_harness_on_a_tiny_model(bert_checkpoint, bert_bundle, tmp_path)
     latency = _load("latency")
     document = latency.run(bert_checkpoint, threads=1, repeats=3, throughput_seconds=0.01, bundle=str(bert_bundle),
                            tiny=True, static_bundle="static-distilled-gpt4-mixtral")
-    backends = {"pytorch eager fp32", "onnx fp32", "onnx fused", "onnx int8", "static router"}
+    backends = {"pytorch eager fp32", "onnx fp32", "onnx fused", "onnx int8", "static router", latency.SHIPPED_TRANSFORMER}
     assert document["static_vs_int8_medium_p50"] > 0
     assert backends <= set(document["latency_batch1"])
     for values in document["latency_batch1"].values():
@@ -43,6 +43,7 @@ def test_latency_harness_on_a_tiny_model(bert_checkpoint, bert_bundle, tmp_path)
     text = latency.markdown(document, None)
     assert "## Targets" in text and "fast tier" in text and "≥ 4x PyTorch eager" in text
     assert "avx" in text.lower() and "not measured" in text
+    assert "shipped transformer tier" in text
     latency.plot(document, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(document)  # the document is plain JSON

@@ -27,6 +27,8 @@ from edgeroute.runtime.scoring.scorers import ClassifierScorer, MFScorer, MLPSco
 
 pytestmark = pytest.mark.runtime_only
 STATIC = "static-distilled-gpt4-mixtral"
+# A BERT-kind manifest (the classifier bundle shipped before the probe tier): no BERT bundle ships now.
+BERT_MANIFEST = Path(__file__).parent / "bert_manifest.json"
 
 
 @pytest.mark.parametrize("name", shipped_routers())
@@ -51,7 +53,7 @@ def test_sections_are_typed_and_frozen():
 
 
 def test_scorer_class_follows_the_bundle_kind():
-    bert = read_manifest(models_dir() / "bert-minilm-gpt4-mixtral")
+    bert = parse_manifest(json.loads(BERT_MANIFEST.read_text(encoding="utf-8")), BERT_MANIFEST)
     assert isinstance(bert.encoder, ClassifierSpec) and scorer_for(bert) == ClassifierScorer.build
     data = read_manifest(models_dir() / STATIC).to_dict()
     del data["head"]["kind"], data["head"]["output_file"]
@@ -159,7 +161,7 @@ def test_random_edits_fail_at_parse_or_never():
     folded["head"]["win_rate"] = {"kind": "sigmoid_difference"}
     remote = copy.deepcopy(folded)
     remote["embedder"] = {"kind": "openai", "model": "text-embedding-3-small", "dim": 256}
-    bert = json.loads((models_dir() / "bert-minilm-gpt4-mixtral" / "manifest.json").read_text(encoding="utf-8"))
+    bert = json.loads(BERT_MANIFEST.read_text(encoding="utf-8"))
     values = [None, True, 0, -1, 10**400, 1.5, float("nan"), "", "x", [], [1], ["a"], {}, {"a": 1}, "mlp", "static"]
 
     def locations(node, prefix=()):
