@@ -133,7 +133,7 @@ def table(document: dict[str, Any]) -> str:
         "The local engine runs in the calling process (onnxruntime on every core by default, or one thread); each "
         "Ray actor holds one Ray CPU and runs one onnxruntime thread, and each Ray run also pays for starting its "
         "actors (a Python process that imports edgeroute and loads the router) and for moving blocks through "
-        "Ray's object store. The static router's scoring is so cheap that this overhead dominates; the BERT "
+        "Ray's object store. The static router's scoring is so cheap that this overhead dominates; the transformer "
         "router's scoring dominates instead. With other jobs on the same two cores, onnxruntime's spinning "
         "intra-op threads can lose more to contention than one thread per process does, which is why the "
         "one-thread rows are shown.",

@@ -26,6 +26,7 @@ from edgeroute.export.parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMP
 
 TOKENIZER_FILE = "tokenizer.json"
 HEAD_FILE = "head.npy"
+ENCODER_FOLDER = "encoder"  # a probe checkpoint's frozen, truncated Hugging Face encoder
 # Precision -> largest tolerated |win rate - PyTorch's| on the parity prompts.
 _FIXED_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 # Precision -> largest tolerated drift of a golden score between the exporting CPU and another.
@@ -48,6 +49,8 @@ class ExportOptions:
     opset: int = 17
     max_length: int | None = None
     int8_tolerance: float = 0.05
+    # Least decision agreement with PyTorch at the thresholds of 10%..90% strong calls (reference quantiles).
+    int8_min_share_agreement: float = 0.9
     per_channel: bool = True
     # 7-bit weights: onnxruntime's u8s8 kernels cannot saturate, on AVX2 CPUs without VNNI too.
     reduce_range: bool = True
@@ -86,11 +89,12 @@ def _library_versions() -> dict[str, str]:
 
 
 def _hash_folder_weights(folder: Path) -> str:
-    """SHA-256 over the checkpoint's weight files (sub-folders too, e.g. a probe's ``encoder/``), in path order."""
+    """SHA-256 over the checkpoint's weight files, in name order: the folder's own, then a probe's ``encoder/``."""
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.suffix in (".safetensors", ".bin", ".pt", ".npy") and path.is_file():
-            digest.update(path.read_bytes())
+    for sub in (folder, folder / ENCODER_FOLDER):
+        for path in sorted(sub.iterdir()) if sub.is_dir() else ():
+            if path.suffix in (".safetensors", ".bin", ".pt", ".npy") and path.is_file():
+                digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -272,6 +276,14 @@ def _verify_parity(
                 f"{precision} graph: max |win rate - PyTorch| = {result['max_abs_diff']:.4f} exceeds the tolerance "
                 f"{tolerance} on {len(PARITY_PROMPTS)} prompts; nothing was written to {options.out}. "
                 "Try --no-per-channel/--reduce-range, raise --int8-tolerance deliberately, or drop that precision"
+            )
+        floor = options.int8_min_share_agreement if precision == "int8" else 0.0
+        if result["min_share_agreement"] < floor:
+            raise ExportParityError(
+                f"{precision} graph: decisions agree with PyTorch on only {result['min_share_agreement']:.1%} of "
+                f"{len(PARITY_PROMPTS)} prompts at some calibrated share (floor {floor:.0%}); nothing was written to "
+                f"{options.out}. Try --no-per-channel/--reduce-range, lower --int8-min-agreement deliberately, "
+                "or drop that precision"
             )
         figures[precision] = result
         golden["precisions"][precision] = _golden_scores(router, precision)
@@ -710,20 +722,28 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
     Parity: each precision's runtime win rates against PyTorch fp32 + the head in float64.
     """
     from edgeroute.export.training.distill import HEAD_OUT_FILE
-    from edgeroute.export.training.probe import ENCODER_FOLDER, reference_win_rates
+    from edgeroute.export.training.probe import reference_win_rates
+
+    from transformers import AutoModel
 
     checkpoint = Path(checkpoint)
-    for name in (HEAD_FILE, HEAD_OUT_FILE, "training.json"):
+    for name in (HEAD_FILE, HEAD_OUT_FILE, "training.json", f"{ENCODER_FOLDER}/config.json"):
         if not (checkpoint / name).is_file():
             raise CheckpointError(f"{checkpoint / name}: missing; write the checkpoint with `edgeroute train probe`")
     report = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))
+    # Train/serve consistency: the bundle truncates where training did, and the head saw those embeddings.
+    max_length = int(report["recipe"]["max_length"])
+    if options.max_length not in (None, max_length):
+        raise CheckpointError(f"{checkpoint}: the probe was trained on {max_length}-token prompts; "
+                              f"--max-length {options.max_length} would serve other embeddings: omit it")
+    tokenizer, encoder = _load_hf(checkpoint / ENCODER_FOLDER, AutoModel, optional=("pooler.",))
+    head = np.load(checkpoint / HEAD_FILE, allow_pickle=False)
+    check_finite({"head": head, "head_out": np.load(checkpoint / HEAD_OUT_FILE, allow_pickle=False)}, checkpoint)
+    if head.ndim != 2 or head.shape[1] != encoder.config.hidden_size + 2:
+        raise CheckpointError(f"{checkpoint / HEAD_FILE}: shape {head.shape} does not fit the encoder's "
+                              f"{encoder.config.hidden_size}-dimensional embeddings (+ length, bias)")
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
-    from transformers import AutoModel
-
-    tokenizer, encoder = _load_hf(checkpoint / ENCODER_FOLDER, AutoModel, optional=("pooler.",))
-    # Train/serve consistency: the bundle truncates where training did.
-    max_length = options.max_length or int(report["recipe"]["max_length"])
     staging = _staging_folder(options)
     try:
         with tqdm(total=4, desc="export", unit="step") as progress:
@@ -766,6 +786,7 @@ def run_export_command(args: Any) -> Path:
         opset=args.opset,
         max_length=args.max_length,
         int8_tolerance=args.int8_tolerance,
+        int8_min_share_agreement=args.int8_min_agreement,
         per_channel=args.per_channel,
         reduce_range=args.reduce_range,
         overwrite=args.overwrite,

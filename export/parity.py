@@ -126,7 +126,7 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
     agreement = {
         str(t): float(np.mean((reference >= t) == (candidate >= t))) for t in PARITY_THRESHOLDS
     }
-    return {
+    figures = {
         "max_abs_diff": float(difference.max()),
         "p99_abs_diff": float(np.quantile(difference, 0.99, method="higher")),  # an observed value, inf-safe
         "mean_abs_diff": float(difference.mean()),
@@ -134,3 +134,18 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
         "min_agreement": min(agreement.values()),
         "finite": finite,
     }
+    if finite:
+        figures.update(_share_figures(reference, candidate))
+    return figures
+
+
+def _share_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """Decision agreement at the thresholds a calibration would set (reference quantiles for 10%..90%
+    strong calls) and Spearman's rank correlation: the fixed thresholds 0.1..0.9 say little about a
+    router whose win rates all lie in a narrow band."""
+    shares = {str(t): float(np.quantile(reference, 1.0 - t)) for t in PARITY_THRESHOLDS}
+    agreement = {share: float(np.mean((reference >= t) == (candidate >= t))) for share, t in shares.items()}
+    ranks = [np.argsort(np.argsort(values, kind="stable")) for values in (reference, candidate)]
+    rank_correlation = float(np.corrcoef(*ranks)[0, 1]) if len(reference) > 1 and np.ptp(ranks[0]) else 1.0
+    return {"share_agreement": agreement, "min_share_agreement": min(agreement.values()),
+            "rank_correlation": rank_correlation}

@@ -81,10 +81,10 @@ def _add_export_command(commands: Any) -> None:
     """``edgeroute export bert|mf|distilled|probe``."""
     export = commands.add_parser("export", help="convert a RouteLLM-format checkpoint to an ONNX bundle [export extra]")
     kinds = export.add_subparsers(dest="kind", required=True)
-    for kind, what in (("bert", "BertForSequenceClassification folder"), ("mf", "MF checkpoint folder"),
+    for kind, what in (("bert", "RouteLLM BertForSequenceClassification folder"), ("mf", "RouteLLM MF checkpoint folder"),
                        ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)"),
                        ("probe", "transformer-tier probe checkpoint (edgeroute train probe)")):
-        sub = kinds.add_parser(kind, help=f"export a RouteLLM {what}")
+        sub = kinds.add_parser(kind, help=f"export a {what}")
         sub.add_argument("--checkpoint", required=True, help=f"local {what}")
         sub.add_argument("--out", required=True, help="bundle folder to write (must not exist, or use --overwrite)")
         sub.add_argument("--name", default=None, help="router name in the manifest (default: the folder name)")
@@ -93,6 +93,9 @@ def _add_export_command(commands: Any) -> None:
         sub.add_argument("--max-length", type=int, default=None, help="tokenizer truncation length")
         sub.add_argument("--int8-tolerance", type=float, default=0.05,
                          help="fail when int8 and PyTorch win rates differ by more than this")
+        sub.add_argument("--int8-min-agreement", type=float, default=0.9,
+                         help="fail when int8 and PyTorch decisions agree on fewer prompts than this at the "
+                              "thresholds of 10%%..90%% strong calls")
         sub.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
         sub.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
                          help="7-bit int8 weights, safe on AVX2 CPUs without VNNI (default on)")
@@ -535,18 +538,19 @@ def _check_serve_engine(args: argparse.Namespace) -> None:
 
 def _add_recipe_commands(train_kinds: Any) -> None:
     """``train probe``, ``train distilled`` (and the older ``train teacher``): recipes compared by benchmarks/quality.py."""
-    teacher = train_kinds.add_parser("teacher", help="the transformer tier: MiniLM's top layers fine-tuned as "
-                                                     "RouteLLM's 3-label BERT router on every row of --data")
+    teacher = train_kinds.add_parser("teacher", help="the previous transformer-tier recipe: MiniLM's top layers "
+                                                     "fine-tuned as RouteLLM's 3-label BERT router on every row of --data")
     distilled = train_kinds.add_parser("distilled", help="the fast tier: a static-embedding MLP fitted to a "
                                                          "teacher bundle's win rates on the prompts of --data")
     probe = train_kinds.add_parser("probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom "
                                                  "4 layers, fitted on every row of --data")
     probe.add_argument("--encoder", default=None, help="local sentence-encoder folder (default: packaged all-MiniLM-L6-v2)")
-    probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4, the protocol's choice)")
+    probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4)")
     for sub in (teacher, distilled, probe):
         sub.add_argument("--data", required=True, help="a RouteLLM-layout folder (mmlu/, gsm8k/)")
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
-        sub.add_argument("--seed", type=int, default=0)
+        if sub is not probe:  # the probe's fit is deterministic: no seed to set
+            sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. minilm4-probe-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")

@@ -116,8 +116,8 @@ def test_distilled_router_refuses_another_pair(distilled):
     with pytest.raises(ConfigurationError) as caught:
         Router.load(distilled[1], strong_model=WEAK, weak_model=STRONG)
     assert str(caught.value) == (
-        f"{distilled[1]}: this distilled router predicts only for strong {STRONG!r} vs weak {WEAK!r}; "
-        "omit strong_model/weak_model or use an MF router"
+        f"{distilled[1]}: this router's MLP head predicts only for strong {STRONG!r} vs weak {WEAK!r}; "
+        "omit strong_model/weak_model or use a matrix-factorization router"
     )
 
 

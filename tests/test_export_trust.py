@@ -425,3 +425,10 @@ def test_mf_nan_weights_refused(tmp_path):
         f"{checkpoint}: weights text_proj hold NaN or infinite values; the checkpoint is damaged or training "
         "diverged: export a checkpoint from before the divergence"
     )
+
+
+def test_int8_export_refuses_decisions_that_move_at_calibrated_shares(bert_checkpoint, tmp_path):
+    options = ExportOptions(out=tmp_path / "bundle", precisions=("int8",), int8_min_share_agreement=1.01)
+    with pytest.raises(ExportParityError) as caught:
+        export_bert(bert_checkpoint, options)
+    assert "at some calibrated share (floor 101%)" in str(caught.value) and not (tmp_path / "bundle").exists()

@@ -70,17 +70,22 @@ def probe_embeddings(data: BenchmarkData, encoder_dir: Path, recipe: ProbeRecipe
     return np.load(path, allow_pickle=False)
 
 
-def probe_scores(embeddings: np.ndarray, data: BenchmarkData, splits: Splits,
-                 recipe: ProbeRecipe) -> dict[str, np.ndarray]:
-    """The transformer tier's recipe per split: the probe fitted on the split's training rows, scoring every row."""
+def probe_scores(embeddings: np.ndarray, data: BenchmarkData, splits: Splits, recipe: ProbeRecipe,
+                 served: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The transformer tier's recipe per split: the probe fitted on the split's training rows, scoring every row.
+
+    ``served``: the embeddings the head scores, when they differ from the training ones (e.g. those of
+    the shipped int8 graph; the encoder is frozen, so one set serves every split).
+    """
     prompts = as_scored(data.prompts, recipe.max_length)
     lengths = length_feature(prompts)
+    scored = embeddings if served is None else served
     scores = {}
     for split, (train, _) in splits.items():
         rows = np.flatnonzero(train)
         hidden, output = fit_probe(embeddings[rows], [prompts[i] for i in rows], data.strong_quality[rows],
                                    data.weak_quality[rows], recipe)
-        scores[split] = 1.0 / (1.0 + np.exp(-MLPHead(hidden, output).feature_logits(embeddings, lengths)))
+        scores[split] = 1.0 / (1.0 + np.exp(-MLPHead(hidden, output).feature_logits(scored, lengths)))
     return scores
 
 
@@ -119,4 +124,4 @@ def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,
 def static_features(router: Router, prompts: list[str]) -> np.ndarray:
     """Student inputs for ``prompts`` computed by the runtime itself (so training matches serving)."""
     embeddings = np.concatenate([router.embed(prompts[i : i + 1024]) for i in range(0, len(prompts), 1024)])
-    return student_features(embeddings, prompts)
+    return student_features(embeddings, as_scored(prompts, router.manifest.max_length))

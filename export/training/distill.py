@@ -1,7 +1,7 @@
 """The fast tier by distillation: a static-embedding student fitted to a transformer router's logits.
 
-The teacher is RouteLLM's BERT router (3 labels: strong wins, tie, weak wins). Its knowledge
-reaches the student as the logit of its win rate on every prompt (not the noisy 0/1 labels).
+The teacher is any router bundle; the shipped one is the transformer tier (``train probe``). Its
+knowledge reaches the student as the logit of its win rate on every prompt (not the noisy 0/1 labels).
 The student is what the runtime scores in microseconds: the static embedding of a prompt (a
 table lookup and a mean), its length, and a one-hidden-layer MLP (``runtime/scoring/heads.py``).
 
@@ -34,8 +34,8 @@ class StudentRecipe:
     """How the MLP head is fitted (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
 
     hidden: int = 256
-    # Weight of the prompt's standardized log length beside the standardized student score (``fold_length``):
-    # the teacher sees at most max_length tokens and under-uses length, which generalizes across subjects.
+    # Weight of the prompt's standardized log length beside the standardized student score (``fold_length``),
+    # for teachers that under-use length (the shipped probe teacher has its own length term: weight 0).
     length_weight: float = 0.0
     epochs: int = 30
     batch_size: int = 64

@@ -4,9 +4,10 @@ all-MiniLM-L6-v2 keeps its bottom ``layers`` layers (4 of 6) unchanged; a prompt
 the masked mean of their output, L2-normalized (``SentenceEmbedding``). A ridge regression on the
 standardized embedding predicts ``strong correct - weak correct`` (-1, 0 or 1); prompt length is
 then added as one linear term (``fold_length``) and the score is calibrated by Platt scaling to
-P(strong model wins). Nothing of the encoder is fine-tuned: on RouteLLM's data a fine-tuned
-classifier learned the training subjects and routed near random on unseen ones, while a
-strongly regularized linear map over frozen features generalized (benchmarks/results/quality.md).
+P(strong model wins). Nothing of the encoder is fine-tuned: on RouteLLM's data a classifier with
+its top 2 layers fine-tuned routed near random on subjects it never saw (likely it fitted the
+training subjects), while a strongly regularized linear map over frozen features generalized
+(benchmarks/results/quality.md).
 
 The head is stored in the runtime's MLP layout (``runtime/scoring/heads.py``): a linear score
 ``s`` is two ReLU units, ``relu(s) - relu(-s) = s``, exactly; the length term is a third unit.
@@ -26,19 +27,19 @@ import torch
 from tqdm.auto import tqdm
 
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
-from edgeroute.runtime.scoring.router import CHARS_PER_TOKEN_BOUND
+from edgeroute.runtime.scoring.router import cut_prompt
 
-from edgeroute.export.exporter import HEAD_FILE
+from edgeroute.export.exporter import ENCODER_FOLDER, HEAD_FILE
 from edgeroute.export.onnx_graphs import SentenceEmbedding
 from edgeroute.export.training.distill import HEAD_OUT_FILE, fold_length
-
-ENCODER_FOLDER = "encoder"
 
 
 @dataclass(frozen=True)
 class ProbeRecipe:
-    """Settings of the transformer tier (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
+    """Settings of the transformer tier (see benchmarks/quality.py for the protocol that chose them)."""
 
+    # Fixed before the protocol ran (the bottom 4 layers and 128 tokens of the earlier fine-tuning recipe,
+    # whose frozen prefix this is); the protocol chose ridge and length_weight from a grid.
     layers: int = 4
     max_length: int = 128
     # Ridge penalty per training row, on standardized features: heavy, because subjects unseen in
@@ -48,10 +49,9 @@ class ProbeRecipe:
     batch_size: int = 64
 
 
-def as_scored(prompts: list[str], max_length: int) -> list[str]:
+def as_scored(prompts: list[str], max_length: int | None) -> list[str]:
     """The prompts cut as ``Router`` cuts them before scoring (so the length feature matches serving)."""
-    limit = max_length * CHARS_PER_TOKEN_BOUND
-    return [prompt[:limit] for prompt in prompts]
+    return [cut_prompt(prompt, max_length) for prompt in prompts]
 
 
 def truncated_encoder(encoder_dir: Path, layers: int) -> tuple[Any, Any]:

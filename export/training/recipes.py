@@ -1,4 +1,5 @@
-"""``edgeroute train teacher|distilled``: the two shipped recipes, trained on every row of a data folder."""
+"""``edgeroute train probe|distilled|teacher``: the shipped recipes (probe, distilled) and the previous
+fine-tuned one (teacher), trained on every row of a data folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 
 def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, Any]:
-    """The transformer tier's recipe (``TeacherRecipe``) on all MMLU and GSM8K rows; writes a BERT checkpoint."""
+    """The previous transformer-tier recipe (``TeacherRecipe``) on all MMLU and GSM8K rows; writes a BERT checkpoint."""
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
     from edgeroute.export.training.crossval import golden_labels
@@ -26,7 +27,7 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
 
 
 def run_recipe_command(args: Any) -> dict[str, Any]:
-    """Run ``edgeroute train teacher`` or ``edgeroute train distilled`` from parsed CLI arguments."""
+    """Run ``edgeroute train teacher``, ``probe`` or ``distilled`` from parsed CLI arguments."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.kind == "teacher":

@@ -1,4 +1,4 @@
-"""The transformer tier's recipe: RouteLLM's 3-label BERT router, its top layers fine-tuned.
+"""The previous transformer-tier recipe: RouteLLM's 3-label BERT router, its top layers fine-tuned.
 
 The bottom layers stay as pre-trained, so their outputs are computed once for every prompt
 (``FrozenPrefix``) and each training run (one per cross-validation fold) only runs the top

@@ -35,6 +35,22 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 CHARS_PER_TOKEN_BOUND = 16
 
 
+def cut_prompt(prompt: str, max_length: int | None) -> str:
+    """The part of ``prompt`` that ``max_length`` tokens can use: its first ``max_length * 16`` characters.
+
+    Cut before tokenizing, so that checking a megabyte prompt costs no more than a short one; a long
+    run of leading whitespace holds no tokens, so it is skipped rather than kept as the whole cut.
+    Training uses this too, so that a head's length feature sees what the router scores.
+    """
+    if max_length is None:
+        return prompt
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    if len(prompt) <= limit:
+        return prompt
+    cut = prompt[:limit]
+    return cut if not cut.isspace() else prompt.lstrip()[:limit]
+
+
 def models_dir() -> Path:
     """The folder of the routers shipped with edgeroute (the repository's ``models/``)."""
     return Path(str(resources.files("edgeroute.models")))
@@ -117,8 +133,7 @@ class Router:
         self.strong_model = scorer.strong_model
         self.weak_model = scorer.weak_model
         self.encoder = scorer.encoder
-        max_length = manifest.max_length
-        self._char_limit = None if max_length is None else max_length * CHARS_PER_TOKEN_BOUND
+        self._max_length = manifest.max_length
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -213,12 +228,8 @@ class Router:
 
     def _prepare(self, prompt: Any, position: int | None = None) -> str:
         """``clean_prompt``, then cut to what ``max_length`` tokens can use (the first tokens are kept)."""
-        limit = self._char_limit
-        if limit is not None and isinstance(prompt, str) and len(prompt) > limit:
-            # Cut first, so that checking a megabyte prompt costs no more than a short one. A long
-            # run of leading whitespace holds no tokens: skip it rather than keep only blanks.
-            cut = prompt[:limit]
-            prompt = cut if not cut.isspace() else prompt.lstrip()[:limit]
+        if isinstance(prompt, str):
+            prompt = cut_prompt(prompt, self._max_length)
         return clean_prompt(prompt, position)
 
     def route(self, prompt: str, threshold: float | None = None, strong_pct: float | None = None) -> Decision:

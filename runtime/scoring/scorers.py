@@ -156,7 +156,7 @@ class MFScorer:
 
 
 class MLPScorer:
-    """A distilled router: ``MLPHead`` over [embedding, prompt length]; one fixed pair."""
+    """An MLP-head router (distilled fast tier, probe transformer tier): ``MLPHead`` over [embedding, length]."""
 
     def __init__(self, embedder: Embed, head: MLPHead, precision: str | None, strong_model: str, weak_model: str,
                  encoder: OnnxTextEncoder | None = None) -> None:
@@ -170,13 +170,13 @@ class MLPScorer:
 
     @classmethod
     def build(cls, manifest: Manifest, options: LoadOptions) -> MLPScorer:
-        """The embedder and the head's two layers; other pairs than the distilled one are refused."""
+        """The embedder and the head's two layers; other pairs than the trained one are refused."""
         embedder, encoder, precision, strong, weak = _embedder_and_pair(manifest, options)
         head = _head(manifest)
         if [strong, weak] != list(head.model_names[:2]):
             raise ConfigurationError(
-                f"{manifest.folder}: this distilled router predicts only for strong {head.model_names[0]!r} "
-                f"vs weak {head.model_names[1]!r}; omit strong_model/weak_model or use an MF router"
+                f"{manifest.folder}: this router's MLP head predicts only for strong {head.model_names[0]!r} "
+                f"vs weak {head.model_names[1]!r}; omit strong_model/weak_model or use a matrix-factorization router"
             )
         assert head.output_file is not None  # parse_manifest requires it of MLP heads
         hidden = load_array(manifest, head.file, None, _dim(manifest) + 2).astype(np.float32)
