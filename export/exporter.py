@@ -6,6 +6,8 @@ import datetime as _dt
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -334,6 +336,17 @@ def _staging_folder(options: ExportOptions) -> Path:
     return staging
 
 
+@contextmanager
+def _staged(options: ExportOptions) -> Iterator[Path]:
+    """A fresh staging folder beside ``options.out``, removed if anything fails before ``_finish``."""
+    staging = _staging_folder(options)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _finish(staging: Path, manifest: dict[str, Any], options: ExportOptions) -> Path:
     write_manifest(staging, manifest)
     if options.out.exists():
@@ -440,8 +453,7 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
     tokenizer, model = _load_bert(checkpoint)
     max_length = _classifier_max_length(model, tokenizer, options.max_length)
     input_names = _input_names(tokenizer)
-    staging = _staging_folder(options)
-    try:
+    with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             module = ClassifierLogits(model)
             graphs, facts = _write_encoder_graphs(
@@ -474,9 +486,6 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
             manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _resolve_embedder(embedder: str) -> tuple[str, Path | str]:
@@ -512,8 +521,7 @@ def export_mf(
             raise CheckpointError(f"{role} model {name!r} is not among the checkpoint's model names")
     options.strong_name, options.weak_name = strong, weak
     embedder_kind, embedder_source = _resolve_embedder(embedder)
-    staging = _staging_folder(options)
-    try:
+    with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             np.save(staging / HEAD_FILE, mf.folded(), allow_pickle=False)
             manifest = _base_manifest("mf", options, checkpoint, "routellm-mf")
@@ -594,9 +602,6 @@ def export_mf(
                 manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _default_member(names: list[str], position: int) -> str:
@@ -660,8 +665,7 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
     table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
     check_finite({"static table": table, "head": np.load(checkpoint / HEAD_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)},
                  checkpoint)
-    staging = _staging_folder(options)
-    try:
+    with _staged(options) as staging:
         np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
         for name in (HEAD_FILE, HEAD_OUT_FILE):
             shutil.copyfile(checkpoint / name, staging / name)
@@ -682,9 +686,6 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
         manifest["golden"] = _golden_section(reference)
         manifest["golden"]["precisions"]["static"] = _golden_scores(router, "static")
         return _finish(staging, manifest, options)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]) -> dict[str, Any]:
@@ -744,8 +745,7 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
                               f"{encoder.config.hidden_size}-dimensional embeddings (+ length, bias)")
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
-    staging = _staging_folder(options)
-    try:
+    with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             input_names = _input_names(tokenizer)
             graphs, facts = _write_encoder_graphs(SentenceEmbedding(encoder), encoder.config, input_names,
@@ -772,9 +772,6 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
             manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def run_export_command(args: Any) -> Path:
