@@ -697,7 +697,7 @@ def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]
                       "truncation": "longer prompts keep their first max_length tokens"},
         "embedder": {
             "kind": "static", "file": STATIC_TABLE_FILE, "dim": dim, "storage": "float16",
-            "model": f"static token embeddings from {report.get('static_from', 'a static router')}",
+            "model": report.get("static_model") or f"static token embeddings from {report.get('static_from', 'a static router')}",
             "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
         },
         "head": _mlp_head_section(pair, report["recipe"].get("teacher")),

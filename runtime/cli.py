@@ -554,6 +554,7 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. minilm4-probe-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
+    distilled.add_argument("--hidden", type=int, default=64, help="the student MLP's hidden units (default 64)")
     distilled.add_argument("--length-weight", type=float, default=0.0,
                            help="weight of prompt length in the target (benchmarks/quality.py chooses it)")
 

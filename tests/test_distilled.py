@@ -182,3 +182,9 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
 def test_manifests_carry_no_machine_paths(distilled):
     text = (distilled[1] / "manifest.json").read_text()
     assert str(distilled[0].parent) not in text and json.loads(text)["source"]["checkpoint"] == "ckpt"
+
+
+def test_distilled_bundle_keeps_its_tables_provenance(distilled, static_bundle):
+    source = json.loads((static_bundle / "manifest.json").read_text())["embedder"]["model"]
+    assert json.loads((distilled[1] / "manifest.json").read_text())["embedder"]["model"] == source
+    assert json.loads((distilled[0] / "training.json").read_text())["recipe"]["hidden"] == 64
