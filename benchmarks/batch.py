@@ -38,8 +38,7 @@ def load_prompts(count: int) -> tuple[list[str], str]:
             prompts += load_benchmark(DATA, benchmark).prompts
         if len(prompts) >= count:  # evenly spaced over GSM8K then MMLU: both kinds of prompt, many lengths
             return _spread(prompts, count), f"RouteLLM evals ({DATA.name}): GSM8K + MMLU, evenly spaced"
-    synthetic = [f"Question {i}: explain step by step why {i} * {i + 7} = {i * (i + 7)}." + " Check it." * (i % 9)
-                 for i in range(count)]
+    synthetic = [f"Question {i}: explain step by step why {i} * {i + 7} = {i * (i + 7)}." + " Check it." * (i % 9) for i in range(count)]
     return synthetic, "synthetic"
 
 
@@ -57,8 +56,13 @@ def cpu() -> dict[str, Any]:
     fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in text.splitlines() if ":" in line}
     flags = fields.get("Flags", "").split()
     vector = [flag for flag in flags if flag.startswith(("avx", "sse4", "fma", "f16c", "amx")) or "vnni" in flag]
-    return {"model": fields.get("Model name"), "cores": os.cpu_count(), "vector_flags": vector, "flags": flags,
-            "python": platform.python_version()}
+    return {
+        "model": fields.get("Model name"),
+        "cores": os.cpu_count(),
+        "vector_flags": vector,
+        "flags": flags,
+        "python": platform.python_version(),
+    }
 
 
 def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> dict[str, Any]:
@@ -81,28 +85,63 @@ def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> 
             for name in routers:
                 router = Router.load(name)
                 local = Path(folder) / f"{name}.local.jsonl"
-                seconds = min(score_file(router, log, local, chunk_size=batch_size, progress=False).seconds
-                              for _ in range(repeats))
-                rows.append({"router": name, "engine": "local", "actors": None, "threads": "all", "seconds": seconds,
-                             "prompts_per_s": len(prompts) / seconds, "identical_to_local": True})
+                seconds = min(score_file(router, log, local, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
+                rows.append(
+                    {
+                        "router": name,
+                        "engine": "local",
+                        "actors": None,
+                        "threads": "all",
+                        "seconds": seconds,
+                        "prompts_per_s": len(prompts) / seconds,
+                        "identical_to_local": True,
+                    }
+                )
                 single = Path(folder) / f"{name}.local1.jsonl"
-                seconds = min(score_file(Router.load(name, threads=1), log, single, chunk_size=batch_size,
-                                         progress=False).seconds for _ in range(repeats))
-                rows.append({"router": name, "engine": "local", "actors": None, "threads": 1, "seconds": seconds,
-                             "prompts_per_s": len(prompts) / seconds,
-                             "identical_to_local": single.read_bytes() == local.read_bytes()})
+                seconds = min(
+                    score_file(Router.load(name, threads=1), log, single, chunk_size=batch_size, progress=False).seconds
+                    for _ in range(repeats)
+                )
+                rows.append(
+                    {
+                        "router": name,
+                        "engine": "local",
+                        "actors": None,
+                        "threads": 1,
+                        "seconds": seconds,
+                        "prompts_per_s": len(prompts) / seconds,
+                        "identical_to_local": single.read_bytes() == local.read_bytes(),
+                    }
+                )
                 for actors in ACTORS:
                     out = Path(folder) / f"{name}.ray{actors}.jsonl"
-                    seconds = min(score_file_ray(name, log, out, batch_size=batch_size, actors=actors, progress=False).seconds
-                                  for _ in range(repeats))
-                    rows.append({"router": name, "engine": "ray", "actors": actors, "threads": 1, "seconds": seconds,
-                                 "prompts_per_s": len(prompts) / seconds,
-                                 "identical_to_local": out.read_bytes() == local.read_bytes()})
+                    seconds = min(
+                        score_file_ray(name, log, out, batch_size=batch_size, actors=actors, progress=False).seconds for _ in range(repeats)
+                    )
+                    rows.append(
+                        {
+                            "router": name,
+                            "engine": "ray",
+                            "actors": actors,
+                            "threads": 1,
+                            "seconds": seconds,
+                            "prompts_per_s": len(prompts) / seconds,
+                            "identical_to_local": out.read_bytes() == local.read_bytes(),
+                        }
+                    )
         finally:
             ray.shutdown()
-    return {"n_prompts": len(prompts), "prompts": source, "batch_size": batch_size, "repeats": repeats,
-            "ray_version": ray.__version__, "ray_cluster_start_s": cluster_start_s, "cpu": cpu(),
-            "load_average_1m_at_end": os.getloadavg()[0], "results": rows}
+    return {
+        "n_prompts": len(prompts),
+        "prompts": source,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "ray_version": ray.__version__,
+        "ray_cluster_start_s": cluster_start_s,
+        "cpu": cpu(),
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "results": rows,
+    }
 
 
 def table(document: dict[str, Any]) -> str:
@@ -126,8 +165,10 @@ def table(document: dict[str, Any]) -> str:
     ]
     for row in document["results"]:
         actors = "" if row["actors"] is None else str(row["actors"])
-        lines.append(f"| {row['router']} | {row['engine']} | {actors} | {row['threads']} | {row['seconds']:.2f} | "
-                     f"{row['prompts_per_s']:,.0f} | {'yes' if row['identical_to_local'] else 'NO'} |")
+        lines.append(
+            f"| {row['router']} | {row['engine']} | {actors} | {row['threads']} | {row['seconds']:.2f} | "
+            f"{row['prompts_per_s']:,.0f} | {'yes' if row['identical_to_local'] else 'NO'} |"
+        )
     lines += [
         "",
         "The local engine runs in the calling process (onnxruntime on every core by default, or one thread); each "

@@ -42,8 +42,9 @@ def replay(win_rates: np.ndarray, fixed_threshold: float, target: float, window:
     return {"fixed": win_rates >= fixed_threshold, "budget": win_rates >= thresholds, "budget_threshold": thresholds}
 
 
-def summarize(decisions: dict[str, np.ndarray], strong_ok: np.ndarray, weak_ok: np.ndarray, target: float,
-              rolling: int) -> dict[str, dict[str, float]]:
+def summarize(
+    decisions: dict[str, np.ndarray], strong_ok: np.ndarray, weak_ok: np.ndarray, target: float, rolling: int
+) -> dict[str, dict[str, float]]:
     """Per policy and stream half: strong share, mean |rolling share - target|, answer quality."""
     half = len(strong_ok) // 2
     out: dict[str, dict[str, float]] = {}
@@ -53,9 +54,11 @@ def summarize(decisions: dict[str, np.ndarray], strong_ok: np.ndarray, weak_ok: 
         quality = np.where(decisions[policy], strong_ok, weak_ok)
         for name, rows in (("first half (MMLU)", slice(0, half)), ("second half (GSM8K)", slice(half, None))):
             window_rows = share[rows.start : (rows.stop - rolling + 1) if rows.stop else None]
-            out[f"{policy}: {name}"] = {"strong_share": float(strong[rows].mean()),
-                                        "mean_abs_deviation": float(np.abs(window_rows - target).mean()),
-                                        "quality": float(quality[rows].mean())}
+            out[f"{policy}: {name}"] = {
+                "strong_share": float(strong[rows].mean()),
+                "mean_abs_deviation": float(np.abs(window_rows - target).mean()),
+                "quality": float(quality[rows].mean()),
+            }
     return out
 
 
@@ -93,21 +96,35 @@ def run(data_dir: Path, router_name: str, target: float, half: int, window: int,
     fixed = float(np.quantile(calibration_rates, 1.0 - target))
     decisions = replay(stream_rates, fixed, target, window)
     summary = summarize(decisions, data.strong_quality[stream], data.weak_quality[stream], target, rolling)
-    return {"router": router.name, "target": target, "window": window, "rolling": rolling, "stream": len(stream),
-            "fixed_threshold": fixed, "budget_threshold_end": float(decisions["budget_threshold"][-1]),
-            "summary": summary, "decisions": {k: v.tolist() for k, v in decisions.items()}}
+    return {
+        "router": router.name,
+        "target": target,
+        "window": window,
+        "rolling": rolling,
+        "stream": len(stream),
+        "fixed_threshold": fixed,
+        "budget_threshold_end": float(decisions["budget_threshold"][-1]),
+        "summary": summary,
+        "decisions": {k: v.tolist() for k, v in decisions.items()},
+    }
 
 
 def markdown(document: dict) -> str:
-    lines = ["# Strong-call budget on drifting traffic", "",
-             "Command: `python benchmarks/budget.py --data-dir ../shared/data/routellm-evals` "
-             f"(router `{document['router']}`, target strong share {document['target']:g}, budget window "
-             f"{document['window']} win rates, stream of {document['stream']} prompts: MMLU then GSM8K).", "",
-             f"The fixed threshold ({document['fixed_threshold']:.4f}) is the target's quantile on other MMLU questions, "
-             "as `edgeroute calibrate` would set it; the budget starts from it and ends at "
-             f"{document['budget_threshold_end']:.4f}. Deviation: mean |share over the last {document['rolling']} "
-             "requests - target|. Quality: share of prompts answered correctly by the model each policy chose.", "",
-             "| policy | strong share | mean deviation from target | quality |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# Strong-call budget on drifting traffic",
+        "",
+        "Command: `python benchmarks/budget.py --data-dir ../shared/data/routellm-evals` "
+        f"(router `{document['router']}`, target strong share {document['target']:g}, budget window "
+        f"{document['window']} win rates, stream of {document['stream']} prompts: MMLU then GSM8K).",
+        "",
+        f"The fixed threshold ({document['fixed_threshold']:.4f}) is the target's quantile on other MMLU questions, "
+        "as `edgeroute calibrate` would set it; the budget starts from it and ends at "
+        f"{document['budget_threshold_end']:.4f}. Deviation: mean |share over the last {document['rolling']} "
+        "requests - target|. Quality: share of prompts answered correctly by the model each policy chose.",
+        "",
+        "| policy | strong share | mean deviation from target | quality |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, row in document["summary"].items():
         lines.append(f"| {name} | {row['strong_share']:.3f} | {row['mean_abs_deviation']:.3f} | {row['quality']:.3f} |")
     lines += ["", "![strong share over time](budget.png)", "", f"Machine: {document['machine']}.", ""]
@@ -125,13 +142,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    document = run(args.data_dir, args.router or default_router_name(), args.target, args.half, args.window,
-                   args.rolling, args.seed)
+    document = run(args.data_dir, args.router or default_router_name(), args.target, args.half, args.window, args.rolling, args.seed)
     document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
     decisions = {policy: np.array(values) for policy, values in document.pop("decisions").items()}
-    plot(decisions, args.target, args.rolling, args.out / "budget.png",
-         f"{document['router']}: strong share over a stream that shifts from MMLU to GSM8K")
+    plot(
+        decisions,
+        args.target,
+        args.rolling,
+        args.out / "budget.png",
+        f"{document['router']}: strong share over a stream that shifts from MMLU to GSM8K",
+    )
     (args.out / "budget.json").write_text(json.dumps(document, indent=2) + "\n")
     (args.out / "budget.md").write_text(markdown(document))
     print(markdown(document))

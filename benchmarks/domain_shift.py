@@ -75,8 +75,9 @@ def _head_difference(folder: Path, strong: str, weak: str) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--router", required=True,
-                        help="MF bundle whose embedder to use (the committed figures: the MiniLM MF router, int8)")
+    parser.add_argument(
+        "--router", required=True, help="MF bundle whose embedder to use (the committed figures: the MiniLM MF router, int8)"
+    )
     parser.add_argument("--splits", type=int, default=12)
     parser.add_argument("--mf", action="store_true", help="also train the MF recipe per hold-out (export extra)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "domain_shift.md")
@@ -87,7 +88,7 @@ def main() -> None:
     domains = mmlu_domains(args.data_dir)
     router = Router.load(args.router)
     embeddings = embed(router, mmlu.prompts + gsm8k.prompts)
-    e_mmlu, e_gsm8k = embeddings[: len(mmlu)], embeddings[len(mmlu):]
+    e_mmlu, e_gsm8k = embeddings[: len(mmlu)], embeddings[len(mmlu) :]
     gsm8k_train = split_of(gsm8k) == "train"
     target_mmlu = (mmlu.strong_quality > mmlu.weak_quality).astype(float)
     target_gsm8k = (gsm8k.strong_quality > gsm8k.weak_quality).astype(float)
@@ -101,8 +102,10 @@ def main() -> None:
         y = np.concatenate([target_mmlu[train], target_gsm8k[gsm8k_train]])
         w = fit_logistic(x, y)
         scores = e_mmlu[test] @ w[:-1]
-        figures = (apgr(scores, mmlu.strong_quality[test], mmlu.weak_quality[test]),
-                   apgr(lengths[test], mmlu.strong_quality[test], mmlu.weak_quality[test]))
+        figures = (
+            apgr(scores, mmlu.strong_quality[test], mmlu.weak_quality[test]),
+            apgr(lengths[test], mmlu.strong_quality[test], mmlu.weak_quality[test]),
+        )
         if not args.mf:
             return figures
         mf_scores = mf_recipe(mmlu, e_mmlu, train, test)
@@ -118,24 +121,33 @@ def main() -> None:
     columns = ["logistic regression APGR", "prompt-length APGR"] + (["MF recipe APGR"] if args.mf else [])
     gain = {d: float(mmlu.strong_quality[groups == d].mean() - mmlu.weak_quality[groups == d].mean()) for d in domains}
     lines = [
-        "# Routing on unseen MMLU subjects", "",
+        "# Routing on unseen MMLU subjects",
+        "",
         f"Measured by `benchmarks/domain_shift.py` ({len(mmlu)} MMLU prompts, {len(domains)} domains; embeddings from "
         f"the embedder of `{router.name}`). A logistic regression on frozen embeddings predicts "
         "'strong model right and weak model wrong', trained on every other domain plus the GSM8K training slice; "
-        "APGR on the 10 held-out domains.", "",
-        ("The MF recipe column trains RouteLLM's MF head exactly as `edgeroute train mf` does (decisive battles, "
-         "dim 128, 100 epochs, epoch chosen on a 10% slice of the training domains) for each hold-out, on the "
-         "MMLU training domains only.\n"
-         if args.mf else ""),
-        "| hold-out | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1),
+        "APGR on the 10 held-out domains.",
+        "",
+        (
+            "The MF recipe column trains RouteLLM's MF head exactly as `edgeroute train mf` does (decisive battles, "
+            "dim 128, 100 epochs, epoch chosen on a 10% slice of the training domains) for each hold-out, on the "
+            "MMLU training domains only.\n"
+            if args.mf
+            else ""
+        ),
+        "| hold-out | " + " | ".join(columns) + " |",
+        "|" + " --- |" * (len(columns) + 1),
         "| edgeroute's fixed test split | " + " | ".join(f"{v:.3f}" for v in fixed_row) + " |",
     ]
-    lines += [f"| random 10 domains, seed {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |"
-              for i, row in enumerate(rows)]
+    lines += [f"| random 10 domains, seed {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(rows)]
     lines += [
-        f"| **mean of {len(rows)} random hold-outs** | " + " | ".join(
+        f"| **mean of {len(rows)} random hold-outs** | "
+        + " | ".join(
             f"**{rows_array[:, c].mean():.3f}** (min {rows_array[:, c].min():.3f}, max {rows_array[:, c].max():.3f})"
-            for c in range(len(columns))) + " |", "",
+            for c in range(len(columns))
+        )
+        + " |",
+        "",
         "Random routing scores 0.5. On subjects it never saw, the logistic regression on these embeddings "
         f"averages {rows_array[:, 0].mean():.3f}"
         + (f", RouteLLM's MF recipe on the same embeddings {rows_array[:, 2].mean():.3f}" if args.mf else "")
@@ -143,9 +155,12 @@ def main() -> None:
         "differs from domain to domain in ways the topic does not predict (for example "
         f"high_school_mathematics, where the weak model is better: gain {gain['high_school_mathematics']:+.3f}; "
         f"professional_law, {np.mean(groups[np.isin(groups, sorted(fixed))] == 'professional_law'):.0%} of the fixed "
-        f"test split's prompts, gain {gain['professional_law']:+.3f}).", "",
-        "Gain of the strong model (accuracy difference) per domain, largest first:", "",
-        "| domain | prompts | gain |", "| --- | --- | --- |",
+        f"test split's prompts, gain {gain['professional_law']:+.3f}).",
+        "",
+        "Gain of the strong model (accuracy difference) per domain, largest first:",
+        "",
+        "| domain | prompts | gain |",
+        "| --- | --- | --- |",
     ]
     for domain in sorted(domains, key=lambda d: -gain[d]):
         lines.append(f"| {domain} | {int((groups == domain).sum())} | {gain[domain]:+.3f} |")

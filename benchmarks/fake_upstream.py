@@ -22,21 +22,31 @@ import re
 import sys
 from typing import Any
 
-COMPLETION = json.dumps({
-    "id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": "fake-llm",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
-}, separators=(",", ":")).encode()
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "fake-llm",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+    },
+    separators=(",", ":"),
+).encode()
 
 
 def _chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": "fake-llm",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake-llm",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-STREAM = (_chunk({"role": "assistant", "content": "Par"}, None) + _chunk({"content": "is."}, None)
-          + _chunk({}, "stop") + b"data: [DONE]\n\n")
+STREAM = _chunk({"role": "assistant", "content": "Par"}, None) + _chunk({"content": "is."}, None) + _chunk({}, "stop") + b"data: [DONE]\n\n"
 _STREAM_FLAG = re.compile(rb'"stream"\s*:\s*true')
 
 
@@ -47,10 +57,16 @@ def response_bytes(path: bytes, body: bytes) -> bytes:
     if not path.endswith(b"/chat/completions"):
         return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
     if _STREAM_FLAG.search(body):  # chunked transfer encoding, one chunk for the whole stream
-        return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                + f"{len(STREAM):x}".encode() + b"\r\n" + STREAM + b"\r\n0\r\n\r\n")
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + f"{len(STREAM):x}".encode()
+            + b"\r\n"
+            + STREAM
+            + b"\r\n0\r\n\r\n"
+        )
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION
+    )
 
 
 class FakeUpstream(asyncio.Protocol):
@@ -77,8 +93,8 @@ class FakeUpstream(asyncio.Protocol):
                     length = int(value)
             if len(self.buffer) < end + 4 + length:
                 return
-            body = self.buffer[end + 4:end + 4 + length]
-            self.buffer = self.buffer[end + 4 + length:]
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
             self.transport.write(response_bytes(path, body))
 
@@ -104,6 +120,7 @@ async def _read_message(reader: asyncio.StreamReader) -> bytes:
 
 async def null_proxy(port: int, upstream_port: int, host: str = "127.0.0.1") -> None:
     """Serve the null proxy until cancelled (non-streaming answers only)."""
+
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(host, upstream_port)
         try:

@@ -39,9 +39,11 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the sibling server_o
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHORT = "What is the capital of France?"
-MEDIUM = ("A train leaves the station at 3 pm travelling at 80 km/h, and a second train leaves the same station "
-          "at 4 pm on the same track at 100 km/h. At what time does the second train catch up with the first, "
-          "and how far from the station are they?")
+MEDIUM = (
+    "A train leaves the station at 3 pm travelling at 80 km/h, and a second train leaves the same station "
+    "at 4 pm on the same track at 100 km/h. At what time does the second train catch up with the first, "
+    "and how far from the station are they?"
+)
 LONG = " ".join([MEDIUM] * 5)
 LENGTHS = {"short": SHORT, "medium": MEDIUM, "long": LONG}
 BATCHES = (1, 8, 32, 128)
@@ -51,8 +53,12 @@ STATIC_LENGTHS = {**LENGTHS, "longer": " ".join([MEDIUM] * 7)}
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     values = np.array(samples_s) * 1e6
-    return {"p50_us": float(np.percentile(values, 50)), "p90_us": float(np.percentile(values, 90)),
-            "p99_us": float(np.percentile(values, 99)), "n": len(values)}
+    return {
+        "p50_us": float(np.percentile(values, 50)),
+        "p90_us": float(np.percentile(values, 90)),
+        "p99_us": float(np.percentile(values, 99)),
+        "n": len(values),
+    }
 
 
 def time_calls(function: Callable[[], Any], repeats: int, warmup: int = 3) -> list[float]:
@@ -75,8 +81,9 @@ def machine_flags() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
-                flags = sorted(set(line.split(":", 1)[1].split()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
-                                                                      "avx512_bf16", "amx_int8", "fma"})
+                flags = sorted(
+                    set(line.split(":", 1)[1].split()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "fma"}
+                )
                 break
     except OSError:
         pass
@@ -88,17 +95,27 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import tokenizers
 
-    return {**machine_flags(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "tokenizers": tokenizers.__version__, "numpy": np.__version__,
-            "providers": onnxruntime.get_available_providers(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return {
+        **machine_flags(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "tokenizers": tokenizers.__version__,
+        "numpy": np.__version__,
+        "providers": onnxruntime.get_available_providers(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 # Dynamic int8 variants of the same fused graph: name -> (per_channel, reduce_range). The first is
 # what `edgeroute export` writes by default (export/: --per-channel --reduce-range) and is the
 # "onnx int8" backend. onnxruntime's quantize_dynamic has no QDQ format (QuantFormat applies to
 # static quantization only), so the QOperator/QDQ comparison does not arise for dynamic int8.
-INT8_VARIANTS = {"onnx int8": (True, True), "int8 per-channel 8-bit": (True, False),
-                 "int8 per-tensor 7-bit": (False, True), "int8 per-tensor 8-bit": (False, False)}
+INT8_VARIANTS = {
+    "onnx int8": (True, True),
+    "int8 per-channel 8-bit": (True, False),
+    "int8 per-tensor 7-bit": (False, True),
+    "int8 per-tensor 8-bit": (False, False),
+}
 # Backends in the throughput and plot views (the int8 variants are in their own table).
 # The shipped transformer tier (``--bundle``: its own graph, e.g. 4 frozen layers + a linear probe), timed as a
 # whole router beside RouteLLM's 6-layer BERT router in PyTorch eager.
@@ -117,14 +134,14 @@ def build_graphs(checkpoint: Path | None, folder: Path) -> tuple[Any, Any, dict[
     source = checkpoint or minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=3, local_files_only=True,
-                                                               attn_implementation="eager").eval()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=3, local_files_only=True, attn_implementation="eager"
+    ).eval()
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
     graphs = {"onnx fp32": folder / "raw.onnx", "onnx fused": folder / "fused.onnx"}
     export_graph(ClassifierLogits(model), names, "logits", graphs["onnx fp32"], 17)
     config = model.config
-    optimize_graph(graphs["onnx fp32"], graphs["onnx fused"], config.model_type, config.num_attention_heads,
-                   config.hidden_size)
+    optimize_graph(graphs["onnx fp32"], graphs["onnx fused"], config.model_type, config.num_attention_heads, config.hidden_size)
     for index, (name, (per_channel, reduce_range)) in enumerate(INT8_VARIANTS.items()):
         graphs[name] = folder / f"int8_{index}.onnx"
         quantize_graph(graphs["onnx fused"], graphs[name], per_channel=per_channel, reduce_range=reduce_range)
@@ -144,8 +161,9 @@ def onnx_session(path: Path, threads: int, basic: bool = False, providers: list[
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
-def backends(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, threads: int,
-             max_length: int) -> dict[str, Callable[[list[str]], Any]]:
+def backends(
+    model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, threads: int, max_length: int
+) -> dict[str, Callable[[list[str]], Any]]:
     """Name -> score(batch of prompts) for every CPU backend, all on the same weights and ``threads``.
 
     torch's thread count is global: the PyTorch scorer sets it on every call (cheap), so that
@@ -175,18 +193,20 @@ def backends(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, 
     return result
 
 
-def interleaved_latency(groups: dict[int, dict[str, Callable[[list[str]], Any]]], rounds: int,
-                        per_cell: int) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+def interleaved_latency(
+    groups: dict[int, dict[str, Callable[[list[str]], Any]]], rounds: int, per_cell: int
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """Batch-1 latency of every scorer at every thread count and prompt length, in interleaved rounds.
 
     Each round visits every thread count (order alternating), every scorer and every length, taking
     ``per_cell`` samples after 2 warm-up calls: a noisy neighbour hits all cells alike.
     """
     samples: dict[int, dict[str, dict[str, list[float]]]] = {
-        threads: {name: {label: [] for label in LENGTHS} for name in scorers} for threads, scorers in groups.items()}
+        threads: {name: {label: [] for label in LENGTHS} for name in scorers} for threads, scorers in groups.items()
+    }
     order = list(groups)
     for index in range(rounds):
-        for threads in (order if index % 2 == 0 else order[::-1]):
+        for threads in order if index % 2 == 0 else order[::-1]:
             for name, score in groups[threads].items():
                 for label, prompt in LENGTHS.items():
                     batch = [prompt]
@@ -197,8 +217,10 @@ def interleaved_latency(groups: dict[int, dict[str, Callable[[list[str]], Any]]]
                         started = time.perf_counter()
                         score(batch)
                         out.append(time.perf_counter() - started)
-    return {str(threads): {name: {label: percentiles(values) for label, values in rows.items()}
-                           for name, rows in by_name.items()} for threads, by_name in samples.items()}
+    return {
+        str(threads): {name: {label: percentiles(values) for label, values in rows.items()} for name, rows in by_name.items()}
+        for threads, by_name in samples.items()
+    }
 
 
 def throughput(scorers: dict[str, Callable[[list[str]], Any]], seconds: float) -> dict[str, dict[str, float]]:
@@ -241,9 +263,13 @@ def int8_parity(scorers: dict[str, Callable[[list[str]], Any]], count: int = 100
             continue
         candidate = logits(scorers[name])
         figures = parity_figures(win_rate(reference), win_rate(candidate))
-        result[name] = {"prompts": len(prompts), "max_abs_logit_diff": float(np.abs(candidate - reference).max()),
-                        "max_abs_win_rate_diff": figures["max_abs_diff"], "min_decision_agreement": figures["min_agreement"],
-                        "argmax_agreement": float(np.mean(candidate.argmax(1) == reference.argmax(1)))}
+        result[name] = {
+            "prompts": len(prompts),
+            "max_abs_logit_diff": float(np.abs(candidate - reference).max()),
+            "max_abs_win_rate_diff": figures["max_abs_diff"],
+            "min_decision_agreement": figures["min_agreement"],
+            "argmax_agreement": float(np.mean(candidate.argmax(1) == reference.argmax(1))),
+        }
     return result
 
 
@@ -266,8 +292,9 @@ def io_binding_scorer(session: Any, tokenizer: Any, names: list[str]) -> Callabl
     return score
 
 
-def cuda_scorers(model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path,
-                 max_length: int) -> tuple[dict[str, Callable[[list[str]], Any]], list[str]]:
+def cuda_scorers(
+    model: Any, tokenizer: Any, graphs: dict[str, Path], folder: Path, max_length: int
+) -> tuple[dict[str, Callable[[list[str]], Any]], list[str]]:
     """ONNX CUDA fp32/fp16 (IO binding) and PyTorch eager CUDA fp32/fp16 scorers, and why any are missing."""
     import copy
 
@@ -321,8 +348,7 @@ def cuda_rows(scorers: dict[str, Callable[[list[str]], Any]], repeats: int, seco
     return rows
 
 
-def tokenization_share(tokenizer_encoder: Any, score: Callable[[list[str]], Any],
-                       repeats: int) -> dict[str, dict[str, float]]:
+def tokenization_share(tokenizer_encoder: Any, score: Callable[[list[str]], Any], repeats: int) -> dict[str, dict[str, float]]:
     """Median tokenization time and its share of the int8 batch-1 score, per prompt length."""
     shares = {}
     for label, prompt in LENGTHS.items():
@@ -355,8 +381,9 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_score_s": t3 - 
 
 def cold_start(bundle: str, threads: int) -> dict[str, Any]:
     """Import, load and first score of the runtime in a fresh process, and its peak resident memory."""
-    output = subprocess.run([sys.executable, "-c", _COLD_START, bundle, str(threads)], capture_output=True,
-                            text=True, check=True, timeout=300)
+    output = subprocess.run(
+        [sys.executable, "-c", _COLD_START, bundle, str(threads)], capture_output=True, text=True, check=True, timeout=300
+    )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -421,9 +448,11 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     plain = StaticEmbedder(table, load_tokenizer(tokenizer_file, manifest.max_length), fast=False)
     encode = plain._encode
     paths: dict[str, Callable[[list[str]], Any]] = {
-        "tokenizer path (before)": plain, "chunk cache (after)": cached,
+        "tokenizer path (before)": plain,
+        "chunk cache (after)": cached,
         "tokenizer alone": lambda prompts: encode(prompts, add_special_tokens=False),
-        "whole router (after)": Router.load(bundle, threads=1).strong_win_rates}
+        "whole router (after)": Router.load(bundle, threads=1).strong_win_rates,
+    }
     samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
     clock = time.perf_counter_ns
     for _ in range(rounds):
@@ -442,33 +471,44 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
     for name in ("tokenizer path (before)", "chunk cache (after)"):
         throughput[name] = batch / statistics.median(time_calls(partial(paths[name], prompts), max(repeats // 500, 5)))
     return {
-        "bundle": manifest.name, "threads": 1, "samples_per_cell": max(repeats // rounds, 1) * rounds,
+        "bundle": manifest.name,
+        "threads": 1,
+        "samples_per_cell": max(repeats // rounds, 1) * rounds,
         "tokens": {label: len(cached.chunks.ids(prompt)) if cached.chunks else None for label, prompt in STATIC_LENGTHS.items()},
         "fast_path": cached.chunks is not None,
-        "latency_batch1": {name: {label: percentiles([ns * 1e-9 for ns in values]) for label, values in rows.items()}
-                           for name, rows in samples.items()},
+        "latency_batch1": {
+            name: {label: percentiles([ns * 1e-9 for ns in values]) for label, values in rows.items()} for name, rows in samples.items()
+        },
         f"batch{batch}_prompts_per_s": throughput,
-        "max_abs_diff": float(np.abs(cached(prompts + list(STATIC_LENGTHS.values()))
-                                     - plain(prompts + list(STATIC_LENGTHS.values()))).max()),
+        "max_abs_diff": float(
+            np.abs(cached(prompts + list(STATIC_LENGTHS.values())) - plain(prompts + list(STATIC_LENGTHS.values()))).max()
+        ),
     }
 
 
 def static_table(section: dict[str, Any]) -> str:
     """The static-tier breakdown as text."""
-    lines = [f"static tier embedding, {section['bundle']}, 1 thread, {section['samples_per_cell']} calls per cell; "
-             f"tokens {section['tokens']}",
-             f"{'path':26s} " + " ".join(f"{label + ' p50':>11s} {'p99':>7s}" for label in STATIC_LENGTHS)]
+    lines = [
+        f"static tier embedding, {section['bundle']}, 1 thread, {section['samples_per_cell']} calls per cell; tokens {section['tokens']}",
+        f"{'path':26s} " + " ".join(f"{label + ' p50':>11s} {'p99':>7s}" for label in STATIC_LENGTHS),
+    ]
     for name, rows in section["latency_batch1"].items():
-        lines.append(f"{name:26s} " + " ".join(f"{rows[label]['p50_us']:10.1f}u {rows[label]['p99_us']:6.0f}u"
-                                               for label in STATIC_LENGTHS))
+        lines.append(f"{name:26s} " + " ".join(f"{rows[label]['p50_us']:10.1f}u {rows[label]['p99_us']:6.0f}u" for label in STATIC_LENGTHS))
     key = next(k for k in section if k.endswith("_prompts_per_s"))
     lines.append(f"{key}: " + ", ".join(f"{name} {value:.0f}" for name, value in section[key].items()))
     lines.append(f"max |cache - tokenizer| over the batch: {section['max_abs_diff']:.1e}")
     return "\n".join(lines)
 
 
-def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds: float, bundle: str | None,
-        tiny: bool = False, static_bundle: str | None = None) -> dict[str, Any]:
+def run(
+    checkpoint: Path | None,
+    threads: int,
+    repeats: int,
+    throughput_seconds: float,
+    bundle: str | None,
+    tiny: bool = False,
+    static_bundle: str | None = None,
+) -> dict[str, Any]:
     """Measure everything at 1 thread and at ``threads`` threads, interleaved; returns the JSON document.
 
     ``latency_batch1`` holds the figures at the larger thread count; ``latency_by_threads`` all of them.
@@ -501,16 +541,25 @@ def run(checkpoint: Path | None, threads: int, repeats: int, throughput_seconds:
         cuda = {"rows": cuda_rows(gpu, repeats, throughput_seconds), "skipped": skipped}
         int8 = top["onnx int8"]
         document: dict[str, Any] = {
-            "machine": machine(), "load_average_before": load_before, "threads": thread_counts, "repeats": repeats,
-            "rounds": rounds, "weights": str(checkpoint or "all-MiniLM-L6-v2 + 3-label head (seeded random head)"),
+            "machine": machine(),
+            "load_average_before": load_before,
+            "threads": thread_counts,
+            "repeats": repeats,
+            "rounds": rounds,
+            "weights": str(checkpoint or "all-MiniLM-L6-v2 + 3-label head (seeded random head)"),
             "max_length": max_length,
-            "prompt_tokens": {label: len(tokenizer(prompt, truncation=True, max_length=max_length)["input_ids"])
-                              for label, prompt in LENGTHS.items()},
-            "latency_by_threads": by_threads, "latency_batch1": by_threads[str(thread_counts[-1])],
-            "throughput_threads": thread_counts[-1], "throughput_prompts_per_s": rates,
+            "prompt_tokens": {
+                label: len(tokenizer(prompt, truncation=True, max_length=max_length)["input_ids"]) for label, prompt in LENGTHS.items()
+            },
+            "latency_by_threads": by_threads,
+            "latency_batch1": by_threads[str(thread_counts[-1])],
+            "throughput_threads": thread_counts[-1],
+            "throughput_prompts_per_s": rates,
             "tokenization": tokenization_share(int8, int8, repeats),
-            "mf_head": mf_head_us(max(repeats, 1000)), "installed_size_mb": installed_size_mb(),
-            "int8_parity_vs_fp32": parity, "cuda": cuda,
+            "mf_head": mf_head_us(max(repeats, 1000)),
+            "installed_size_mb": installed_size_mb(),
+            "int8_parity_vs_fp32": parity,
+            "cuda": cuda,
         }
     if static_bundle:
         document["static_tier"] = static_tier(static_bundle, max(repeats * 25, 100), rounds=2 if tiny else 5)
@@ -527,23 +576,29 @@ def add_speedups(document: dict[str, Any]) -> None:
     speedups: dict[str, dict[str, dict[str, float]]] = {}
     for threads, rows in document["latency_by_threads"].items():
         eager = rows["pytorch eager fp32"]
-        speedups[threads] = {name: {label: eager[label]["p50_us"] / values[label]["p50_us"] for label in LENGTHS}
-                             for name, values in rows.items()}
+        speedups[threads] = {
+            name: {label: eager[label]["p50_us"] / values[label]["p50_us"] for label in LENGTHS} for name, values in rows.items()
+        }
     document["speedup_vs_pytorch_p50"] = speedups
     top = str(document["threads"][-1])
     document["speedup_vs_pytorch_medium_p50"] = {name: values["medium"] for name, values in speedups[top].items()}
     if "static router" in document["latency_batch1"]:
-        document["static_vs_int8_medium_p50"] = (document["latency_batch1"]["onnx int8"]["medium"]["p50_us"]
-                                                 / document["latency_batch1"]["static router"]["medium"]["p50_us"])
+        document["static_vs_int8_medium_p50"] = (
+            document["latency_batch1"]["onnx int8"]["medium"]["p50_us"] / document["latency_batch1"]["static router"]["medium"]["p50_us"]
+        )
     variants = {}
     for name, figures in document["int8_parity_vs_fp32"].items():
         per_channel, reduce_range = INT8_VARIANTS.get(name, INT8_VARIANTS["onnx int8"])
         label = "long" if "max_length" in name else "medium"
-        variants[name] = {"per_channel": per_channel, "reduce_range": reduce_range, "prompt": label,
-                          "max_length": int(name.rsplit(" ", 1)[1]) if "max_length" in name else document["max_length"],
-                          "speedup": {t: speedups[t][name][label] for t in speedups},
-                          "p50_us": {t: document["latency_by_threads"][t][name][label]["p50_us"] for t in speedups},
-                          **figures}
+        variants[name] = {
+            "per_channel": per_channel,
+            "reduce_range": reduce_range,
+            "prompt": label,
+            "max_length": int(name.rsplit(" ", 1)[1]) if "max_length" in name else document["max_length"],
+            "speedup": {t: speedups[t][name][label] for t in speedups},
+            "p50_us": {t: document["latency_by_threads"][t][name][label]["p50_us"] for t in speedups},
+            **figures,
+        }
     document["int8_variants"] = variants
 
 
@@ -553,26 +608,41 @@ def targets(document: dict[str, Any], server: dict[str, Any] | None) -> list[tup
     static = document.get("static_tier")
     if static:
         p50 = static["latency_batch1"]["whole router (after)"]["medium"]["p50_us"]
-        rows.append((f"fast tier ({static['bundle']}, whole router) ≤ 30 µs p50, medium prompt, 1 thread",
-                     f"{p50:.1f} µs", "met" if p50 <= 30 else "MISSED"))
+        rows.append(
+            (
+                f"fast tier ({static['bundle']}, whole router) ≤ 30 µs p50, medium prompt, 1 thread",
+                f"{p50:.1f} µs",
+                "met" if p50 <= 30 else "MISSED",
+            )
+        )
     for threads, values in document["speedup_vs_pytorch_p50"].items():
         ratio = values["onnx int8"]["medium"]
         int8_p50 = document["latency_by_threads"][threads]["onnx int8"]["medium"]["p50_us"]
         eager_p50 = document["latency_by_threads"][threads]["pytorch eager fp32"]["medium"]["p50_us"]
-        best = max((n for n in document["int8_variants"] if "max_length" not in n),
-                   key=lambda n: document["int8_variants"][n]["speedup"][threads])
-        rows.append((f"int8 (export default: per-channel, reduce_range) ≥ 4x PyTorch eager, medium, {threads} thread(s)",
-                     f"{ratio:.2f}x ({int8_p50 / 1e3:.2f} ms vs {eager_p50 / 1e3:.2f} ms); best variant {best} "
-                     f"{document['int8_variants'][best]['speedup'][threads]:.2f}x",
-                     ("met" if ratio >= 4 else "MISSED")
-                     + (" (unreliable: machine oversubscribed)" if threads != "1" and oversubscribed(document) else "")))
+        best = max(
+            (n for n in document["int8_variants"] if "max_length" not in n), key=lambda n: document["int8_variants"][n]["speedup"][threads]
+        )
+        rows.append(
+            (
+                f"int8 (export default: per-channel, reduce_range) ≥ 4x PyTorch eager, medium, {threads} thread(s)",
+                f"{ratio:.2f}x ({int8_p50 / 1e3:.2f} ms vs {eager_p50 / 1e3:.2f} ms); best variant {best} "
+                f"{document['int8_variants'][best]['speedup'][threads]:.2f}x",
+                ("met" if ratio >= 4 else "MISSED")
+                + (" (unreliable: machine oversubscribed)" if threads != "1" and oversubscribed(document) else ""),
+            )
+        )
     for threads, values in document["speedup_vs_pytorch_p50"].items():
         if SHIPPED_TRANSFORMER in values:
             p50 = document["latency_by_threads"][threads][SHIPPED_TRANSFORMER]["medium"]["p50_us"]
             ratio = values[SHIPPED_TRANSFORMER]["medium"]
-            rows.append((f"shipped transformer tier ({document.get('bundle', 'bundle')}, its own graph: a smaller "
-                         f"model than the eager one) ≥ 4x PyTorch eager RouteLLM BERT router, medium, {threads} thread(s)",
-                         f"{ratio:.2f}x ({p50 / 1e3:.2f} ms)", "met" if ratio >= 4 else "MISSED"))
+            rows.append(
+                (
+                    f"shipped transformer tier ({document.get('bundle', 'bundle')}, its own graph: a smaller "
+                    f"model than the eager one) ≥ 4x PyTorch eager RouteLLM BERT router, medium, {threads} thread(s)",
+                    f"{ratio:.2f}x ({p50 / 1e3:.2f} ms)",
+                    "met" if ratio >= 4 else "MISSED",
+                )
+            )
     if server:
         from server_overhead import targets_rows
 
@@ -582,46 +652,62 @@ def targets(document: dict[str, Any], server: dict[str, Any] | None) -> list[tup
     cuda = document["cuda"]
     if cuda["rows"]:
         for name, row in cuda["rows"].items():
-            rows.append((f"CUDA {name}: batch-1 p50 / batch-128 throughput",
-                         f"{row['medium_batch1']['p50_us'] / 1e3:.2f} ms / {row['batch128_prompts_per_s']:.0f} prompts/s",
-                         "measured"))
+            rows.append(
+                (
+                    f"CUDA {name}: batch-1 p50 / batch-128 throughput",
+                    f"{row['medium_batch1']['p50_us'] / 1e3:.2f} ms / {row['batch128_prompts_per_s']:.0f} prompts/s",
+                    "measured",
+                )
+            )
     else:
-        rows.append(("CUDA rows (fp32/fp16, IO binding; PyTorch eager CUDA)", "-",
-                     "not measured: " + "; ".join(cuda["skipped"])))
+        rows.append(("CUDA rows (fp32/fp16, IO binding; PyTorch eager CUDA)", "-", "not measured: " + "; ".join(cuda["skipped"])))
     return rows
 
 
 def table(document: dict[str, Any]) -> str:
     """Batch-1 latency per thread count (p50/p90/p99, speedup over PyTorch) and throughput, as text."""
-    lines = [f"prompt tokens {document['prompt_tokens']}; max_length {document['max_length']}; "
-             f"{document['repeats']} samples per cell in {document['rounds']} interleaved rounds"]
+    lines = [
+        f"prompt tokens {document['prompt_tokens']}; max_length {document['max_length']}; "
+        f"{document['repeats']} samples per cell in {document['rounds']} interleaved rounds"
+    ]
     for threads, rows in document["latency_by_threads"].items():
         speedups = document["speedup_vs_pytorch_p50"][threads]
-        lines += ["", f"{threads} thread(s)",
-                  f"{'backend':26s} {'short p50':>10s} {'medium p50':>11s} {'p90':>9s} {'p99':>9s} {'long p50':>10s} "
-                  f"{'x torch':>8s} {'x long':>7s}"]
+        lines += [
+            "",
+            f"{threads} thread(s)",
+            f"{'backend':26s} {'short p50':>10s} {'medium p50':>11s} {'p90':>9s} {'p99':>9s} {'long p50':>10s} "
+            f"{'x torch':>8s} {'x long':>7s}",
+        ]
         for name, values in rows.items():
             medium = values["medium"]
-            lines.append(f"{name:26s} {values['short']['p50_us']:9.0f}u {medium['p50_us']:10.0f}u "
-                         f"{medium['p90_us']:8.0f}u {medium['p99_us']:8.0f}u {values['long']['p50_us']:9.0f}u "
-                         f"{speedups[name]['medium']:7.2f}x {speedups[name]['long']:6.2f}x")
-    lines += ["", f"throughput, medium prompts/s, {document['throughput_threads']} thread(s)",
-              f"{'backend':26s} " + " ".join(f"{'b' + str(b):>8s}" for b in BATCHES)]
+            lines.append(
+                f"{name:26s} {values['short']['p50_us']:9.0f}u {medium['p50_us']:10.0f}u "
+                f"{medium['p90_us']:8.0f}u {medium['p99_us']:8.0f}u {values['long']['p50_us']:9.0f}u "
+                f"{speedups[name]['medium']:7.2f}x {speedups[name]['long']:6.2f}x"
+            )
+    lines += [
+        "",
+        f"throughput, medium prompts/s, {document['throughput_threads']} thread(s)",
+        f"{'backend':26s} " + " ".join(f"{'b' + str(b):>8s}" for b in BATCHES),
+    ]
     for name, values in document["throughput_prompts_per_s"].items():
         lines.append(f"{name:26s} " + " ".join(f"{values[str(b)]:8.0f}" for b in BATCHES))
     lines.append(f"MF head alone: p50 {document['mf_head']['p50_us']:.2f} us")
     if "static_vs_int8_medium_p50" in document:
         lines.append(f"static router vs ONNX int8 transformer, medium p50: {document['static_vs_int8_medium_p50']:.1f}x faster")
     for label, share in document["tokenization"].items():
-        lines.append(f"tokenization ({label}): {share['tokenize_us']:.0f} us of {share['total_us']:.0f} us "
-                     f"({share['share']:.0%}) with int8")
+        lines.append(
+            f"tokenization ({label}): {share['tokenize_us']:.0f} us of {share['total_us']:.0f} us ({share['share']:.0%}) with int8"
+        )
     if "static_tier" in document:
         lines += ["", static_table(document["static_tier"])]
     if "cold_start" in document:
         cold = document["cold_start"]
-        lines.append(f"cold start: import {cold['import_s']:.3f} s, load {cold['load_s']:.3f} s, first score "
-                     f"{cold['first_score_s']:.3f} s, total {cold['total_s']:.3f} s; peak RSS {cold['peak_rss_mb']:.0f} MB; "
-                     f"heavy modules imported: {cold['heavy_modules'] or 'none'}")
+        lines.append(
+            f"cold start: import {cold['import_s']:.3f} s, load {cold['load_s']:.3f} s, first score "
+            f"{cold['first_score_s']:.3f} s, total {cold['total_s']:.3f} s; peak RSS {cold['peak_rss_mb']:.0f} MB; "
+            f"heavy modules imported: {cold['heavy_modules'] or 'none'}"
+        )
     sizes = document["installed_size_mb"]
     lines.append("installed size: " + ", ".join(f"{k} {v:.0f} MB" for k, v in sizes.items()))
     return "\n".join(lines)
@@ -630,15 +716,19 @@ def table(document: dict[str, Any]) -> str:
 def variants_table(document: dict[str, Any]) -> list[str]:
     """The int8 variants as a markdown table: speedup over eager per thread count, parity with fp32."""
     threads = list(document["latency_by_threads"])
-    lines = ["| variant | per-channel | reduce_range (7-bit) | max_length | prompt | "
-             + " | ".join(f"p50 / x eager, {t} thr" for t in threads)
-             + " | max abs Δ logit | max abs Δ win rate | decision agreement (min over 0.1..0.9) | argmax agreement |",
-             "| --- " * (9 + len(threads)) + "|"]
+    lines = [
+        "| variant | per-channel | reduce_range (7-bit) | max_length | prompt | "
+        + " | ".join(f"p50 / x eager, {t} thr" for t in threads)
+        + " | max abs Δ logit | max abs Δ win rate | decision agreement (min over 0.1..0.9) | argmax agreement |",
+        "| --- " * (9 + len(threads)) + "|",
+    ]
     for name, row in document["int8_variants"].items():
         cells = " | ".join(f"{row['p50_us'][t] / 1e3:.2f} ms / {row['speedup'][t]:.2f}x" for t in threads)
-        lines.append(f"| {name} | {row['per_channel']} | {row['reduce_range']} | {row['max_length']} | {row['prompt']} | "
-                     f"{cells} | {row['max_abs_logit_diff']:.3f} | {row['max_abs_win_rate_diff']:.4f} | "
-                     f"{row['min_decision_agreement']:.2%} | {row['argmax_agreement']:.2%} |")
+        lines.append(
+            f"| {name} | {row['per_channel']} | {row['reduce_range']} | {row['max_length']} | {row['prompt']} | "
+            f"{cells} | {row['max_abs_logit_diff']:.3f} | {row['max_abs_win_rate_diff']:.4f} | "
+            f"{row['min_decision_agreement']:.2%} | {row['argmax_agreement']:.2%} |"
+        )
     return lines
 
 
@@ -674,40 +764,68 @@ def recommendation(document: dict[str, Any]) -> list[str]:
 def markdown(document: dict[str, Any], server: dict[str, Any] | None) -> str:
     """latency.md: machine, targets met/missed, backends, int8 variants, static tier, CUDA, server overhead."""
     machine = document["machine"]
-    lines = ["# Router overhead", "",
-             "Written by `python benchmarks/latency.py` (with `latency.json`, `latency.txt`, `latency.png`); do not "
-             "edit by hand. Every backend scores the same weights "
-             f"({document['weights']}) in one process, at {' and '.join(map(str, document['threads']))} thread(s), "
-             "in interleaved rounds, so that ratios are comparable on a noisy machine.", "",
-             f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU flags {', '.join(machine['cpu_flags'])} "
-             f"(VNNI: {machine['vnni']}); Python {machine['python']}, onnxruntime {machine['onnxruntime']}, "
-             f"providers {', '.join(machine['providers'])}. Load average (1/5/15 min) {document['load_average_before']} "
-             f"at the start, {document['load_average_after']} at the end: the machine is shared, absolute figures "
-             "are inflated, ratios less so." + oversubscribed(document), "", "## Targets (issue 13)", "",
-             "| target | measured | status |", "| --- | --- | --- |"]
+    lines = [
+        "# Router overhead",
+        "",
+        "Written by `python benchmarks/latency.py` (with `latency.json`, `latency.txt`, `latency.png`); do not "
+        "edit by hand. Every backend scores the same weights "
+        f"({document['weights']}) in one process, at {' and '.join(map(str, document['threads']))} thread(s), "
+        "in interleaved rounds, so that ratios are comparable on a noisy machine.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, CPU flags {', '.join(machine['cpu_flags'])} "
+        f"(VNNI: {machine['vnni']}); Python {machine['python']}, onnxruntime {machine['onnxruntime']}, "
+        f"providers {', '.join(machine['providers'])}. Load average (1/5/15 min) {document['load_average_before']} "
+        f"at the start, {document['load_average_after']} at the end: the machine is shared, absolute figures "
+        "are inflated, ratios less so." + oversubscribed(document),
+        "",
+        "## Targets (issue 13)",
+        "",
+        "| target | measured | status |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {t} | {m} | {status} |" for t, m, status in targets(document, server)]
-    lines += ["", "## Backends", "", "```", table(document), "```", "",
-              "`u` is microseconds; `x torch` is PyTorch eager's medium p50 over the backend's at the same thread "
-              "count, `x long` the same on the long prompt.", "",
-              "![latency](latency.png)", "", "## int8 variants (issue 13, item 2)", "",
-              "Dynamic int8 of the same fused graph, timed in the same rounds as the backends above; parity against "
-              "ONNX fp32 on the first parity prompts of `export/parity.py`, one prompt per run.", ""]
+    lines += [
+        "",
+        "## Backends",
+        "",
+        "```",
+        table(document),
+        "```",
+        "",
+        "`u` is microseconds; `x torch` is PyTorch eager's medium p50 over the backend's at the same thread "
+        "count, `x long` the same on the long prompt.",
+        "",
+        "![latency](latency.png)",
+        "",
+        "## int8 variants (issue 13, item 2)",
+        "",
+        "Dynamic int8 of the same fused graph, timed in the same rounds as the backends above; parity against "
+        "ONNX fp32 on the first parity prompts of `export/parity.py`, one prompt per run.",
+        "",
+    ]
     lines += variants_table(document) + [""] + recommendation(document)
     lines += ["", "## CUDA", ""]
     if document["cuda"]["rows"]:
         lines += ["| backend | batch-1 medium p50 | batch-128 prompts/s |", "| --- | --- | --- |"]
-        lines += [f"| {n} | {r['medium_batch1']['p50_us'] / 1e3:.3f} ms | {r['batch128_prompts_per_s']:.0f} |"
-                  for n, r in document["cuda"]["rows"].items()]
+        lines += [
+            f"| {n} | {r['medium_batch1']['p50_us'] / 1e3:.3f} ms | {r['batch128_prompts_per_s']:.0f} |"
+            for n, r in document["cuda"]["rows"].items()
+        ]
     else:
-        lines.append("Not measured on this machine: " + "; ".join(document["cuda"]["skipped"])
-                     + ". `benchmarks/gpu_check.sh` runs this harness on a GPU machine.")
+        lines.append(
+            "Not measured on this machine: "
+            + "; ".join(document["cuda"]["skipped"])
+            + ". `benchmarks/gpu_check.sh` runs this harness on a GPU machine."
+        )
     if server:
         lines += ["", "## Server overhead (summary of `server_overhead.md`)", ""]
         for concurrency, section in server["concurrency"].items():
             for name in ("server chat (proxied)", "server /v1/route"):
                 row, extra = section["rows"][name], section["added"][name]
-                lines.append(f"* {concurrency} client(s), {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
-                             f"p99 {extra['added_p99_us'] / 1e3:.2f} ms, {row['requests_per_s']:.0f} requests/s")
+                lines.append(
+                    f"* {concurrency} client(s), {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
+                    f"p99 {extra['added_p99_us'] / 1e3:.2f} ms, {row['requests_per_s']:.0f} requests/s"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -717,9 +835,11 @@ def oversubscribed(document: dict[str, Any]) -> str:
     load = max(document["load_average_before"][0], document.get("load_average_after", [0])[0])
     if load <= cores:
         return ""
-    return (f" **The machine was oversubscribed (load {load:.1f} on {cores} cores): figures at more than one "
-            "thread are unreliable, PyTorch's OpenMP threads above all (they spin-wait for each other), so "
-            "the speedups at more than 1 thread overstate int8's gain; the 1-thread column is the fair one.**")
+    return (
+        f" **The machine was oversubscribed (load {load:.1f} on {cores} cores): figures at more than one "
+        "thread are unreliable, PyTorch's OpenMP threads above all (they spin-wait for each other), so "
+        "the speedups at more than 1 thread overstate int8's gain; the 1-thread column is the fair one.**"
+    )
 
 
 def render(out: Path) -> None:
@@ -744,8 +864,12 @@ def plot(document: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5))
-    bars = [(name, threads) for threads in document["latency_by_threads"] for name in MAIN_BACKENDS
-            if name in document["latency_by_threads"][threads] and (name != "static router" or threads == "1")]
+    bars = [
+        (name, threads)
+        for threads in document["latency_by_threads"]
+        for name in MAIN_BACKENDS
+        if name in document["latency_by_threads"][threads] and (name != "static router" or threads == "1")
+    ]
     x = np.arange(len(LENGTHS))
     width = 0.85 / len(bars)
     for index, (name, threads) in enumerate(bars):
@@ -763,8 +887,11 @@ def plot(document: dict[str, Any], path: Path) -> None:
     right.set_ylabel(f"prompts / s, {document['throughput_threads']} threads (log)")
     right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     machine = document["machine"]
-    figure.suptitle(f"{machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['cpu_flags'])}; "
-                    f"load {document['load_average_before'][0]:.1f}", fontsize=10)
+    figure.suptitle(
+        f"{machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['cpu_flags'])}; "
+        f"load {document['load_average_before'][0]:.1f}",
+        fontsize=10,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -775,16 +902,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="RouteLLM BERT checkpoint folder")
     parser.add_argument("--bundle", default="minilm4-probe-gpt4-mixtral", help="bundle for the cold-start measurement")
-    parser.add_argument("--static-bundle", default=None,
-                        help="static-tier router to time (default: the shipped default router, models/DEFAULT)")
-    parser.add_argument("--static-only", action="store_true",
-                        help="only the static tier's breakdown (no torch needed); prints it, writes nothing")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="the larger thread count; 1 thread is always measured too, interleaved")
+    parser.add_argument(
+        "--static-bundle", default=None, help="static-tier router to time (default: the shipped default router, models/DEFAULT)"
+    )
+    parser.add_argument(
+        "--static-only", action="store_true", help="only the static tier's breakdown (no torch needed); prints it, writes nothing"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="the larger thread count; 1 thread is always measured too, interleaved"
+    )
     parser.add_argument("--repeats", type=int, default=200, help="batch-1 samples per backend, length and thread count")
     parser.add_argument("--throughput-seconds", type=float, default=3.0)
-    parser.add_argument("--server", action=argparse.BooleanOptionalAction, default=None,
-                        help="also run benchmarks/server_overhead.py (default: yes, except with --tiny)")
+    parser.add_argument(
+        "--server",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run benchmarks/server_overhead.py (default: yes, except with --tiny)",
+    )
     parser.add_argument("--server-rounds", type=int, default=8)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--render", action="store_true", help="only rewrite the md/txt/png from the JSON in --out")
@@ -802,16 +936,16 @@ def main() -> None:
         print(json.dumps({"machine": machine(), "static_tier": section}, indent=2))
         print(static_table(section))
         return
-    document = run(args.checkpoint, args.threads, args.repeats, args.throughput_seconds, args.bundle, args.tiny,
-                   args.static_bundle)
+    document = run(args.checkpoint, args.threads, args.repeats, args.throughput_seconds, args.bundle, args.tiny, args.static_bundle)
     document["peak_rss_mb_harness"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.mkdir(parents=True, exist_ok=True)
     server = None
     if args.server or (args.server is None and not args.tiny):
         import server_overhead
 
-        server = server_overhead.run(2 if args.tiny else args.server_rounds, 20 if args.tiny else 200,
-                                     variants=not args.tiny, profile_seconds=0 if args.tiny else 5)
+        server = server_overhead.run(
+            2 if args.tiny else args.server_rounds, 20 if args.tiny else 200, variants=not args.tiny, profile_seconds=0 if args.tiny else 5
+        )
         (args.out / "server_overhead.json").write_text(json.dumps(server, indent=2) + "\n")
         (args.out / "server_overhead.md").write_text(server_overhead.markdown(server))
     (args.out / "latency.json").write_text(json.dumps(document, indent=2) + "\n")

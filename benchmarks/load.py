@@ -36,9 +36,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from processes import wait_ready  # noqa: E402
 from servers import free_port  # noqa: E402  (the loopback upstream the tests use)
 
-PROMPTS = ["hi", "What is the capital of France?", "Prove that there are infinitely many primes.",
-           "Write a haiku about autumn.", "Explain the difference between TCP and UDP in detail. " * 5,
-           "Janet has 16 eggs; she eats 3 and bakes with 4. How many are left to sell at $2 each?"]
+PROMPTS = [
+    "hi",
+    "What is the capital of France?",
+    "Prove that there are infinitely many primes.",
+    "Write a haiku about autumn.",
+    "Explain the difference between TCP and UDP in detail. " * 5,
+    "Janet has 16 eggs; she eats 3 and bakes with 4. How many are left to sell at $2 each?",
+]
 
 
 def rss_mb(pid: int) -> float:
@@ -49,8 +54,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def drive(url: str, upstream: str, clients: int, requests: int, max_seconds: float, router: str,
-                fault_window: tuple[float, float]) -> dict[str, Any]:
+async def drive(
+    url: str, upstream: str, clients: int, requests: int, max_seconds: float, router: str, fault_window: tuple[float, float]
+) -> dict[str, Any]:
     latencies, overheads, statuses, fallbacks = [], [], {}, 0
     counter = iter(range(requests))
     started = time.perf_counter()
@@ -68,13 +74,16 @@ async def drive(url: str, upstream: str, clients: int, requests: int, max_second
                 if time.perf_counter() - started > max_seconds:
                     return
                 if index in (fault_on, fault_off):  # inject, then heal, a failing strong upstream
-                    await client.post(upstream + "/control", json={"model": "strong-llm",
-                                                                    "behaviour": "500" if index == fault_on else None})
+                    await client.post(
+                        upstream + "/control", json={"model": "strong-llm", "behaviour": "500" if index == fault_on else None}
+                    )
                 # Threshold 0 sends a third of the traffic strong whatever the router's scale, so the
                 # injected strong-upstream failures always meet requests to fall back from.
-                body = {"model": f"{router}-{rng.choice(['0', '0.1', '0.5'])}",
-                        "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
-                        "stream": rng.random() < 0.1}
+                body = {
+                    "model": f"{router}-{rng.choice(['0', '0.1', '0.5'])}",
+                    "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
+                    "stream": rng.random() < 0.1,
+                }
                 sent = time.perf_counter()
                 try:
                     if body["stream"]:
@@ -104,8 +113,11 @@ async def drive(url: str, upstream: str, clients: int, requests: int, max_second
     lat = np.array(latencies) * 1000
     over = np.array([o for o in overheads if o == o])
     return {
-        "requests_sent": len(latencies), "elapsed_s": elapsed, "requests_per_s": len(latencies) / elapsed,
-        "statuses": statuses, "failed": sum(v for k, v in statuses.items() if k != "200"),
+        "requests_sent": len(latencies),
+        "elapsed_s": elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "statuses": statuses,
+        "failed": sum(v for k, v in statuses.items() if k != "200"),
         "fallbacks": fallbacks,
         "latency_ms": {p: float(np.percentile(lat, q)) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
         "routing_overhead_us": {p: float(np.percentile(over, q)) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
@@ -122,8 +134,7 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
         wait_ready(upstream_url + "/control", upstream)
         wait_ready(server_url + "/health", server)
         memory = {"after_start_mb": rss_mb(server.pid)}
-        warmup = asyncio.run(drive(server_url, upstream_url, min(clients, 20), min(requests, 200), max_seconds,
-                                   router, (2.0, 2.0)))
+        warmup = asyncio.run(drive(server_url, upstream_url, min(clients, 20), min(requests, 200), max_seconds, router, (2.0, 2.0)))
         memory["after_warmup_mb"] = rss_mb(server.pid)
         result = asyncio.run(drive(server_url, upstream_url, clients, requests, max_seconds, router, (0.4, 0.5)))
         memory["after_load_mb"] = rss_mb(server.pid)
@@ -132,16 +143,37 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
         metrics = httpx.get(server_url + "/metrics").text
     finally:
         stop(server, upstream, 30)
-    return {"clients": clients, "requests_per_phase": requests, "router": router, "warmup": warmup, "load": result,
-            "soak": soak, "server_memory": memory,
-            "fallback_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_fallbacks_total")]}
+    return {
+        "clients": clients,
+        "requests_per_phase": requests,
+        "router": router,
+        "warmup": warmup,
+        "load": result,
+        "soak": soak,
+        "server_memory": memory,
+        "fallback_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_fallbacks_total")],
+    }
 
 
 def start_server(port: int, upstream_url: str, bundles: list[str], extra: list[str] | None = None) -> subprocess.Popen:
     """``edgeroute serve`` in a subprocess, both models on the fake upstream, output discarded."""
-    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--port", str(port),
-               "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
-               "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1", *(extra or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeroute.runtime.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--strong-model",
+        "strong-llm",
+        "--strong-base-url",
+        upstream_url + "/v1",
+        "--weak-model",
+        "weak-llm",
+        "--weak-base-url",
+        upstream_url + "/v1",
+        *(extra or []),
+    ]
     for bundle in bundles:
         command += ["--router", bundle]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -156,6 +188,7 @@ def stop(server: subprocess.Popen, upstream: subprocess.Popen, server_timeout_s:
 
 
 # --- hostile mix (issue 12): valid and hostile bodies from 500 clients ------------------------
+
 
 def hostile_request(rng: random.Random, router: str) -> tuple[str, bytes, str]:
     """One request of the hostile mix: (path, body, label). About a third are valid chat requests."""
@@ -174,12 +207,21 @@ def hostile_request(rng: random.Random, router: str) -> tuple[str, bytes, str]:
         ("huge_strong_pct", "/v1/route", '{"prompt": "hi", "strong_pct": 1%s}' % ("0" * 400)),
         ("stream_no", chat, '{"model": "%s-0.5", "stream": "no", %s}' % (router, user % "hi")),
         ("router_list", "/v1/route", '{"prompt": "hi", "router": ["mf"]}'),
-        ("int_text_part", chat, '{"model": "%s-0.5", "messages": [{"role": "user", "content": '
-                                '[{"type": "text", "text": 5}]}]}' % router),
+        ("int_text_part", chat, '{"model": "%s-0.5", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}' % router),
         ("bad_threshold_model", chat, '{"model": "router-mf-2", %s}' % (user % "hi")),
         ("long_prompt_at_limit", "/v1/route", json.dumps({"prompt": "lorem ipsum dolor " * 5_500})),
-        ("parts_over_limit", chat, json.dumps({"model": f"{router}-0.5", "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "x" * 60_000}, {"type": "text", "text": "y" * 60_000}]}]})),
+        (
+            "parts_over_limit",
+            chat,
+            json.dumps(
+                {
+                    "model": f"{router}-0.5",
+                    "messages": [
+                        {"role": "user", "content": [{"type": "text", "text": "x" * 60_000}, {"type": "text", "text": "y" * 60_000}]}
+                    ],
+                }
+            ),
+        ),
         ("not_json", chat, "\xff\xfe{"),
         ("unknown_path", "/v1/nope", "{}"),
     ]
@@ -187,8 +229,7 @@ def hostile_request(rng: random.Random, router: str) -> tuple[str, bytes, str]:
     return path, text.encode("utf-8", "surrogatepass") if label != "not_json" else b"\xff\xfe{", label
 
 
-async def drive_hostile(url: str, clients: int, requests: int, max_seconds: float, router: str,
-                        server_pid: int) -> dict[str, Any]:
+async def drive_hostile(url: str, clients: int, requests: int, max_seconds: float, router: str, server_pid: int) -> dict[str, Any]:
     """Send the hostile mix; count answers per label and status; sample the server's memory."""
     outcomes: dict[str, dict[str, int]] = {}
     own_5xx, peak_rss = 0, rss_mb(server_pid)
@@ -196,6 +237,7 @@ async def drive_hostile(url: str, clients: int, requests: int, max_seconds: floa
     started = time.perf_counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
         async def one_client(seed: int) -> None:
             nonlocal own_5xx, peak_rss
             rng = random.Random(seed)
@@ -220,8 +262,15 @@ async def drive_hostile(url: str, clients: int, requests: int, max_seconds: floa
     elapsed = time.perf_counter() - started
     sent = sum(sum(statuses.values()) for statuses in outcomes.values())
     failed = sum(n for statuses in outcomes.values() for status, n in statuses.items() if not status.isdigit())
-    return {"requests_sent": sent, "elapsed_s": elapsed, "requests_per_s": sent / elapsed, "server_own_5xx": own_5xx,
-            "transport_failures": failed, "peak_rss_mb": peak_rss, "outcomes": outcomes}
+    return {
+        "requests_sent": sent,
+        "elapsed_s": elapsed,
+        "requests_per_s": sent / elapsed,
+        "server_own_5xx": own_5xx,
+        "transport_failures": failed,
+        "peak_rss_mb": peak_rss,
+        "outcomes": outcomes,
+    }
 
 
 def open_stalled_sockets(port: int, count: int) -> list[Any]:
@@ -258,8 +307,13 @@ def measure_shutdown(server: subprocess.Popen, server_url: str, upstream_url: st
 
     def one() -> None:
         try:
-            results.append(httpx.post(server_url + "/v1/chat/completions", timeout=60, json={
-                "model": f"{router}-0.5", "messages": [{"role": "user", "content": "hi"}]}).status_code)
+            results.append(
+                httpx.post(
+                    server_url + "/v1/chat/completions",
+                    timeout=60,
+                    json={"model": f"{router}-0.5", "messages": [{"role": "user", "content": "hi"}]},
+                ).status_code
+            )
         except httpx.HTTPError as error:
             results.append(type(error).__name__)
 
@@ -272,18 +326,22 @@ def measure_shutdown(server: subprocess.Popen, server_url: str, upstream_url: st
     for thread in threads:
         thread.join(timeout=120)
     server.wait(timeout=180)
-    return {"in_flight": 20, "statuses": {str(s): results.count(s) for s in set(results)},
-            "exit_after_s": time.perf_counter() - signalled, "exit_code": server.returncode}
+    return {
+        "in_flight": 20,
+        "statuses": {str(s): results.count(s) for s in set(results)},
+        "exit_after_s": time.perf_counter() - signalled,
+        "exit_code": server.returncode,
+    }
 
 
-def run_hostile(clients: int, requests: int, max_seconds: float, router: str, bundles: list[str],
-                client_timeout_s: float = 5.0) -> dict[str, Any]:
+def run_hostile(
+    clients: int, requests: int, max_seconds: float, router: str, bundles: list[str], client_timeout_s: float = 5.0
+) -> dict[str, Any]:
     """Serve, then: 50 stalled sockets, the hostile mix, memory, /health, the stalled sockets' fate, shutdown."""
     upstream_port, server_port = free_port(), free_port()
     upstream_url, server_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{server_port}"
     upstream = subprocess.Popen([sys.executable, str(ROOT / "tests" / "servers.py"), str(upstream_port)])
-    server = start_server(server_port, upstream_url, bundles,
-                          ["--client-timeout", str(client_timeout_s), "--upstream-timeout", "10"])
+    server = start_server(server_port, upstream_url, bundles, ["--client-timeout", str(client_timeout_s), "--upstream-timeout", "10"])
     try:
         wait_ready(upstream_url + "/control", upstream)
         wait_ready(server_url + "/health", server)
@@ -299,9 +357,16 @@ def run_hostile(clients: int, requests: int, max_seconds: float, router: str, bu
         shutdown = measure_shutdown(server, server_url, upstream_url, router)
     finally:
         stop(server, upstream, 180)  # the shutdown grace can hold the server that long
-    return {"clients": clients, "router": router, "hostile": result, "server_memory": memory, "slow_clients": slow,
-            "health_after": health, "shutdown": shutdown,
-            "request_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_requests_total")]}
+    return {
+        "clients": clients,
+        "router": router,
+        "hostile": result,
+        "server_memory": memory,
+        "slow_clients": slow,
+        "health_after": health,
+        "shutdown": shutdown,
+        "request_metric_lines": [l for l in metrics.splitlines() if l.startswith("edgeroute_requests_total")],
+    }
 
 
 def main() -> None:
@@ -312,8 +377,9 @@ def main() -> None:
     parser.add_argument("--router", default="router-static-distilled-gpt4-mixtral")
     parser.add_argument("--bundle", action="append", default=None, help="router bundles to serve")
     parser.add_argument("--out", type=Path, default=None, help="default: results/load.json (hostile.json with --hostile)")
-    parser.add_argument("--hostile", action="store_true",
-                        help="the hostile mix: valid and hostile bodies, stalled sockets, SIGTERM in flight")
+    parser.add_argument(
+        "--hostile", action="store_true", help="the hostile mix: valid and hostile bodies, stalled sockets, SIGTERM in flight"
+    )
     args = parser.parse_args()
     if args.hostile:
         document = run_hostile(args.clients, args.requests, args.max_seconds, args.router, args.bundle or [])

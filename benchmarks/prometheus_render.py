@@ -15,9 +15,14 @@ from typing import Any, Callable
 
 from edgeroute.runtime.serving.prometheus import _BUCKETS, Metrics
 
-LABELS = {"edgeroute_decisions_total": ("router", "model"), "edgeroute_requests_total": ("endpoint", "status"),
-          "edgeroute_errors_total": ("kind",), "edgeroute_fallbacks_total": ("reason",),
-          "edgeroute_scoring_seconds": ("router",), "edgeroute_upstream_seconds": ("model",)}
+LABELS = {
+    "edgeroute_decisions_total": ("router", "model"),
+    "edgeroute_requests_total": ("endpoint", "status"),
+    "edgeroute_errors_total": ("kind",),
+    "edgeroute_fallbacks_total": ("reason",),
+    "edgeroute_scoring_seconds": ("router",),
+    "edgeroute_upstream_seconds": ("model",),
+}
 
 
 def fill(inc: Callable[..., None], observe: Callable[..., None]) -> None:
@@ -47,20 +52,28 @@ def main() -> None:
     pc.disable_created_metrics()
     registry = pc.CollectorRegistry(auto_describe=False)
     client: dict[str, Any] = {
-        name: (pc.Counter(name, "help", labels, registry=registry) if name.endswith("_total")
-               else pc.Histogram(name, "help", labels, buckets=_BUCKETS, registry=registry))
-        for name, labels in LABELS.items()}
+        name: (
+            pc.Counter(name, "help", labels, registry=registry)
+            if name.endswith("_total")
+            else pc.Histogram(name, "help", labels, buckets=_BUCKETS, registry=registry)
+        )
+        for name, labels in LABELS.items()
+    }
     fill(lambda name, **l: client[name].labels(**l).inc(), lambda name, v, **l: client[name].labels(**l).observe(v))
     ours = Metrics()
     fill(ours.inc, ours.observe)
     lines = (len(ours.render().splitlines()), len(pc.generate_latest(registry).splitlines()))
     print(f"lines: hand-written {lines[0]}, prometheus-client {lines[1]}")
-    print(f"render: hand-written {best_us(ours.render, 2000):.0f} us, "
-          f"prometheus-client {best_us(lambda: pc.generate_latest(registry), 2000):.0f} us")
+    print(
+        f"render: hand-written {best_us(ours.render, 2000):.0f} us, "
+        f"prometheus-client {best_us(lambda: pc.generate_latest(registry), 2000):.0f} us"
+    )
     counter = client["edgeroute_requests_total"]
-    print(f"counter increment: hand-written "
-          f"{best_us(lambda: ours.inc('edgeroute_requests_total', endpoint='/e1', status='200'), 20000):.2f} us, "
-          f"prometheus-client {best_us(lambda: counter.labels(endpoint='/e1', status='200').inc(), 20000):.2f} us")
+    print(
+        f"counter increment: hand-written "
+        f"{best_us(lambda: ours.inc('edgeroute_requests_total', endpoint='/e1', status='200'), 20000):.2f} us, "
+        f"prometheus-client {best_us(lambda: counter.labels(endpoint='/e1', status='200').inc(), 20000):.2f} us"
+    )
 
 
 if __name__ == "__main__":

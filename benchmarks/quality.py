@@ -74,12 +74,17 @@ EVERYDAY_PROMPTS = [
 ]
 
 
-def run_protocol(data_dir: Path, work_dir: Path, static_router: str, transformer_router: str,
-                 with_finetuned: bool = False) -> dict:
+def run_protocol(data_dir: Path, work_dir: Path, static_router: str, transformer_router: str, with_finetuned: bool = False) -> dict:
     """Train every recipe on every split and summarize APGR on the held-out rows."""
     from edgeroute.export.exporter import minilm_dir
-    from edgeroute.export.training.crossval import (distilled_scores, label_scores, probe_embeddings, probe_scores,
-                                                    static_features, teacher_scores)
+    from edgeroute.export.training.crossval import (
+        distilled_scores,
+        label_scores,
+        probe_embeddings,
+        probe_scores,
+        static_features,
+        teacher_scores,
+    )
 
     data = load_protocol_data(data_dir)
     splits = protocol_splits(data)
@@ -109,8 +114,13 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, transformer
     recipes = {probe_name(probe): asdict(probe), distilled_name(student): asdict(student)}
     if probe != ProbeRecipe() or student.hidden != StudentRecipe().hidden:
         print(f"note: the protocol chose {probe} and {student}; update the recipes' defaults")
-    return {"n_prompts": len(data), "summary": summary, "chosen_probe": probe_name(probe),
-            "chosen_student": distilled_name(student), "recipes": recipes}
+    return {
+        "n_prompts": len(data),
+        "summary": summary,
+        "chosen_probe": probe_name(probe),
+        "chosen_student": distilled_name(student),
+        "recipes": recipes,
+    }
 
 
 def everyday_win_rates(routers: list[str]) -> dict[str, list[float]]:
@@ -126,25 +136,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "edgeroute" / "quality")
-    parser.add_argument("--static-router", default="static-distilled-gpt4-mixtral",
-                        help="bundle whose static embeddings the fast tier reads (its table and tokenizer)")
-    parser.add_argument("--transformer-router", default="minilm4-probe-gpt4-mixtral",
-                        help="shipped transformer-tier bundle whose int8 graph serves the chosen probe's row")
+    parser.add_argument(
+        "--static-router",
+        default="static-distilled-gpt4-mixtral",
+        help="bundle whose static embeddings the fast tier reads (its table and tokenizer)",
+    )
+    parser.add_argument(
+        "--transformer-router",
+        default="minilm4-probe-gpt4-mixtral",
+        help="shipped transformer-tier bundle whose int8 graph serves the chosen probe's row",
+    )
     parser.add_argument("--router", action="append", default=None, help="shipped routers for the everyday table")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--with-finetuned", action="store_true",
-                        help="also cross-validate the previous fine-tuned transformer recipe (about an hour fresh)")
+    parser.add_argument(
+        "--with-finetuned", action="store_true", help="also cross-validate the previous fine-tuned transformer recipe (about an hour fresh)"
+    )
     args = parser.parse_args()
-    document = run_protocol(args.data_dir, args.work_dir, args.static_router, args.transformer_router,
-                            args.with_finetuned)
+    document = run_protocol(args.data_dir, args.work_dir, args.static_router, args.transformer_router, args.with_finetuned)
     from edgeroute.runtime.scoring.router import shipped_routers
 
     document["everyday"] = everyday_win_rates(args.router or shipped_routers())
     document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
-    shown = [document["chosen_probe"], document["chosen_student"], FINETUNED, LABELS,
-             "random", "prompt length"]
+    shown = [document["chosen_probe"], document["chosen_student"], FINETUNED, LABELS, "random", "prompt length"]
     plot_summary(document["summary"], args.out / "quality.png", shown)
     (args.out / "quality.md").write_text(markdown(document))
     print((args.out / "quality.md").read_text())
@@ -167,11 +182,9 @@ def plot_summary(summary: dict, path: Path, shown: list[str]) -> Path:
         spreads = [summary[name][c]["std"] if c in PROTOCOL_BENCHMARKS else 0.0 for c in columns]
         axis.bar(x, means, width, yerr=spreads, capsize=3, label=name)
         for column, benchmark in enumerate(PROTOCOL_BENCHMARKS):
-            axis.plot([x[column]] * len(summary[name][benchmark]["folds"]), summary[name][benchmark]["folds"],
-                      "k.", markersize=3)
+            axis.plot([x[column]] * len(summary[name][benchmark]["folds"]), summary[name][benchmark]["folds"], "k.", markersize=3)
     axis.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    axis.set_xticks(np.arange(len(columns)) + 0.4 - width / 2,
-                    ["MMLU (5 folds)", "GSM8K (5 folds)", "MMLU→GSM8K", "GSM8K→MMLU"])
+    axis.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, ["MMLU (5 folds)", "GSM8K (5 folds)", "MMLU→GSM8K", "GSM8K→MMLU"])
     axis.set_ylabel("APGR on held-out rows")
     axis.set_title("Cross-validated routing quality (dots: single folds; bars: mean ± std)")
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
@@ -183,21 +196,23 @@ def plot_summary(summary: dict, path: Path, shown: list[str]) -> Path:
 
 def _row(name: str, rows: dict) -> str:
     folded = [f"{rows[b]['mean']:.3f} ± {rows[b]['std']:.3f}" for b in PROTOCOL_BENCHMARKS]
-    return (f"| {name} | {' | '.join(folded)} | {rows['mmlu->gsm8k']:.3f} | {rows['gsm8k->mmlu']:.3f} "
-            f"| {protocol_score(rows):.3f} |")
+    return f"| {name} | {' | '.join(folded)} | {rows['mmlu->gsm8k']:.3f} | {rows['gsm8k->mmlu']:.3f} | {protocol_score(rows):.3f} |"
 
 
 def markdown(document: dict) -> str:
     """The report: protocol, the table, fold-by-fold figures, everyday prompts."""
     summary = document["summary"]
     lines = [
-        "# Cross-validated routing quality", "",
+        "# Cross-validated routing quality",
+        "",
         "Produced by `python benchmarks/quality.py --data-dir ../shared/data/routellm-evals` "
-        f"({document['n_prompts']} MMLU and GSM8K prompts of RouteLLM's published evals).", "",
+        f"({document['n_prompts']} MMLU and GSM8K prompts of RouteLLM's published evals).",
+        "",
         "**APGR** (RouteLLM's average performance gap recovered) is the area under the quality-vs-strong-call-share "
         "curve, scaled so that always calling the weak model scores 0 and always calling the strong model scores 1; "
         "'optimal' can exceed 1 because on some prompts the weak model is right where the strong one is wrong, and an "
-        "oracle then beats always-strong.", "",
+        "oracle then beats always-strong.",
+        "",
         "**Protocol**: 5-fold grouped cross-validation over the 47 MMLU subjects (subjects dealt round-robin in "
         "alphabetical order; each subject is tested once and never trained on in its fold), 5-fold over GSM8K "
         "problems (by prompt hash), and transfer (train on one benchmark only, test on the other). Every recipe is "
@@ -206,7 +221,8 @@ def markdown(document: dict) -> str:
         "",
         "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU | protocol score |",
         "| --- | --- | --- | --- | --- | --- |",
-        *[_row(name, rows) for name, rows in summary.items()], "",
+        *[_row(name, rows) for name, rows in summary.items()],
+        "",
         f"The protocol score (mean of the four columns) chose **{document['chosen_probe']}** for the shipped "
         f"transformer tier and **{document['chosen_student']}** for the shipped fast tier "
         "(its student distilled from that probe). The chosen rows are the best of their grid (9 probe settings, "
@@ -214,20 +230,29 @@ def markdown(document: dict) -> str:
         "slightly optimistic: differences of 0.01 or less between rows, or between a row and a baseline, are "
         "within that selection noise and the fold spread. The row 'served by the shipped int8 graph' is the chosen "
         "probe fitted on fp32 embeddings per split, scoring the int8 embeddings that the shipped bundle computes "
-        "(the encoder is frozen, so one int8 graph serves every split): what quantization costs.", "",
-        "![cross-validated APGR](quality.png)", "", "## Fold by fold", "",
-        "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | "
-        + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",
+        "(the encoder is frozen, so one int8 graph serves every split): what quantization costs.",
+        "",
+        "![cross-validated APGR](quality.png)",
+        "",
+        "## Fold by fold",
+        "",
+        "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | " + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",
         "| --- |" + " --- |" * 10,
     ]
     for name, rows in summary.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for b in PROTOCOL_BENCHMARKS for v in rows[b]["folds"]) + " |")
     lines += ["", "## Recipes", ""] + [f"- **{n}**: `{json.dumps(r)}`" for n, r in document["recipes"].items()]
-    lines += ["", "## What the shipped routers believe", "",
-              "Win rate (probability that the strong model wins) of each shipped router, each prompt scored alone. "
-              "Compare a router's values with each other, not across routers: thresholds are per router "
-              "(`edgeroute calibrate`).", "",
-              "| prompt | " + " | ".join(document["everyday"]) + " |", "| --- |" + " --- |" * len(document["everyday"])]
+    lines += [
+        "",
+        "## What the shipped routers believe",
+        "",
+        "Win rate (probability that the strong model wins) of each shipped router, each prompt scored alone. "
+        "Compare a router's values with each other, not across routers: thresholds are per router "
+        "(`edgeroute calibrate`).",
+        "",
+        "| prompt | " + " | ".join(document["everyday"]) + " |",
+        "| --- |" + " --- |" * len(document["everyday"]),
+    ]
     for index, prompt in enumerate(EVERYDAY_PROMPTS):
         shown = prompt if len(prompt) < 70 else prompt[:67] + "..."
         lines.append(f"| {shown} | " + " | ".join(f"{rates[index]:.3f}" for rates in document["everyday"].values()) + " |")

@@ -26,8 +26,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from processes import wait_ready  # noqa: E402
 
-PROMPTS = ["What is 2 + 2?", "Prove that there are infinitely many primes.", "Translate 'good morning' to French.",
-           "Write a haiku about routers.", "Explain the difference between TCP and UDP in detail."]
+PROMPTS = [
+    "What is 2 + 2?",
+    "Prove that there are infinitely many primes.",
+    "Translate 'good morning' to French.",
+    "Write a haiku about routers.",
+    "Explain the difference between TCP and UDP in detail.",
+]
 
 
 def _load(url: str, clients: int, seconds: float, repeat: int = 1) -> dict[str, float]:
@@ -51,8 +56,7 @@ def _load(url: str, clients: int, seconds: float, repeat: int = 1) -> dict[str, 
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
-    return {"requests": sum(counts), "errors": sum(errors), "seconds": round(elapsed, 2),
-            "requests_per_s": round(sum(counts) / elapsed, 1)}
+    return {"requests": sum(counts), "errors": sum(errors), "seconds": round(elapsed, 2), "requests_per_s": round(sum(counts) / elapsed, 1)}
 
 
 def _healthy(url: str) -> bool:
@@ -63,8 +67,7 @@ def _healthy(url: str) -> bool:
 
 
 def measure(engine: list[str], router: str, clients: int, seconds: float, port: int, repeat: int = 1) -> dict:
-    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", router, "--port", str(port),
-               "--threads", "1", *engine]
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", router, "--port", str(port), "--threads", "1", *engine]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -79,8 +82,12 @@ def measure(engine: list[str], router: str, clients: int, seconds: float, port: 
         _load(url, clients, 2, repeat)  # warm-up: connections, thread pools
         load_before = os.getloadavg()[0]
         result = _load(url, clients, seconds, repeat)
-        result.update(engine=" ".join(engine) or "uvicorn", ready_s=round(ready_s, 1),
-                      load_1min_before=round(load_before, 2), load_1min_after=round(os.getloadavg()[0], 2))
+        result.update(
+            engine=" ".join(engine) or "uvicorn",
+            ready_s=round(ready_s, 1),
+            load_1min_before=round(load_before, 2),
+            load_1min_after=round(os.getloadavg()[0], 2),
+        )
         return result
     finally:
         process.send_signal(signal.SIGINT)
@@ -96,16 +103,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--port", type=int, default=6071)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="each prompt repeated this many times (20: about 200 tokens, where BERT scoring dominates)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="each prompt repeated this many times (20: about 200 tokens, where BERT scoring dominates)"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args()
     runs = []
     for engine in ([], ["--engine", "ray", "--replicas", "1"], ["--engine", "ray", "--replicas", "2"]):
         runs.append(measure(engine, args.router, args.clients, args.seconds, args.port, args.repeat))
         print(json.dumps(runs[-1]), flush=True)
-    document = {"router": args.router, "clients": args.clients, "prompt_repeat": args.repeat, "cpus": os.cpu_count(),
-                "runs": runs}
+    document = {"router": args.router, "clients": args.clients, "prompt_repeat": args.repeat, "cpus": os.cpu_count(), "runs": runs}
     if args.out:
         Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
 

@@ -38,9 +38,11 @@ if str(HERE) not in sys.path:  # the sibling scripts (fake_upstream, latency) im
 from processes import wait_ready  # noqa: E402
 
 ROUTER = "static-distilled-gpt4-mixtral"
-MEDIUM = ("A train leaves the station at 3 pm travelling at 80 km/h, and a second train leaves the same station "
-          "at 4 pm on the same track at 100 km/h. At what time does the second train catch up with the first, "
-          "and how far from the station are they?")
+MEDIUM = (
+    "A train leaves the station at 3 pm travelling at 80 km/h, and a second train leaves the same station "
+    "at 4 pm on the same track at 100 km/h. At what time does the second train catch up with the first, "
+    "and how far from the station are they?"
+)
 MESSAGES = [{"role": "user", "content": MEDIUM}]
 
 
@@ -58,21 +60,33 @@ def start_upstream(port: int) -> subprocess.Popen:
 
 def serve_arguments(port: int, upstream_url: str) -> list[str]:
     """``edgeroute serve`` arguments: both models on the fake upstream, the default static router."""
-    return ["serve", "--port", str(port), "--router", ROUTER,
-            "--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1",
-            "--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1"]
+    return [
+        "serve",
+        "--port",
+        str(port),
+        "--router",
+        ROUTER,
+        "--strong-model",
+        "strong-llm",
+        "--strong-base-url",
+        upstream_url + "/v1",
+        "--weak-model",
+        "weak-llm",
+        "--weak-base-url",
+        upstream_url + "/v1",
+    ]
 
 
-def start_server(port: int, upstream_url: str, loop: str | None = None, http: str | None = None,
-                 profile: Path | None = None) -> subprocess.Popen:
+def start_server(
+    port: int, upstream_url: str, loop: str | None = None, http: str | None = None, profile: Path | None = None
+) -> subprocess.Popen:
     """``edgeroute serve`` as shipped (no options), or through ``--launch`` with uvicorn's loop/http forced."""
     arguments = serve_arguments(port, upstream_url)
     if loop is None and http is None and profile is None:
         command = [sys.executable, "-m", "edgeroute.runtime.cli", *arguments]
     else:
         command = [sys.executable, __file__, "--launch", loop or "", http or "", str(profile or ""), "--", *arguments]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OPENAI_API_KEY": ""})
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OPENAI_API_KEY": ""})
 
 
 def launch(loop: str, http: str, profile: str, arguments: list[str]) -> None:
@@ -146,18 +160,21 @@ async def burst(call: Call, concurrency: int, per_worker: int) -> tuple[list[flo
 
 def httpx_calls(client: httpx.AsyncClient, upstream: str, server: str) -> dict[str, Call]:
     """Target name -> one request with httpx (each checks its status)."""
+
     def post(url: str, body: dict[str, Any]) -> Call:
         async def call() -> Any:
             response = await client.post(url, json=body)
             if response.status_code != 200:
                 raise RuntimeError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
             return response
+
         return call
 
-    return {"direct upstream": post(upstream + "/v1/chat/completions", {"model": "weak-llm", "messages": MESSAGES}),
-            "server chat (proxied)": post(server + "/v1/chat/completions", {"model": f"router-{ROUTER}",
-                                                                           "messages": MESSAGES}),
-            "server /v1/route": post(server + "/v1/route", {"prompt": MEDIUM})}
+    return {
+        "direct upstream": post(upstream + "/v1/chat/completions", {"model": "weak-llm", "messages": MESSAGES}),
+        "server chat (proxied)": post(server + "/v1/chat/completions", {"model": f"router-{ROUTER}", "messages": MESSAGES}),
+        "server /v1/route": post(server + "/v1/route", {"prompt": MEDIUM}),
+    }
 
 
 class RawConnection:
@@ -175,8 +192,11 @@ class RawConnection:
         """POST ``body`` (JSON) and return the answer's body; raises on a non-200 status."""
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
-                          f"content-length: {len(body)}\r\n\r\n".encode() + body)
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n")[1:]:
@@ -193,8 +213,9 @@ class RawConnection:
             self.writer.close()
 
 
-def raw_calls(upstream: str, servers: dict[str, str], workers: int,
-              null_proxy: str | None = None) -> tuple[dict[str, Call], list[RawConnection]]:
+def raw_calls(
+    upstream: str, servers: dict[str, str], workers: int, null_proxy: str | None = None
+) -> tuple[dict[str, Call], list[RawConnection]]:
     """Target name -> one request on the calling worker's own keep-alive connection (``workers`` of them per host)."""
     chat = json.dumps({"model": f"router-{ROUTER}", "messages": MESSAGES}).encode()
     direct = json.dumps({"model": "weak-llm", "messages": MESSAGES}).encode()
@@ -213,6 +234,7 @@ def raw_calls(upstream: str, servers: dict[str, str], workers: int,
                 return await connection.post(path, body)
             finally:
                 free.append(connection)
+
         return call
 
     targets = {"direct upstream": target(upstream, "/v1/chat/completions", direct)}
@@ -262,9 +284,14 @@ async def measure(targets: dict[str, Call], concurrency: int, rounds: int, per_w
 def summary(samples_s: list[float], rates: list[float]) -> dict[str, float]:
     """Percentiles in microseconds and the median per-round requests/s."""
     values = np.array(samples_s) * 1e6
-    return {"p50_us": float(np.percentile(values, 50)), "p90_us": float(np.percentile(values, 90)),
-            "p99_us": float(np.percentile(values, 99)), "mean_us": float(values.mean()), "n": len(values),
-            "requests_per_s": float(np.median(rates))}
+    return {
+        "p50_us": float(np.percentile(values, 50)),
+        "p90_us": float(np.percentile(values, 90)),
+        "p99_us": float(np.percentile(values, 99)),
+        "mean_us": float(values.mean()),
+        "n": len(values),
+        "requests_per_s": float(np.median(rates)),
+    }
 
 
 def added(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -279,13 +306,13 @@ def added(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
             reference = rows["direct upstream"]
         if row is reference:
             continue
-        result[name] = {"added_p50_us": row["p50_us"] - reference["p50_us"],
-                        "added_p99_us": row["p99_us"] - reference["p99_us"]}
+        result[name] = {"added_p50_us": row["p50_us"] - reference["p50_us"], "added_p99_us": row["p99_us"] - reference["p99_us"]}
     return result
 
 
-async def drive(upstream: str, servers: dict[str, str], concurrencies: tuple[int, ...], rounds: int,
-                calls_per_round: int, null_proxy: str | None = None) -> dict[str, Any]:
+async def drive(
+    upstream: str, servers: dict[str, str], concurrencies: tuple[int, ...], rounds: int, calls_per_round: int, null_proxy: str | None = None
+) -> dict[str, Any]:
     """Every concurrency: all targets (the shipped server and any variants) side by side.
 
     The load comes from raw keep-alive connections (``RawConnection``); at concurrency 1 the
@@ -343,8 +370,7 @@ def micro_costs(repeats: int = 2000) -> dict[str, float]:
     costs = {
         "score medium prompt (static router, in process)": _median_us(lambda: router.strong_win_rate(MEDIUM), repeats),
         "parse request, server's json hooks (parse_body)": _median_us(lambda: parse_body(request), repeats),
-        "re-encode request for upstream (encode_upstream_body)": _median_us(
-            lambda: encode_upstream_body(payload, "weak-llm"), repeats),
+        "re-encode request for upstream (encode_upstream_body)": _median_us(lambda: encode_upstream_body(payload, "weak-llm"), repeats),
         "parse upstream answer (json.loads)": _median_us(lambda: json.loads(COMPLETION), repeats),
         "re-encode answer with record (json.dumps)": _median_us(lambda: json.dumps(json.loads(COMPLETION)), repeats),
     }
@@ -427,8 +453,7 @@ def profile_summary(stats: Any, requests: int) -> dict[str, Any]:
     return {"requests": requests, "own_us_per_request_by_package": dict(list(per_request.items())[:15]), "top_functions": top}
 
 
-VARIANTS = {"asyncio+h11": ("asyncio", "h11"), "uvloop+h11": ("uvloop", "h11"),
-            "uvloop+httptools": ("uvloop", "httptools")}
+VARIANTS = {"asyncio+h11": ("asyncio", "h11"), "uvloop+h11": ("uvloop", "h11"), "uvloop+httptools": ("uvloop", "httptools")}
 
 
 def available_variants() -> dict[str, tuple[str, str]]:
@@ -436,12 +461,16 @@ def available_variants() -> dict[str, tuple[str, str]]:
     import importlib.util
 
     have = {name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")}
-    return {label: (loop, http) for label, (loop, http) in VARIANTS.items()
-            if (loop != "uvloop" or have["uvloop"]) and (http != "httptools" or have["httptools"])}
+    return {
+        label: (loop, http)
+        for label, (loop, http) in VARIANTS.items()
+        if (loop != "uvloop" or have["uvloop"]) and (http != "httptools" or have["httptools"])
+    }
 
 
-def run(rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 100), variants: bool = False,
-        profile_seconds: float = 0.0) -> dict[str, Any]:
+def run(
+    rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 100), variants: bool = False, profile_seconds: float = 0.0
+) -> dict[str, Any]:
     """Start the fake upstream and the server(s), measure side by side, stop them; the JSON document."""
     import importlib.util
 
@@ -449,9 +478,10 @@ def run(rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 
     upstream_url = f"http://127.0.0.1:{upstream_port}"
     proxy_port = free_port()
     proxy_url = f"http://127.0.0.1:{proxy_port}"
-    processes = [start_upstream(upstream_port),
-                 subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(proxy_port),
-                                   "--proxy", str(upstream_port)])]
+    processes = [
+        start_upstream(upstream_port),
+        subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(proxy_port), "--proxy", str(upstream_port)]),
+    ]
     servers: dict[str, str] = {}
     load_before = load_average()
     try:
@@ -472,14 +502,21 @@ def run(rounds: int, calls_per_round: int, concurrencies: tuple[int, ...] = (1, 
 
     from edgeroute.runtime.serving.server import http_parser
 
-    return {"machine": machine_flags(), "load_average_before": load_before, "load_average_after": load_average(),
-            "router": ROUTER, "rounds": rounds, "prompt": "medium (61 tokens)",
-            "uvloop_installed": importlib.util.find_spec("uvloop") is not None,
-            "shipped_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            "shipped_parser": http_parser(),
-            "servers": {label: "edgeroute serve" if label == "shipped" else f"edgeroute serve, uvicorn {label}"
-                        for label in servers},
-            "concurrency": results, "micro_costs_us": micro_costs(), "profile": profile}
+    return {
+        "machine": machine_flags(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "router": ROUTER,
+        "rounds": rounds,
+        "prompt": "medium (61 tokens)",
+        "uvloop_installed": importlib.util.find_spec("uvloop") is not None,
+        "shipped_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "shipped_parser": http_parser(),
+        "servers": {label: "edgeroute serve" if label == "shipped" else f"edgeroute serve, uvicorn {label}" for label in servers},
+        "concurrency": results,
+        "micro_costs_us": micro_costs(),
+        "profile": profile,
+    }
 
 
 def targets_rows(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -488,46 +525,65 @@ def targets_rows(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
     for concurrency, section in document["concurrency"].items():
         added_chat = section["added"]["server chat (proxied)"]
         p50, p99 = added_chat["added_p50_us"], added_chat["added_p99_us"]
-        rows.append((f"server overhead (proxied chat) ≤ 1 ms p50 added, {concurrency} client(s)",
-                     f"{p50 / 1e3:.2f} ms", p50 <= 1000))
-        rows.append((f"server overhead (proxied chat) ≤ 3 ms p99 added, {concurrency} client(s)",
-                     f"{p99 / 1e3:.2f} ms", p99 <= 3000))
+        rows.append((f"server overhead (proxied chat) ≤ 1 ms p50 added, {concurrency} client(s)", f"{p50 / 1e3:.2f} ms", p50 <= 1000))
+        rows.append((f"server overhead (proxied chat) ≤ 3 ms p99 added, {concurrency} client(s)", f"{p99 / 1e3:.2f} ms", p99 <= 3000))
     return rows
 
 
 def markdown(document: dict[str, Any]) -> str:
     """The report: targets, latency and requests/s per concurrency, what the time goes to."""
     machine = document["machine"]
-    lines = ["# Server overhead", "",
-             "Command: `python benchmarks/server_overhead.py" + (" --variants" if len(document["servers"]) > 1 else "")
-             + "` (writes this file and `server_overhead.json`).", "",
-             f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {', '.join(machine['cpu_flags'])}; "
-             f"load average {document['load_average_before']} before, {document['load_average_after']} after "
-             "(1/5/15 min; shared with other jobs). Client, server and fake upstream share these cores.", "",
-             f"Router `{document['router']}`, medium prompt; {document['rounds']} interleaved rounds. "
-             f"`edgeroute serve` here runs uvicorn's `{document['shipped_loop']}` loop (uvloop installed: "
-             f"{document['uvloop_installed']}) and the server's own `{document.get('shipped_parser', 'h11')}` protocol "
-             "(with its slow-client header timeout; so do the variants).", "",
-             "## Targets", "", "| target | measured | status |", "| --- | --- | --- |"]
+    lines = [
+        "# Server overhead",
+        "",
+        "Command: `python benchmarks/server_overhead.py"
+        + (" --variants" if len(document["servers"]) > 1 else "")
+        + "` (writes this file and `server_overhead.json`).",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {', '.join(machine['cpu_flags'])}; "
+        f"load average {document['load_average_before']} before, {document['load_average_after']} after "
+        "(1/5/15 min; shared with other jobs). Client, server and fake upstream share these cores.",
+        "",
+        f"Router `{document['router']}`, medium prompt; {document['rounds']} interleaved rounds. "
+        f"`edgeroute serve` here runs uvicorn's `{document['shipped_loop']}` loop (uvloop installed: "
+        f"{document['uvloop_installed']}) and the server's own `{document.get('shipped_parser', 'h11')}` protocol "
+        "(with its slow-client header timeout; so do the variants).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | status |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {t} | {m} | {'met' if ok else 'MISSED'} |" for t, m, ok in targets_rows(document)]
     for concurrency, section in document["concurrency"].items():
-        lines += ["", f"## {concurrency} concurrent client(s), {section['calls_per_burst']} calls per burst", "",
-                  "| target | p50 | p90 | p99 | added p50 | added p99 | requests/s |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"## {concurrency} concurrent client(s), {section['calls_per_burst']} calls per burst",
+            "",
+            "| target | p50 | p90 | p99 | added p50 | added p99 | requests/s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for name, row in section["rows"].items():
             extra = section["added"].get(name)
-            added_text = (f"{extra['added_p50_us'] / 1e3:+.3f} ms | {extra['added_p99_us'] / 1e3:+.3f} ms"
-                          if extra else "reference | reference")
-            lines.append(f"| {name} | {row['p50_us'] / 1e3:.3f} ms | {row['p90_us'] / 1e3:.3f} ms | "
-                         f"{row['p99_us'] / 1e3:.3f} ms | {added_text} | {row['requests_per_s']:.0f} |")
-    lines += ["", "## Where the time goes", "", "In-process medians of the steps of a proxied call:", "",
-              "| step | µs |", "| --- | --- |"]
+            added_text = (
+                f"{extra['added_p50_us'] / 1e3:+.3f} ms | {extra['added_p99_us'] / 1e3:+.3f} ms" if extra else "reference | reference"
+            )
+            lines.append(
+                f"| {name} | {row['p50_us'] / 1e3:.3f} ms | {row['p90_us'] / 1e3:.3f} ms | "
+                f"{row['p99_us'] / 1e3:.3f} ms | {added_text} | {row['requests_per_s']:.0f} |"
+            )
+    lines += ["", "## Where the time goes", "", "In-process medians of the steps of a proxied call:", "", "| step | µs |", "| --- | --- |"]
     lines += [f"| {name} | {value:.1f} |" for name, value in document["micro_costs_us"].items()]
     for profile in document.get("profile") or []:
-        lines += ["", f"cProfile of the server's event-loop thread (asyncio loop, {profile['requests']} proxied chat "
-                  f"calls from {profile['concurrency']} raw client(s); scoring runs in the thread pool and is not in "
-                  "it; profiling inflates every Python call, so read the ranking, not the absolute figures):", "",
-                  "| package (own time) | µs per request |", "| --- | --- |"]
+        lines += [
+            "",
+            f"cProfile of the server's event-loop thread (asyncio loop, {profile['requests']} proxied chat "
+            f"calls from {profile['concurrency']} raw client(s); scoring runs in the thread pool and is not in "
+            "it; profiling inflates every Python call, so read the ranking, not the absolute figures):",
+            "",
+            "| package (own time) | µs per request |",
+            "| --- | --- |",
+        ]
         lines += [f"| {k} | {v:.0f} |" for k, v in profile["own_us_per_request_by_package"].items()]
         lines += ["", "| function (own time) | µs per request |", "| --- | --- |"]
         lines += [f"| `{row['function']}` | {row['us_per_request']:.0f} |" for row in profile["top_functions"]]

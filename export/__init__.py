@@ -13,7 +13,13 @@ from edgeroute.export.checkpoints import ROUTELLM_ARENA_MODELS, CheckpointError,
 from edgeroute.export.training.classic import TrainReport, embed_prompts, run_train_command, train_bert, train_mf  # noqa: E402
 from edgeroute.export.training.data import Battles, load_battles  # noqa: E402
 from edgeroute.export.exporter import (  # noqa: E402
-    ExportOptions, ExportParityError, export_bert, export_distilled, export_mf, minilm_dir, run_export_command,
+    ExportOptions,
+    ExportParityError,
+    export_bert,
+    export_distilled,
+    export_mf,
+    minilm_dir,
+    run_export_command,
 )
 from edgeroute.export.training.recipes import run_recipe_command  # noqa: E402
 

@@ -13,18 +13,70 @@ from edgeroute.runtime.errors import InvalidInputError
 
 # RouteLLM's MF checkpoints index P.weight rows by these Chatbot Arena model names (in order).
 ROUTELLM_ARENA_MODELS = [
-    "RWKV-4-Raven-14B", "alpaca-13b", "chatglm-6b", "chatglm2-6b", "chatglm3-6b", "claude-1", "claude-2.0",
-    "claude-2.1", "claude-instant-1", "codellama-34b-instruct", "deepseek-llm-67b-chat", "dolly-v2-12b",
-    "dolphin-2.2.1-mistral-7b", "falcon-180b-chat", "fastchat-t5-3b", "gemini-pro", "gemini-pro-dev-api",
-    "gpt-3.5-turbo-0125", "gpt-3.5-turbo-0314", "gpt-3.5-turbo-0613", "gpt-3.5-turbo-1106", "gpt-4-0125-preview",
-    "gpt-4-0314", "gpt-4-0613", "gpt-4-1106-preview", "gpt4all-13b-snoozy", "guanaco-33b", "koala-13b",
-    "llama-13b", "llama-2-13b-chat", "llama-2-70b-chat", "llama-2-7b-chat", "llama2-70b-steerlm-chat",
-    "mistral-7b-instruct", "mistral-7b-instruct-v0.2", "mistral-medium", "mixtral-8x7b-instruct-v0.1",
-    "mpt-30b-chat", "mpt-7b-chat", "nous-hermes-2-mixtral-8x7b-dpo", "oasst-pythia-12b", "openchat-3.5",
-    "openchat-3.5-0106", "openhermes-2.5-mistral-7b", "palm-2", "pplx-70b-online", "pplx-7b-online",
-    "qwen-14b-chat", "qwen1.5-4b-chat", "qwen1.5-72b-chat", "qwen1.5-7b-chat", "solar-10.7b-instruct-v1.0",
-    "stablelm-tuned-alpha-7b", "starling-lm-7b-alpha", "stripedhyena-nous-7b", "tulu-2-dpo-70b", "vicuna-13b",
-    "vicuna-33b", "vicuna-7b", "wizardlm-13b", "wizardlm-70b", "yi-34b-chat", "zephyr-7b-alpha", "zephyr-7b-beta",
+    "RWKV-4-Raven-14B",
+    "alpaca-13b",
+    "chatglm-6b",
+    "chatglm2-6b",
+    "chatglm3-6b",
+    "claude-1",
+    "claude-2.0",
+    "claude-2.1",
+    "claude-instant-1",
+    "codellama-34b-instruct",
+    "deepseek-llm-67b-chat",
+    "dolly-v2-12b",
+    "dolphin-2.2.1-mistral-7b",
+    "falcon-180b-chat",
+    "fastchat-t5-3b",
+    "gemini-pro",
+    "gemini-pro-dev-api",
+    "gpt-3.5-turbo-0125",
+    "gpt-3.5-turbo-0314",
+    "gpt-3.5-turbo-0613",
+    "gpt-3.5-turbo-1106",
+    "gpt-4-0125-preview",
+    "gpt-4-0314",
+    "gpt-4-0613",
+    "gpt-4-1106-preview",
+    "gpt4all-13b-snoozy",
+    "guanaco-33b",
+    "koala-13b",
+    "llama-13b",
+    "llama-2-13b-chat",
+    "llama-2-70b-chat",
+    "llama-2-7b-chat",
+    "llama2-70b-steerlm-chat",
+    "mistral-7b-instruct",
+    "mistral-7b-instruct-v0.2",
+    "mistral-medium",
+    "mixtral-8x7b-instruct-v0.1",
+    "mpt-30b-chat",
+    "mpt-7b-chat",
+    "nous-hermes-2-mixtral-8x7b-dpo",
+    "oasst-pythia-12b",
+    "openchat-3.5",
+    "openchat-3.5-0106",
+    "openhermes-2.5-mistral-7b",
+    "palm-2",
+    "pplx-70b-online",
+    "pplx-7b-online",
+    "qwen-14b-chat",
+    "qwen1.5-4b-chat",
+    "qwen1.5-72b-chat",
+    "qwen1.5-7b-chat",
+    "solar-10.7b-instruct-v1.0",
+    "stablelm-tuned-alpha-7b",
+    "starling-lm-7b-alpha",
+    "stripedhyena-nous-7b",
+    "tulu-2-dpo-70b",
+    "vicuna-13b",
+    "vicuna-33b",
+    "vicuna-7b",
+    "wizardlm-13b",
+    "wizardlm-70b",
+    "yi-34b-chat",
+    "zephyr-7b-alpha",
+    "zephyr-7b-beta",
 ]
 ROUTELLM_DEFAULT_PAIR = ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
 MODEL_IDS_FILE = "model_ids.json"
@@ -54,9 +106,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
         path = folder / name
         if path.is_file():
             return _read_torch_state(path)
-    raise CheckpointError(
-        f"{folder}: no weights found; expected model.safetensors or pytorch_model.bin (a torch state dict)"
-    )
+    raise CheckpointError(f"{folder}: no weights found; expected model.safetensors or pytorch_model.bin (a torch state dict)")
 
 
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
@@ -116,10 +166,7 @@ class MFCheckpoint:
         projected = e if self.projection is None else e @ self.projection.T.astype(np.float64)
         p = self.model_embeddings.astype(np.float64)
         p = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
-        logits = [
-            (p[self.model_names.index(name)][None, :] * projected) @ self.classifier.astype(np.float64)
-            for name in (strong, weak)
-        ]
+        logits = [(p[self.model_names.index(name)][None, :] * projected) @ self.classifier.astype(np.float64) for name in (strong, weak)]
         return 1.0 / (1.0 + np.exp(-(logits[0] - logits[1])))
 
 
@@ -182,9 +229,7 @@ def read_mf_checkpoint(folder: Path, names_file: Path | None = None) -> MFCheckp
     embeddings = _first_present(state, ("P.weight",), folder).float().numpy()
     classifier = _first_present(state, ("classifier.0.weight", "classifier.weight"), folder).float().numpy()
     use_proj = bool(config.get("use_proj", True))
-    projection = (
-        _first_present(state, ("text_proj.0.weight", "text_proj.weight"), folder).float().numpy() if use_proj else None
-    )
+    projection = _first_present(state, ("text_proj.0.weight", "text_proj.weight"), folder).float().numpy() if use_proj else None
     check_finite({"P.weight": embeddings, "classifier": classifier}, folder)
     if projection is not None:
         check_finite({"text_proj": projection}, folder)

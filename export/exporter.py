@@ -129,21 +129,17 @@ def _load_hf(folder: Path, model_class: Any, optional: tuple[str, ...] = (), **m
         )
     except RuntimeError as exc:  # size mismatches between the weights and config.json
         raise CheckpointError(
-            f"{folder}: the weights do not fit config.json ({_first_line(exc)}); "
-            "use the config.json that was saved with these weights"
+            f"{folder}: the weights do not fit config.json ({_first_line(exc)}); use the config.json that was saved with these weights"
         ) from exc
     except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(
-            f"{folder}: not a loadable Hugging Face checkpoint with its tokenizer ({_first_line(exc)})"
-        ) from exc
+        raise CheckpointError(f"{folder}: not a loadable Hugging Face checkpoint with its tokenizer ({_first_line(exc)})") from exc
     missing = sorted(k for k in info["missing_keys"] if "position_ids" not in k and not any(o in k for o in optional))
     if missing:
         raise CheckpointError(
             f"{folder}: the weights lack {', '.join(missing[:6])}{' …' if len(missing) > 6 else ''}; "
             "transformers would initialize them at random: export the trained checkpoint, not its base model"
         )
-    check_finite({name: value.detach().float().numpy() for name, value in model.state_dict().items()
-                  if value.is_floating_point()}, folder)
+    check_finite({name: value.detach().float().numpy() for name, value in model.state_dict().items() if value.is_floating_point()}, folder)
     if not getattr(tokenizer, "is_fast", False):
         raise CheckpointError(f"{folder}: the tokenizer has no fast (tokenizers) version; add a tokenizer.json")
     return tokenizer, model.eval()
@@ -437,8 +433,7 @@ def _load_bert(checkpoint: Path) -> tuple[Any, Any]:
     num_labels = _bert_num_labels(checkpoint)
     if num_labels != 3:
         raise CheckpointError(
-            f"{checkpoint}: RouteLLM's BERT router has 3 labels (strong wins, tie, weak wins); "
-            f"this checkpoint has {num_labels}"
+            f"{checkpoint}: RouteLLM's BERT router has 3 labels (strong wins, tie, weak wins); this checkpoint has {num_labels}"
         )
     return _load_hf(checkpoint, AutoModelForSequenceClassification, num_labels=3)
 
@@ -456,9 +451,7 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
     with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             module = ClassifierLogits(model)
-            graphs, facts = _write_encoder_graphs(
-                module, model.config, input_names, "logits", staging, "classifier", options, progress
-            )
+            graphs, facts = _write_encoder_graphs(module, model.config, input_names, "logits", staging, "classifier", options, progress)
             manifest = _base_manifest("bert", options, checkpoint, "routellm-bert")
             manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
             labels = [1, 2]
@@ -501,9 +494,7 @@ def _resolve_embedder(embedder: str) -> tuple[str, Path | str]:
     return "onnx", path
 
 
-def export_mf(
-    checkpoint: Path, options: ExportOptions, embedder: str = "minilm", model_names_file: Path | None = None
-) -> Path:
+def export_mf(checkpoint: Path, options: ExportOptions, embedder: str = "minilm", model_names_file: Path | None = None) -> Path:
     """Export a RouteLLM MF router: the folded head plus its prompt embedder, to a bundle.
 
     ``embedder`` is 'minilm' (the packaged all-MiniLM-L6-v2, exported into the bundle),
@@ -553,10 +544,16 @@ def export_mf(
                 table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
                 np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
                 max_length = options.max_length or 512
-                manifest["tokenizer"] = {"file": TOKENIZER_FILE, "max_length": max_length,
-                                         "truncation": "longer prompts keep their first max_length tokens"}
+                manifest["tokenizer"] = {
+                    "file": TOKENIZER_FILE,
+                    "max_length": max_length,
+                    "truncation": "longer prompts keep their first max_length tokens",
+                }
                 manifest["embedder"] = {
-                    "kind": "static", "file": STATIC_TABLE_FILE, "dim": mf.text_dim, "storage": "float16",
+                    "kind": "static",
+                    "file": STATIC_TABLE_FILE,
+                    "dim": mf.text_dim,
+                    "storage": "float16",
                     "model": "all-MiniLM-L6-v2 distilled to static token embeddings (PCA, SIF weights)",
                     "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
                 }
@@ -595,8 +592,7 @@ def export_mf(
             manifest["files"] = {name: {} for name in files}
             write_manifest(staging, manifest)
             progress.set_description("verify parity")
-            reference = None if reference_embed is None else mf.reference_win_rate(
-                reference_embed(PARITY_PROMPTS), strong, weak)
+            reference = None if reference_embed is None else mf.reference_win_rate(reference_embed(PARITY_PROMPTS), strong, weak)
             manifest["parity"] = _mf_parity(mf, staging, graphs, reference, options, strong, weak)
             if "golden" in manifest["parity"]:
                 manifest["golden"] = manifest["parity"].pop("golden")
@@ -638,8 +634,11 @@ def _mf_parity(
         _check_finite_parity("static", figures, options)
         if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
             raise ExportParityError(f"static router differs from the reference by {figures['max_abs_diff']:.2e}")
-        parity.update(reference="RouteLLM's unfolded MF formula on the same static embeddings",
-                      n_prompts=len(PARITY_PROMPTS), precisions={"static": {**figures, "verified": True}})
+        parity.update(
+            reference="RouteLLM's unfolded MF formula on the same static embeddings",
+            n_prompts=len(PARITY_PROMPTS),
+            precisions={"static": {**figures, "verified": True}},
+        )
         parity["golden"] = _golden_section(reference)
         parity["golden"]["precisions"]["static"] = _golden_scores(router, "static")
         return parity
@@ -663,8 +662,9 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
     table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
-    check_finite({"static table": table, "head": np.load(checkpoint / HEAD_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)},
-                 checkpoint)
+    check_finite(
+        {"static table": table, "head": np.load(checkpoint / HEAD_FILE), "head_out": np.load(checkpoint / HEAD_OUT_FILE)}, checkpoint
+    )
     with _staged(options) as staging:
         np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
         for name in (HEAD_FILE, HEAD_OUT_FILE):
@@ -681,8 +681,11 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
         _check_finite_parity("static", figures, options)
         if figures["max_abs_diff"] > _FIXED_TOLERANCE["fp32"]:
             raise ExportParityError(f"distilled router differs from its float64 reference by {figures['max_abs_diff']:.2e}")
-        manifest["parity"] = {"reference": "the checkpoint's MLP in float64 over the same static embeddings",
-                              "n_prompts": len(PARITY_PROMPTS), "precisions": {"static": {**figures, "verified": True}}}
+        manifest["parity"] = {
+            "reference": "the checkpoint's MLP in float64 over the same static embeddings",
+            "n_prompts": len(PARITY_PROMPTS),
+            "precisions": {"static": {**figures, "verified": True}},
+        }
         manifest["golden"] = _golden_section(reference)
         manifest["golden"]["precisions"]["static"] = _golden_scores(router, "static")
         return _finish(staging, manifest, options)
@@ -693,10 +696,16 @@ def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]
 
     pair = [options.strong_name, options.weak_name]
     return {
-        "tokenizer": {"file": TOKENIZER_FILE, "max_length": options.max_length or 512,
-                      "truncation": "longer prompts keep their first max_length tokens"},
+        "tokenizer": {
+            "file": TOKENIZER_FILE,
+            "max_length": options.max_length or 512,
+            "truncation": "longer prompts keep their first max_length tokens",
+        },
         "embedder": {
-            "kind": "static", "file": STATIC_TABLE_FILE, "dim": dim, "storage": "float16",
+            "kind": "static",
+            "file": STATIC_TABLE_FILE,
+            "dim": dim,
+            "storage": "float16",
             "model": report.get("static_model") or f"static token embeddings from {report.get('static_from', 'a static router')}",
             "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
         },
@@ -708,11 +717,15 @@ def _mlp_head_section(pair: list[str | None], teacher: str | None) -> dict[str, 
     from edgeroute.export.training.distill import HEAD_OUT_FILE
 
     return {
-        "kind": "mlp", "file": HEAD_FILE, "output_file": HEAD_OUT_FILE, "model_names": pair,
-        "default_strong": pair[0], "default_weak": pair[1], "aliases": alias_table(n for n in pair if n),
+        "kind": "mlp",
+        "file": HEAD_FILE,
+        "output_file": HEAD_OUT_FILE,
+        "model_names": pair,
+        "default_strong": pair[0],
+        "default_weak": pair[1],
+        "aliases": alias_table(n for n in pair if n),
         "features": ["embedding", "log1p_chars"],
-        "win_rate": {"kind": "sigmoid_mlp",
-                     "formula": "sigmoid(w2 . relu(W1 . [embedding, log1p(chars)/8] + b1) + b2)"},
+        "win_rate": {"kind": "sigmoid_mlp", "formula": "sigmoid(w2 . relu(W1 . [embedding, log1p(chars)/8] + b1) + b2)"},
         "teacher": teacher,
     }
 
@@ -735,31 +748,38 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
     # Train/serve consistency: the bundle truncates where training did, and the head saw those embeddings.
     max_length = int(report["recipe"]["max_length"])
     if options.max_length not in (None, max_length):
-        raise CheckpointError(f"{checkpoint}: the probe was trained on {max_length}-token prompts; "
-                              f"--max-length {options.max_length} would serve other embeddings: omit it")
+        raise CheckpointError(
+            f"{checkpoint}: the probe was trained on {max_length}-token prompts; "
+            f"--max-length {options.max_length} would serve other embeddings: omit it"
+        )
     tokenizer, encoder = _load_hf(checkpoint / ENCODER_FOLDER, AutoModel, optional=("pooler.",))
     head = np.load(checkpoint / HEAD_FILE, allow_pickle=False)
     check_finite({"head": head, "head_out": np.load(checkpoint / HEAD_OUT_FILE, allow_pickle=False)}, checkpoint)
     if head.ndim != 2 or head.shape[1] != encoder.config.hidden_size + 2:
-        raise CheckpointError(f"{checkpoint / HEAD_FILE}: shape {head.shape} does not fit the encoder's "
-                              f"{encoder.config.hidden_size}-dimensional embeddings (+ length, bias)")
+        raise CheckpointError(
+            f"{checkpoint / HEAD_FILE}: shape {head.shape} does not fit the encoder's "
+            f"{encoder.config.hidden_size}-dimensional embeddings (+ length, bias)"
+        )
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
     with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             input_names = _input_names(tokenizer)
-            graphs, facts = _write_encoder_graphs(SentenceEmbedding(encoder), encoder.config, input_names,
-                                                  "sentence_embedding", staging, "embedder", options, progress)
+            graphs, facts = _write_encoder_graphs(
+                SentenceEmbedding(encoder), encoder.config, input_names, "sentence_embedding", staging, "embedder", options, progress
+            )
             for name in (HEAD_FILE, HEAD_OUT_FILE):
                 shutil.copyfile(checkpoint / name, staging / name)
             manifest = _base_manifest("mf", options, checkpoint, "edgeroute-probe")
             manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
             manifest["embedder"] = {
-                "kind": "onnx", "model": report["recipe"].get("encoder", ENCODER_FOLDER),
+                "kind": "onnx",
+                "model": report["recipe"].get("encoder", ENCODER_FOLDER),
                 "dim": int(encoder.config.hidden_size),
-                "pooling": f"bottom {encoder.config.num_hidden_layers} layers; mean over attention mask, "
-                           "then L2 normalization",
-                "graphs": graphs, "inputs": input_names, "output": "sentence_embedding",
+                "pooling": f"bottom {encoder.config.num_hidden_layers} layers; mean over attention mask, then L2 normalization",
+                "graphs": graphs,
+                "inputs": input_names,
+                "output": "sentence_embedding",
             }
             manifest["head"] = _mlp_head_section([options.strong_name, options.weak_name], None)
             manifest["optimization"] = {"onnxruntime_fusions": facts.pop("onnxruntime_fusions")}

@@ -51,9 +51,7 @@ class _PositionalInputs(torch.nn.Module):
         return self.module(**dict(zip(self.input_names, tensors)))
 
 
-def export_graph(
-    module: torch.nn.Module, input_names: list[str], output_name: str, path: Path, opset: int
-) -> None:
+def export_graph(module: torch.nn.Module, input_names: list[str], output_name: str, path: Path, opset: int) -> None:
     """Export ``module`` with dynamic batch and sequence axes on every input."""
     # A padded sample row keeps tracing from specializing the graph to an all-ones mask.
     sample_by_name = {
@@ -102,8 +100,8 @@ def quantize_graph(source: Path, target: Path, per_channel: bool, reduce_range: 
         "scoring": "one prompt per graph run (activation scales are computed per run), batch-independent",
         "cpu_safety": (
             "7-bit weights (reduce_range): onnxruntime's u8s8 kernels cannot saturate on AVX2 CPUs without VNNI"
-            if reduce_range else
-            "8-bit weights: u8s8 kernels can saturate on AVX2 CPUs without VNNI; check with `edgeroute info --verify`"
+            if reduce_range
+            else "8-bit weights: u8s8 kernels can saturate on AVX2 CPUs without VNNI; check with `edgeroute info --verify`"
         ),
     }
     quantize_dynamic(

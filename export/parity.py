@@ -52,24 +52,50 @@ HANDWRITTEN_PROMPTS = [
 ]
 # Building blocks of the generated prompts: deterministic (a fixed seed), no downloads.
 _TOPICS = [
-    "the French Revolution", "photosynthesis", "binary search trees", "the Riemann hypothesis", "inflation",
-    "TCP congestion control", "the immune system", "Shakespeare's sonnets", "plate tectonics", "Bayesian statistics",
-    "compound interest", "the Roman Empire", "neural networks", "climate change", "quantum computing",
-    "the causes of the Great Depression", "sorting algorithms", "organic chemistry", "game theory", "jazz harmony",
+    "the French Revolution",
+    "photosynthesis",
+    "binary search trees",
+    "the Riemann hypothesis",
+    "inflation",
+    "TCP congestion control",
+    "the immune system",
+    "Shakespeare's sonnets",
+    "plate tectonics",
+    "Bayesian statistics",
+    "compound interest",
+    "the Roman Empire",
+    "neural networks",
+    "climate change",
+    "quantum computing",
+    "the causes of the Great Depression",
+    "sorting algorithms",
+    "organic chemistry",
+    "game theory",
+    "jazz harmony",
 ]
 _TASKS = [
-    "Explain {t} simply.", "Write an essay on {t}.", "Give three facts about {t}.",
-    "What are common misconceptions about {t}?", "Prove a key result related to {t}.",
-    "Summarize {t} for an exam.", "Write Python code that illustrates {t}.", "Compare {t} with {u}.",
-    "Quiz me on {t} with five multiple-choice questions.", "Why does {t} matter today?",
+    "Explain {t} simply.",
+    "Write an essay on {t}.",
+    "Give three facts about {t}.",
+    "What are common misconceptions about {t}?",
+    "Prove a key result related to {t}.",
+    "Summarize {t} for an exam.",
+    "Write Python code that illustrates {t}.",
+    "Compare {t} with {u}.",
+    "Quiz me on {t} with five multiple-choice questions.",
+    "Why does {t} matter today?",
 ]
 _FILLER = [
-    "Please be precise and cite the standard references.", "Use short paragraphs.",
-    "Assume I am a graduate student.", "Include a worked example with numbers.", "Avoid jargon where possible.",
+    "Please be precise and cite the standard references.",
+    "Use short paragraphs.",
+    "Assume I am a graduate student.",
+    "Include a worked example with numbers.",
+    "Avoid jargon where possible.",
     "Here is some context from my notes: {t} was covered in week {k} of the course, together with {u}.",
     "Step {k}: restate the problem, list the assumptions, and check edge cases.",
     "def f{k}(x):\n    return x ** {k} + {k}  # what does this compute for {t}?",
-    "Données {k}: calculez la moyenne et l'écart-type.", "質問{k}: {t}について説明してください。",
+    "Données {k}: calculez la moyenne et l'écart-type.",
+    "質問{k}: {t}について説明してください。",
 ]
 N_GENERATED = 260
 
@@ -123,9 +149,7 @@ def parity_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
         difference = np.abs(reference - candidate)
     if not finite:
         difference = np.where(np.isfinite(difference), difference, np.inf)
-    agreement = {
-        str(t): float(np.mean((reference >= t) == (candidate >= t))) for t in PARITY_THRESHOLDS
-    }
+    agreement = {str(t): float(np.mean((reference >= t) == (candidate >= t))) for t in PARITY_THRESHOLDS}
     figures = {
         "max_abs_diff": float(difference.max()),
         "p99_abs_diff": float(np.quantile(difference, 0.99, method="higher")),  # an observed value, inf-safe
@@ -147,5 +171,4 @@ def _share_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
     agreement = {share: float(np.mean((reference >= t) == (candidate >= t))) for share, t in shares.items()}
     ranks = [np.argsort(np.argsort(values, kind="stable")) for values in (reference, candidate)]
     rank_correlation = float(np.corrcoef(*ranks)[0, 1]) if len(reference) > 1 and np.ptp(ranks[0]) else 1.0
-    return {"share_agreement": agreement, "min_share_agreement": min(agreement.values()),
-            "rank_correlation": rank_correlation}
+    return {"share_agreement": agreement, "min_share_agreement": min(agreement.values()), "rank_correlation": rank_correlation}

@@ -49,8 +49,7 @@ def save_static(encoder_dir: Path, out: Path, dims: int = 256) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / STATIC_TABLE_FILE, distill_static(encoder_dir, dims), allow_pickle=False)
-    AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True).backend_tokenizer.save(
-        str(out / STATIC_TOKENIZER_FILE))
+    AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True).backend_tokenizer.save(str(out / STATIC_TOKENIZER_FILE))
     return out / STATIC_TABLE_FILE
 
 

@@ -25,14 +25,17 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # A precision the bundle lacks is a wrong --precision, so a usage error too.
 # Entry-point group of the build side's commands (export extra), declared in pyproject.toml.
 BUILD_COMMANDS = "edgeroute.build"
-_USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError,
-                 PrecisionUnavailableError)
+_USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError, PrecisionUnavailableError)
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None,
-                        help="graph precision (default: int8 on CPU, fp16 on CUDA, when present)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8", "fp16"],
+        default=None,
+        help="graph precision (default: int8 on CPU, fp16 on CUDA, when present)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     parser.add_argument("--strong-model", default=None, help="MF routers: strong model name")
     parser.add_argument("--weak-model", default=None, help="MF routers: weak model name")
@@ -59,10 +62,12 @@ def _add_route_command(commands: Any) -> None:
     route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to score; '-' reads one prompt per line from stdin")
     route.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
     choice = route.add_mutually_exclusive_group()
-    choice.add_argument("--threshold", type=float, default=None,
-                        help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)")
-    choice.add_argument("--strong-pct", type=float, default=None,
-                        help="share of prompts to send to the strong model, from the calibration table")
+    choice.add_argument(
+        "--threshold", type=float, default=None, help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)"
+    )
+    choice.add_argument(
+        "--strong-pct", type=float, default=None, help="share of prompts to send to the strong model, from the calibration table"
+    )
     _add_load_options(route)
 
 
@@ -71,8 +76,7 @@ def _add_info_command(commands: Any) -> None:
     info = commands.add_parser("info", help="summarize a bundle's manifest")
     info.add_argument("bundle", metavar="BUNDLE", help="shipped router name or bundle folder")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
-    info.add_argument("--verify", action="store_true",
-                      help="re-score the manifest's golden prompts on this CPU; exit 1 when they drifted")
+    info.add_argument("--verify", action="store_true", help="re-score the manifest's golden prompts on this CPU; exit 1 when they drifted")
 
     commands.add_parser("list", help="list the shipped routers")
 
@@ -81,9 +85,12 @@ def _add_export_command(commands: Any) -> None:
     """``edgeroute export bert|mf|distilled|probe``."""
     export = commands.add_parser("export", help="convert a RouteLLM-format checkpoint to an ONNX bundle [export extra]")
     kinds = export.add_subparsers(dest="kind", required=True)
-    for kind, what in (("bert", "RouteLLM BertForSequenceClassification folder"), ("mf", "RouteLLM MF checkpoint folder"),
-                       ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)"),
-                       ("probe", "transformer-tier probe checkpoint (edgeroute train probe)")):
+    for kind, what in (
+        ("bert", "RouteLLM BertForSequenceClassification folder"),
+        ("mf", "RouteLLM MF checkpoint folder"),
+        ("distilled", "distilled fast-tier checkpoint (edgeroute train distilled)"),
+        ("probe", "transformer-tier probe checkpoint (edgeroute train probe)"),
+    ):
         sub = kinds.add_parser(kind, help=f"export a {what}")
         sub.add_argument("--checkpoint", required=True, help=f"local {what}")
         sub.add_argument("--out", required=True, help="bundle folder to write (must not exist, or use --overwrite)")
@@ -91,38 +98,59 @@ def _add_export_command(commands: Any) -> None:
         sub.add_argument("--precisions", default="fp32,int8", help="comma list of fp32,int8,fp16 (default fp32,int8)")
         sub.add_argument("--opset", type=int, default=17)
         sub.add_argument("--max-length", type=int, default=None, help="tokenizer truncation length")
-        sub.add_argument("--int8-tolerance", type=float, default=0.05,
-                         help="fail when int8 and PyTorch win rates differ by more than this")
-        sub.add_argument("--int8-min-agreement", type=float, default=0.9,
-                         help="fail when int8 and PyTorch decisions agree on fewer prompts than this at the "
-                              "thresholds of 10%%..90%% strong calls")
+        sub.add_argument("--int8-tolerance", type=float, default=0.05, help="fail when int8 and PyTorch win rates differ by more than this")
+        sub.add_argument(
+            "--int8-min-agreement",
+            type=float,
+            default=0.9,
+            help="fail when int8 and PyTorch decisions agree on fewer prompts than this at the thresholds of 10%%..90%% strong calls",
+        )
         sub.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
-        sub.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
-                         help="7-bit int8 weights, safe on AVX2 CPUs without VNNI (default on)")
+        sub.add_argument(
+            "--reduce-range",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="7-bit int8 weights, safe on AVX2 CPUs without VNNI (default on)",
+        )
         sub.add_argument("--overwrite", action="store_true")
         sub.add_argument("--strong-name", default=None, help="name of the strong model (stored in the manifest)")
         sub.add_argument("--weak-name", default=None, help="name of the weak model (stored in the manifest)")
         if kind == "mf":
-            sub.add_argument("--embedder", default="minilm",
-                             help="'minilm' (packaged all-MiniLM-L6-v2), a local sentence-encoder folder, "
-                                  "'openai:MODEL' for a remote embeddings endpoint, or 'static' for the static "
-                                  "table that `train mf --encoder static` left in the checkpoint")
-            sub.add_argument("--model-names", default=None,
-                             help="JSON file mapping model name to row index (default: the checkpoint's "
-                                  "model_ids.json, else RouteLLM's 64 Arena models)")
+            sub.add_argument(
+                "--embedder",
+                default="minilm",
+                help="'minilm' (packaged all-MiniLM-L6-v2), a local sentence-encoder folder, "
+                "'openai:MODEL' for a remote embeddings endpoint, or 'static' for the static "
+                "table that `train mf --encoder static` left in the checkpoint",
+            )
+            sub.add_argument(
+                "--model-names",
+                default=None,
+                help="JSON file mapping model name to row index (default: the checkpoint's "
+                "model_ids.json, else RouteLLM's 64 Arena models)",
+            )
 
 
 def _add_eval_command(commands: Any) -> None:
     """``edgeroute eval``: APGR / CPT / AUC on a benchmark folder."""
     evaluate = commands.add_parser("eval", help="RouteLLM's APGR / CPT / AUC on a benchmark folder")
-    evaluate.add_argument("--router", action="append", required=True, dest="routers",
-                          help="bundle folder, shipped router name, or 'random'; repeat for several")
+    evaluate.add_argument(
+        "--router",
+        action="append",
+        required=True,
+        dest="routers",
+        help="bundle folder, shipped router name, or 'random'; repeat for several",
+    )
     evaluate.add_argument("--benchmark", choices=["mmlu", "gsm8k", "mt-bench"], required=True)
     evaluate.add_argument("--data-dir", required=True, help="folder laid out like RouteLLM's routellm/evals/")
     evaluate.add_argument("--strong-model", default="gpt-4-1106-preview", dest="eval_strong")
     evaluate.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1", dest="eval_weak")
-    evaluate.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
-                          help="edgeroute's fixed split (README 'Training'); default all prompts")
+    evaluate.add_argument(
+        "--split",
+        choices=["all", "train", "val", "test"],
+        default="all",
+        help="edgeroute's fixed split (README 'Training'); default all prompts",
+    )
     evaluate.add_argument("--num-thresholds", type=int, default=10, help="quantile bins (RouteLLM uses 10)")
     evaluate.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     evaluate.add_argument("--plot", default=None, metavar="OUT.png", help="draw the curves [plot extra]")
@@ -136,10 +164,10 @@ def _add_calibrate_command(commands: Any) -> None:
     calibrate = commands.add_parser("calibrate", help="threshold for a share of strong-model calls")
     calibrate.add_argument("--router", required=True)
     sources = calibrate.add_mutually_exclusive_group(required=True)
-    sources.add_argument("--prompts", action="append",
-                         help=".txt / .jsonl / .csv file or RouteLLM-layout folder; repeat for several")
-    sources.add_argument("--scores", action="append",
-                         help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several")
+    sources.add_argument("--prompts", action="append", help=".txt / .jsonl / .csv file or RouteLLM-layout folder; repeat for several")
+    sources.add_argument(
+        "--scores", action="append", help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several"
+    )
     calibrate.add_argument("--strong-pct", type=float, required=True, help="wanted share of strong calls, 0..1")
     calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the manifest")
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
@@ -149,29 +177,43 @@ def _add_calibrate_command(commands: Any) -> None:
 def _add_serve_command(commands: Any) -> None:
     """``edgeroute serve``: the OpenAI-compatible routing server."""
     serve = commands.add_parser("serve", help="OpenAI-compatible routing server [serve extra]")
-    serve.add_argument("--router", action="append", dest="routers", default=None,
-                       help="router to load (shipped name or bundle folder); repeat; default models/DEFAULT")
+    serve.add_argument(
+        "--router",
+        action="append",
+        dest="routers",
+        default=None,
+        help="router to load (shipped name or bundle folder); repeat; default models/DEFAULT",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=6060)
     for role, model in (("strong", "gpt-4-1106-preview"), ("weak", "mixtral-8x7b-instruct-v0.1")):
-        serve.add_argument(f"--{role}-model", default=model, dest=f"{role}_upstream_model",
-                           help=f"{role} model name at its endpoint")
+        serve.add_argument(f"--{role}-model", default=model, dest=f"{role}_upstream_model", help=f"{role} model name at its endpoint")
         serve.add_argument(f"--{role}-base-url", default="https://api.openai.com/v1", help="OpenAI-compatible base URL")
-        serve.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY",
-                           help="environment variable holding its API key")
+        serve.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY", help="environment variable holding its API key")
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
-    serve.add_argument("--strong-share", type=float, default=None,
-                       help="hold this share of strong calls on live traffic: the threshold follows the running "
-                            "quantile of recent win rates (requests with their own threshold are exempt)")
+    serve.add_argument(
+        "--strong-share",
+        type=float,
+        default=None,
+        help="hold this share of strong calls on live traffic: the threshold follows the running "
+        "quantile of recent win rates (requests with their own threshold are exempt)",
+    )
     serve.add_argument("--budget-window", type=int, default=1000, help="win rates the --strong-share budget keeps")
     serve.add_argument("--budget-floor", type=float, default=0.0, help="lowest threshold the --strong-share budget sets")
     serve.add_argument("--budget-ceiling", type=float, default=1.0, help="highest threshold the --strong-share budget sets")
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
-    serve.add_argument("--client-timeout", type=float, default=30.0,
-                       help="seconds a client gets to send the request headers, and again the body (default 30)")
-    serve.add_argument("--shutdown-grace", type=float, default=None,
-                       help="seconds in-flight requests get at SIGTERM (default: 2 x upstream timeout + 5, "
-                            "time for an upstream call and its fallback)")
+    serve.add_argument(
+        "--client-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client gets to send the request headers, and again the body (default 30)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=None,
+        help="seconds in-flight requests get at SIGTERM (default: 2 x upstream timeout + 5, time for an upstream call and its fallback)",
+    )
     serve.add_argument("--route-on", choices=["last_user", "conversation"], default="last_user")
     serve.add_argument("--sticky", action="store_true", help="keep a conversation on the model of its first turn")
     serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -182,13 +224,16 @@ def _add_serve_command(commands: Any) -> None:
 
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """``edgeroute serve``: scoring budget, auth and the bounds on what one request may cost."""
-    serve.add_argument("--score-budget-ms", type=float, default=None,
-                       help="past this scoring time, use --default-model and record it")
+    serve.add_argument("--score-budget-ms", type=float, default=None, help="past this scoring time, use --default-model and record it")
     serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
     serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request but GET /health")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--max-prompt-chars", type=int, default=100_000,
-                       help="characters of message text per request, content parts included (default 100000)")
+    serve.add_argument(
+        "--max-prompt-chars",
+        type=int,
+        default=100_000,
+        help="characters of message text per request, content parts included (default 100000)",
+    )
     serve.add_argument("--max-messages", type=int, default=1000, help="messages per chat request")
     serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
 
@@ -196,14 +241,19 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
 def _add_serve_engine(serve: argparse.ArgumentParser) -> None:
     """``edgeroute serve --engine ray``: Ray Serve replicas."""
     engine = serve.add_argument_group("replicas on Ray Serve [ray extra]")
-    engine.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
-                        help="uvicorn: one server process (default); ray: Ray Serve replicas of the same app")
+    engine.add_argument(
+        "--engine",
+        choices=["uvicorn", "ray"],
+        default="uvicorn",
+        help="uvicorn: one server process (default); ray: Ray Serve replicas of the same app",
+    )
     engine.add_argument("--replicas", type=int, default=None, help="fixed number of replicas (default 1)")
     engine.add_argument("--min-replicas", type=int, default=None, help="autoscale between this ...")
     engine.add_argument("--max-replicas", type=int, default=None, help="... and this many replicas")
     engine.add_argument("--replica-cpus", type=float, default=None, help="Ray CPUs each replica reserves (default 1)")
-    engine.add_argument("--ray-address", default=None,
-                        help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a local one")
+    engine.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a local one"
+    )
 
 
 def _add_train_command(commands: Any) -> None:
@@ -213,14 +263,16 @@ def _add_train_command(commands: Any) -> None:
     _add_recipe_commands(train_kinds)
     for kind in ("bert", "mf"):
         sub = train_kinds.add_parser(kind, help=f"train a RouteLLM-format {kind.upper()} router checkpoint")
-        sub.add_argument("--data", required=True,
-                         help="Arena battles (.jsonl), a correctness table (.csv) or a RouteLLM-layout folder")
+        sub.add_argument("--data", required=True, help="Arena battles (.jsonl), a correctness table (.csv) or a RouteLLM-layout folder")
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--strong-model", default="gpt-4-1106-preview")
         sub.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1")
-        sub.add_argument("--encoder", default="minilm",
-                         help="'minilm' (packaged), a local BERT-family folder, or (mf) 'static': MiniLM distilled "
-                              "to static token embeddings, the microsecond tier")
+        sub.add_argument(
+            "--encoder",
+            default="minilm",
+            help="'minilm' (packaged), a local BERT-family folder, or (mf) 'static': MiniLM distilled "
+            "to static token embeddings, the microsecond tier",
+        )
         sub.add_argument("--max-length", type=int, default=256)
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -234,8 +286,9 @@ def _add_train_command(commands: Any) -> None:
             sub.add_argument("--learning-rate", type=float, default=3e-4)
             sub.add_argument("--dim", type=int, default=128)
             sub.add_argument("--noise", type=float, default=0.1)
-            sub.add_argument("--static-dims", type=int, default=256,
-                             help="with --encoder static: dimensions of the distilled static embeddings")
+            sub.add_argument(
+                "--static-dims", type=int, default=256, help="with --encoder static: dimensions of the distilled static embeddings"
+            )
 
 
 def _load_router(args: argparse.Namespace, name: str | None):
@@ -354,9 +407,11 @@ def _verify_golden(manifest) -> None:
             print(f"verify {report['precision']}: not checked: {report['reason']}")
             continue
         versus = report.get("max_abs_diff_vs_fp32_reference")
-        print(f"verify {report['precision']}: ok, max drift {report['max_drift']:.2e} (tolerance "
-              f"{report['tolerance']:g}) on {report['n_prompts']} golden prompts"
-              + ("" if versus is None else f", max |Δ| vs fp32 reference {versus:.2e}"))
+        print(
+            f"verify {report['precision']}: ok, max drift {report['max_drift']:.2e} (tolerance "
+            f"{report['tolerance']:g}) on {report['n_prompts']} golden prompts"
+            + ("" if versus is None else f", max |Δ| vs fp32 reference {versus:.2e}")
+        )
     if failures:
         raise failures[0]
 
@@ -387,8 +442,7 @@ def _build_command(name: str) -> Callable[[argparse.Namespace], Any]:
     except ImportError as exc:
         missing = getattr(exc.__cause__, "name", None) or exc.name or "a build dependency"
         raise ExtraNotInstalledError(
-            f"edgeroute {name} needs the 'export' extra ({missing} is not installed): "
-            "in your edgeroute clone, pip install '.[export]'"
+            f"edgeroute {name} needs the 'export' extra ({missing} is not installed): in your edgeroute clone, pip install '.[export]'"
         ) from exc
 
 
@@ -406,8 +460,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot:  # fail before a long evaluation, not after it
         require_extra("matplotlib", "plot", "edgeroute eval --plot")
     result = evaluate(
-        args.routers, args.benchmark, Path(args.data_dir), args.eval_strong, args.eval_weak, args.split,
-        args.num_thresholds, load_options={"device": args.device, "precision": args.precision, "threads": args.threads},
+        args.routers,
+        args.benchmark,
+        Path(args.data_dir),
+        args.eval_strong,
+        args.eval_weak,
+        args.split,
+        args.num_thresholds,
+        load_options={"device": args.device, "precision": args.precision, "threads": args.threads},
     )
     print(format_table(result))
     if args.json:
@@ -429,8 +489,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         from edgeroute.runtime.evaluation.report import calibrate_win_rates
 
         rates = read_win_rates(args.scores, router=router.name)
-        result = calibrate_win_rates(router, rates, args.strong_pct, args.write,
-                                     args.description or ", ".join(Path(s).name for s in args.scores))
+        result = calibrate_win_rates(
+            router, rates, args.strong_pct, args.write, args.description or ", ".join(Path(s).name for s in args.scores)
+        )
     else:
         result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description)
     print(json.dumps(result, indent=2))
@@ -447,8 +508,14 @@ def _add_score_command(commands: Any) -> None:
     score.add_argument("--id-column", default="id", help="key or column copied to the output when present (default 'id')")
     choice = score.add_mutually_exclusive_group()
     choice.add_argument("--threshold", type=float, default=None, help="as in `edgeroute route`")
-    choice.add_argument("--strong-share", "--strong-pct", type=float, default=None, dest="strong_share",
-                        help="share of strong calls, from the calibration table")
+    choice.add_argument(
+        "--strong-share",
+        "--strong-pct",
+        type=float,
+        default=None,
+        dest="strong_share",
+        help="share of strong calls, from the calibration table",
+    )
     score.add_argument("--chunk-size", type=int, default=1024, help="local engine: prompts read and scored at a time")
     score.add_argument("--engine", choices=["local", "ray"], default="local", help="ray needs the 'ray' extra")
     score.add_argument("--ray-address", default=None, help="existing Ray cluster (default: a local one for this run)")
@@ -459,16 +526,34 @@ def _add_score_command(commands: Any) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    common = {"column": args.column, "id_column": args.id_column, "threshold": args.threshold,
-              "strong_share": args.strong_share, "progress": not args.no_progress}
+    common = {
+        "column": args.column,
+        "id_column": args.id_column,
+        "threshold": args.threshold,
+        "strong_share": args.strong_share,
+        "progress": not args.no_progress,
+    }
     if args.engine == "ray":
         from edgeroute.runtime.serving.ray_batch import score_file_ray
         from edgeroute.runtime.scoring.router import default_router_name
 
-        options = {"device": args.device, "precision": args.precision, "threads": args.threads,
-                   "strong_model": args.strong_model, "weak_model": args.weak_model}
-        summary = score_file_ray(args.router or default_router_name(), args.input, args.output, load_options=options,
-                                 batch_size=args.batch_size, actors=args.actors, address=args.ray_address, **common)
+        options = {
+            "device": args.device,
+            "precision": args.precision,
+            "threads": args.threads,
+            "strong_model": args.strong_model,
+            "weak_model": args.weak_model,
+        }
+        summary = score_file_ray(
+            args.router or default_router_name(),
+            args.input,
+            args.output,
+            load_options=options,
+            batch_size=args.batch_size,
+            actors=args.actors,
+            address=args.ray_address,
+            **common,
+        )
     else:
         from edgeroute.runtime.serving.batch import score_file
 
@@ -528,22 +613,37 @@ def _check_serve_engine(args: argparse.Namespace) -> None:
     """Ray Serve's options need ``--engine ray``: refused, not ignored, with the uvicorn engine."""
     if args.engine == "ray":
         return
-    given = [flag for flag, value in (("--replicas", args.replicas), ("--min-replicas", args.min_replicas),
-                                      ("--max-replicas", args.max_replicas), ("--replica-cpus", args.replica_cpus),
-                                      ("--ray-address", args.ray_address)) if value is not None]
+    given = [
+        flag
+        for flag, value in (
+            ("--replicas", args.replicas),
+            ("--min-replicas", args.min_replicas),
+            ("--max-replicas", args.max_replicas),
+            ("--replica-cpus", args.replica_cpus),
+            ("--ray-address", args.ray_address),
+        )
+        if value is not None
+    ]
     if given:
-        raise ConfigurationError(f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --engine ray "
-                                 "(Ray Serve replicas); the default engine is one uvicorn process")
+        raise ConfigurationError(
+            f"{', '.join(given)} need{'s' if len(given) == 1 else ''} --engine ray "
+            "(Ray Serve replicas); the default engine is one uvicorn process"
+        )
 
 
 def _add_recipe_commands(train_kinds: Any) -> None:
     """``train probe``, ``train distilled`` (and the older ``train teacher``): recipes compared by benchmarks/quality.py."""
-    teacher = train_kinds.add_parser("teacher", help="the previous transformer-tier recipe: MiniLM's top layers "
-                                                     "fine-tuned as RouteLLM's 3-label BERT router on every row of --data")
-    distilled = train_kinds.add_parser("distilled", help="the fast tier: a static-embedding MLP fitted to a "
-                                                         "teacher bundle's win rates on the prompts of --data")
-    probe = train_kinds.add_parser("probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom "
-                                                 "4 layers, fitted on every row of --data")
+    teacher = train_kinds.add_parser(
+        "teacher",
+        help="the previous transformer-tier recipe: MiniLM's top layers "
+        "fine-tuned as RouteLLM's 3-label BERT router on every row of --data",
+    )
+    distilled = train_kinds.add_parser(
+        "distilled", help="the fast tier: a static-embedding MLP fitted to a teacher bundle's win rates on the prompts of --data"
+    )
+    probe = train_kinds.add_parser(
+        "probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom 4 layers, fitted on every row of --data"
+    )
     probe.add_argument("--encoder", default=None, help="local sentence-encoder folder (default: packaged all-MiniLM-L6-v2)")
     probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4)")
     for sub in (teacher, distilled, probe):
@@ -555,8 +655,9 @@ def _add_recipe_commands(train_kinds: Any) -> None:
     distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. minilm4-probe-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
     distilled.add_argument("--hidden", type=int, default=64, help="the student MLP's hidden units (default 64)")
-    distilled.add_argument("--length-weight", type=float, default=0.0,
-                           help="weight of prompt length in the target (benchmarks/quality.py chooses it)")
+    distilled.add_argument(
+        "--length-weight", type=float, default=0.0, help="weight of prompt length in the target (benchmarks/quality.py chooses it)"
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -97,6 +97,5 @@ def require_extra(module: str, extra: str, feature: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise ExtraNotInstalledError(
-            f"{feature} needs the '{extra}' extra ({module} is not installed): "
-            f"in your edgeroute clone, pip install '.[{extra}]'"
+            f"{feature} needs the '{extra}' extra ({module} is not installed): in your edgeroute clone, pip install '.[{extra}]'"
         ) from exc

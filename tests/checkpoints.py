@@ -12,8 +12,13 @@ def _tiny_config(**extra):
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=30522, hidden_size=TINY_HIDDEN, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, **extra,
+        vocab_size=30522,
+        hidden_size=TINY_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        **extra,
     )
 
 
@@ -50,8 +55,15 @@ def make_encoder(folder: Path, seed: int = 1) -> Path:
     return folder
 
 
-def make_mf_checkpoint(folder: Path, text_dim: int = TINY_HIDDEN, num_models: int = 64, dim: int = 16,
-                       seed: int = 2, use_proj: bool = True, torch_format: bool = False) -> Path:
+def make_mf_checkpoint(
+    folder: Path,
+    text_dim: int = TINY_HIDDEN,
+    num_models: int = 64,
+    dim: int = 16,
+    seed: int = 2,
+    use_proj: bool = True,
+    torch_format: bool = False,
+) -> Path:
     """RouteLLM's mf_gpt4_augmented layout: config.json and P / text_proj / classifier weights."""
     import torch
 

@@ -26,9 +26,13 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.models_asked: list[str] = []
         self.behaviour: dict[str, str] = {}
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                                     Route("/v1/embeddings", self._embeddings, methods=["POST"]),
-                                     Route("/control", self._control, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/control", self._control, methods=["POST"]),
+            ]
+        )
 
     async def _control(self, request: Request) -> Response:
         """Set behaviours from another process: {"model": ..., "behaviour": ...} (behaviour null resets)."""
@@ -46,8 +50,7 @@ class FakeUpstream:
     async def _embeddings(self, request: Request) -> Response:
         body = await request.json()
         inputs = body["input"]
-        return JSONResponse({"data": [{"index": i, "embedding": [float(len(t) % 7) / 7.0] * 32}
-                                      for i, t in enumerate(inputs)]})
+        return JSONResponse({"data": [{"index": i, "embedding": [float(len(t) % 7) / 7.0] * 32} for i, t in enumerate(inputs)]})
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
@@ -68,8 +71,7 @@ class FakeUpstream:
             return JSONResponse({"error": {"message": "Incorrect API key provided: sk-abc***xyz"}}, status_code=401)
         if behaviour == "echo_key":
             echoed = request.headers.get("authorization", "")
-            return JSONResponse({"error": {"message": f"bad parameter 'temperature' (sent with {echoed})"}},
-                                status_code=400)
+            return JSONResponse({"error": {"message": f"bad parameter 'temperature' (sent with {echoed})"}}, status_code=400)
         if behaviour == "emptystream":
             return StreamingResponse(iter(()), media_type="text/event-stream")
         if behaviour == "nanjson":
@@ -79,18 +81,27 @@ class FakeUpstream:
         text = f"answer from {model}"
         if body.get("stream"):
             return StreamingResponse(self._stream(model, text), media_type="text/event-stream")
-        return JSONResponse({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-        })
+        return JSONResponse(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+            }
+        )
 
     @staticmethod
     async def _stream(model: str, text: str):
         for index, word in enumerate(text.split(" ")):
-            chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model,
-                     "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word},
-                                  "finish_reason": None}]}
+            chunk = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word}, "finish_reason": None}],
+            }
             yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
@@ -107,8 +118,7 @@ def serving(app):
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
@@ -129,8 +139,7 @@ def main() -> None:
 
     import uvicorn
 
-    uvicorn.run(FakeUpstream().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
-                timeout_keep_alive=75)
+    uvicorn.run(FakeUpstream().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
 if __name__ == "__main__":
@@ -141,7 +150,10 @@ def server_config(upstream, **overrides):
     """A routing server's configuration with both models on the fake ``upstream``; ``overrides`` replace fields."""
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig
 
-    values = dict(strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
-                  weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=1.0)
+    values = dict(
+        strong=UpstreamConfig("strong-llm", upstream.url + "/v1", None),
+        weak=UpstreamConfig("weak-llm", upstream.url + "/v1", None),
+        upstream_timeout_s=1.0,
+    )
     values.update(overrides)
     return ServerConfig(**values)

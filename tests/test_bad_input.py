@@ -15,14 +15,17 @@ def router(bert_bundle):
     return Router.load(bert_bundle)
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ("", "prompt is empty or whitespace only"),
-    ("   \n\t ", "prompt is empty or whitespace only"),
-    (None, "prompt must be a string, got NoneType"),
-    (42, "prompt must be a string, got int"),
-    (b"bytes", "prompt must be a string, got bytes"),
-    (["a list"], "prompt must be a string, got list"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("", "prompt is empty or whitespace only"),
+        ("   \n\t ", "prompt is empty or whitespace only"),
+        (None, "prompt must be a string, got NoneType"),
+        (42, "prompt must be a string, got int"),
+        (b"bytes", "prompt must be a string, got bytes"),
+        (["a list"], "prompt must be a string, got list"),
+    ],
+)
 def test_bad_prompts(router, prompt, message):
     with pytest.raises(InvalidPromptError) as caught:
         router.strong_win_rate(prompt)

@@ -22,8 +22,14 @@ N, CHUNK = 50, 7
 
 def _prompts() -> list[str]:
     # Prompt 5 looks like a number: every reader must keep it as text.
-    return ["12345" if i == 5 else f"Question {i}: what is {i} times {i + 3}?" + " Show every step, then check it." * (i % 4)
-            + ("\nProve it, with a comma, and \"quotes\"." if i % 9 == 0 else "") for i in range(N)]
+    return [
+        "12345"
+        if i == 5
+        else f"Question {i}: what is {i} times {i + 3}?"
+        + " Show every step, then check it." * (i % 4)
+        + ('\nProve it, with a comma, and "quotes".' if i % 9 == 0 else "")
+        for i in range(N)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +67,12 @@ def _expected(router: Router, prompts: list[str], ids: list | None, threshold: f
             row = {"index": start + offset}
             if ids is not None:
                 row["id"] = ids[start + offset]
-            row.update({name: values[offset].item() if isinstance(values[offset], np.generic) else values[offset]
-                        for name, values in columns.items()})
+            row.update(
+                {
+                    name: values[offset].item() if isinstance(values[offset], np.generic) else values[offset]
+                    for name, values in columns.items()
+                }
+            )
             rows.append(row)
     return rows
 
@@ -74,8 +84,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 def test_local_engine_streams_jsonl_in_bounded_chunks(router, logs, tmp_path, monkeypatch):
     calls: list[int] = []
     score = router.strong_win_rates
-    monkeypatch.setattr(router, "strong_win_rates", lambda prompts, bucket_size=32: calls.append(len(prompts))
-                        or score(prompts, bucket_size))
+    monkeypatch.setattr(
+        router, "strong_win_rates", lambda prompts, bucket_size=32: calls.append(len(prompts)) or score(prompts, bucket_size)
+    )
     out = tmp_path / "scores.jsonl"
     summary = score_file(router, logs["jsonl"], out, chunk_size=CHUNK, progress=False)
     monkeypatch.undo()
@@ -181,8 +192,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(ray_cluster, router, log
     column = "text" if source == "csv" else "prompt"
     local, distributed = tmp_path / f"local.{output}", tmp_path / f"ray.{output}"
     score_file(router, logs[source], local, column=column, chunk_size=CHUNK, progress=False)
-    summary = score_file_ray(ROUTER, logs[source], distributed, column=column, batch_size=CHUNK, actors=actors,
-                             progress=False)
+    summary = score_file_ray(ROUTER, logs[source], distributed, column=column, batch_size=CHUNK, actors=actors, progress=False)
     assert summary.engine == "ray" and summary.n_prompts == N
     if output == "jsonl":
         assert distributed.read_bytes() == local.read_bytes()  # identical scores, bit for bit

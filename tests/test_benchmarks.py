@@ -19,8 +19,15 @@ def _load(name: str):
 
 def test_latency_harness_on_a_tiny_model(bert_checkpoint, bert_bundle, tmp_path):
     latency = _load("latency")
-    document = latency.run(bert_checkpoint, threads=1, repeats=3, throughput_seconds=0.01, bundle=str(bert_bundle),
-                           tiny=True, static_bundle="static-distilled-gpt4-mixtral")
+    document = latency.run(
+        bert_checkpoint,
+        threads=1,
+        repeats=3,
+        throughput_seconds=0.01,
+        bundle=str(bert_bundle),
+        tiny=True,
+        static_bundle="static-distilled-gpt4-mixtral",
+    )
     backends = {"pytorch eager fp32", "onnx fp32", "onnx fused", "onnx int8", "static router", latency.SHIPPED_TRANSFORMER}
     assert document["static_vs_int8_medium_p50"] > 0
     assert backends <= set(document["latency_batch1"])

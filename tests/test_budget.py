@@ -39,12 +39,15 @@ def test_start_threshold_until_the_window_has_enough_and_clamps():
     assert budget.threshold() == 0.2  # the window's median is 0.01, the floor holds
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ({"target": 0.0}, "strong share must be a number strictly between 0 and 1, got 0.0"),
-    ({"target": 1.5}, "strong share must be a number strictly between 0 and 1, got 1.5"),
-    ({"window": 10}, f"budget window must be an integer of at least {MIN_OBSERVATIONS}, got 10"),
-    ({"floor": 0.7, "ceiling": 0.6}, "threshold floor and ceiling must satisfy 0 <= floor <= ceiling <= 1, got 0.7 and 0.6"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"target": 0.0}, "strong share must be a number strictly between 0 and 1, got 0.0"),
+        ({"target": 1.5}, "strong share must be a number strictly between 0 and 1, got 1.5"),
+        ({"window": 10}, f"budget window must be an integer of at least {MIN_OBSERVATIONS}, got 10"),
+        ({"floor": 0.7, "ceiling": 0.6}, "threshold floor and ceiling must satisfy 0 <= floor <= ceiling <= 1, got 0.7 and 0.6"),
+    ],
+)
 def test_bad_budget_settings_are_refused_with_a_clear_message(arguments, message):
     with pytest.raises(InvalidInputError) as caught:
         StrongShareBudget(**{"target": 0.3, "start_threshold": 0.5, **arguments})

@@ -91,16 +91,14 @@ def test_unknown_kind(bundle_copy):
 def test_graph_with_unexpected_inputs_is_rejected(bundle_copy, mf_bundle):
     # Put the MF embedder graph where the classifier should be, with a matching hash.
     shutil.copyfile(mf_bundle / "embedder.int8.onnx", bundle_copy / "classifier.int8.onnx")
-    _edit_manifest(bundle_copy, lambda d: d["files"]["classifier.int8.onnx"].update(
-        sha256=sha256_of(bundle_copy / "classifier.int8.onnx")))
+    _edit_manifest(bundle_copy, lambda d: d["files"]["classifier.int8.onnx"].update(sha256=sha256_of(bundle_copy / "classifier.int8.onnx")))
     with pytest.raises(BundleCorruptError, match="differ from the manifest's"):
         Router.load(bundle_copy)
 
 
 def test_garbage_graph_is_corrupt_not_a_crash(bundle_copy):
     (bundle_copy / "classifier.int8.onnx").write_bytes(b"not an onnx graph")
-    _edit_manifest(bundle_copy, lambda d: d["files"]["classifier.int8.onnx"].update(
-        sha256=sha256_of(bundle_copy / "classifier.int8.onnx")))
+    _edit_manifest(bundle_copy, lambda d: d["files"]["classifier.int8.onnx"].update(sha256=sha256_of(bundle_copy / "classifier.int8.onnx")))
     with pytest.raises(BundleCorruptError, match="onnxruntime cannot load this graph"):
         Router.load(bundle_copy)
 
@@ -132,8 +130,9 @@ def test_deeply_nested_manifest(bundle_copy):
     (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ManifestError) as caught:
         Router.load(bundle_copy)
-    assert str(caught.value) == (f"{bundle_copy / 'manifest.json'}: nested too deeply to be a manifest; "
-                                 "restore it from the original bundle or re-export")
+    assert str(caught.value) == (
+        f"{bundle_copy / 'manifest.json'}: nested too deeply to be a manifest; restore it from the original bundle or re-export"
+    )
 
 
 def test_oversized_manifest(bundle_copy):
@@ -142,20 +141,23 @@ def test_oversized_manifest(bundle_copy):
         Router.load(bundle_copy)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda d: d["classifier"].update(win_rate=["softmax_complement"]), "'classifier.win_rate' must be"),
-    (lambda d: d["classifier"].update(win_rate="softmax_complement"), "'classifier.win_rate' must be"),
-    (lambda d: d["classifier"]["win_rate"].update(labels=["1"]), "'classifier.win_rate' must be"),
-    (lambda d: d["classifier"]["win_rate"].update(labels=[7]), "'classifier.win_rate.labels' [7] do not fit"),
-    (lambda d: d.update(models=["strong", "weak"]), "'models' must be {'strong': NAME, 'weak': NAME}"),
-    (lambda d: d["tokenizer"].update(max_length=100_000), "'tokenizer.max_length' must be an integer in [3, 8192]"),
-    (lambda d: d["tokenizer"].update(max_length=True), "'tokenizer.max_length' must be an integer in [3, 8192]"),
-    (lambda d: d.update(calibration="yes"), "'calibration' must be an object (or absent)"),
-    (lambda d: d.update(calibration={"thresholds": {"0.5": "high"}}), "'calibration.thresholds' entry '0.5': 'high'"),
-    (lambda d: d.update(calibration={"thresholds": {"half": 0.5}}), "'calibration.thresholds' entry 'half'"),
-    (lambda d: d.update(calibration={"thresholds": [0.5]}), "'calibration.thresholds' must map strong shares"),
-    (lambda d: d["classifier"].update(inputs=["input_ids", "pixels"]), "'classifier.inputs' must list graph inputs"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda d: d["classifier"].update(win_rate=["softmax_complement"]), "'classifier.win_rate' must be"),
+        (lambda d: d["classifier"].update(win_rate="softmax_complement"), "'classifier.win_rate' must be"),
+        (lambda d: d["classifier"]["win_rate"].update(labels=["1"]), "'classifier.win_rate' must be"),
+        (lambda d: d["classifier"]["win_rate"].update(labels=[7]), "'classifier.win_rate.labels' [7] do not fit"),
+        (lambda d: d.update(models=["strong", "weak"]), "'models' must be {'strong': NAME, 'weak': NAME}"),
+        (lambda d: d["tokenizer"].update(max_length=100_000), "'tokenizer.max_length' must be an integer in [3, 8192]"),
+        (lambda d: d["tokenizer"].update(max_length=True), "'tokenizer.max_length' must be an integer in [3, 8192]"),
+        (lambda d: d.update(calibration="yes"), "'calibration' must be an object (or absent)"),
+        (lambda d: d.update(calibration={"thresholds": {"0.5": "high"}}), "'calibration.thresholds' entry '0.5': 'high'"),
+        (lambda d: d.update(calibration={"thresholds": {"half": 0.5}}), "'calibration.thresholds' entry 'half'"),
+        (lambda d: d.update(calibration={"thresholds": [0.5]}), "'calibration.thresholds' must map strong shares"),
+        (lambda d: d["classifier"].update(inputs=["input_ids", "pixels"]), "'classifier.inputs' must list graph inputs"),
+    ],
+)
 def test_off_schema_bert_manifest(bundle_copy, change, fragment):
     _edit_manifest(bundle_copy, change)
     with pytest.raises(ManifestError) as caught:
@@ -169,12 +171,15 @@ def test_max_length_past_the_graph_position_limit(bundle_copy):
         Router.load(bundle_copy)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda d: d["head"].update(win_rate="sigmoid_difference"), "'head.win_rate' must be {'kind': 'sigmoid_difference'}"),
-    (lambda d: d["head"].update(win_rate=None), "'head.win_rate' must be"),
-    (lambda d: d["embedder"].update(dim=10**400), "'embedder.dim' must be an integer in [1, 65536]"),
-    (lambda d: d["embedder"].update(dim=16), "'embedder.dim' is 16 but the graph outputs shape"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda d: d["head"].update(win_rate="sigmoid_difference"), "'head.win_rate' must be {'kind': 'sigmoid_difference'}"),
+        (lambda d: d["head"].update(win_rate=None), "'head.win_rate' must be"),
+        (lambda d: d["embedder"].update(dim=10**400), "'embedder.dim' must be an integer in [1, 65536]"),
+        (lambda d: d["embedder"].update(dim=16), "'embedder.dim' is 16 but the graph outputs shape"),
+    ],
+)
 def test_off_schema_mf_manifest(mf_copy, change, fragment):
     _edit_manifest(mf_copy, change)
     with pytest.raises(ManifestError) as caught:
@@ -203,8 +208,7 @@ def test_npy_header_claiming_huge_shape_is_refused_before_allocating(mf_copy):
     head = np.load(mf_copy / "head.npy")
     path = mf_copy / "head.npy"
     with open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
-                                                      "shape": (2**40, head.shape[1])})
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": (2**40, head.shape[1])})
         handle.write(b"\0" * 64)
     _rehash(mf_copy, "head.npy")
     with pytest.raises(BundleCorruptError, match=r"array has shape \(1099511627776, "):
@@ -236,8 +240,9 @@ def test_tokenizer_ids_past_the_static_table(tmp_path):
 
 def test_tokenizer_ids_past_the_graph_embedding_table(bundle_copy):
     data = json.loads((bundle_copy / "tokenizer.json").read_text())
-    data["added_tokens"].append({"id": 10**6, "content": "[HUGE]", "single_word": False, "lstrip": False,
-                                 "rstrip": False, "normalized": False, "special": True})
+    data["added_tokens"].append(
+        {"id": 10**6, "content": "[HUGE]", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    )
     (bundle_copy / "tokenizer.json").write_text(json.dumps(data))
     _rehash(bundle_copy, "tokenizer.json")
     with pytest.raises(BundleCorruptError, match=r"the graph fails on 128 tokens with ids up to 30522 .*input index out of range"):
@@ -246,8 +251,18 @@ def test_tokenizer_ids_past_the_graph_embedding_table(bundle_copy):
 
 def test_too_many_added_tokens(bundle_copy):
     data = json.loads((bundle_copy / "tokenizer.json").read_text())
-    data["added_tokens"] += [{"id": 40_000 + i, "content": f"[T{i}]", "single_word": False, "lstrip": False,
-                              "rstrip": False, "normalized": False, "special": True} for i in range(20_000)]
+    data["added_tokens"] += [
+        {
+            "id": 40_000 + i,
+            "content": f"[T{i}]",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for i in range(20_000)
+    ]
     (bundle_copy / "tokenizer.json").write_text(json.dumps(data))
     _rehash(bundle_copy, "tokenizer.json")
     with pytest.raises(BundleCorruptError, match=r"tokenizer.json: 20005 added tokens, over the limit of 10000"):

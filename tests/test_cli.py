@@ -25,13 +25,16 @@ def test_route_without_calibration_defaults_to_half(bert_bundle, capsys):
     assert json.loads(capsys.readouterr().out)["threshold"] == 0.5
 
 
-@pytest.mark.parametrize("arguments", [
-    ["route", "--router", "no-such-router", "hi"],
-    ["route", "--threshold", "1.5", "--router", "{bundle}", "hi"],
-    ["route", "--threshold", "nan", "--router", "{bundle}", "hi"],
-    ["route", "--router", "{bundle}", " "],
-    ["route", "--router", "{bundle}", "--strong-pct", "0.3", "hi"],  # not calibrated
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["route", "--router", "no-such-router", "hi"],
+        ["route", "--threshold", "1.5", "--router", "{bundle}", "hi"],
+        ["route", "--threshold", "nan", "--router", "{bundle}", "hi"],
+        ["route", "--router", "{bundle}", " "],
+        ["route", "--router", "{bundle}", "--strong-pct", "0.3", "hi"],  # not calibrated
+    ],
+)
 def test_input_errors_exit_2(bert_bundle, capsys, arguments):
     assert main([a.replace("{bundle}", str(bert_bundle)) for a in arguments]) == 2
     assert capsys.readouterr().err.startswith("edgeroute: error: ")
@@ -59,8 +62,25 @@ def test_info_summarizes_manifest(mf_bundle, capsys):
 
 def test_export_through_cli(tmp_path, bert_checkpoint, capsys):
     out = tmp_path / "cli_bundle"
-    assert main(["export", "bert", "--checkpoint", str(bert_checkpoint), "--out", str(out),
-                 "--precisions", "int8", "--name", "tiny", "--int8-min-agreement", "0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "bert",
+                "--checkpoint",
+                str(bert_checkpoint),
+                "--out",
+                str(out),
+                "--precisions",
+                "int8",
+                "--name",
+                "tiny",
+                "--int8-min-agreement",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "manifest.json").read_text())["name"] == "tiny"
     assert main(["export", "bert", "--checkpoint", str(bert_checkpoint), "--out", str(out)]) == 2
 
@@ -74,5 +94,7 @@ def test_deeply_nested_manifest_is_an_error_line_not_a_traceback(bert_bundle, tm
     (bundle / "manifest.json").write_text("[" * 100_000)
     arguments = ["route", "--router", str(bundle), "hi"] if command == "route" else ["info", str(bundle)]
     assert main(arguments) == 1
-    assert capsys.readouterr().err == (f"edgeroute: error: {bundle / 'manifest.json'}: nested too deeply to be a "
-                                       "manifest; restore it from the original bundle or re-export\n")
+    assert capsys.readouterr().err == (
+        f"edgeroute: error: {bundle / 'manifest.json'}: nested too deeply to be a "
+        "manifest; restore it from the original bundle or re-export\n"
+    )

@@ -12,10 +12,11 @@ from edgeroute.runtime.serving.controller import AsyncController, Controller, En
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError  # noqa: E402
 
 
-
 def _endpoints(upstream):
-    return (Endpoint("strong-llm", base_url=upstream.url + "/v1", api_key="k"),
-            Endpoint("weak-llm", base_url=upstream.url + "/v1", api_key="k"))
+    return (
+        Endpoint("strong-llm", base_url=upstream.url + "/v1", api_key="k"),
+        Endpoint("weak-llm", base_url=upstream.url + "/v1", api_key="k"),
+    )
 
 
 @pytest.fixture
@@ -36,15 +37,13 @@ def test_model_field_and_keywords(controller, upstream):
 
 
 def test_streaming_is_unchanged_and_carries_the_decision(controller):
-    stream = controller.chat.completions.create(model="router-bert-1", messages=[{"role": "user", "content": "x"}],
-                                                stream=True)
+    stream = controller.chat.completions.create(model="router-bert-1", messages=[{"role": "user", "content": "x"}], stream=True)
     assert stream.routing["model"] == "weak-llm"
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "answer from weak-llm"
 
 
 def test_routes_on_last_user_message_by_default(controller):
-    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": "second"}]
+    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
     router = controller.policy.routers.get("bert")
     expected = router.strong_win_rate("second")
     response = controller.chat.completions.create(model="router-bert-0.5", messages=messages)
@@ -97,9 +96,12 @@ def test_async_controller_under_concurrency(upstream, bert_bundle):
     threshold = 0.5 * (router.strong_win_rate(prompts[0]) + router.strong_win_rate(prompts[1]))
 
     async def run():
-        return await asyncio.gather(*[
-            controller.chat.completions.create(model=f"router-bert-{threshold:.6f}",
-                                               messages=[{"role": "user", "content": p}]) for p in prompts])
+        return await asyncio.gather(
+            *[
+                controller.chat.completions.create(model=f"router-bert-{threshold:.6f}", messages=[{"role": "user", "content": p}])
+                for p in prompts
+            ]
+        )
 
     responses = asyncio.run(run())
     for prompt, response in zip(prompts, responses):
@@ -121,8 +123,10 @@ def test_bad_requests_and_missing_keys(upstream, bert_bundle, monkeypatch):
         keyless.chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "x"}])
 
 
-@pytest.mark.parametrize("behaviour, kind", [("500", "upstream_error"), ("429", "upstream_rate_limited"),
-                                             ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")])
+@pytest.mark.parametrize(
+    "behaviour, kind",
+    [("500", "upstream_error"), ("429", "upstream_rate_limited"), ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")],
+)
 def test_upstream_faults_fall_back_like_the_server(upstream, bert_bundle, behaviour, kind):
     upstream.reset()
     upstream.behaviour["strong-llm"] = behaviour
@@ -148,11 +152,13 @@ def test_without_fallback_or_on_4xx_the_error_is_raised(upstream, bert_bundle):
     upstream.behaviour["strong-llm"] = "500"
     with pytest.raises(openai.InternalServerError):
         Controller(strong, weak, routers=[bert_bundle], fallback=False).chat.completions.create(
-            model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+            model="router-bert-0", messages=[{"role": "user", "content": "x"}]
+        )
     upstream.behaviour["strong-llm"] = "400"
     with pytest.raises(openai.BadRequestError):
         Controller(strong, weak, routers=[bert_bundle]).chat.completions.create(
-            model="router-bert-0", messages=[{"role": "user", "content": "x"}])
+            model="router-bert-0", messages=[{"role": "user", "content": "x"}]
+        )
     assert upstream.models_asked == ["strong-llm", "strong-llm"]  # never retried on the weak model
 
 

@@ -30,12 +30,24 @@ def test_decision_shape_is_one_json_shape():
     decision = decision_for("r", 0.61234567, 0.5, 12.345, NAMES)
     assert decision == Decision("r", "strong", "big-llm", 0.61234567, 0.5, 12.345)
     assert list(decision.to_dict()) == KEYS and decision.to_dict()["win_rate"] == 0.61234567
-    assert decision.to_dict(rounded=True) == {"router": "r", "tier": "strong", "model": "big-llm",
-                                              "win_rate": 0.612346, "threshold": 0.5, "score_us": 12.3, "fallback": None,
-                                              "budget": None}
-    assert decision.headers() == {"x-edgeroute-router": "r", "x-edgeroute-tier": "strong", "x-edgeroute-model": "big-llm",
-                                  "x-edgeroute-win-rate": "0.612346", "x-edgeroute-threshold": "0.5",
-                                  "x-edgeroute-score-us": "12.3"}
+    assert decision.to_dict(rounded=True) == {
+        "router": "r",
+        "tier": "strong",
+        "model": "big-llm",
+        "win_rate": 0.612346,
+        "threshold": 0.5,
+        "score_us": 12.3,
+        "fallback": None,
+        "budget": None,
+    }
+    assert decision.headers() == {
+        "x-edgeroute-router": "r",
+        "x-edgeroute-tier": "strong",
+        "x-edgeroute-model": "big-llm",
+        "x-edgeroute-win-rate": "0.612346",
+        "x-edgeroute-threshold": "0.5",
+        "x-edgeroute-score-us": "12.3",
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         decision.tier = "weak"  # type: ignore[misc]
 
@@ -106,9 +118,13 @@ class _Failure(Exception):
 
 def _rule(enabled: bool = True, counted: list | None = None) -> Fallback:
     counted = [] if counted is None else counted
-    return Fallback(enabled, NAMES, lambda error: getattr(error, "kind", None),
-                    on_failure=lambda kind: counted.append(("error", kind)),
-                    on_fallback=lambda kind: counted.append(("fallback", kind)))
+    return Fallback(
+        enabled,
+        NAMES,
+        lambda error: getattr(error, "kind", None),
+        on_failure=lambda kind: counted.append(("error", kind)),
+        on_fallback=lambda kind: counted.append(("fallback", kind)),
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(FALLBACK_KINDS))
@@ -158,14 +174,17 @@ def test_fallback_rule_reraises_the_second_failure():
     assert counted == [("error", "upstream_timeout"), ("fallback", "upstream_timeout"), ("error", "upstream_error")]
 
 
-@pytest.mark.parametrize("error, status, kind", [
-    (InvalidThresholdError("threshold must be a number"), 400, "invalid_request_error"),
-    (TypeError("odd type"), 400, "invalid_request_error"),
-    (OverflowError("too big"), 400, "invalid_request_error"),
-    (BundleCorruptError("/secret/path broke"), 503, "router_error"),
-    (HTTPFailure(413, "too large", "body_too_large"), 413, "body_too_large"),
-    (UpstreamError("upstream_timeout", 504, "upstream x timed out"), 504, "upstream_timeout"),
-])
+@pytest.mark.parametrize(
+    "error, status, kind",
+    [
+        (InvalidThresholdError("threshold must be a number"), 400, "invalid_request_error"),
+        (TypeError("odd type"), 400, "invalid_request_error"),
+        (OverflowError("too big"), 400, "invalid_request_error"),
+        (BundleCorruptError("/secret/path broke"), 503, "router_error"),
+        (HTTPFailure(413, "too large", "body_too_large"), 413, "body_too_large"),
+        (UpstreamError("upstream_timeout", 504, "upstream x timed out"), 504, "upstream_timeout"),
+    ],
+)
 def test_error_table(error, status, kind):
     reply = error_reply(error)
     assert reply is not None and (reply.status, reply.kind) == (status, kind)

@@ -46,8 +46,7 @@ def static_bundle(tmp_path_factory, encoder_dir):
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory, layout, bert_bundle, static_bundle):
     folder = tmp_path_factory.mktemp("distilled")
-    args = SimpleNamespace(data=str(layout), teacher=str(bert_bundle), static_from=str(static_bundle),
-                           out=str(folder / "ckpt"), seed=0)
+    args = SimpleNamespace(data=str(layout), teacher=str(bert_bundle), static_from=str(static_bundle), out=str(folder / "ckpt"), seed=0)
     distill_command(args)
     export_distilled(folder / "ckpt", ExportOptions(out=folder / "bundle"))
     return folder / "ckpt", folder / "bundle"

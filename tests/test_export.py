@@ -17,9 +17,7 @@ def test_bert_bundle_manifest_is_self_describing(bert_bundle):
     data = read_manifest(bert_bundle).data
     assert data["kind"] == "bert" and data["schema_version"] == 1
     assert set(data["classifier"]["graphs"]) == {"fp32", "int8"}
-    assert data["classifier"]["win_rate"] == {
-        "kind": "softmax_complement", "labels": [1, 2], "formula": "1 - sum(softmax(logits)[labels])"
-    }
+    assert data["classifier"]["win_rate"] == {"kind": "softmax_complement", "labels": [1, 2], "formula": "1 - sum(softmax(logits)[labels])"}
     assert data["tokenizer"]["max_length"] == 128  # the tiny model's position limit
     assert data["quantization"]["int8"]["per_channel"] is True
     assert data["optimization"]["onnxruntime_fusions"]["Attention"] == 2
@@ -65,8 +63,7 @@ def test_mf_fold_equals_routellm_formula(mf_checkpoint):
 def test_mf_bundle_uses_routellm_names_and_default_pair(mf_bundle):
     data = read_manifest(mf_bundle).data
     assert data["head"]["model_names"] == ROUTELLM_ARENA_MODELS
-    assert (data["head"]["default_strong"], data["head"]["default_weak"]) == (
-        "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
+    assert (data["head"]["default_strong"], data["head"]["default_weak"]) == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
     assert data["parity"]["folded_head"]["max_abs_diff"] < 1e-5
     assert data["parity"]["precisions"]["fp32"]["max_abs_diff"] < 1e-4
     assert data["embedder"]["kind"] == "onnx" and data["embedder"]["output"] == "sentence_embedding"
@@ -84,8 +81,7 @@ def test_mf_torch_state_dict_without_projection(tmp_path, encoder_dir):
 def test_bert_checkpoint_needs_three_labels(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=8, num_labels=2)
+    config = BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(str(tmp_path / "ckpt"))
     with pytest.raises(CheckpointError, match="has 3 labels .* this checkpoint has 2"):
         export_bert(tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle"))

@@ -17,8 +17,13 @@ from edgeroute.runtime import ParityDriftError, Router, UnknownModelError, read_
 from edgeroute.runtime.cli import main
 from edgeroute.runtime.scoring.golden import check_golden
 
-MIXED = ["hi", "Explain the difference between TCP and UDP in two sentences.", "word " * 400,
-         "日本の首都はどこですか？", "Prove that there are infinitely many prime numbers."]
+MIXED = [
+    "hi",
+    "Explain the difference between TCP and UDP in two sentences.",
+    "word " * 400,
+    "日本の首都はどこですか？",
+    "Prove that there are infinitely many prime numbers.",
+]
 
 
 @pytest.fixture
@@ -135,8 +140,7 @@ def test_bert_tokenizer_limit_below_positions_is_used(tmp_path):
 
 
 # ----------------------------------------------------------------- 2. batch-independent int8
-@pytest.mark.parametrize("bundle_fixture,precision", [("bert_bundle", "int8"), ("mf_bundle", "int8"),
-                                                      ("bert_bundle", "fp32")])
+@pytest.mark.parametrize("bundle_fixture,precision", [("bert_bundle", "int8"), ("mf_bundle", "int8"), ("bert_bundle", "fp32")])
 def test_win_rate_does_not_depend_on_the_batch(bundle_fixture, precision, request):
     router = Router.load(request.getfixturevalue(bundle_fixture), precision=precision)
     prompts = MIXED + PARITY_PROMPTS[40:100:6]
@@ -226,7 +230,8 @@ def test_bundle_without_golden_scores_still_loads(bundle_copy, capsys):
     path.write_text(json.dumps(data))
     router = Router.load(bundle_copy, verify=True)
     assert check_golden(router) == {
-        "precision": "int8", "checked": False,
+        "precision": "int8",
+        "checked": False,
         "reason": "no golden scores in the manifest (exported by an older edgeroute: re-export to add them)",
     }
     assert main(["info", str(bundle_copy), "--verify"]) == 0
@@ -239,8 +244,10 @@ def test_mf_accepts_provider_ids_and_arena_names(mf_bundle, tmp_path):
     assert head["aliases"]["mistralai/Mixtral-8x7B-Instruct-v0.1"] == "mixtral-8x7b-instruct-v0.1"
     assert head["aliases"]["openai/gpt-4-1106-preview"] == "gpt-4-1106-preview"
     default = Router.load(mf_bundle, precision="fp32")
-    for strong, weak in [("openai/gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
-                         ("GPT-4-1106-preview", "mixtral-8x7b-instruct-v0.1")]:
+    for strong, weak in [
+        ("openai/gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
+        ("GPT-4-1106-preview", "mixtral-8x7b-instruct-v0.1"),
+    ]:
         router = Router.load(mf_bundle, precision="fp32", strong_model=strong, weak_model=weak)
         assert (router.strong_model, router.weak_model) == ("gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
         np.testing.assert_array_equal(router.strong_win_rates(MIXED), default.strong_win_rates(MIXED))
@@ -404,8 +411,7 @@ def test_mf_torch_file_with_non_tensors_refused(tmp_path):
     with pytest.raises(CheckpointError) as caught:
         read_mf_checkpoint(checkpoint)
     assert str(caught.value) == (
-        f"{path}: entries P.weight are not tensors; save the weights with torch.save(model.state_dict(), ...) "
-        "or as model.safetensors"
+        f"{path}: entries P.weight are not tensors; save the weights with torch.save(model.state_dict(), ...) or as model.safetensors"
     )
     torch.save(Opaque(), path)  # an arbitrary object: weights_only refuses to unpickle it
     with pytest.raises(CheckpointError, match=r"pytorch_model.bin: not a torch state dict of tensors \("):

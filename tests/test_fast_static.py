@@ -179,8 +179,29 @@ def test_threads_share_one_embedder(tokenizer_path, table, pair):
 _PRINTABLE = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from("\t\n\r"), max_size=300)
 _ASCII = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=40)
 _WORDS = st.lists(
-    st.sampled_from(["the", "Cat", "don't", "x**2", "km/h", "3.14", "[MASK]", "[mask]", "https://a.b/c?d=1",
-                     "antidisestablishmentarianism", "a" * 120, "\t", "\n", "\x0b", "\x00", "(", "!?", "_", "`~"]),
+    st.sampled_from(
+        [
+            "the",
+            "Cat",
+            "don't",
+            "x**2",
+            "km/h",
+            "3.14",
+            "[MASK]",
+            "[mask]",
+            "https://a.b/c?d=1",
+            "antidisestablishmentarianism",
+            "a" * 120,
+            "\t",
+            "\n",
+            "\x0b",
+            "\x00",
+            "(",
+            "!?",
+            "_",
+            "`~",
+        ]
+    ),
     max_size=80,
 ).map(" ".join)
 
@@ -196,8 +217,11 @@ def test_any_ascii_prompt_matches_the_tokenizer(pair, prompt):
 
 
 def test_shipped_static_bundles_match_the_tokenizer():
-    bundles = [folder for folder in sorted(models_dir().iterdir())
-               if (folder / "static_embeddings.npy").is_file() and (folder / "tokenizer.json").is_file()]
+    bundles = [
+        folder
+        for folder in sorted(models_dir().iterdir())
+        if (folder / "static_embeddings.npy").is_file() and (folder / "tokenizer.json").is_file()
+    ]
     if not bundles:
         pytest.skip("no static bundle shipped")
     for folder in bundles:
@@ -221,6 +245,5 @@ def test_latency_harness_times_the_default_static_router():
         pytest.skip("no static router shipped")
     section = latency.static_tier(bundle, repeats=10, rounds=2, batch=4)
     assert section["fast_path"] and section["max_abs_diff"] <= TOLERANCE
-    assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone",
-                                               "whole router (after)"}
+    assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone", "whole router (after)"}
     assert "chunk cache (after)" in latency.static_table(section)

@@ -46,8 +46,9 @@ def test_any_threshold_routes_or_is_rejected(routers, threshold):
     try:
         decision = router.route("hello", threshold)
     except InvalidInputError:
-        assert not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-                    and math.isfinite(threshold) and 0 <= threshold <= 1)
+        assert not (
+            isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold) and 0 <= threshold <= 1
+        )
         return
     expected = router.default_threshold() if threshold is None else float(threshold)  # None: the default
     assert decision.tier == ("strong" if decision.win_rate >= expected else "weak")
@@ -105,8 +106,7 @@ def app_client(bert_bundle):
     from servers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/v1"  # valid requests end as 502: no upstream listens there
-    config = ServerConfig(UpstreamConfig("s", dead, None), UpstreamConfig("w", dead, None), fallback=False,
-                          upstream_timeout_s=0.5)
+    config = ServerConfig(UpstreamConfig("s", dead, None), UpstreamConfig("w", dead, None), fallback=False, upstream_timeout_s=0.5)
     with TestClient(create_app(config, RouterSet([bert_bundle]))) as client:
         yield client
 
@@ -124,24 +124,28 @@ def test_any_json_body_is_answered_without_a_500(app_client, body, path):
 @FUZZ
 @given(model=st.text(max_size=30), content=st.text(max_size=200), role=st.sampled_from(["user", "system", "x"]))
 def test_chat_bodies_of_the_right_shape(app_client, model, content, role):
-    response = app_client.post("/v1/chat/completions",
-                               json={"model": model, "messages": [{"role": role, "content": content}]})
+    response = app_client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": role, "content": content}]})
     assert response.status_code in (400, 502), response.text
 
 
 # --- issue 12: the full JSON grammar, hostile manifests, every Router argument -------------
 
-_HOSTILE_NUMBERS = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 400, "-" + "9" * 400,
-                                    "9" * 5000, "1e-999", "0", "-0", "1", "0.5", "2"])
-_json_string = (st.text(max_size=30).map(lambda t: json.dumps(t))
-                | st.sampled_from(['"\\ud83d"', '"a\\udc00b"', '"\\ud83d\\ude00"', '"\\u0000"', '"router-mf-2"',
-                                   '"router-bert-0.3"', '"router-bert"', '"user"', '"text"']))
+_HOSTILE_NUMBERS = st.sampled_from(
+    ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 400, "-" + "9" * 400, "9" * 5000, "1e-999", "0", "-0", "1", "0.5", "2"]
+)
+_json_string = st.text(max_size=30).map(lambda t: json.dumps(t)) | st.sampled_from(
+    ['"\\ud83d"', '"a\\udc00b"', '"\\ud83d\\ude00"', '"\\u0000"', '"router-mf-2"', '"router-bert-0.3"', '"router-bert"', '"user"', '"text"']
+)
 json_text = st.recursive(
-    st.sampled_from(["null", "true", "false"]) | st.integers().map(str) | _HOSTILE_NUMBERS
-    | st.floats(allow_nan=False, allow_infinity=False).map(repr) | _json_string,
-    lambda children: st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
-    | st.lists(st.tuples(_json_string, children), max_size=4).map(
-        lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"),
+    st.sampled_from(["null", "true", "false"])
+    | st.integers().map(str)
+    | _HOSTILE_NUMBERS
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | _json_string,
+    lambda children: (
+        st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+        | st.lists(st.tuples(_json_string, children), max_size=4).map(lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}")
+    ),
     max_leaves=10,
 )
 
@@ -150,29 +154,38 @@ def _nested(depth: int, inner: str) -> str:
     return "[" * depth + inner + "]" * depth
 
 
-_content = json_text | _json_string | st.lists(
-    st.fixed_dictionaries({"type": st.sampled_from(['"text"', '"image_url"']), "text": json_text | _json_string}).map(
-        lambda part: "{" + ",".join(f'"{k}":{v}' for k, v in part.items()) + "}"),
-    max_size=3).map(lambda parts: "[" + ",".join(parts) + "]")
-_message = st.fixed_dictionaries({"role": st.sampled_from(['"user"', '"system"', '"assistant"']) | json_text,
-                                  "content": _content}).map(
-    lambda m: "{" + ",".join(f'"{k}":{v}' for k, v in m.items()) + "}")
-_FIELDS = {"model": st.sampled_from(['"router-bert-0"', '"router-bert"', '"router-bert-1"', '"router-mf-2"'])
-           | json_text,
-           "messages": st.lists(_message, min_size=1, max_size=3).map(lambda ms: "[" + ",".join(ms) + "]") | json_text,
-           "stream": st.sampled_from(["true", "false", '"no"', "NaN", "null"]) | json_text,
-           "temperature": _HOSTILE_NUMBERS | json_text, "strong_pct": _HOSTILE_NUMBERS | json_text,
-           "threshold": _HOSTILE_NUMBERS | json_text, "router": json_text,
-           "prompt": _json_string | json_text, "prompts": json_text}
+_content = (
+    json_text
+    | _json_string
+    | st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(['"text"', '"image_url"']), "text": json_text | _json_string}).map(
+            lambda part: "{" + ",".join(f'"{k}":{v}' for k, v in part.items()) + "}"
+        ),
+        max_size=3,
+    ).map(lambda parts: "[" + ",".join(parts) + "]")
+)
+_message = st.fixed_dictionaries({"role": st.sampled_from(['"user"', '"system"', '"assistant"']) | json_text, "content": _content}).map(
+    lambda m: "{" + ",".join(f'"{k}":{v}' for k, v in m.items()) + "}"
+)
+_FIELDS = {
+    "model": st.sampled_from(['"router-bert-0"', '"router-bert"', '"router-bert-1"', '"router-mf-2"']) | json_text,
+    "messages": st.lists(_message, min_size=1, max_size=3).map(lambda ms: "[" + ",".join(ms) + "]") | json_text,
+    "stream": st.sampled_from(["true", "false", '"no"', "NaN", "null"]) | json_text,
+    "temperature": _HOSTILE_NUMBERS | json_text,
+    "strong_pct": _HOSTILE_NUMBERS | json_text,
+    "threshold": _HOSTILE_NUMBERS | json_text,
+    "router": json_text,
+    "prompt": _json_string | json_text,
+    "prompts": json_text,
+}
 request_body = st.one_of(
-    st.dictionaries(st.sampled_from(sorted(_FIELDS)), st.just(None), max_size=6).flatmap(
-        lambda keys: st.fixed_dictionaries({k: _FIELDS[k] for k in keys})).map(
-        lambda fields: "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"),
+    st.dictionaries(st.sampled_from(sorted(_FIELDS)), st.just(None), max_size=6)
+    .flatmap(lambda keys: st.fixed_dictionaries({k: _FIELDS[k] for k in keys}))
+    .map(lambda fields: "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"),
     json_text,
     st.tuples(st.sampled_from([2, 100, 3000, 100_000]), json_text).map(lambda args: _nested(*args)),
 )
-SERVER_FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                               HealthCheck.too_slow])
+SERVER_FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +197,11 @@ def live_app_client(bert_bundle, upstream):
     from edgeroute.runtime.serving.policy import RouterSet
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app
 
-    config = ServerConfig(UpstreamConfig("strong-llm", upstream.url + "/v1", None),
-                          UpstreamConfig("weak-llm", upstream.url + "/v1", None), upstream_timeout_s=5)
+    config = ServerConfig(
+        UpstreamConfig("strong-llm", upstream.url + "/v1", None),
+        UpstreamConfig("weak-llm", upstream.url + "/v1", None),
+        upstream_timeout_s=5,
+    )
     with TestClient(create_app(config, RouterSet([bert_bundle]))) as client:
         yield client
 
@@ -193,8 +209,7 @@ def live_app_client(bert_bundle, upstream):
 @SERVER_FUZZ
 @given(body=request_body, path=st.sampled_from(["/v1/chat/completions", "/v1/route"]))
 def test_any_json_text_is_answered_without_a_server_error(live_app_client, body, path):
-    response = live_app_client.post(path, content=body.encode("utf-8", "surrogatepass"),
-                                    headers={"content-type": "application/json"})
+    response = live_app_client.post(path, content=body.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"})
     if response.status_code == 200:
         return
     error = response.json()["error"]
@@ -204,8 +219,15 @@ def test_any_json_text_is_answered_without_a_server_error(live_app_client, body,
 
 
 ROUTER_FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-_any_argument = (st.integers() | st.integers(min_value=10**300, max_value=10**400) | st.floats() | st.text(max_size=5)
-                 | st.none() | st.booleans() | st.lists(st.integers(), max_size=2))
+_any_argument = (
+    st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.none()
+    | st.booleans()
+    | st.lists(st.integers(), max_size=2)
+)
 
 
 @ROUTER_FUZZ
@@ -234,10 +256,19 @@ LOAD_FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[Heal
 
 
 @LOAD_FUZZ
-@given(options=st.fixed_dictionaries({}, optional={
-    "device": _any_argument | st.just("cuda"), "precision": _any_argument | st.sampled_from(["fp16", "fp32", "int8"]),
-    "threads": _any_argument, "cache_size": _any_argument, "strong_model": _any_argument,
-    "weak_model": _any_argument}))
+@given(
+    options=st.fixed_dictionaries(
+        {},
+        optional={
+            "device": _any_argument | st.just("cuda"),
+            "precision": _any_argument | st.sampled_from(["fp16", "fp32", "int8"]),
+            "threads": _any_argument,
+            "cache_size": _any_argument,
+            "strong_model": _any_argument,
+            "weak_model": _any_argument,
+        },
+    )
+)
 def test_any_load_option_loads_or_is_an_edgeroute_error(mf_bundle, options):
     from edgeroute.runtime import EdgerouteError
 
@@ -255,11 +286,36 @@ def _paths(value, prefix=()):
             yield from _paths(child, (*prefix, key))
 
 
-_HOSTILE_VALUES = st.sampled_from([
-    None, True, False, 0, -1, 1, 3, 10**400, 1e308, float("nan"), float("inf"), "", "x" * 300, "../manifest.json",
-    "tokenizer.json", "head.npy", "classifier.int8.onnx", "embedder.int8.onnx", [], [7], ["x"], [[[[]]]], {},
-    {"kind": "softmax_complement", "labels": [99]}, {"a": {"b": {"c": []}}}, "DELETE",
-])
+_HOSTILE_VALUES = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        1,
+        3,
+        10**400,
+        1e308,
+        float("nan"),
+        float("inf"),
+        "",
+        "x" * 300,
+        "../manifest.json",
+        "tokenizer.json",
+        "head.npy",
+        "classifier.int8.onnx",
+        "embedder.int8.onnx",
+        [],
+        [7],
+        ["x"],
+        [[[[]]]],
+        {},
+        {"kind": "softmax_complement", "labels": [99]},
+        {"a": {"b": {"c": []}}},
+        "DELETE",
+    ]
+)
 
 
 def _manifest_fuzz(bundle_fixture):

@@ -65,19 +65,21 @@ def _static_data() -> dict:
     return json.loads((models_dir() / STATIC / "manifest.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda d: d["head"].update(kind="linear"), "'head.kind' must be 'mlp'"),
-    (lambda d: d["embedder"].update(kind="word2vec"), "'embedder.kind' must be 'onnx', 'openai' or 'static'"),
-    (lambda d: d.update(aliases=["gpt-4"]), "'aliases' must map other spellings"),
-    (lambda d: d["head"].update(aliases={"gpt4": 4}), "'head.aliases' must map other spellings"),
-    (lambda d: d["head"].update(default_strong=7), "'head.default_strong' must be a string"),
-    (lambda d: d["files"]["head.npy"].update(bytes=-1), "'files.head.npy.bytes' must be a non-negative integer"),
-    (lambda d: d.update(parity={"precisions": {"static": {"tolerance": "small"}}}), "'parity.precisions.static.tolerance'"),
-    (lambda d: d.update(source="a checkpoint"), "'source' must be an object"),
-    (lambda d: d["calibration"].update(precision=8), "'calibration.precision' must be a string"),
-    (lambda d: d.update(quantization={"int8": {"method": 1}}),
-     "'quantization.int8.method' must be a string"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda d: d["head"].update(kind="linear"), "'head.kind' must be 'mlp'"),
+        (lambda d: d["embedder"].update(kind="word2vec"), "'embedder.kind' must be 'onnx', 'openai' or 'static'"),
+        (lambda d: d.update(aliases=["gpt-4"]), "'aliases' must map other spellings"),
+        (lambda d: d["head"].update(aliases={"gpt4": 4}), "'head.aliases' must map other spellings"),
+        (lambda d: d["head"].update(default_strong=7), "'head.default_strong' must be a string"),
+        (lambda d: d["files"]["head.npy"].update(bytes=-1), "'files.head.npy.bytes' must be a non-negative integer"),
+        (lambda d: d.update(parity={"precisions": {"static": {"tolerance": "small"}}}), "'parity.precisions.static.tolerance'"),
+        (lambda d: d.update(source="a checkpoint"), "'source' must be an object"),
+        (lambda d: d["calibration"].update(precision=8), "'calibration.precision' must be a string"),
+        (lambda d: d.update(quantization={"int8": {"method": 1}}), "'quantization.int8.method' must be a string"),
+    ],
+)
 def test_off_schema_values_are_manifest_errors_at_parse(change, fragment):
     data = _static_data()
     change(data)
@@ -137,11 +139,14 @@ def _modules_after(code: str) -> set[str]:
     return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
 
 
-@pytest.mark.parametrize("code", [
-    "import edgeroute.runtime.errors",
-    "import edgeroute.runtime",
-    f"from edgeroute.runtime import Router\nassert 0 <= Router.load({STATIC!r}).strong_win_rate('Prove Fermat.') <= 1",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import edgeroute.runtime.errors",
+        "import edgeroute.runtime",
+        f"from edgeroute.runtime import Router\nassert 0 <= Router.load({STATIC!r}).strong_win_rate('Prove Fermat.') <= 1",
+    ],
+)
 def test_graph_free_paths_never_import_onnxruntime(code):
     loaded = _modules_after(code)
     assert not loaded & {"onnxruntime", "torch", "transformers", "optimum"}, sorted(loaded)
@@ -188,8 +193,11 @@ def test_random_edits_fail_at_parse_or_never():
         if manifest.calibration is not None:
             manifest.calibration.points()
         manifest.quantization_method("int8")
-        for reading in (lambda: mf_pair(manifest, None, None) if manifest.kind == "mf" else None,
-                        lambda: manifest.golden_scores("static"), lambda: manifest.golden_scores("int8")):
+        for reading in (
+            lambda: mf_pair(manifest, None, None) if manifest.kind == "mf" else None,
+            lambda: manifest.golden_scores("static"),
+            lambda: manifest.golden_scores("int8"),
+        ):
             try:
                 reading()
             except EdgerouteError:

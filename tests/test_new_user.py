@@ -124,8 +124,7 @@ def test_eval_plot_without_matplotlib_fails_before_evaluating(monkeypatch, tmp_p
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --plot"))
-    code = main(["eval", "--router", STATIC, "--benchmark", "gsm8k", "--data-dir", str(tmp_path),
-                 "--plot", str(tmp_path / "out.png")])
+    code = main(["eval", "--router", STATIC, "--benchmark", "gsm8k", "--data-dir", str(tmp_path), "--plot", str(tmp_path / "out.png")])
     assert code == 2
     assert capsys.readouterr().err == (
         "edgeroute: error: edgeroute eval --plot needs the 'plot' extra (matplotlib is not installed): "

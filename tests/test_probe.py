@@ -12,8 +12,7 @@ from edgeroute.export import ExportOptions
 from edgeroute.export.exporter import export_probe
 from edgeroute.export.training.crossval import probe_embeddings, probe_scores
 from edgeroute.export.checkpoints import CheckpointError
-from edgeroute.export.training.probe import (ProbeRecipe, as_scored, fit_probe, fit_ridge, linear_head, platt,
-                                             reference_win_rates)
+from edgeroute.export.training.probe import ProbeRecipe, as_scored, fit_probe, fit_ridge, linear_head, platt, reference_win_rates
 from edgeroute.runtime import Router
 from edgeroute.runtime.cli import main
 from edgeroute.runtime.evaluation.data import load_protocol_data, protocol_splits
@@ -31,11 +30,27 @@ def layout(tmp_path_factory):
 def probe(tmp_path_factory, layout, encoder_dir):
     """``edgeroute train probe`` then ``edgeroute export probe`` on the tiny encoder, through the CLI."""
     folder = tmp_path_factory.mktemp("probe")
-    assert main(["train", "probe", "--data", str(layout), "--out", str(folder / "ckpt"),
-                 "--encoder", str(encoder_dir), "--layers", "1"]) == 0
+    assert (
+        main(["train", "probe", "--data", str(layout), "--out", str(folder / "ckpt"), "--encoder", str(encoder_dir), "--layers", "1"]) == 0
+    )
     # The tiny random encoder's int8 graph is not what these tests judge: its parity floors are lowered.
-    assert main(["export", "probe", "--checkpoint", str(folder / "ckpt"), "--out", str(folder / "bundle"),
-                 "--int8-tolerance", "0.5", "--int8-min-agreement", "0"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "probe",
+                "--checkpoint",
+                str(folder / "ckpt"),
+                "--out",
+                str(folder / "bundle"),
+                "--int8-tolerance",
+                "0.5",
+                "--int8-min-agreement",
+                "0",
+            ]
+        )
+        == 0
+    )
     return folder / "ckpt", folder / "bundle"
 
 
@@ -119,8 +134,9 @@ def test_export_probe_refuses_a_checkpoint_without_its_head(probe, tmp_path):
 def test_export_probe_refuses_another_max_length_than_training(probe, tmp_path):
     with pytest.raises(CheckpointError) as caught:
         export_probe(probe[0], ExportOptions(out=tmp_path / "bundle", max_length=64))
-    assert str(caught.value) == (f"{probe[0]}: the probe was trained on 128-token prompts; "
-                                 "--max-length 64 would serve other embeddings: omit it")
+    assert str(caught.value) == (
+        f"{probe[0]}: the probe was trained on 128-token prompts; --max-length 64 would serve other embeddings: omit it"
+    )
     assert not (tmp_path / "bundle").exists()
 
 

@@ -69,8 +69,26 @@ def test_quantile_threshold_rule():
 
 def test_eval_cli_writes_json_and_plot(layout, bert_bundle, tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["eval", "--router", str(bert_bundle), "--router", "random", "--benchmark", "mmlu",
-                 "--data-dir", str(layout), "--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--router",
+                str(bert_bundle),
+                "--router",
+                "random",
+                "--benchmark",
+                "mmlu",
+                "--data-dir",
+                str(layout),
+                "--json",
+                str(out_json),
+                "--plot",
+                str(out_png),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "APGR" in printed and "random" in printed
     result = json.loads(out_json.read_text())

@@ -26,9 +26,14 @@ def test_replica_options_are_checked():
 
     assert ReplicaOptions(replicas=2).replicas == 2
     assert ReplicaOptions(replicas=None, min_replicas=0, max_replicas=3).max_replicas == 3
-    for bad in (dict(replicas=0), dict(replicas=None), dict(replicas=2, min_replicas=1, max_replicas=2),
-                dict(replicas=None, min_replicas=1), dict(replicas=None, min_replicas=3, max_replicas=2),
-                dict(replicas=1, num_cpus=0)):
+    for bad in (
+        dict(replicas=0),
+        dict(replicas=None),
+        dict(replicas=2, min_replicas=1, max_replicas=2),
+        dict(replicas=None, min_replicas=1),
+        dict(replicas=None, min_replicas=3, max_replicas=2),
+        dict(replicas=1, num_cpus=0),
+    ):
         with pytest.raises(ConfigurationError):
             ReplicaOptions(**bad)
 
@@ -113,16 +118,18 @@ def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
     assert routing["tier"] == "strong" and routing["threshold"] == 0 and routing["router"] == ROUTER
     assert weak.model_extra["edgeroute"]["tier"] == "weak" and weak.model_extra["edgeroute"]["model"] == "weak-llm"
 
-    stream = client.chat.completions.create(model=f"router-{ROUTER}-0", stream=True,
-                                            messages=[{"role": "user", "content": "tell me"}])
+    stream = client.chat.completions.create(model=f"router-{ROUTER}-0", stream=True, messages=[{"role": "user", "content": "tell me"}])
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == "answer from strong-llm"
 
     with pytest.raises(openai.AuthenticationError):  # the same auth: 401 without the token
         openai.OpenAI(base_url=ray_serve_url + "/v1", api_key="wrong", max_retries=0).models.list()
 
     headers = {"Authorization": "Bearer s3cret"}
-    route = httpx.post(ray_serve_url + "/v1/route", json={"prompts": ["What is 2 + 2?", "Prove Fermat's last theorem."],
-                                                          "router": ROUTER, "threshold": 0.5}, headers=headers)
+    route = httpx.post(
+        ray_serve_url + "/v1/route",
+        json={"prompts": ["What is 2 + 2?", "Prove Fermat's last theorem."], "router": ROUTER, "threshold": 0.5},
+        headers=headers,
+    )
     assert route.status_code == 200
     decisions = route.json()["decisions"]
     assert [d["threshold"] for d in decisions] == [0.5, 0.5] and {d["tier"] for d in decisions} <= {"strong", "weak"}
@@ -132,15 +139,20 @@ def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
     assert httpx.post(ray_serve_url + "/v1/route", json={"prompt": 3}, headers=headers).status_code == 400
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--replicas", "2"], "--replicas needs --engine ray"),
-    (["--min-replicas", "1", "--max-replicas", "3", "--ray-address", "auto"],
-     "--min-replicas, --max-replicas, --ray-address need --engine ray"),
-    (["--engine", "ray", "--replicas", "2", "--max-replicas", "3"], "either --replicas or --min-replicas"),
-    (["--engine", "ray", "--min-replicas", "2"], "needs both --min-replicas and --max-replicas"),
-    (["--engine", "ray", "--replicas", "0"], "--replicas must be a whole number >= 1"),
-    (["--engine", "ray", "--replica-cpus", "0"], "CPUs per replica must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--replicas", "2"], "--replicas needs --engine ray"),
+        (
+            ["--min-replicas", "1", "--max-replicas", "3", "--ray-address", "auto"],
+            "--min-replicas, --max-replicas, --ray-address need --engine ray",
+        ),
+        (["--engine", "ray", "--replicas", "2", "--max-replicas", "3"], "either --replicas or --min-replicas"),
+        (["--engine", "ray", "--min-replicas", "2"], "needs both --min-replicas and --max-replicas"),
+        (["--engine", "ray", "--replicas", "0"], "--replicas must be a whole number >= 1"),
+        (["--engine", "ray", "--replica-cpus", "0"], "CPUs per replica must be a positive number"),
+    ],
+)
 def test_cli_refuses_bad_engine_options(argv, message, capsys, monkeypatch):
     import edgeroute.runtime.serving.ray_serve as ray_serve
     from edgeroute.runtime.cli import main
@@ -156,8 +168,28 @@ def test_cli_hands_replica_options_to_ray_serve(monkeypatch):
 
     calls = []
     monkeypatch.setattr(ray_serve, "run", lambda config, options, **kwargs: calls.append((config, options, kwargs)))
-    assert main(["serve", "--router", ROUTER, "--engine", "ray", "--min-replicas", "1", "--max-replicas", "4",
-                 "--ray-address", "auto", "--port", "7070", "--strong-share", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                "--router",
+                ROUTER,
+                "--engine",
+                "ray",
+                "--min-replicas",
+                "1",
+                "--max-replicas",
+                "4",
+                "--ray-address",
+                "auto",
+                "--port",
+                "7070",
+                "--strong-share",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     config, options, kwargs = calls[0]
     assert (options.replicas, options.min_replicas, options.max_replicas, options.num_cpus) == (None, 1, 4, 1.0)
     assert options.deployment_options(config)["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4}

@@ -71,19 +71,20 @@ def test_readme_has_runnable_examples():
     assert skipped <= 2, "skip-test is for the few blocks that need live endpoints; make the others runnable"
 
 
-@pytest.mark.parametrize("code", [code for _, code in PYTHON_BLOCKS],
-                         ids=[f"README.md:{number}" for number, _ in PYTHON_BLOCKS])
+@pytest.mark.parametrize("code", [code for _, code in PYTHON_BLOCKS], ids=[f"README.md:{number}" for number, _ in PYTHON_BLOCKS])
 def test_readme_python_block_runs(code):
     exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
 
 
-@pytest.mark.parametrize("command", [command for _, command in cli_examples()],
-                         ids=[f"README.md:{number}-{k}" for k, (number, _) in enumerate(cli_examples())])
+@pytest.mark.parametrize(
+    "command", [command for _, command in cli_examples()], ids=[f"README.md:{number}-{k}" for k, (number, _) in enumerate(cli_examples())]
+)
 def test_readme_cli_example_runs(command, tmp_path):
     # `edgeroute` is this interpreter's, whatever else is on PATH.
     shim = f'edgeroute() {{ {shlex.quote(sys.executable)} -m edgeroute.runtime.cli "$@"; }}\nset -o pipefail\n'
-    result = subprocess.run(["bash", "-c", shim + command], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=120, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["bash", "-c", shim + command], capture_output=True, text=True, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, f"{command}\n{result.stderr}"
     assert result.stdout.strip()
     if " route " in f" {command} ":

@@ -32,8 +32,7 @@ def test_remote_embedder_scores_like_routellm(remote_bundle, monkeypatch):
         rates = router.strong_win_rates(prompts)
     # The fake endpoint embeds a text as a constant vector of (len % 7) / 7.
     embeddings = np.array([[len(p) % 7 / 7.0] * 32 for p in prompts])
-    expected = read_mf_checkpoint(checkpoint).reference_win_rate(embeddings, "gpt-4-1106-preview",
-                                                                 "mixtral-8x7b-instruct-v0.1")
+    expected = read_mf_checkpoint(checkpoint).reference_win_rate(embeddings, "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
     np.testing.assert_allclose(rates, expected, atol=1e-5)
     assert router.manifest.data["embedder"] == {"kind": "openai", "model": "text-embedding-3-small", "dim": 32}
 
@@ -48,7 +47,6 @@ def test_remote_embedder_needs_a_key_at_load(remote_bundle, monkeypatch):
 
 
 def test_unreachable_embedder_is_a_typed_error(remote_bundle):
-    router = Router.load(remote_bundle[1], embeddings_base_url=f"http://127.0.0.1:{free_port()}/v1",
-                         embeddings_api_key="k")
+    router = Router.load(remote_bundle[1], embeddings_base_url=f"http://127.0.0.1:{free_port()}/v1", embeddings_api_key="k")
     with pytest.raises(EmbeddingServiceError, match="unreachable"):
         router.strong_win_rate("hi")

@@ -13,8 +13,7 @@ from edgeroute.runtime import (
     UnknownModelError,
 )
 
-PROMPTS = ["hi", "Prove that the square root of two is irrational.", "What is the capital of France?",
-           "Write a quicksort in Rust " * 10]
+PROMPTS = ["hi", "Prove that the square root of two is irrational.", "What is the capital of France?", "Write a quicksort in Rust " * 10]
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +82,19 @@ def test_cuda_without_provider_is_a_clear_error(bert_bundle):
         pytest.skip("this machine has CUDA; the error path needs a CPU-only onnxruntime")
     with pytest.raises(ProviderUnavailableError) as caught:
         Router.load(bert_bundle, device="cuda")
-    assert str(caught.value).startswith(
-        "device 'cuda' needs onnxruntime's CUDAExecutionProvider, which this onnxruntime build lacks"
-    )
+    assert str(caught.value).startswith("device 'cuda' needs onnxruntime's CUDAExecutionProvider, which this onnxruntime build lacks")
 
 
-@pytest.mark.parametrize("arguments, error", [
-    ({"device": "tpu"}, ConfigurationError),
-    ({"threads": 0}, ConfigurationError),
-    ({"threads": True}, ConfigurationError),
-    ({"precision": "int4"}, ConfigurationError),
-    ({"precision": "fp16"}, PrecisionUnavailableError),
-])
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        ({"device": "tpu"}, ConfigurationError),
+        ({"threads": 0}, ConfigurationError),
+        ({"threads": True}, ConfigurationError),
+        ({"precision": "int4"}, ConfigurationError),
+        ({"precision": "fp16"}, PrecisionUnavailableError),
+    ],
+)
 def test_bad_load_arguments(bert_bundle, arguments, error):
     with pytest.raises(error):
         Router.load(bert_bundle, **arguments)

@@ -26,7 +26,10 @@ def test_runtime_scores_without_heavy_imports(bert_bundle, mf_bundle):
     for bundle in (bert_bundle, mf_bundle):
         result = subprocess.run(
             [sys.executable, "-c", SCRIPT.format(heavy=heavy_roots), str(bundle)],
-            capture_output=True, text=True, check=True, timeout=120,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         )
         assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -38,8 +41,16 @@ def test_runtime_sources_import_no_heavy_framework():
 
     for source in Path(edgeroute.runtime.__file__).parent.rglob("*.py"):
         text = source.read_text()
-        for name in ("import torch", "from torch", "import transformers", "from transformers",
-                     "import optimum", "from optimum", "edgeroute.export import", "from edgeroute.export"):
+        for name in (
+            "import torch",
+            "from torch",
+            "import transformers",
+            "from transformers",
+            "import optimum",
+            "from optimum",
+            "edgeroute.export import",
+            "from edgeroute.export",
+        ):
             assert name not in text, f"{source.name} contains {name!r}"
 
 
@@ -85,12 +96,15 @@ print(json.dumps(sorted(name for name in sys.modules if name.startswith("edgerou
 def test_stages_only_look_down():
     """Scoring never loads serving or evaluation; serving and evaluation never load each other or the CLI;
     none loads the build side (traced in a fresh process: every module of a stage imported, sys.modules read)."""
-    forbidden = {"scoring": ("edgeroute.runtime.serving", "edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
-                 "serving": ("edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
-                 "evaluation": ("edgeroute.runtime.serving", "edgeroute.runtime.cli")}
+    forbidden = {
+        "scoring": ("edgeroute.runtime.serving", "edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
+        "serving": ("edgeroute.runtime.evaluation", "edgeroute.runtime.cli"),
+        "evaluation": ("edgeroute.runtime.serving", "edgeroute.runtime.cli"),
+    }
     for stage, above in forbidden.items():
-        result = subprocess.run([sys.executable, "-c", STAGES.replace("{stage}", stage)], capture_output=True,
-                                text=True, check=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", STAGES.replace("{stage}", stage)], capture_output=True, text=True, check=True, timeout=120
+        )
         loaded = json.loads(result.stdout.strip().splitlines()[-1])
         assert f"edgeroute.runtime.{stage}" in loaded
         assert [m for m in loaded if m.startswith((*above, "edgeroute.export"))] == [], stage

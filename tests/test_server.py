@@ -41,42 +41,51 @@ def test_routes_to_the_upstream_chosen_by_the_threshold(server, upstream):
 
 
 def test_mf_alias_and_calibrated_default(server, upstream):
-    response = _client(server).chat.completions.with_raw_response.create(
-        model="router-mf", messages=[{"role": "user", "content": "hi"}])
+    response = _client(server).chat.completions.with_raw_response.create(model="router-mf", messages=[{"role": "user", "content": "hi"}])
     assert response.headers["x-edgeroute-router"] == "mf_bundle"
     assert float(response.headers["x-edgeroute-threshold"]) == 0.5  # uncalibrated bundle
     assert response.headers["x-edgeroute-model"] in ("strong-llm", "weak-llm")
 
 
 def test_streaming_passes_through(server, upstream):
-    stream = _client(server).chat.completions.create(
-        model="router-bert-0", messages=[{"role": "user", "content": "tell me"}], stream=True)
+    stream = _client(server).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "tell me"}], stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
     assert text == "answer from strong-llm"
 
 
 def test_streaming_reports_decision_in_headers(server):
-    with httpx.stream("POST", server + "/v1/chat/completions", json={
-            "model": "router-bert-1", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as response:
+    with httpx.stream(
+        "POST",
+        server + "/v1/chat/completions",
+        json={"model": "router-bert-1", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as response:
         assert response.status_code == 200
         assert response.headers["x-edgeroute-tier"] == "weak"
         body = b"".join(response.iter_raw())
     assert body.endswith(b"data: [DONE]\n\n")
 
 
-@pytest.mark.parametrize("behaviour, kind", [("500", "upstream_error"), ("429", "upstream_rate_limited"),
-                                             ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")])
+@pytest.mark.parametrize(
+    "behaviour, kind",
+    [("500", "upstream_error"), ("429", "upstream_rate_limited"), ("badjson", "upstream_malformed"), ("stall", "upstream_timeout")],
+)
 def test_upstream_faults_fall_back_to_the_other_model(server, upstream, behaviour, kind):
     upstream.behaviour["strong-llm"] = behaviour
-    response = _client(server).chat.completions.create(model="router-bert-0",
-                                                       messages=[{"role": "user", "content": "hi"}])
+    response = _client(server).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "hi"}])
     assert response.choices[0].message.content == "answer from weak-llm"
     assert response.model_extra["edgeroute"]["fallback"] == f"{kind} on strong-llm"
 
 
-@pytest.mark.parametrize("behaviour, status, kind", [("500", 502, "upstream_error"), ("429", 429, "upstream_rate_limited"),
-                                                     ("badjson", 502, "upstream_malformed"),
-                                                     ("stall", 504, "upstream_timeout"), ("400", 400, "upstream_rejected")])
+@pytest.mark.parametrize(
+    "behaviour, status, kind",
+    [
+        ("500", 502, "upstream_error"),
+        ("429", 429, "upstream_rate_limited"),
+        ("badjson", 502, "upstream_malformed"),
+        ("stall", 504, "upstream_timeout"),
+        ("400", 400, "upstream_rejected"),
+    ],
+)
 def test_upstream_faults_without_fallback_are_openai_errors(upstream, routers, behaviour, status, kind):
     upstream.reset()
     upstream.behaviour["strong-llm"] = behaviour
@@ -100,18 +109,21 @@ def test_refused_connection_is_502_or_fallback(upstream, routers):
         assert response.model_extra["edgeroute"]["model"] == "weak-llm"
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, "is not a router model name"),
-    ({"model": "router-bert-1.5", "messages": [{"role": "user", "content": "x"}]}, "threshold must be a number in [0, 1]"),
-    ({"model": "router-nope-0.3", "messages": [{"role": "user", "content": "x"}]}, "router 'nope' is not loaded"),
-    ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, "'model' must be a string"),
-    ({"model": "router-bert-0.3", "messages": []}, "'messages' must be a non-empty list"),
-    ({"model": "router-bert-0.3", "messages": "hi"}, "'messages' must be a non-empty list"),
-    ({"model": "router-bert-0.3", "messages": [{"role": "user", "content": "  "}]}, "has no text"),
-    ({"model": "router-bert-0.3", "messages": [{"role": "system", "content": "x"}]}, "no message with role 'user'"),
-    ({"model": "router-bert-0.3", "messages": [1, 2]}, "every message must be an object"),
-    ([1, 2], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}, "is not a router model name"),
+        ({"model": "router-bert-1.5", "messages": [{"role": "user", "content": "x"}]}, "threshold must be a number in [0, 1]"),
+        ({"model": "router-nope-0.3", "messages": [{"role": "user", "content": "x"}]}, "router 'nope' is not loaded"),
+        ({"model": 7, "messages": [{"role": "user", "content": "x"}]}, "'model' must be a string"),
+        ({"model": "router-bert-0.3", "messages": []}, "'messages' must be a non-empty list"),
+        ({"model": "router-bert-0.3", "messages": "hi"}, "'messages' must be a non-empty list"),
+        ({"model": "router-bert-0.3", "messages": [{"role": "user", "content": "  "}]}, "has no text"),
+        ({"model": "router-bert-0.3", "messages": [{"role": "system", "content": "x"}]}, "no message with role 'user'"),
+        ({"model": "router-bert-0.3", "messages": [1, 2]}, "every message must be an object"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
 def test_invalid_requests_are_400_not_500(server, body, fragment):
     response = httpx.post(server + "/v1/chat/completions", json=body)
     assert response.status_code == 400
@@ -129,8 +141,14 @@ def test_route_endpoint_single_batch_and_errors(server):
     assert single["decisions"][0]["tier"] == "strong"
     batch = httpx.post(server + "/v1/route", json={"prompts": ["a", "b", "c"], "threshold": 1}).json()
     assert [d["tier"] for d in batch["decisions"]] == ["weak"] * 3
-    for body in ({"prompts": []}, {"prompt": ""}, {"prompts": ["ok", 5]}, {"prompt": "x", "threshold": "high"},
-                 {"prompt": "x", "threshold": 2}, {"prompt": "x", "router": "../etc"}):
+    for body in (
+        {"prompts": []},
+        {"prompt": ""},
+        {"prompts": ["ok", 5]},
+        {"prompt": "x", "threshold": "high"},
+        {"prompt": "x", "threshold": 2},
+        {"prompt": "x", "router": "../etc"},
+    ):
         response = httpx.post(server + "/v1/route", json=body)
         assert response.status_code == 400, body
 
@@ -148,8 +166,7 @@ def test_models_health_and_metrics(server):
 
 def test_prompts_are_not_logged(server, caplog):
     with caplog.at_level(logging.DEBUG):
-        _client(server).chat.completions.create(model="router-bert-0",
-                                                messages=[{"role": "user", "content": SECRET_PROMPT}])
+        _client(server).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": SECRET_PROMPT}])
     assert SECRET_PROMPT not in caplog.text
 
 
@@ -171,10 +188,28 @@ def test_edgeroute_serve_command_end_to_end(upstream, bert_bundle, tmp_path):
     upstream.reset()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(bert_bundle), "--port", str(port),
-         "--strong-model", "strong-llm", "--strong-base-url", upstream.url + "/v1",
-         "--weak-model", "weak-llm", "--weak-base-url", upstream.url + "/v1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edgeroute.runtime.cli",
+            "serve",
+            "--router",
+            str(bert_bundle),
+            "--port",
+            str(port),
+            "--strong-model",
+            "strong-llm",
+            "--strong-base-url",
+            upstream.url + "/v1",
+            "--weak-model",
+            "weak-llm",
+            "--weak-base-url",
+            upstream.url + "/v1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
@@ -186,8 +221,7 @@ def test_edgeroute_serve_command_end_to_end(upstream, bert_bundle, tmp_path):
                 if time.time() > deadline or process.poll() is not None:
                     raise AssertionError("server did not start: " + (process.stdout.read() if process.poll() is not None else ""))
                 time.sleep(0.2)
-        response = _client(url).chat.completions.create(model="router-bert-0",
-                                                        messages=[{"role": "user", "content": "hi"}])
+        response = _client(url).chat.completions.create(model="router-bert-0", messages=[{"role": "user", "content": "hi"}])
         assert response.choices[0].message.content == "answer from strong-llm"
     finally:
         process.terminate()
@@ -200,8 +234,12 @@ def test_serve_refuses_to_start_with_a_broken_router(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(tmp_path / "none")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "no bundle folder at this path" in result.stderr
 
 
@@ -216,11 +254,11 @@ def test_cors_only_when_configured(upstream, routers):
 
 def test_prompt_and_message_limits(upstream, routers):
     with serving(create_app(_config(upstream, max_prompt_chars=100, max_messages=3), routers)) as url:
-        long = httpx.post(url + "/v1/chat/completions",
-                          json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x" * 101}]})
+        long = httpx.post(
+            url + "/v1/chat/completions", json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x" * 101}]}
+        )
         assert long.status_code == 400 and "the limit is 100" in long.json()["error"]["message"]
-        many = httpx.post(url + "/v1/chat/completions",
-                          json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}] * 4})
+        many = httpx.post(url + "/v1/chat/completions", json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}] * 4})
         assert many.status_code == 400 and "the limit is 3" in many.json()["error"]["message"]
         assert httpx.post(url + "/v1/route", json={"prompt": "y" * 101}).status_code == 400
 
@@ -235,10 +273,27 @@ def test_graceful_shutdown_finishes_in_flight_requests(upstream, bert_bundle):
     upstream.behaviour["strong-llm"] = "slow"  # answers after 1 s
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(bert_bundle), "--port", str(port),
-         "--strong-model", "strong-llm", "--strong-base-url", upstream.url + "/v1",
-         "--weak-model", "weak-llm", "--weak-base-url", upstream.url + "/v1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "edgeroute.runtime.cli",
+            "serve",
+            "--router",
+            str(bert_bundle),
+            "--port",
+            str(port),
+            "--strong-model",
+            "strong-llm",
+            "--strong-base-url",
+            upstream.url + "/v1",
+            "--weak-model",
+            "weak-llm",
+            "--weak-base-url",
+            upstream.url + "/v1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -250,9 +305,15 @@ def test_graceful_shutdown_finishes_in_flight_requests(upstream, bert_bundle):
                 assert time.time() < deadline and process.poll() is None
                 time.sleep(0.2)
         results = []
-        thread = threading.Thread(target=lambda: results.append(httpx.post(
-            url + "/v1/chat/completions", timeout=30,
-            json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})))
+        thread = threading.Thread(
+            target=lambda: results.append(
+                httpx.post(
+                    url + "/v1/chat/completions",
+                    timeout=30,
+                    json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]},
+                )
+            )
+        )
         thread.start()
         time.sleep(0.4)  # the request is now waiting on the slow upstream
         process.terminate()
@@ -306,13 +367,15 @@ def test_upstream_that_resets_the_connection(upstream, routers):
     try:
         config = _config(upstream, strong=UpstreamConfig("strong-llm", resetting, None), fallback=False)
         with serving(create_app(config, routers)) as url:
-            response = httpx.post(url + "/v1/chat/completions",
-                                  json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})
+            response = httpx.post(
+                url + "/v1/chat/completions", json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]}
+            )
             assert response.status_code == 502 and response.json()["error"]["type"] == "upstream_unreachable"
         config.fallback = True
         with serving(create_app(config, routers)) as url:
-            response = httpx.post(url + "/v1/chat/completions",
-                                  json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]})
+            response = httpx.post(
+                url + "/v1/chat/completions", json={"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]}
+            )
             assert response.status_code == 200 and response.json()["edgeroute"]["model"] == "weak-llm"
     finally:
         stop.set()
@@ -359,6 +422,7 @@ def test_default_alias_is_models_default_when_loaded(mf_bundle):
 def test_strong_share_budget_threshold_stays_within_its_floor(upstream, routers):
     upstream.reset()
     with serving(create_app(_config(upstream, strong_share=0.5, budget_window=50, budget_floor=0.9), routers)) as url:
-        decisions = [httpx.post(url + "/v1/route", json={"router": "mf", "prompt": f"q{i} " + "x " * i}).json()["decisions"][0]
-                     for i in range(60)]
+        decisions = [
+            httpx.post(url + "/v1/route", json={"router": "mf", "prompt": f"q{i} " + "x " * i}).json()["decisions"][0] for i in range(60)
+        ]
     assert all(d["threshold"] >= 0.9 and d["budget"]["threshold"] >= 0.9 for d in decisions)

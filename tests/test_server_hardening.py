@@ -49,8 +49,7 @@ _config = server_config  # one configuration for every server test (tests/server
 
 
 def _post_raw(url, path, text):
-    return httpx.post(url + path, content=text.encode("utf-8", "surrogatepass"),
-                      headers={"content-type": "application/json"})
+    return httpx.post(url + path, content=text.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"})
 
 
 def _error(response, status):
@@ -60,12 +59,15 @@ def _error(response, status):
     return error
 
 
-@pytest.mark.parametrize("number, message", [
-    ("NaN", "request body holds NaN, which JSON does not allow"),
-    ("Infinity", "request body holds Infinity, which JSON does not allow"),
-    ("-Infinity", "request body holds -Infinity, which JSON does not allow"),
-    ("1e999", "request body holds the number 1e999, beyond the range of a 64-bit float"),
-])
+@pytest.mark.parametrize(
+    "number, message",
+    [
+        ("NaN", "request body holds NaN, which JSON does not allow"),
+        ("Infinity", "request body holds Infinity, which JSON does not allow"),
+        ("-Infinity", "request body holds -Infinity, which JSON does not allow"),
+        ("1e999", "request body holds the number 1e999, beyond the range of a 64-bit float"),
+    ],
+)
 @pytest.mark.parametrize("field", ["temperature", "stream"])
 def test_non_finite_numbers_are_400(server, number, message, field):
     body = f'{{"model": "router-bert-0", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {number}}}'
@@ -87,28 +89,39 @@ def test_deep_nesting_is_400(server, path):
     assert error["message"] == "request body is nested too deeply"
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"prompt": "hi", "threshold": 10**400},
-     "threshold must be a number in [0, 1], got an integer too large for a float"),
-    ({"prompt": "hi", "router": "mf_calibrated", "strong_pct": 10**400},
-     "strong_pct must be a number in [0, 1], got an integer too large for a float"),
-    ('{"prompt": "hi", "threshold": ' + "9" * 5000 + "}", "request body is not valid JSON"),  # past Python's limit
-    ({"prompt": "hi", "router": ["mf"]}, "'router' must be a string naming a loaded router"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"prompt": "hi", "threshold": 10**400}, "threshold must be a number in [0, 1], got an integer too large for a float"),
+        (
+            {"prompt": "hi", "router": "mf_calibrated", "strong_pct": 10**400},
+            "strong_pct must be a number in [0, 1], got an integer too large for a float",
+        ),
+        ('{"prompt": "hi", "threshold": ' + "9" * 5000 + "}", "request body is not valid JSON"),  # past Python's limit
+        ({"prompt": "hi", "router": ["mf"]}, "'router' must be a string naming a loaded router"),
+    ],
+)
 def test_route_argument_errors_are_clean_400s(server, body, message):
     text = body if isinstance(body, str) else json.dumps(body)
     assert _error(_post_raw(server, "/v1/route", text), 400)["message"].startswith(message)
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"model": "router-bert-0", "messages": USER, "stream": "no"}, "'stream' must be true or false, got str"),
-    ({"model": "router-bert-0", "messages": USER, "stream": 1}, "'stream' must be true or false, got int"),
-    ({"model": "router-mf-2", "messages": USER}, "threshold must be a number in [0, 1], got 2.0"),
-    ({"model": "router-bert-0", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-     "a text content part's 'text' must be a string, got int"),
-    ({"model": "router-mf_calibrated", "messages": USER, "strong_pct": 10**400},
-     "strong_pct must be a number in [0, 1], got an integer too large for a float"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"model": "router-bert-0", "messages": USER, "stream": "no"}, "'stream' must be true or false, got str"),
+        ({"model": "router-bert-0", "messages": USER, "stream": 1}, "'stream' must be true or false, got int"),
+        ({"model": "router-mf-2", "messages": USER}, "threshold must be a number in [0, 1], got 2.0"),
+        (
+            {"model": "router-bert-0", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "a text content part's 'text' must be a string, got int",
+        ),
+        (
+            {"model": "router-mf_calibrated", "messages": USER, "strong_pct": 10**400},
+            "strong_pct must be a number in [0, 1], got an integer too large for a float",
+        ),
+    ],
+)
 def test_chat_argument_errors_are_clean_400s(server, body, message):
     assert _error(httpx.post(server + CHAT, json=body), 400)["message"] == message
 
@@ -194,12 +207,12 @@ def test_upstream_4xx_never_relays_the_key(upstream, routers, monkeypatch):
         response = httpx.post(url + CHAT, json={"model": "router-bert-0", "messages": USER})
         error = _error(response, 400)
         assert "0123456789" not in response.text and error["type"] == "upstream_rejected"
-        assert error["message"] == ("upstream strong-llm rejected the request (HTTP 400): "
-                                    "bad parameter 'temperature' (sent with Bearer [redacted])")
+        assert error["message"] == (
+            "upstream strong-llm rejected the request (HTTP 400): bad parameter 'temperature' (sent with Bearer [redacted])"
+        )
         upstream.behaviour["strong-llm"] = "401"
         error = _error(httpx.post(url + CHAT, json={"model": "router-bert-0", "messages": USER}), 502)
-        assert error["message"] == ("upstream strong-llm refused the server's credentials (HTTP 401); "
-                                    "check the server's API key variable")
+        assert error["message"] == ("upstream strong-llm refused the server's credentials (HTTP 401); check the server's API key variable")
 
 
 def test_sanitizer_masks_key_like_runs():
@@ -207,7 +220,8 @@ def test_sanitizer_masks_key_like_runs():
     assert sanitized_upstream_message(detail, []) == "Incorrect API key provided: [redacted]"
     assert sanitized_upstream_message(b"<html>secret</html>", []) == ""
     assert sanitized_upstream_message(b'{"error": {"message": "context_length_exceeded_for_model"}}', []) == (
-        "context_length_exceeded_for_model")
+        "context_length_exceeded_for_model"
+    )
 
 
 def test_errors_are_counted_once_without_fallback(upstream, routers):
@@ -259,8 +273,12 @@ def test_unexpected_exception_is_a_counted_json_500_without_prompt_in_log(upstre
     app.state.policy.adecide = broken
     with serving(app) as url, caplog.at_level(logging.ERROR, logger="edgeroute.server"):
         error = _error(httpx.post(url + CHAT, json={"model": "router-bert-0", "messages": USER}), 500)
-        assert error == {"message": "internal error (KeyError); see the server log", "type": "internal_error",
-                         "param": None, "code": "internal_error"}
+        assert error == {
+            "message": "internal error (KeyError); see the server log",
+            "type": "internal_error",
+            "param": None,
+            "code": "internal_error",
+        }
         assert f'edgeroute_requests_total{{endpoint="{CHAT}",status="500"}} 1' in httpx.get(url + "/metrics").text
     assert "internal error KeyError" in caplog.text and "my secret prompt" not in caplog.text
 
@@ -305,8 +323,7 @@ def test_slow_clients_are_cut_off(upstream, routers, parser):
             assert stalled.recv(1024) == b"" and time.time() - started < 3
         # A body that never finishes: 408, and the connection is closed.
         with socket.create_connection(("127.0.0.1", port)) as slow:
-            slow.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{\"prompt\"")
+            slow.sendall(b'POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt"')
             slow.settimeout(5)
             answer = b""
             while chunk := slow.recv(65536):
@@ -322,11 +339,14 @@ def test_slow_clients_are_cut_off(upstream, routers, parser):
         thread.join(timeout=10)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("upstream_timeout_s", float("nan"), "upstream timeout must be a positive number of seconds"),
-    ("client_timeout_s", 0, "client timeout must be a positive number of seconds"),
-    ("shutdown_grace_s", -1, "shutdown grace must be a positive number of seconds"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("upstream_timeout_s", float("nan"), "upstream timeout must be a positive number of seconds"),
+        ("client_timeout_s", 0, "client timeout must be a positive number of seconds"),
+        ("shutdown_grace_s", -1, "shutdown grace must be a positive number of seconds"),
+    ],
+)
 def test_server_timeouts_are_checked(field, value, message):
     from edgeroute.runtime import ConfigurationError
 

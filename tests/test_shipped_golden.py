@@ -68,16 +68,16 @@ def test_shipped_router_scores_its_golden_prompts(name):
         f"if it was re-exported on purpose, refresh them with `{REFRESH}`"
     )
     assert now["precision"] == expected["precision"]
-    np.testing.assert_allclose(now["win_rates"], expected["win_rates"], rtol=0, atol=TOLERANCE,
-                               err_msg=f"{name}: win rates moved; the scoring path changed")
+    np.testing.assert_allclose(
+        now["win_rates"], expected["win_rates"], rtol=0, atol=TOLERANCE, err_msg=f"{name}: win rates moved; the scoring path changed"
+    )
     batch = Router.load(name).strong_win_rates(PROMPTS)  # batch scoring gives the same numbers
     np.testing.assert_allclose(batch, expected["win_rates"], rtol=0, atol=TOLERANCE)
 
 
 def write_fixture() -> Path:
     """Recompute every shipped router's golden scores and write the fixture."""
-    data = {"refresh": REFRESH, "prompts": PROMPTS,
-            "routers": {name: current_scores(name) for name in shipped_routers()}}
+    data = {"refresh": REFRESH, "prompts": PROMPTS, "routers": {name: current_scores(name) for name in shipped_routers()}}
     FIXTURE.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return FIXTURE
 

@@ -34,8 +34,7 @@ def test_static_router_matches_routellm_formula(static_bundle):
     router = Router.load(bundle)
     prompts = ["hi", "Prove that the square root of two is irrational.", "x " * 400]
     embeddings = static_embedder(checkpoint)(prompts)
-    expected = read_mf_checkpoint(checkpoint).reference_win_rate(embeddings, "gpt-4-1106-preview",
-                                                                 "mixtral-8x7b-instruct-v0.1")
+    expected = read_mf_checkpoint(checkpoint).reference_win_rate(embeddings, "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1")
     np.testing.assert_allclose(router.strong_win_rates(prompts), expected, atol=1e-3)  # float16 table
     data = read_manifest(bundle).data
     assert data["embedder"]["kind"] == "static" and data["embedder"]["storage"] == "float16"

@@ -32,8 +32,10 @@ def test_correctness_tables_become_golden_battles(layout):
 
 def test_arena_jsonl_and_its_errors(tmp_path):
     path = tmp_path / "arena.jsonl"
-    rows = [{"prompt": f"q{i}", "model_a": "a", "model_b": "b", "winner": w}
-            for i, w in enumerate(["model_a", "model_b", "tie", "tie (bothbad)"])]
+    rows = [
+        {"prompt": f"q{i}", "model_a": "a", "model_b": "b", "winner": w}
+        for i, w in enumerate(["model_a", "model_b", "tie", "tie (bothbad)"])
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     battles = load_battles(path)
     _, labels = battles.pair_labels("b", "a")
@@ -45,12 +47,14 @@ def test_arena_jsonl_and_its_errors(tmp_path):
 
 def test_train_bert_then_export_and_route(layout, encoder_dir, tmp_path):
     battles = load_battles(layout)
-    report = train_bert(battles, tmp_path / "ckpt", STRONG, WEAK, encoder=encoder_dir, epochs=1, batch_size=16,
-                        learning_rate=1e-3, max_length=64)
+    report = train_bert(
+        battles, tmp_path / "ckpt", STRONG, WEAK, encoder=encoder_dir, epochs=1, batch_size=16, learning_rate=1e-3, max_length=64
+    )
     assert report.n_train > 0 and report.history and "val_apgr" in report.best
     assert json.loads((tmp_path / "ckpt" / "training.json").read_text())["recipe"]["epochs"] == 1
-    manifest = export_bert(tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle", precisions=("int8",),
-                                                            int8_min_share_agreement=0.0))  # tiny model, near-tied
+    manifest = export_bert(
+        tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle", precisions=("int8",), int8_min_share_agreement=0.0)
+    )  # tiny model, near-tied
     router = Router.load(manifest.parent)
     assert router.manifest.max_length == 64
     assert 0 <= router.strong_win_rate("prove this difficult theorem") <= 1
@@ -64,15 +68,46 @@ def test_train_mf_on_many_models_then_export(tmp_path, encoder_dir):
         a, b = rng.choice(models, 2, replace=False)
         hard = i % 2 == 0
         better = min((a, b), key=models.index) if hard else max((a, b), key=models.index)
-        rows.append({"prompt": f"{'integrate this hard function' if hard else 'say hi'} #{i}", "model_a": a,
-                     "model_b": b, "winner": "model_a" if better == a else "model_b"})
+        rows.append(
+            {
+                "prompt": f"{'integrate this hard function' if hard else 'say hi'} #{i}",
+                "model_a": a,
+                "model_b": b,
+                "winner": "model_a" if better == a else "model_b",
+            }
+        )
     (tmp_path / "arena.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert main(["train", "mf", "--data", str(tmp_path / "arena.jsonl"), "--out", str(tmp_path / "ckpt"),
-                 "--strong-model", "big", "--weak-model", "small", "--encoder", str(encoder_dir),
-                 "--epochs", "30", "--dim", "8", "--learning-rate", "0.01"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "mf",
+                "--data",
+                str(tmp_path / "arena.jsonl"),
+                "--out",
+                str(tmp_path / "ckpt"),
+                "--strong-model",
+                "big",
+                "--weak-model",
+                "small",
+                "--encoder",
+                str(encoder_dir),
+                "--epochs",
+                "30",
+                "--dim",
+                "8",
+                "--learning-rate",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "ckpt" / "model_ids.json").read_text()) == {"big": 0, "medium": 1, "small": 2}
-    manifest = export_mf(tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle", precisions=("fp32",),
-                                                           strong_name="big", weak_name="small"), str(encoder_dir))
+    manifest = export_mf(
+        tmp_path / "ckpt",
+        ExportOptions(out=tmp_path / "bundle", precisions=("fp32",), strong_name="big", weak_name="small"),
+        str(encoder_dir),
+    )
     router = Router.load(manifest.parent)
     hard, easy = router.strong_win_rates(["integrate this hard function #500", "say hi #501"])
     assert hard > easy  # learned: the strong model wins the hard prompts

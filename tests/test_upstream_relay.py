@@ -23,10 +23,20 @@ from servers import server_config, serving  # noqa: E402
 CHAT = "/v1/chat/completions"
 STRONG = {"model": "router-bert-0", "messages": [{"role": "user", "content": "x"}]}
 # Odd bytes on purpose: a blank keep-alive line first, non-ASCII, a comment, CRLF and a split chunk.
-SSE = (b"\n", b": ping\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"\xc3\xa9t\xc3\xa9\"}}]}\n\n",
-       b"data: {\"choices\":[{\"delta\":{\"con", b"tent\":\"!\"}}]}\r\n\r\n", b"data: [DONE]\n\n")
-COMPLETION = json.dumps({"id": "x", "object": "chat.completion", "choices": [
-    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).encode()
+SSE = (
+    b"\n",
+    b': ping\n\ndata: {"choices":[{"delta":{"content":"\xc3\xa9t\xc3\xa9"}}]}\n\n',
+    b'data: {"choices":[{"delta":{"con',
+    b'tent":"!"}}]}\r\n\r\n',
+    b"data: [DONE]\n\n",
+)
+COMPLETION = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+).encode()
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +77,7 @@ class RawUpstream:
                         return
                     buffer += data
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
                 while len(buffer) < length:
                     buffer += connection.recv(65536)
                 body, buffer = buffer[:length], buffer[length:]
@@ -86,8 +95,7 @@ class RawUpstream:
 
 
 def chunked(connection: socket.socket, parts: tuple[bytes, ...], pause_s: float = 0.0) -> None:
-    connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                       b"transfer-encoding: chunked\r\n\r\n")
+    connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n")
     for part in parts:
         connection.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
         time.sleep(pause_s)
@@ -131,8 +139,12 @@ def test_connections_to_the_upstream_are_reused(raw_server):
         if json.loads(body).get("stream"):
             chunked(connection, SSE)
         else:
-            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                               + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(COMPLETION)).encode()
+                + b"\r\n\r\n"
+                + COMPLETION
+            )
 
     raw, running = raw_server(answer, fallback=False)
     with running as url:
@@ -156,8 +168,12 @@ def test_stream_reused_after_a_complete_stream(raw_server):
 @pytest.mark.parametrize("break_with", ["reset", "stall"])
 def test_stream_that_breaks_after_it_started_ends_and_is_counted(raw_server, break_with):
     def answer(connection, body):
-        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                           + f"{len(SSE[1]):x}\r\n".encode() + SSE[1] + b"\r\n")
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + f"{len(SSE[1]):x}\r\n".encode()
+            + SSE[1]
+            + b"\r\n"
+        )
         time.sleep(0.2)
         if break_with == "stall":
             time.sleep(1.5)  # past the 1 s upstream timeout
@@ -188,7 +204,7 @@ def test_upstream_that_sends_headers_then_stalls_times_out(raw_server, stream):
 
 def test_truncated_body_is_unreachable_and_falls_back(raw_server):
     def answer(connection, body):
-        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"id\"")
+        connection.sendall(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"id"')
         reset(connection)
 
     raw, running = raw_server(answer)
@@ -214,8 +230,10 @@ def test_compressed_answer_is_decoded_as_before(raw_server):
     packed = gzip.compress(COMPLETION)
 
     def answer(connection, body):
-        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
-                           b"content-length: " + str(len(packed)).encode() + b"\r\n\r\n" + packed)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+            b"content-length: " + str(len(packed)).encode() + b"\r\n\r\n" + packed
+        )
 
     raw, running = raw_server(answer, fallback=False)
     with running as url:
@@ -225,8 +243,14 @@ def test_compressed_answer_is_decoded_as_before(raw_server):
 
 def test_long_upstream_headers_are_accepted(raw_server):
     def answer(connection, body):
-        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-long: " + b"a" * 20000
-                           + b"\r\ncontent-length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-long: "
+            + b"a" * 20000
+            + b"\r\ncontent-length: "
+            + str(len(COMPLETION)).encode()
+            + b"\r\n\r\n"
+            + COMPLETION
+        )
 
     raw, running = raw_server(answer, fallback=False)
     with running as url:

@@ -101,7 +101,9 @@ def train_bert(
     encoder_dir = _encoder_dir(encoder)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(encoder_dir), num_labels=3, local_files_only=True,
+        str(encoder_dir),
+        num_labels=3,
+        local_files_only=True,
         id2label={0: "strong wins", 1: "tie", 2: "weak wins"},
         label2id={"strong wins": 0, "tie": 1, "weak wins": 2},
     )
@@ -114,9 +116,16 @@ def train_bert(
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * total_steps), total_steps)
     eval_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
     recipe = {
-        "encoder": str(encoder or "minilm"), "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-        "max_length": max_length, "seed": seed, "strong_model": strong_model, "weak_model": weak_model,
-        "loss": "cross-entropy over RouteLLM's 3 labels", "schedule": "AdamW, linear decay, 10% warm-up",
+        "encoder": str(encoder or "minilm"),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "max_length": max_length,
+        "seed": seed,
+        "strong_model": strong_model,
+        "weak_model": weak_model,
+        "loss": "cross-entropy over RouteLLM's 3 labels",
+        "schedule": "AdamW, linear decay, 10% warm-up",
     }
     report = TrainReport("bert", recipe, len(train_rows), len(val_rows))
     label_tensor = torch.as_tensor(labels)
@@ -153,8 +162,7 @@ def train_bert(
                 progress.set_postfix(loss=f"{loss.item():.3f}")
                 if step % eval_every == 0 or step == total_steps:
                     apgr = validation_apgr(predict(val_rows), labels[val_rows]) if len(val_rows) else float("nan")
-                    report.history.append({"step": step, "epoch": step / steps_per_epoch, "val_apgr": apgr,
-                                           "loss": float(loss.item())})
+                    report.history.append({"step": step, "epoch": step / steps_per_epoch, "val_apgr": apgr, "loss": float(loss.item())})
                     progress.write(f"step {step}: validation APGR {apgr:.4f}")
                     if not report.best or (apgr == apgr and apgr > report.best["val_apgr"]):
                         report.best = dict(report.history[-1])
@@ -172,8 +180,7 @@ def train_bert(
 
 
 # ------------------------------------------------------------------------------ MF
-def embed_prompts(prompts: list[str], encoder: str | Path | None = None, max_length: int = 256,
-                  batch_size: int = 64) -> np.ndarray:
+def embed_prompts(prompts: list[str], encoder: str | Path | None = None, max_length: int = 256, batch_size: int = 64) -> np.ndarray:
     """Sentence embeddings (mean pooling, L2-normalized) of ``prompts``, as the exported embedder computes them."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -186,8 +193,7 @@ def embed_prompts(prompts: list[str], encoder: str | Path | None = None, max_len
     with torch.no_grad():
         for start in tqdm(range(0, len(order), batch_size), desc="embed prompts", unit="batch"):
             rows = order[start : start + batch_size]
-            batch = tokenizer([prompts[r] for r in rows], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
+            batch = tokenizer([prompts[r] for r in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
             embeddings[rows] = module(**dict(batch)).numpy()
     return embeddings
 
@@ -249,9 +255,17 @@ def train_mf(
     model = _MFTrainer(len(names), dim, embeddings.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     recipe = {
-        "encoder": str(encoder or "minilm"), "dim": dim, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "weight_decay": weight_decay, "noise": noise, "seed": seed,
-        "max_length": max_length, "models": names, "loss": "BCE on decisive battles (RouteLLM MF)",
+        "encoder": str(encoder or "minilm"),
+        "dim": dim,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "weight_decay": weight_decay,
+        "noise": noise,
+        "seed": seed,
+        "max_length": max_length,
+        "models": names,
+        "loss": "BCE on decisive battles (RouteLLM MF)",
     }
     report = TrainReport("mf", recipe, len(train), len(val_labels))
     best_state = None
@@ -284,8 +298,11 @@ def train_mf(
 
     state = model.state_dict()
     save_file(
-        {"P.weight": state["P.weight"].contiguous(), "text_proj.0.weight": state["text_proj.weight"].contiguous(),
-         "classifier.0.weight": state["classifier.weight"].contiguous()},
+        {
+            "P.weight": state["P.weight"].contiguous(),
+            "text_proj.0.weight": state["text_proj.weight"].contiguous(),
+            "classifier.0.weight": state["classifier.weight"].contiguous(),
+        },
         str(out / "model.safetensors"),
     )
     config = {"dim": dim, "num_models": len(names), "text_dim": int(embeddings.shape[1]), "num_classes": 1, "use_proj": True}
@@ -303,8 +320,14 @@ def run_train_command(args: Any) -> TrainReport:
         torch.set_num_threads(args.threads)
     battles = load_battles(Path(args.data), args.strong_model, args.weak_model)
     strong, weak = _pair_names(battles, args.strong_model, args.weak_model)
-    common = dict(encoder=args.encoder, max_length=args.max_length, seed=args.seed,
-                  epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate)
+    common = dict(
+        encoder=args.encoder,
+        max_length=args.max_length,
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+    )
     if args.kind == "bert":
         return train_bert(battles, Path(args.out), strong, weak, **common)
     embeddings = None
@@ -315,8 +338,7 @@ def run_train_command(args: Any) -> TrainReport:
         save_static(_encoder_dir(None), Path(args.out), dims=args.static_dims)
         embed = static_embedder(Path(args.out), args.max_length)
         embeddings = np.concatenate([embed(battles.prompts[i : i + 256]) for i in range(0, len(battles), 256)])
-    return train_mf(battles, Path(args.out), strong, weak, dim=args.dim, noise=args.noise, embeddings=embeddings,
-                    **common)
+    return train_mf(battles, Path(args.out), strong, weak, dim=args.dim, noise=args.noise, embeddings=embeddings, **common)
 
 
 def _pair_names(battles: Battles, strong_model: str, weak_model: str) -> tuple[str, str]:

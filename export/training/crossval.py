@@ -31,8 +31,8 @@ Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 def golden_labels(data: BenchmarkData) -> np.ndarray:
     """RouteLLM's golden-label rule: strong right and weak wrong, strong wins; the reverse, weak wins; else tie."""
-    strong_wins = (data.strong_quality > data.weak_quality)
-    weak_wins = (data.weak_quality > data.strong_quality)
+    strong_wins = data.strong_quality > data.weak_quality
+    weak_wins = data.weak_quality > data.strong_quality
     return np.where(strong_wins, LABEL_STRONG_WINS, np.where(weak_wins, LABEL_WEAK_WINS, LABEL_TIE))
 
 
@@ -42,8 +42,9 @@ def _cache_key(data: BenchmarkData, settings: dict[str, Any], what: str) -> str:
     return f"{what}-{digest.hexdigest()[:16]}.npy"
 
 
-def teacher_scores(data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: TeacherRecipe,
-                   work_dir: Path, prefix: FrozenPrefix | None = None) -> dict[str, np.ndarray]:
+def teacher_scores(
+    data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: TeacherRecipe, work_dir: Path, prefix: FrozenPrefix | None = None
+) -> dict[str, np.ndarray]:
     """The teacher recipe's win rates on every row, one training run per split (cached in ``work_dir``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     labels = golden_labels(data)
@@ -70,8 +71,9 @@ def probe_embeddings(data: BenchmarkData, encoder_dir: Path, recipe: ProbeRecipe
     return np.load(path, allow_pickle=False)
 
 
-def probe_scores(embeddings: np.ndarray, data: BenchmarkData, splits: Splits, recipe: ProbeRecipe,
-                 served: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def probe_scores(
+    embeddings: np.ndarray, data: BenchmarkData, splits: Splits, recipe: ProbeRecipe, served: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The transformer tier's recipe per split: the probe fitted on the split's training rows, scoring every row.
 
     ``served``: the embeddings the head scores, when they differ from the training ones (e.g. those of
@@ -83,14 +85,14 @@ def probe_scores(embeddings: np.ndarray, data: BenchmarkData, splits: Splits, re
     scores = {}
     for split, (train, _) in splits.items():
         rows = np.flatnonzero(train)
-        hidden, output = fit_probe(embeddings[rows], [prompts[i] for i in rows], data.strong_quality[rows],
-                                   data.weak_quality[rows], recipe)
+        hidden, output = fit_probe(embeddings[rows], [prompts[i] for i in rows], data.strong_quality[rows], data.weak_quality[rows], recipe)
         scores[split] = 1.0 / (1.0 + np.exp(-MLPHead(hidden, output).feature_logits(scored, lengths)))
     return scores
 
 
-def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[str], np.ndarray],
-                   recipe: StudentRecipe) -> dict[str, np.ndarray]:
+def student_scores(
+    features: np.ndarray, splits: Splits, targets_of: Callable[[str], np.ndarray], recipe: StudentRecipe
+) -> dict[str, np.ndarray]:
     """A head fitted per split on that split's training rows; ``targets_of(split)`` gives its targets."""
     scores = {}
     for split, (train, _) in splits.items():
@@ -100,8 +102,9 @@ def student_scores(features: np.ndarray, splits: Splits, targets_of: Callable[[s
     return scores
 
 
-def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], recipe: StudentRecipe,
-                     length_weights: tuple[float, ...]) -> dict[float, dict[str, np.ndarray]]:
+def distilled_scores(
+    features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], recipe: StudentRecipe, length_weights: tuple[float, ...]
+) -> dict[float, dict[str, np.ndarray]]:
     """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
     saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all)."""
     scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
@@ -114,8 +117,7 @@ def distilled_scores(features: np.ndarray, splits: Splits, teacher: dict[str, np
     return scores
 
 
-def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData,
-                 recipe: StudentRecipe) -> dict[str, np.ndarray]:
+def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData, recipe: StudentRecipe) -> dict[str, np.ndarray]:
     """The same head fitted to the golden labels directly (no teacher): what distillation is compared to."""
     target = (golden_labels(data) == LABEL_STRONG_WINS).astype(np.float64)
     return student_scores(features, splits, lambda split: teacher_targets(0.05 + 0.9 * target), recipe)

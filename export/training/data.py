@@ -86,9 +86,7 @@ def read_arena_jsonl(path: Path) -> Battles:
             row = json.loads(line)
             missing = [key for key in ("prompt", "model_a", "model_b", "winner") if key not in row]
             if missing or row["winner"] not in WINNERS:
-                raise InvalidInputError(
-                    f"{path}:{line_number}: needs prompt, model_a, model_b and winner in {WINNERS}"
-                )
+                raise InvalidInputError(f"{path}:{line_number}: needs prompt, model_a, model_b and winner in {WINNERS}")
             prompts.append(row["prompt"])
             model_a.append(row["model_a"])
             model_b.append(row["model_b"])
@@ -109,9 +107,7 @@ def _concat(parts: list[Battles]) -> Battles:
     )
 
 
-def load_battles(
-    source: Path, strong_model: str = DEFAULT_STRONG_MODEL, weak_model: str = DEFAULT_WEAK_MODEL
-) -> Battles:
+def load_battles(source: Path, strong_model: str = DEFAULT_STRONG_MODEL, weak_model: str = DEFAULT_WEAK_MODEL) -> Battles:
     """Battles from a ``.jsonl`` (Arena), a ``.csv`` (correctness) or a RouteLLM-layout folder.
 
     A folder contributes every MMLU domain and GSM8K, contaminated prompts dropped, split by

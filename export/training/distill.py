@@ -51,8 +51,9 @@ def teacher_targets(win_rates: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def fold_length(hidden: np.ndarray, output: np.ndarray, features: np.ndarray, teacher_logits: np.ndarray,
-                length_weight: float) -> tuple[np.ndarray, np.ndarray]:
+def fold_length(
+    hidden: np.ndarray, output: np.ndarray, features: np.ndarray, teacher_logits: np.ndarray, length_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Add prompt length to a fitted student *outside* its network, as one exact linear term.
 
     The score becomes ``z(student) + length_weight * z(length)`` (z: standardized on ``features``, the
@@ -75,8 +76,9 @@ def fold_length(hidden: np.ndarray, output: np.ndarray, features: np.ndarray, te
     return np.concatenate([hidden, length_unit]), folded_out[None, :].astype(np.float32)
 
 
-def fit_distilled(features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def fit_distilled(
+    features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The fast tier's recipe: a student fitted to the teacher's logits, then length folded in (``fold_length``)."""
     logits = teacher_targets(teacher_win_rates)
     hidden, output = fit_student(features, logits, recipe, progress)
@@ -88,14 +90,13 @@ def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
     return np.concatenate([embeddings, length_feature(prompts)[:, None]], axis=1).astype(np.float32)
 
 
-def fit_student(features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe = StudentRecipe(),
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def fit_student(
+    features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe = StudentRecipe(), progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit the MLP head by mean squared error on ``targets``; returns (``head.npy``, ``head_out.npy``) arrays."""
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1))
     optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     inputs, outputs = torch.from_numpy(features), torch.as_tensor(targets, dtype=torch.float32)
     for _ in tqdm(range(recipe.epochs), desc="fit student", unit="epoch", disable=not progress):
@@ -125,10 +126,16 @@ def save_student(out: Path, hidden: np.ndarray, output: np.ndarray, report: dict
 def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[str, Any]:
     """The ``training.json`` of a distilled router (copied into the bundle's manifest at export)."""
     return {
-        "recipe": {**asdict(recipe), "kind": "distilled static MLP", "teacher": teacher,
-                   "loss": "MSE on the teacher's win-rate logit; then + length_weight x standardized log length outside the MLP",
-                   "features": "static embedding, log1p(chars)/8"},
-        "n_train": n_prompts, "n_val": 0, "best": None,
+        "recipe": {
+            **asdict(recipe),
+            "kind": "distilled static MLP",
+            "teacher": teacher,
+            "loss": "MSE on the teacher's win-rate logit; then + length_weight x standardized log length outside the MLP",
+            "features": "static embedding, log1p(chars)/8",
+        },
+        "n_train": n_prompts,
+        "n_val": 0,
+        "best": None,
     }
 
 
@@ -156,10 +163,12 @@ def distill_command(args: Any) -> dict[str, Any]:
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
-    rates = np.concatenate([teacher.strong_win_rates(prompts[i : i + 256]) for i in
-                            tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")])
-    recipe = StudentRecipe(seed=args.seed, length_weight=getattr(args, "length_weight", 0.0),
-                           hidden=getattr(args, "hidden", StudentRecipe.hidden))
+    rates = np.concatenate(
+        [teacher.strong_win_rates(prompts[i : i + 256]) for i in tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")]
+    )
+    recipe = StudentRecipe(
+        seed=args.seed, length_weight=getattr(args, "length_weight", 0.0), hidden=getattr(args, "hidden", StudentRecipe.hidden)
+    )
     hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

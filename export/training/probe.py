@@ -67,8 +67,9 @@ def truncated_encoder(encoder_dir: Path, layers: int) -> tuple[Any, Any]:
     return tokenizer, model.eval()
 
 
-def encoder_embeddings(tokenizer: Any, model: Any, prompts: list[str], max_length: int,
-                       batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def encoder_embeddings(
+    tokenizer: Any, model: Any, prompts: list[str], max_length: int, batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """``SentenceEmbedding`` of every prompt, batched by length (padding does not change the result)."""
     module = SentenceEmbedding(model).eval()
     order = np.argsort([len(p) for p in prompts], kind="stable")
@@ -77,10 +78,8 @@ def encoder_embeddings(tokenizer: Any, model: Any, prompts: list[str], max_lengt
     with torch.no_grad():
         for start in tqdm(starts, desc="embed prompts", unit="batch", disable=not progress):
             rows = order[start : start + batch_size]
-            batch = tokenizer([prompts[i] for i in rows], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
-            out[rows] = module(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                         "token_type_ids")}).numpy()
+            batch = tokenizer([prompts[i] for i in rows], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            out[rows] = module(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).numpy()
     return out
 
 
@@ -119,8 +118,9 @@ def linear_head(weights: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarra
     return hidden.astype(np.float32), np.array([[1.0, -1.0, 0.0]], dtype=np.float32)
 
 
-def fit_probe(embeddings: np.ndarray, prompts: list[str], strong_quality: np.ndarray, weak_quality: np.ndarray,
-              recipe: ProbeRecipe) -> tuple[np.ndarray, np.ndarray]:
+def fit_probe(
+    embeddings: np.ndarray, prompts: list[str], strong_quality: np.ndarray, weak_quality: np.ndarray, recipe: ProbeRecipe
+) -> tuple[np.ndarray, np.ndarray]:
     """The head of the transformer tier (``head.npy``, ``head_out.npy``) fitted on these rows."""
     target = np.asarray(strong_quality, dtype=np.float64) - np.asarray(weak_quality, dtype=np.float64)
     hidden, output = linear_head(*fit_ridge(embeddings, target, recipe.ridge))
@@ -145,8 +145,7 @@ def probe_command(args: Any) -> dict[str, Any]:
     data = load_protocol_data(Path(args.data))
     tokenizer, model = truncated_encoder(Path(args.encoder) if args.encoder else minilm_dir(), recipe.layers)
     embeddings = encoder_embeddings(tokenizer, model, data.prompts, recipe.max_length, recipe.batch_size, progress=True)
-    hidden, output = fit_probe(embeddings, as_scored(data.prompts, recipe.max_length), data.strong_quality,
-                               data.weak_quality, recipe)
+    hidden, output = fit_probe(embeddings, as_scored(data.prompts, recipe.max_length), data.strong_quality, data.weak_quality, recipe)
     out = Path(args.out)
     (out / ENCODER_FOLDER).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out / ENCODER_FOLDER))
@@ -154,11 +153,16 @@ def probe_command(args: Any) -> dict[str, Any]:
     np.save(out / HEAD_FILE, hidden, allow_pickle=False)
     np.save(out / HEAD_OUT_FILE, output, allow_pickle=False)
     report = {
-        "recipe": {**asdict(recipe), "kind": "linear probe on a frozen truncated encoder",
-                   "encoder": "sentence-transformers/all-MiniLM-L6-v2" if not args.encoder else Path(args.encoder).name,
-                   "target": "strong correct - weak correct, ridge on standardized features; "
-                             "+ length_weight x standardized log length; Platt-scaled to P(strong wins)"},
-        "n_train": len(data), "n_val": 0, "best": None,
+        "recipe": {
+            **asdict(recipe),
+            "kind": "linear probe on a frozen truncated encoder",
+            "encoder": "sentence-transformers/all-MiniLM-L6-v2" if not args.encoder else Path(args.encoder).name,
+            "target": "strong correct - weak correct, ridge on standardized features; "
+            "+ length_weight x standardized log length; Platt-scaled to P(strong wins)",
+        },
+        "n_train": len(data),
+        "n_val": 0,
+        "best": None,
         "models": {"strong": data.strong_model, "weak": data.weak_model},
     }
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

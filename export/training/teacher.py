@@ -43,8 +43,11 @@ def load_classifier(encoder_dir: Path) -> tuple[Any, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(encoder_dir), num_labels=3, local_files_only=True,
-        id2label=LABELS, label2id={name: index for index, name in LABELS.items()},
+        str(encoder_dir),
+        num_labels=3,
+        local_files_only=True,
+        id2label=LABELS,
+        label2id={name: index for index, name in LABELS.items()},
     )
     return tokenizer, model
 
@@ -91,8 +94,7 @@ def _top_logits(model: Any, prefix: FrozenPrefix, rows: list[int]) -> torch.Tens
     return model.classifier(model.dropout(model.bert.pooler(hidden)))
 
 
-def train_teacher(encoder_dir: Path, prefix: FrozenPrefix, labels: np.ndarray, rows: np.ndarray,
-                  recipe: TeacherRecipe) -> Any:
+def train_teacher(encoder_dir: Path, prefix: FrozenPrefix, labels: np.ndarray, rows: np.ndarray, recipe: TeacherRecipe) -> Any:
     """Fine-tune the top layers, pooler and classifier on ``rows`` (cross-entropy over 3 labels)."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -141,7 +143,11 @@ def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: TeacherRecipe, n
     model.save_pretrained(str(out))
     tokenizer.model_max_length = recipe.max_length  # train/serve consistency: export reads this length
     tokenizer.save_pretrained(str(out))
-    report = {"recipe": {**asdict(recipe), "loss": "cross-entropy over RouteLLM's 3 labels",
-                         "schedule": "AdamW, linear decay, 10% warm-up"}, "n_train": n_train, "n_val": 0, "best": None}
+    report = {
+        "recipe": {**asdict(recipe), "loss": "cross-entropy over RouteLLM's 3 labels", "schedule": "AdamW, linear decay, 10% warm-up"},
+        "n_train": n_train,
+        "n_val": 0,
+        "best": None,
+    }
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return out

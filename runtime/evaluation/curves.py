@@ -25,9 +25,7 @@ class RoutingCurve:
     quality: np.ndarray
 
 
-def routing_curve(
-    win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.ndarray, num_thresholds: int = 10
-) -> RoutingCurve:
+def routing_curve(win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.ndarray, num_thresholds: int = 10) -> RoutingCurve:
     """Sweep thresholds at the win rates' quantiles and record (strong share, quality)."""
     win_rates = np.asarray(win_rates, dtype=np.float64)
     edges = np.quantile(win_rates, np.linspace(0.0, 1.0, num_thresholds + 1))
@@ -84,7 +82,5 @@ def random_router_metrics(
         curves.append(curve)
         runs.append(summarize(curve, strong_mean, weak_mean))
     averaged = {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
-    mean_curve = RoutingCurve(
-        np.mean([c.strong_share for c in curves], axis=0), np.mean([c.quality for c in curves], axis=0)
-    )
+    mean_curve = RoutingCurve(np.mean([c.strong_share for c in curves], axis=0), np.mean([c.quality for c in curves], axis=0))
     return averaged, mean_curve

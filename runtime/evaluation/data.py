@@ -1,12 +1,12 @@
 """Read benchmark folders laid out like RouteLLM's ``routellm/evals/`` (and ``../shared/data``).
 
-    mmlu/responses/mmlu_<domain>.csv     prompt + one True/False column per model
-    mmlu/contaminated_prompts.jsonl      prompts to drop ("eval_prompt")
-    gsm8k/gsm8k_responses.csv            prompt + True/False columns (+ *_response text)
-    gsm8k/contaminated_prompts.jsonl
-    mt_bench/question.jsonl              question_id, turns
-    mt_bench/judgements.jsonl            question_id, model, score (GPT-4 judge, 1-10), turn
-    mt_bench/contaminated_prompts.jsonl  (optional)
+mmlu/responses/mmlu_<domain>.csv     prompt + one True/False column per model
+mmlu/contaminated_prompts.jsonl      prompts to drop ("eval_prompt")
+gsm8k/gsm8k_responses.csv            prompt + True/False columns (+ *_response text)
+gsm8k/contaminated_prompts.jsonl
+mt_bench/question.jsonl              question_id, turns
+mt_bench/judgements.jsonl            question_id, model, score (GPT-4 judge, 1-10), turn
+mt_bench/contaminated_prompts.jsonl  (optional)
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _drop(data: BenchmarkData, prompts: set[str]) -> BenchmarkData:
 
 def mmlu_domains(data_dir: Path) -> list[str]:
     """The MMLU domains present in ``data_dir``, sorted."""
-    return sorted(p.stem[len("mmlu_"):] for p in (Path(data_dir) / "mmlu" / "responses").glob("mmlu_*.csv"))
+    return sorted(p.stem[len("mmlu_") :] for p in (Path(data_dir) / "mmlu" / "responses").glob("mmlu_*.csv"))
 
 
 def load_benchmark(
@@ -158,10 +158,7 @@ def load_benchmark(
         names = list(domains) if domains is not None else mmlu_domains(data_dir)
         if not names:
             raise InvalidInputError(f"{data_dir / 'mmlu' / 'responses'}: no mmlu_*.csv files")
-        parts = [
-            read_correctness_csv(data_dir / "mmlu" / "responses" / f"mmlu_{d}.csv", strong_model, weak_model, d)
-            for d in names
-        ]
+        parts = [read_correctness_csv(data_dir / "mmlu" / "responses" / f"mmlu_{d}.csv", strong_model, weak_model, d) for d in names]
         return _drop(_concat("mmlu", parts), contaminated_prompts(data_dir / "mmlu"))
     if benchmark == "gsm8k":
         data = read_correctness_csv(data_dir / "gsm8k" / "gsm8k_responses.csv", strong_model, weak_model, "gsm8k")
@@ -187,9 +184,9 @@ def _load_mt_bench(folder: Path, strong_model: str, weak_model: str) -> Benchmar
             scores[(row["question_id"], row["model"])].append(float(row["score"]))
     contaminated = contaminated_prompts(folder)
     kept = [
-        q for q in questions
-        if not contaminated.intersection(q["turns"][:2])
-        and scores.get((q["question_id"], strong)) and scores.get((q["question_id"], weak))
+        q
+        for q in questions
+        if not contaminated.intersection(q["turns"][:2]) and scores.get((q["question_id"], strong)) and scores.get((q["question_id"], weak))
     ]
     return BenchmarkData(
         name="mt-bench",
@@ -241,8 +238,7 @@ def benchmark_of(data: BenchmarkData) -> np.ndarray:
     return np.array(["gsm8k" if g == "gsm8k" else "mmlu" for g in data.groups])
 
 
-def load_protocol_data(data_dir: Path, strong_model: str = DEFAULT_STRONG_MODEL,
-                       weak_model: str = DEFAULT_WEAK_MODEL) -> BenchmarkData:
+def load_protocol_data(data_dir: Path, strong_model: str = DEFAULT_STRONG_MODEL, weak_model: str = DEFAULT_WEAK_MODEL) -> BenchmarkData:
     """All MMLU and GSM8K rows of a RouteLLM-layout folder in one table (contaminated prompts dropped)."""
     parts = [load_benchmark(data_dir, name, strong_model, weak_model) for name in ("mmlu", "gsm8k")]
     return _concat("mmlu+gsm8k", parts)
@@ -252,9 +248,7 @@ def cv_fold_of(data: BenchmarkData, folds: int = CV_FOLDS) -> np.ndarray:
     """Each row's fold: MMLU subjects dealt round-robin in alphabetical order, GSM8K by prompt hash."""
     subjects = sorted({g for g in data.groups if g != "gsm8k"})
     subject_fold = {subject: index % folds for index, subject in enumerate(subjects)}
-    return np.array([
-        int(_hash_fraction(p) * folds) if g == "gsm8k" else subject_fold[g] for p, g in zip(data.prompts, data.groups)
-    ])
+    return np.array([int(_hash_fraction(p) * folds) if g == "gsm8k" else subject_fold[g] for p, g in zip(data.prompts, data.groups)])
 
 
 def protocol_splits(data: BenchmarkData, folds: int = CV_FOLDS) -> dict[str, tuple[np.ndarray, np.ndarray]]:

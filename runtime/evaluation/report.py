@@ -205,20 +205,29 @@ def calibrate(
     prompts = read_prompts(sources)
     rates = score_prompts(router, prompts, label=f"calibrate {router.name}")
     digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
-    return calibrate_win_rates(router, rates, strong_share, write, description or ", ".join(Path(s).name for s in sources),
-                               {"prompts_sha256": digest})
+    return calibrate_win_rates(
+        router, rates, strong_share, write, description or ", ".join(Path(s).name for s in sources), {"prompts_sha256": digest}
+    )
 
 
 def calibrate_win_rates(
-    router: Router, rates: np.ndarray, strong_share: float, write: bool = False, description: str | None = None,
+    router: Router,
+    rates: np.ndarray,
+    strong_share: float,
+    write: bool = False,
+    description: str | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``calibrate`` on win rates already scored by ``router`` (e.g. ``edgeroute score`` output):
     the threshold for ``strong_share`` and, with ``write``, the 10%..90% table stored in the manifest.
     ``provenance`` adds fields to the stored table (a hash of the prompts, when known)."""
     table = {str(share): threshold_for_share(rates, share) for share in CALIBRATION_SHARES}
-    result = {"router": router.name, "strong_pct": strong_share, "threshold": threshold_for_share(rates, strong_share),
-              "n_prompts": len(rates)}
+    result = {
+        "router": router.name,
+        "strong_pct": strong_share,
+        "threshold": threshold_for_share(rates, strong_share),
+        "n_prompts": len(rates),
+    }
     if write:
         manifest = router.manifest.to_dict()
         manifest["calibration"] = {
@@ -273,7 +282,8 @@ def crossval_summary(
         for benchmark in PROTOCOL_BENCHMARKS:
             folds = [
                 _apgr(data, test & (bench == benchmark), scores.get(name, {}).get(split), name if name in BASELINES else None)
-                for split, (_, test) in splits.items() if split.startswith("fold")
+                for split, (_, test) in splits.items()
+                if split.startswith("fold")
             ]
             rows[benchmark] = {"folds": folds, "mean": float(np.mean(folds)), "std": float(np.std(folds))}
         for split, (_, test_on) in TRANSFER_SPLITS.items():

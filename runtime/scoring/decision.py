@@ -95,8 +95,7 @@ def decide(win_rate: float, threshold: float) -> Tier:
     return "strong" if is_strong(win_rate, threshold) else "weak"
 
 
-def decision_for(router: str, win_rate: float, threshold: float, score_us: float,
-                 names: Mapping[str, str | None]) -> Decision:
+def decision_for(router: str, win_rate: float, threshold: float, score_us: float, names: Mapping[str, str | None]) -> Decision:
     """The ``Decision`` for a scored prompt; ``names`` maps each tier to its model name."""
     tier = decide(win_rate, threshold)
     return Decision(router, tier, names[tier], float(win_rate), float(threshold), float(score_us))

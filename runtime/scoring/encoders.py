@@ -69,8 +69,7 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
         session = ort.InferenceSession(str(graph_path), sess_options=options, providers=_PROVIDERS[device])
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
         raise BundleCorruptError(
-            f"{graph_path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]}); "
-            "re-export the bundle"
+            f"{graph_path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]}); re-export the bundle"
         ) from exc
     if session.get_providers()[0] != wanted:
         # onnxruntime silently falls back to CPU when CUDA libraries fail to load; refuse that.
@@ -97,18 +96,14 @@ def load_tokenizer(path: Path, max_length: int | None) -> Tokenizer:
         text = path.read_bytes().decode("utf-8")
         added = json.loads(text).get("added_tokens") or []
         if len(added) > MAX_ADDED_TOKENS:
-            raise BundleCorruptError(
-                f"{path}: {len(added)} added tokens, over the limit of {MAX_ADDED_TOKENS}; re-export the bundle"
-            )
+            raise BundleCorruptError(f"{path}: {len(added)} added tokens, over the limit of {MAX_ADDED_TOKENS}; re-export the bundle")
         tokenizer = Tokenizer.from_str(text)
     except BundleCorruptError:
         raise
     except RecursionError:
         raise BundleCorruptError(f"{path}: nested too deeply to be a tokenizers file; re-export the bundle") from None
     except Exception as exc:  # tokenizers raises its own untyped errors; json ValueError; AttributeError on a list
-        raise BundleCorruptError(
-            f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle"
-        ) from exc
+        raise BundleCorruptError(f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle") from exc
     if max_length is not None:  # a validated manifest always sets it next to a tokenizer
         tokenizer.enable_truncation(max_length=max_length)
     pad_id = tokenizer.token_to_id("[PAD]")
@@ -120,7 +115,11 @@ class OnnxTextEncoder:
     """Tokenize a batch and run one ONNX graph on it; returns the named output."""
 
     def __init__(
-        self, session: ort.InferenceSession, tokenizer: Tokenizer, input_names: Sequence[str], output_name: str,
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        input_names: Sequence[str],
+        output_name: str,
         per_row: bool = False,
     ) -> None:
         self.session = session
@@ -159,14 +158,9 @@ class OpenAIEmbedder:
     first prompt is scored.
     """
 
-    def __init__(
-        self, model: str, dim: int, base_url: str | None, api_key: str | None, timeout_s: float = 10.0
-    ) -> None:
+    def __init__(self, model: str, dim: int, base_url: str | None, api_key: str | None, timeout_s: float = 10.0) -> None:
         base_url = (
-            base_url
-            or os.environ.get("EDGEROUTE_EMBEDDINGS_BASE_URL")
-            or os.environ.get("OPENAI_BASE_URL")
-            or "https://api.openai.com/v1"
+            base_url or os.environ.get("EDGEROUTE_EMBEDDINGS_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         )
         api_key = api_key or os.environ.get("EDGEROUTE_EMBEDDINGS_API_KEY") or os.environ.get("OPENAI_API_KEY")
         if not api_key:

@@ -36,8 +36,7 @@ def check_golden(router: Any) -> dict[str, Any]:
     scores = np.array([router.strong_win_rates([prompt])[0] for prompt in prompts], dtype=np.float64)
     drift = np.abs(scores - np.asarray(stored, dtype=np.float64))
     max_drift = float(drift.max()) if np.isfinite(drift).all() else math.inf
-    report = {"precision": key, "checked": True, "n_prompts": len(prompts), "max_drift": max_drift,
-              "tolerance": tolerance}
+    report = {"precision": key, "checked": True, "n_prompts": len(prompts), "max_drift": max_drift, "tolerance": tolerance}
     if reference is not None:
         versus = np.abs(scores - np.asarray(reference, dtype=np.float64))
         report["max_abs_diff_vs_fp32_reference"] = float(versus.max()) if np.isfinite(versus).all() else math.inf

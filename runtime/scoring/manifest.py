@@ -115,8 +115,7 @@ class SourceInfo(Section):
     training: Mapping[str, Any] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        return {"format": self.format, "checkpoint": self.checkpoint, "weights_sha256": self.weights_sha256,
-                "training": self.training}
+        return {"format": self.format, "checkpoint": self.checkpoint, "weights_sha256": self.weights_sha256, "training": self.training}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,9 +224,16 @@ class HeadSpec(Section):
     aliases: Mapping[str, str] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        return {"kind": self.kind, "file": self.file, "output_file": self.output_file, "model_names": self.model_names,
-                "default_strong": self.default_strong, "default_weak": self.default_weak, "aliases": self.aliases,
-                "win_rate": self.win_rate}
+        return {
+            "kind": self.kind,
+            "file": self.file,
+            "output_file": self.output_file,
+            "model_names": self.model_names,
+            "default_strong": self.default_strong,
+            "default_weak": self.default_weak,
+            "aliases": self.aliases,
+            "win_rate": self.win_rate,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,10 +328,22 @@ class Manifest(Section):
     def _fields(self) -> dict[str, Any]:
         section = "classifier" if self.kind == "bert" else "embedder"
         # A remote embedder's tokenizer section is not modelled: it stays in `extra` as written.
-        return {"schema_version": self.schema_version, "name": self.name, "kind": self.kind, "models": self.models,
-                "aliases": self.aliases, "source": self.source, "calibration": self.calibration,
-                "tokenizer": self.tokenizer, section: self.encoder, "head": self.head, "quantization": self.quantization,
-                "files": self.files, "parity": self.parity, "golden": self.golden}
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "kind": self.kind,
+            "models": self.models,
+            "aliases": self.aliases,
+            "source": self.source,
+            "calibration": self.calibration,
+            "tokenizer": self.tokenizer,
+            section: self.encoder,
+            "head": self.head,
+            "quantization": self.quantization,
+            "files": self.files,
+            "parity": self.parity,
+            "golden": self.golden,
+        }
 
     @property
     def path(self) -> Path:
@@ -368,8 +386,7 @@ class Manifest(Section):
             )
         if not path.is_file():
             raise BundleFileMissingError(
-                f"{path}: listed in {self.folder / MANIFEST_NAME} but missing; "
-                "copy the complete bundle folder again or re-export it"
+                f"{path}: listed in {self.folder / MANIFEST_NAME} but missing; copy the complete bundle folder again or re-export it"
             )
         return path
 
@@ -410,8 +427,10 @@ class _Checker:
 
     def file_name(self, name: Any, files: Mapping[str, Any]) -> str:
         """A plain file name inside the bundle folder that has an entry in ``files``."""
-        self.require(isinstance(name, str) and bool(_SAFE_FILE_NAME.match(name)),
-                     f"file name {name!r} is not a plain file name inside the bundle folder")
+        self.require(
+            isinstance(name, str) and bool(_SAFE_FILE_NAME.match(name)),
+            f"file name {name!r} is not a plain file name inside the bundle folder",
+        )
         self.require(name in files, f"file {name!r} has no entry in 'files'")
         return name
 
@@ -421,13 +440,14 @@ class _Checker:
 
     def string_map(self, value: Any, where: str) -> dict[str, str] | None:
         """None, or an object of strings to strings (alias tables)."""
-        self.require(value is None or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())),
-                     f"'{where}' must map other spellings to model names (strings)")
+        self.require(
+            value is None or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())),
+            f"'{where}' must map other spellings to model names (strings)",
+        )
         return value
 
     def dim(self, value: Any, where: str) -> int:
-        self.require(_is_int(value) and 0 < value <= MAX_EMBEDDING_DIM,
-                     f"'{where}' must be an integer in [1, {MAX_EMBEDDING_DIM}]")
+        self.require(_is_int(value) and 0 < value <= MAX_EMBEDDING_DIM, f"'{where}' must be an integer in [1, {MAX_EMBEDDING_DIM}]")
         return value
 
 
@@ -473,18 +493,41 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
         check.require(raw_encoder.get("kind") in EMBEDDER_KINDS, "'embedder.kind' must be 'onnx', 'openai' or 'static'")
     remote = kind == "mf" and raw_encoder.get("kind") == "openai"
     tokenizer = None if remote else _parse_tokenizer(data.get("tokenizer"), check, files)  # remote: none of its own
-    encoder: EncoderSpec = _parse_classifier(raw_encoder, check, files) if kind == "bert" else \
-        _parse_embedder(raw_encoder, check, files)
+    encoder: EncoderSpec = _parse_classifier(raw_encoder, check, files) if kind == "bert" else _parse_embedder(raw_encoder, check, files)
     head = _parse_head(data.get("head"), check, files) if kind == "mf" else None
-    modelled = {"schema_version", "name", "kind", "models", "aliases", "source", "calibration", "quantization",
-                "files", "parity", "golden", section, *(() if remote else ("tokenizer",)), *(("head",) if head else ())}
+    modelled = {
+        "schema_version",
+        "name",
+        "kind",
+        "models",
+        "aliases",
+        "source",
+        "calibration",
+        "quantization",
+        "files",
+        "parity",
+        "golden",
+        section,
+        *(() if remote else ("tokenizer",)),
+        *(("head",) if head else ()),
+    }
     return Manifest(
-        folder=manifest_path.parent if folder is None else folder, schema_version=version, name=data["name"], kind=kind,
-        encoder=encoder, files=files, tokenizer=tokenizer, head=head, models=_parse_models(data.get("models"), check),
-        aliases=check.string_map(data.get("aliases"), "aliases"), source=_parse_source(data.get("source"), check),
+        folder=manifest_path.parent if folder is None else folder,
+        schema_version=version,
+        name=data["name"],
+        kind=kind,
+        encoder=encoder,
+        files=files,
+        tokenizer=tokenizer,
+        head=head,
+        models=_parse_models(data.get("models"), check),
+        aliases=check.string_map(data.get("aliases"), "aliases"),
+        source=_parse_source(data.get("source"), check),
         calibration=_parse_calibration(data.get("calibration"), check),
         quantization=_parse_quantization(data.get("quantization"), check),
-        parity=_parse_parity(data.get("parity"), check), golden=data.get("golden"), **_split(data, modelled),
+        parity=_parse_parity(data.get("parity"), check),
+        golden=data.get("golden"),
+        **_split(data, modelled),
     )
 
 
@@ -504,8 +547,7 @@ def _parse_tokenizer(tokenizer: Any, check: _Checker, files: Mapping[str, Any]) 
     check.require(isinstance(tokenizer, dict), "'tokenizer' is missing")
     file_name = check.file_name(tokenizer.get("file"), files)
     max_length = tokenizer.get("max_length")
-    check.require(_is_int(max_length) and 2 < max_length <= MAX_TOKENS,
-                  f"'tokenizer.max_length' must be an integer in [3, {MAX_TOKENS}]")
+    check.require(_is_int(max_length) and 2 < max_length <= MAX_TOKENS, f"'tokenizer.max_length' must be an integer in [3, {MAX_TOKENS}]")
     return TokenizerSpec(file=file_name, max_length=max_length, **_split(tokenizer, ("file", "max_length")))
 
 
@@ -530,10 +572,12 @@ def _parse_classifier(encoder: dict[str, Any], check: _Checker, files: Mapping[s
     win_rate: Any = encoder.get("win_rate")
     labels: Any = win_rate.get("labels") if isinstance(win_rate, dict) else None
     check.require(
-        isinstance(win_rate, dict) and win_rate.get("kind") == "softmax_complement" and isinstance(labels, list)
-        and bool(labels) and all(_is_int(x) and 0 <= x < 1024 for x in labels),
-        "'classifier.win_rate' must be {'kind': 'softmax_complement', 'labels': [...]} with labels "
-        "non-negative integers (output indices)",
+        isinstance(win_rate, dict)
+        and win_rate.get("kind") == "softmax_complement"
+        and isinstance(labels, list)
+        and bool(labels)
+        and all(_is_int(x) and 0 <= x < 1024 for x in labels),
+        "'classifier.win_rate' must be {'kind': 'softmax_complement', 'labels': [...]} with labels non-negative integers (output indices)",
     )
     spec = WinRateSpec(kind=win_rate["kind"], labels=tuple(labels), **_split(win_rate, ("kind", "labels")))
     return ClassifierSpec(**graph_fields, win_rate=spec, **_split(encoder, ("graphs", "inputs", "output", "win_rate")))
@@ -543,15 +587,18 @@ def _parse_embedder(encoder: dict[str, Any], check: _Checker, files: Mapping[str
     kind = encoder["kind"]  # checked by the caller: one of EMBEDDER_KINDS
     if kind == "static":
         file_name = check.file_name(encoder.get("file"), files)
-        return StaticEmbedderSpec(file=file_name, dim=check.dim(encoder.get("dim"), "embedder.dim"),
-                                  **_split(encoder, ("kind", "file", "dim")))
+        return StaticEmbedderSpec(
+            file=file_name, dim=check.dim(encoder.get("dim"), "embedder.dim"), **_split(encoder, ("kind", "file", "dim"))
+        )
     if kind == "openai":
         check.require(isinstance(encoder.get("model"), str), "'embedder.model' must name the embeddings model")
-        return RemoteEmbedderSpec(model=encoder["model"], dim=check.dim(encoder.get("dim"), "embedder.dim"),
-                                  **_split(encoder, ("kind", "model", "dim")))
+        return RemoteEmbedderSpec(
+            model=encoder["model"], dim=check.dim(encoder.get("dim"), "embedder.dim"), **_split(encoder, ("kind", "model", "dim"))
+        )
     graph_fields = _graph_fields(encoder, "embedder", check, files)
-    return OnnxEmbedderSpec(**graph_fields, dim=check.dim(encoder.get("dim"), "embedder.dim"),
-                            **_split(encoder, ("kind", "graphs", "inputs", "output", "dim")))
+    return OnnxEmbedderSpec(
+        **graph_fields, dim=check.dim(encoder.get("dim"), "embedder.dim"), **_split(encoder, ("kind", "graphs", "inputs", "output", "dim"))
+    )
 
 
 _HEAD_KEYS = ("kind", "file", "output_file", "model_names", "default_strong", "default_weak", "aliases", "win_rate")
@@ -563,30 +610,40 @@ def _parse_head(head: Any, check: _Checker, files: Mapping[str, Any]) -> HeadSpe
     check.require(kind in (None, "mlp"), f"'head.kind' must be 'mlp' (a distilled MLP) or absent (a folded MF matrix), got {kind!r}")
     file_name = check.file_name(head.get("file"), files)
     names = head.get("model_names")
-    check.require(isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
-                  "'head.model_names' must list at least two model names")
+    check.require(
+        isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
+        "'head.model_names' must list at least two model names",
+    )
     win_rate = head.get("win_rate")
     output_file = None
     if kind == "mlp":  # a distilled student (runtime/scoring/heads.py)
         output_file = check.file_name(head.get("output_file"), files)
-        check.require(isinstance(win_rate, dict) and win_rate.get("kind") == "sigmoid_mlp",
-                      "'head.win_rate' of an MLP head must be {'kind': 'sigmoid_mlp'}")
+        check.require(
+            isinstance(win_rate, dict) and win_rate.get("kind") == "sigmoid_mlp",
+            "'head.win_rate' of an MLP head must be {'kind': 'sigmoid_mlp'}",
+        )
     else:
-        check.require(isinstance(win_rate, dict) and win_rate.get("kind") == "sigmoid_difference",
-                      "'head.win_rate' must be {'kind': 'sigmoid_difference'}")
+        check.require(
+            isinstance(win_rate, dict) and win_rate.get("kind") == "sigmoid_difference",
+            "'head.win_rate' must be {'kind': 'sigmoid_difference'}",
+        )
     return HeadSpec(
-        kind=kind, file=file_name, model_names=tuple(names), output_file=output_file,
+        kind=kind,
+        file=file_name,
+        model_names=tuple(names),
+        output_file=output_file,
         win_rate=WinRateSpec(kind=win_rate["kind"], **_split(win_rate, ("kind",))),
         default_strong=check.optional_str(head.get("default_strong"), "head.default_strong"),
         default_weak=check.optional_str(head.get("default_weak"), "head.default_weak"),
-        aliases=check.string_map(head.get("aliases"), "head.aliases"), **_split(head, _HEAD_KEYS),
+        aliases=check.string_map(head.get("aliases"), "head.aliases"),
+        **_split(head, _HEAD_KEYS),
     )
 
 
 def _parse_models(models: Any, check: _Checker) -> ModelPair | None:
     check.require(
-        models is None or (isinstance(models, dict) and all(isinstance(models.get(role), (str, type(None)))
-                                                             for role in ("strong", "weak"))),
+        models is None
+        or (isinstance(models, dict) and all(isinstance(models.get(role), (str, type(None))) for role in ("strong", "weak"))),
         "'models' must be {'strong': NAME, 'weak': NAME}",
     )
     if models is None:
@@ -604,7 +661,8 @@ def _parse_source(source: Any, check: _Checker) -> SourceInfo | None:
         format=check.optional_str(source.get("format"), "source.format"),
         checkpoint=check.optional_str(source.get("checkpoint"), "source.checkpoint"),
         weights_sha256=check.optional_str(source.get("weights_sha256"), "source.weights_sha256"),
-        training=training, **_split(source, ("format", "checkpoint", "weights_sha256", "training")),
+        training=training,
+        **_split(source, ("format", "checkpoint", "weights_sha256", "training")),
     )
 
 
@@ -623,8 +681,11 @@ def _parse_calibration(calibration: Any, check: _Checker) -> CalibrationSpec | N
                 )
         # JSON object keys are strings; a table built in Python may use floats, which json.dumps writes as str() does.
         table = {str(share): threshold for share, threshold in table.items()}
-    return CalibrationSpec(thresholds=table, precision=check.optional_str(calibration.get("precision"), "calibration.precision"),
-                           **_split(calibration, ("thresholds", "precision")))
+    return CalibrationSpec(
+        thresholds=table,
+        precision=check.optional_str(calibration.get("precision"), "calibration.precision"),
+        **_split(calibration, ("thresholds", "precision")),
+    )
 
 
 def _is_unit_number(value: Any) -> bool:
@@ -645,9 +706,12 @@ def _parse_quantization(quantization: Any, check: _Checker) -> dict[str, Quantiz
     )
     if quantization is None:
         return None
-    return {precision: QuantizationSpec(method=check.optional_str(settings.get("method"), f"quantization.{precision}.method"),
-                                        **_split(settings, ("method",)))
-            for precision, settings in quantization.items()}
+    return {
+        precision: QuantizationSpec(
+            method=check.optional_str(settings.get("method"), f"quantization.{precision}.method"), **_split(settings, ("method",))
+        )
+        for precision, settings in quantization.items()
+    }
 
 
 def _parse_parity(parity: Any, check: _Checker) -> ParitySpec | None:
@@ -655,8 +719,10 @@ def _parse_parity(parity: Any, check: _Checker) -> ParitySpec | None:
         return None
     check.require(isinstance(parity, dict), "'parity' must be an object (or absent)")
     precisions = parity.get("precisions")
-    check.require(precisions is None or (isinstance(precisions, dict) and all(isinstance(v, dict) for v in precisions.values())),
-                  "'parity.precisions' must map each precision to an object of figures")
+    check.require(
+        precisions is None or (isinstance(precisions, dict) and all(isinstance(v, dict) for v in precisions.values())),
+        "'parity.precisions' must map each precision to an object of figures",
+    )
     figures: dict[str, ParityFigures] | None = None
     if precisions is not None:
         figures = {}
@@ -664,9 +730,12 @@ def _parse_parity(parity: Any, check: _Checker) -> ParitySpec | None:
             for name in ("max_abs_diff", "tolerance"):
                 check.require(entry.get(name) is None or _is_number(entry[name]), f"'parity.precisions.{key}.{name}' must be a number")
             check.require(entry.get("verified") in (None, True, False), f"'parity.precisions.{key}.verified' must be true or false")
-            figures[key] = ParityFigures(max_abs_diff=entry.get("max_abs_diff"), tolerance=entry.get("tolerance"),
-                                         verified=entry.get("verified"),
-                                         **_split(entry, ("max_abs_diff", "tolerance", "verified")))
+            figures[key] = ParityFigures(
+                max_abs_diff=entry.get("max_abs_diff"),
+                tolerance=entry.get("tolerance"),
+                verified=entry.get("verified"),
+                **_split(entry, ("max_abs_diff", "tolerance", "verified")),
+            )
     return ParitySpec(precisions=figures, **_split(parity, ("precisions",)))
 
 
@@ -680,18 +749,30 @@ def _parse_golden(golden: Any, key: str, manifest_path: Path) -> GoldenScores | 
     reference: Any = golden.get("reference")
     stored: Any = entry.get("win_rates") if isinstance(entry, dict) else None
     tolerance: Any = entry.get("tolerance") if isinstance(entry, dict) else None
-    if not (isinstance(prompts, list) and prompts and all(isinstance(p, str) and p.strip() for p in prompts)
-            and isinstance(stored, list) and len(stored) == len(prompts) and all(_is_number(s) for s in stored)
-            and _is_number(tolerance) and math.isfinite(tolerance) and tolerance >= 0
-            and (reference is None or (isinstance(reference, list) and len(reference) == len(prompts)
-                                       and all(_is_number(r) for r in reference)))):
+    if not (
+        isinstance(prompts, list)
+        and prompts
+        and all(isinstance(p, str) and p.strip() for p in prompts)
+        and isinstance(stored, list)
+        and len(stored) == len(prompts)
+        and all(_is_number(s) for s in stored)
+        and _is_number(tolerance)
+        and math.isfinite(tolerance)
+        and tolerance >= 0
+        and (
+            reference is None or (isinstance(reference, list) and len(reference) == len(prompts) and all(_is_number(r) for r in reference))
+        )
+    ):
         raise ManifestError(
             f"{manifest_path}: 'golden' must hold non-empty 'prompts', and per precision 'win_rates' of the same "
             "length and a 'tolerance'; re-export the bundle with `edgeroute export`"
         )
-    return GoldenScores(prompts=tuple(prompts), win_rates=tuple(float(s) for s in stored),
-                        reference=None if reference is None else tuple(float(r) for r in reference),
-                        tolerance=float(tolerance))
+    return GoldenScores(
+        prompts=tuple(prompts),
+        win_rates=tuple(float(s) for s in stored),
+        reference=None if reference is None else tuple(float(r) for r in reference),
+        tolerance=float(tolerance),
+    )
 
 
 # ------------------------------------------------------------- reading, writing
@@ -699,9 +780,7 @@ def read_manifest(folder: Path) -> Manifest:
     """Read and validate ``folder/manifest.json``; raise a ``BundleError`` subclass if unusable."""
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise BundleFileMissingError(
-            f"{manifest_path}: no manifest; a bundle folder needs the manifest.json written by `edgeroute export`"
-        )
+        raise BundleFileMissingError(f"{manifest_path}: no manifest; a bundle folder needs the manifest.json written by `edgeroute export`")
     size = manifest_path.stat().st_size
     if size > MAX_MANIFEST_BYTES:
         raise ManifestError(
@@ -738,8 +817,9 @@ def write_manifest(folder: Path, data: dict[str, Any] | Manifest, rehash: bool =
                 entry["bytes"] = path.stat().st_size
     text = json.dumps(parse_manifest(raw, manifest_path, folder).to_dict(), indent=2, sort_keys=False) + "\n"
     if len(text.encode("utf-8")) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{manifest_path}: over the {MAX_MANIFEST_BYTES}-byte limit for a manifest; "
-                            "shorten its free-text fields or calibration table")
+        raise ManifestError(
+            f"{manifest_path}: over the {MAX_MANIFEST_BYTES}-byte limit for a manifest; shorten its free-text fields or calibration table"
+        )
     _write_atomically(manifest_path, text)
     return manifest_path
 

@@ -68,9 +68,7 @@ def default_router_name() -> str:
         return marker.read_text(encoding="utf-8").strip()
     names = shipped_routers()
     if not names:
-        raise BundleNotFoundError(
-            f"no router is shipped in {models_dir()}; pass a bundle path (see README 'Export')"
-        )
+        raise BundleNotFoundError(f"no router is shipped in {models_dir()}; pass a bundle path (see README 'Export')")
     return names[0]
 
 
@@ -82,9 +80,7 @@ def resolve_bundle(path_or_name: str | Path) -> Path:
             "`edgeroute list` shows the shipped names; Router.load(default_router_name()) loads the default"
         )
     if not str(path_or_name).strip():
-        raise BundleNotFoundError(
-            "empty router name or path; pass a bundle folder or a shipped router name (see `edgeroute list`)"
-        )
+        raise BundleNotFoundError("empty router name or path; pass a bundle folder or a shipped router name (see `edgeroute list`)")
     candidate = Path(path_or_name)
     if candidate.is_dir():
         return candidate
@@ -165,8 +161,7 @@ class Router:
         """
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ConfigurationError(f"cache_size must be a non-negative integer, got {cache_size!r}")
-        options = LoadOptions(device, precision, threads, spinning, strong_model, weak_model,
-                              embeddings_base_url, embeddings_api_key)
+        options = LoadOptions(device, precision, threads, spinning, strong_model, weak_model, embeddings_base_url, embeddings_api_key)
         manifest = read_manifest(resolve_bundle(path_or_name))
         router = cls(manifest, scorer_for(manifest)(manifest, options), device, cache_size)
         if verify:
@@ -252,10 +247,7 @@ class Router:
         """
         table = self.manifest.calibration.thresholds if self.manifest.calibration else None
         if not table:
-            raise InvalidInputError(
-                f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` "
-                "or pass a threshold"
-            )
+            raise InvalidInputError(f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` or pass a threshold")
         if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)):
             raise InvalidInputError(f"strong_pct must be a number, got {type(strong_pct).__name__}")
         try:
@@ -312,6 +304,7 @@ class ScoreCache:
 # ---------------------------------------------------------------------- helpers
 def _finite(win_rates: Callable[[list[str]], np.ndarray], folder: Path) -> Callable[[list[str]], np.ndarray]:
     """Raise rather than return a NaN win rate: NaN compares false with every threshold (always weak)."""
+
     def checked(prompts: list[str]) -> np.ndarray:
         rates = win_rates(prompts)
         if not np.all(np.isfinite(rates)):

@@ -94,8 +94,9 @@ class ClassifierScorer:
 
     embedder: Embed | None = None
 
-    def __init__(self, encoder: OnnxTextEncoder, labels: Sequence[int], precision: str | None,
-                 strong_model: str | None, weak_model: str | None) -> None:
+    def __init__(
+        self, encoder: OnnxTextEncoder, labels: Sequence[int], precision: str | None, strong_model: str | None, weak_model: str | None
+    ) -> None:
         self.encoder: OnnxTextEncoder | None = encoder
         self._run = encoder
         self.labels = list(labels)
@@ -114,8 +115,7 @@ class ClassifierScorer:
                 "for the pair it was trained on (see its manifest's 'models')"
             )
         pair = manifest.models
-        return cls(encoder, spec.win_rate.labels or (), precision,
-                   pair.strong if pair else None, pair.weak if pair else None)
+        return cls(encoder, spec.win_rate.labels or (), precision, pair.strong if pair else None, pair.weak if pair else None)
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
         """One minus the softmax mass of the labels in which the strong model does not win."""
@@ -129,8 +129,15 @@ class ClassifierScorer:
 class MFScorer:
     """RouteLLM's matrix factorization, folded: ``sigmoid((row[strong] - row[weak]) · embedding)``."""
 
-    def __init__(self, embedder: Embed, difference: np.ndarray, precision: str | None,
-                 strong_model: str, weak_model: str, encoder: OnnxTextEncoder | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embed,
+        difference: np.ndarray,
+        precision: str | None,
+        strong_model: str,
+        weak_model: str,
+        encoder: OnnxTextEncoder | None = None,
+    ) -> None:
         self.embedder: Embed | None = embedder
         self._embed = embedder
         self.difference = difference
@@ -158,8 +165,15 @@ class MFScorer:
 class MLPScorer:
     """An MLP-head router (distilled fast tier, probe transformer tier): ``MLPHead`` over [embedding, length]."""
 
-    def __init__(self, embedder: Embed, head: MLPHead, precision: str | None, strong_model: str, weak_model: str,
-                 encoder: OnnxTextEncoder | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embed,
+        head: MLPHead,
+        precision: str | None,
+        strong_model: str,
+        weak_model: str,
+        encoder: OnnxTextEncoder | None = None,
+    ) -> None:
         self.embedder: Embed | None = embedder
         self._embed = embedder
         self.head = head
@@ -196,9 +210,7 @@ def scorer_for(manifest: Manifest) -> Callable[[Manifest, LoadOptions], Scorer]:
 
 
 # ------------------------------------------------------------------ embedders
-def _embedder_and_pair(
-    manifest: Manifest, options: LoadOptions
-) -> tuple[Embed, OnnxTextEncoder | None, str | None, str, str]:
+def _embedder_and_pair(manifest: Manifest, options: LoadOptions) -> tuple[Embed, OnnxTextEncoder | None, str | None, str, str]:
     """(embedder, ONNX encoder or None, precision or None, strong, weak) of an MF-kind bundle.
 
     Order kept from before the scorer classes: graph and precision checks, then the pair, then
@@ -399,6 +411,7 @@ def read_npy(path: Path, rows: int | None, dim: int) -> np.ndarray:
     Never unpickles; refuses ``.npz`` archives, object arrays, and headers whose shape disagrees
     with the file's size (a header may claim 2**40 rows).
     """
+
     def corrupt(problem: str) -> BundleCorruptError:
         return BundleCorruptError(f"{path}: not a plain numpy array file ({problem}); re-export the bundle")
 
@@ -414,8 +427,7 @@ def read_npy(path: Path, rows: int | None, dim: int) -> np.ndarray:
         expected_rows = shape[0] if rows is None and len(shape) == 2 else rows
         if shape != (expected_rows, dim) or dtype.kind != "f":
             raise BundleCorruptError(
-                f"{path}: array has shape {shape} and dtype {dtype}, expected float ({rows or 'N'}, {dim}); "
-                "re-export the bundle"
+                f"{path}: array has shape {shape} and dtype {dtype}, expected float ({rows or 'N'}, {dim}); re-export the bundle"
             )
         data_bytes = path.stat().st_size - handle.tell()
         if data_bytes != shape[0] * dim * dtype.itemsize:

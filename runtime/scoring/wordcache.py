@@ -41,8 +41,13 @@ class ChunkCache:
     """
 
     def __init__(
-        self, model: models.WordPiece, max_length: int | None, truncate_left: bool, added: Iterable[str],
-        max_chunks: int = DEFAULT_MAX_CHUNKS, max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+        self,
+        model: models.WordPiece,
+        max_length: int | None,
+        truncate_left: bool,
+        added: Iterable[str],
+        max_chunks: int = DEFAULT_MAX_CHUNKS,
+        max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
     ) -> None:
         self._model = model
         self._max_bytes = None if max_length is None else max_length * _ID_BYTES
@@ -66,14 +71,18 @@ class ChunkCache:
         """
         normalizer, pre_tokenizer, model = tokenizer.normalizer, tokenizer.pre_tokenizer, tokenizer.model
         if not (
-            isinstance(normalizer, normalizers.BertNormalizer) and normalizer.clean_text and normalizer.lowercase
-            and isinstance(pre_tokenizer, pre_tokenizers.BertPreTokenizer) and isinstance(model, models.WordPiece)
+            isinstance(normalizer, normalizers.BertNormalizer)
+            and normalizer.clean_text
+            and normalizer.lowercase
+            and isinstance(pre_tokenizer, pre_tokenizers.BertPreTokenizer)
+            and isinstance(model, models.WordPiece)
         ):
             return None
         truncation = tokenizer.truncation
         max_length = None if truncation is None else int(truncation["max_length"])
-        if truncation is not None and (max_length == 0 or truncation.get("stride", 0) != 0
-                                       or truncation.get("direction", "right") not in ("right", "left")):
+        if truncation is not None and (
+            max_length == 0 or truncation.get("stride", 0) != 0 or truncation.get("direction", "right") not in ("right", "left")
+        ):
             return None
         added: list[str] = []
         for token in tokenizer.get_added_tokens_decoder().values():
@@ -101,7 +110,7 @@ class ChunkCache:
         except KeyError:
             joined = b"".join([self._cache.get(chunk) or self._miss(chunk) for chunk in chunks])
         if self._max_bytes is not None and len(joined) > self._max_bytes:
-            joined = joined[-self._max_bytes:] if self._truncate_left else joined[:self._max_bytes]
+            joined = joined[-self._max_bytes :] if self._truncate_left else joined[: self._max_bytes]
         return np.frombuffer(joined, dtype=np.intp)
 
     def _miss(self, chunk: str) -> bytes:

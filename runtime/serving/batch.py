@@ -245,8 +245,15 @@ class ScoreWriter:
         pa = self._pa
         if "id" in table:  # ids may be ints in one chunk and absent in another: strings, always
             table["id"] = [None if value is None else str(value) for value in table["id"]]
-        types = {"index": pa.int64(), "id": pa.string(), "router": pa.string(), "win_rate": pa.float64(),
-                 "tier": pa.string(), "model": pa.string(), "threshold": pa.float64()}
+        types = {
+            "index": pa.int64(),
+            "id": pa.string(),
+            "router": pa.string(),
+            "win_rate": pa.float64(),
+            "tier": pa.string(),
+            "model": pa.string(),
+            "threshold": pa.float64(),
+        }
         arrow = pa.table({name: pa.array(values, type=types.get(name)) for name, values in table.items()})
         if self._parquet is None:
             self._parquet = pa.parquet.ParquetWriter(self.partial, arrow.schema)
@@ -326,15 +333,17 @@ def score_file(
     chosen = resolve_threshold(router, threshold, strong_share)
     output_format(output_path)  # a wrong suffix fails before anything is read
     started = time.perf_counter()
-    blocks = ((chunk.start, chunk.ids,
-               decision_columns(router, router.strong_win_rates(chunk.prompts, bucket_size=BUCKET_SIZE), chosen))
-              for chunk in iter_chunks(input_path, column, chunk_size, id_column))
+    blocks = (
+        (chunk.start, chunk.ids, decision_columns(router, router.strong_win_rates(chunk.prompts, bucket_size=BUCKET_SIZE), chosen))
+        for chunk in iter_chunks(input_path, column, chunk_size, id_column)
+    )
     rows, n_strong = write_scored(output_path, blocks, Progress(count_rows(input_path), f"score {router.name}", progress))
     return ScoreSummary("local", router.name, str(output_path), rows, n_strong, chosen, time.perf_counter() - started)
 
 
-def write_scored(output_path: str | Path, blocks: Iterator[tuple[int, list[Any] | None, dict[str, np.ndarray]]],
-                 bar: Progress) -> tuple[int, int]:
+def write_scored(
+    output_path: str | Path, blocks: Iterator[tuple[int, list[Any] | None, dict[str, np.ndarray]]], bar: Progress
+) -> tuple[int, int]:
     """Write scored blocks ``(first row, ids, decision columns)`` to ``output_path``, complete or not at all
     (both engines); returns (rows written, strong decisions)."""
     writer = ScoreWriter(output_path)
@@ -393,8 +402,9 @@ def _score_chunks(path: Path, chunk_size: int) -> Iterator[tuple[np.ndarray, set
             rates.append(float(row["win_rate"]))
             routers.add(row.get("router"))
         except (KeyError, TypeError, ValueError):
-            raise InvalidInputError(f"{path}: line {line_number} holds no 'win_rate' number "
-                                    "(is it the output of `edgeroute score`?)") from None
+            raise InvalidInputError(
+                f"{path}: line {line_number} holds no 'win_rate' number (is it the output of `edgeroute score`?)"
+            ) from None
         if len(rates) == chunk_size:
             yield np.array(rates, dtype=np.float64), routers
             rates, routers = [], set()

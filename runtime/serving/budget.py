@@ -43,15 +43,15 @@ class BudgetSettings:
 class StrongShareBudget:
     """Keeps the share of strong calls near ``target`` (thread-safe; O(window) per call, ~µs at 1,000)."""
 
-    def __init__(self, target: float, start_threshold: float, window: int = DEFAULT_WINDOW,
-                 floor: float = 0.0, ceiling: float = 1.0) -> None:
+    def __init__(
+        self, target: float, start_threshold: float, window: int = DEFAULT_WINDOW, floor: float = 0.0, ceiling: float = 1.0
+    ) -> None:
         if not (isinstance(target, (int, float)) and 0.0 < target < 1.0):
             raise InvalidInputError(f"strong share must be a number strictly between 0 and 1, got {target!r}")
         if not (isinstance(window, int) and window >= MIN_OBSERVATIONS):
             raise InvalidInputError(f"budget window must be an integer of at least {MIN_OBSERVATIONS}, got {window!r}")
         if not (0.0 <= floor <= ceiling <= 1.0):
-            raise InvalidInputError(f"threshold floor and ceiling must satisfy 0 <= floor <= ceiling <= 1, "
-                                    f"got {floor!r} and {ceiling!r}")
+            raise InvalidInputError(f"threshold floor and ceiling must satisfy 0 <= floor <= ceiling <= 1, got {floor!r} and {ceiling!r}")
         self.target, self.floor, self.ceiling = float(target), float(floor), float(ceiling)
         self._start = min(max(float(start_threshold), self.floor), self.ceiling)
         self._window = window

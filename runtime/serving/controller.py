@@ -40,9 +40,7 @@ class Endpoint:
     def resolved_key(self) -> str:
         key = self.api_key or os.environ.get(self.api_key_env)
         if not key:
-            raise ConfigurationError(
-                f"no API key for model {self.model!r}: pass Endpoint(api_key=...) or set {self.api_key_env}"
-            )
+            raise ConfigurationError(f"no API key for model {self.model!r}: pass Endpoint(api_key=...) or set {self.api_key_env}")
         return key
 
 
@@ -65,8 +63,13 @@ class _Routed:
         require_extra("openai", "openai", "edgeroute's controller")
         self.endpoints = {"strong": strong, "weak": weak}
         self.policy = RoutingPolicy(
-            RouterSet(routers, device=device, threads=threads), strong.model, weak.model,
-            route_on=route_on, sticky=sticky, score_budget_ms=score_budget_ms, default_model=default_model,
+            RouterSet(routers, device=device, threads=threads),
+            strong.model,
+            weak.model,
+            route_on=route_on,
+            sticky=sticky,
+            score_budget_ms=score_budget_ms,
+            default_model=default_model,
         )
         self.fallback = Fallback(fallback, self.policy.names, upstream_failure_kind)
         self._clients: dict[str, Any] = {}
@@ -83,8 +86,9 @@ class _Routed:
             openai = require_extra("openai", "openai", "edgeroute's controller")
             endpoint = self.endpoints[role]
             factory = getattr(openai, factory_name)
-            self._clients[role] = factory(base_url=endpoint.base_url, api_key=endpoint.resolved_key(),
-                                          timeout=endpoint.timeout_s, max_retries=0)
+            self._clients[role] = factory(
+                base_url=endpoint.base_url, api_key=endpoint.resolved_key(), timeout=endpoint.timeout_s, max_retries=0
+            )
         return self._clients[role]
 
 
@@ -146,8 +150,16 @@ class _Completions:
     def __init__(self, owner: Controller) -> None:
         self._owner = owner
 
-    def create(self, *, messages: list[dict[str, Any]], model: str | None = None, router: str | None = None,
-               threshold: float | None = None, strong_pct: float | None = None, **kwargs: Any) -> Any:
+    def create(
+        self,
+        *,
+        messages: list[dict[str, Any]],
+        model: str | None = None,
+        router: str | None = None,
+        threshold: float | None = None,
+        strong_pct: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Route on ``messages`` and call the chosen model; all other keywords pass through."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
@@ -155,8 +167,7 @@ class _Completions:
         stream = bool(kwargs.get("stream"))
 
         def call(d: Decision) -> Any:
-            return _checked(owner._client(d.tier, "OpenAI").chat.completions.create(
-                model=d.model, messages=messages, **kwargs), stream)
+            return _checked(owner._client(d.tier, "OpenAI").chat.completions.create(model=d.model, messages=messages, **kwargs), stream)
 
         decision, response = owner.fallback.call(decision, call)
         return _attach(response, decision, stream)
@@ -166,8 +177,16 @@ class _AsyncCompletions:
     def __init__(self, owner: AsyncController) -> None:
         self._owner = owner
 
-    async def create(self, *, messages: list[dict[str, Any]], model: str | None = None, router: str | None = None,
-                     threshold: float | None = None, strong_pct: float | None = None, **kwargs: Any) -> Any:
+    async def create(
+        self,
+        *,
+        messages: list[dict[str, Any]],
+        model: str | None = None,
+        router: str | None = None,
+        threshold: float | None = None,
+        strong_pct: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Async twin of ``Controller.chat.completions.create``."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
@@ -175,8 +194,9 @@ class _AsyncCompletions:
         stream = bool(kwargs.get("stream"))
 
         async def call(d: Decision) -> Any:
-            return _checked(await owner._client(d.tier, "AsyncOpenAI").chat.completions.create(
-                model=d.model, messages=messages, **kwargs), stream)
+            return _checked(
+                await owner._client(d.tier, "AsyncOpenAI").chat.completions.create(model=d.model, messages=messages, **kwargs), stream
+            )
 
         decision, response = await owner.fallback.acall(decision, call)
         return _attach(response, decision, stream)

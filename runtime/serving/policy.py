@@ -43,8 +43,8 @@ def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelFie
     """
     if not isinstance(model, str):
         raise InvalidInputError(f"'model' must be a string like 'router-bert-0.3', got {type(model).__name__}")
-    if model.startswith("router-") and model[len("router-"):] in known_routers:
-        return ModelField(model[len("router-"):], None)
+    if model.startswith("router-") and model[len("router-") :] in known_routers:
+        return ModelField(model[len("router-") :], None)
     match = _MODEL_FIELD.match(model)
     if not match:
         raise InvalidInputError(
@@ -78,8 +78,7 @@ def message_chars(messages: Any) -> int:
         if isinstance(content, str):
             total += len(content)
         elif isinstance(content, list):
-            total += sum(len(part["text"]) for part in content
-                         if isinstance(part, Mapping) and isinstance(part.get("text"), str))
+            total += sum(len(part["text"]) for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str))
     return total
 
 
@@ -254,8 +253,7 @@ class RoutingPolicy:
             raise InvalidPromptError("the message to route on has no text")
         return router, text, self.request_threshold(router, threshold, strong_pct)
 
-    def _decide(self, router: Router, win_rate: float | None, threshold: float | None, score_us: float,
-                fallback: str | None) -> Decision:
+    def _decide(self, router: Router, win_rate: float | None, threshold: float | None, score_us: float, fallback: str | None) -> Decision:
         if fallback is not None or win_rate is None:  # the router was not heard: the default model
             tier = self.default_model
             budget = None if threshold is not None else self.budget_for(router).state()
@@ -272,8 +270,7 @@ class RoutingPolicy:
         decision = decision_for(router.name, win_rate, budget.admit(win_rate), score_us, self.names)
         return replace(decision, budget=budget.state())
 
-    def _begin(self, messages: Any, router: str | None, threshold: float | None,
-               strong_pct: float | None) -> Decision | _Pending:
+    def _begin(self, messages: Any, router: str | None, threshold: float | None, strong_pct: float | None) -> Decision | _Pending:
         """The remembered decision of a sticky conversation, or the request made ready to score."""
         key, remembered = self._sticky_lookup(messages)
         if remembered is not None:
@@ -294,8 +291,7 @@ class RoutingPolicy:
         return key, self._recall(key)
 
     # ---------------------------------------------------------------- decide
-    def decide(self, messages: Any, router: str | None = None, threshold: float | None = None,
-               strong_pct: float | None = None) -> Decision:
+    def decide(self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None) -> Decision:
         """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
         request = self._begin(messages, router, threshold, strong_pct)
         if isinstance(request, Decision):
@@ -313,8 +309,9 @@ class RoutingPolicy:
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
 
-    async def adecide(self, messages: Any, router: str | None = None, threshold: float | None = None,
-                      strong_pct: float | None = None) -> Decision:
+    async def adecide(
+        self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None
+    ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free."""
         request = self._begin(messages, router, threshold, strong_pct)
         if isinstance(request, Decision):

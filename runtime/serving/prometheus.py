@@ -55,6 +55,7 @@ class Metrics:
 
     def render(self) -> str:
         """Every series in Prometheus text format."""
+
         def label_text(labels: tuple[tuple[str, str], ...], extra: str = "") -> str:
             items = [f'{k}="{_escape_label(v)}"' for k, v in labels] + ([extra] if extra else [])
             return "{" + ",".join(items) + "}" if items else ""

@@ -64,8 +64,7 @@ class RouterScorer:
                 check_prompt(prompt, position, self.input_name)
             except InvalidInputError:  # the driver names the row: a Ray task error would bury the message
                 return {_BAD: np.array([position])}
-        columns = decision_columns(self.router, self.router.strong_win_rates(prompts, bucket_size=BUCKET_SIZE),
-                                   self.threshold)
+        columns = decision_columns(self.router, self.router.strong_win_rates(prompts, bucket_size=BUCKET_SIZE), self.threshold)
         if _ID in batch:
             columns[_ID] = batch[_ID]
         return columns
@@ -81,8 +80,7 @@ def _read(ray: Any, path: Path, column: str, id_column: str, batch_size: int) ->
     fmt = input_format(path)
     if fmt == "text":
         # As the local engine reads text: str.splitlines() lines, blank and whitespace-only ones skipped.
-        ds = ray.data.read_text(str(path), num_cpus=READ_CPUS).map_batches(_text_prompts, batch_format="pyarrow",
-                                                                           num_cpus=READ_CPUS)
+        ds = ray.data.read_text(str(path), num_cpus=READ_CPUS).map_batches(_text_prompts, batch_format="pyarrow", num_cpus=READ_CPUS)
         return ds.repartition(target_num_rows_per_block=batch_size, strict=True)
     names = _columns(path, fmt)
     if column not in names:
@@ -95,9 +93,12 @@ def _read(ray: Any, path: Path, column: str, id_column: str, batch_size: int) ->
         import pyarrow.csv as pacsv
 
         types = {name: pa.string() for name in names}  # as Python's csv module reads them: text
-        ds = ray.data.read_csv(str(path), parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                               convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
-                               num_cpus=READ_CPUS)
+        ds = ray.data.read_csv(
+            str(path),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+            num_cpus=READ_CPUS,
+        )
     else:
         import pyarrow as pa
         import pyarrow.json as pajson
@@ -168,22 +169,44 @@ def score_file_ray(
     if started_here:
         # Logical CPUs: one per actor, plus one for the read and repartition tasks (light next to scoring).
         cpus = None if address else (num_cpus or max(os.cpu_count() or 1, actors + 1))
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
         free = ray.cluster_resources().get("CPU", 0)
         if free < actors + 1:
-            raise ConfigurationError(f"{actors} actors need {actors + 1} Ray CPUs (one each, one for reading); "
-                                     f"the cluster has {free:g}")
-        return _run(ray, local, str(local.manifest.folder), load_options, input_path, Path(output_path), column,
-                    id_column, chosen, batch_size, actors, progress)
+            raise ConfigurationError(f"{actors} actors need {actors + 1} Ray CPUs (one each, one for reading); the cluster has {free:g}")
+        return _run(
+            ray,
+            local,
+            str(local.manifest.folder),
+            load_options,
+            input_path,
+            Path(output_path),
+            column,
+            id_column,
+            chosen,
+            batch_size,
+            actors,
+            progress,
+        )
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray: Any, local: Router, bundle: str, load_options: dict[str, Any], input_path: Path, output_path: Path,
-         column: str, id_column: str, threshold: float, batch_size: int, actors: int, progress: bool) -> ScoreSummary:
+def _run(
+    ray: Any,
+    local: Router,
+    bundle: str,
+    load_options: dict[str, Any],
+    input_path: Path,
+    output_path: Path,
+    column: str,
+    id_column: str,
+    threshold: float,
+    batch_size: int,
+    actors: int,
+    progress: bool,
+) -> ScoreSummary:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order: `index` is the row number
     context.enable_progress_bars = False
@@ -191,9 +214,12 @@ def _run(ray: Any, local: Router, bundle: str, load_options: dict[str, Any], inp
     actor_options = {**load_options, "threads": load_options.get("threads") or 1}
     started = time.perf_counter()
     scored = _read(ray, input_path, column, id_column, batch_size).map_batches(
-        RouterScorer, fn_constructor_kwargs={"router": bundle, "load_options": actor_options, "threshold": threshold,
-                                             "input_name": str(input_path)},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, batch_format="numpy",
+        RouterScorer,
+        fn_constructor_kwargs={"router": bundle, "load_options": actor_options, "threshold": threshold, "input_name": str(input_path)},
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
+        batch_format="numpy",
     )
     order = list(decision_columns(local, np.zeros(0), threshold))  # the local engine's column order
 
@@ -201,8 +227,9 @@ def _run(ray: Any, local: Router, bundle: str, load_options: dict[str, Any], inp
         rows = 0
         for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
             if _BAD in batch:
-                raise InvalidInputError(f"{input_path}: prompt {rows + int(batch[_BAD][0])} (0-based) is "
-                                        "missing, blank or not a string; no output was written")
+                raise InvalidInputError(
+                    f"{input_path}: prompt {rows + int(batch[_BAD][0])} (0-based) is missing, blank or not a string; no output was written"
+                )
             ids = batch.pop(_ID, None)
             yield rows, None if ids is None else ids.tolist(), {name: batch[name] for name in order}
             rows += len(batch["win_rate"])

@@ -62,26 +62,42 @@ class ReplicaOptions:
             if self.min_replicas is None or self.max_replicas is None:
                 raise ConfigurationError("autoscaling needs both --min-replicas and --max-replicas")
             if not _count(self.min_replicas, 0) or not _count(self.max_replicas, 1) or self.min_replicas > self.max_replicas:
-                raise ConfigurationError(f"replicas: need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1 "
-                                         f"(got {self.min_replicas} and {self.max_replicas})")
+                raise ConfigurationError(
+                    f"replicas: need 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1 "
+                    f"(got {self.min_replicas} and {self.max_replicas})"
+                )
         elif self.replicas is None or not _count(self.replicas, 1):
             raise ConfigurationError(f"--replicas must be a whole number >= 1 (got {self.replicas})")
-        if isinstance(self.num_cpus, bool) or not isinstance(self.num_cpus, (int, float)) \
-                or not math.isfinite(self.num_cpus) or self.num_cpus <= 0:
+        if (
+            isinstance(self.num_cpus, bool)
+            or not isinstance(self.num_cpus, (int, float))
+            or not math.isfinite(self.num_cpus)
+            or self.num_cpus <= 0
+        ):
             raise ConfigurationError(f"CPUs per replica must be a positive number (got {self.num_cpus})")
         if not _count(self.max_ongoing_requests, 1):
             raise ConfigurationError(f"max ongoing requests per replica must be >= 1 (got {self.max_ongoing_requests})")
 
     @classmethod
-    def from_flags(cls, replicas: int | None = None, min_replicas: int | None = None, max_replicas: int | None = None,
-                   num_cpus: float | None = None, max_ongoing_requests: int | None = None) -> ReplicaOptions:
+    def from_flags(
+        cls,
+        replicas: int | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+        num_cpus: float | None = None,
+        max_ongoing_requests: int | None = None,
+    ) -> ReplicaOptions:
         """The options of ``edgeroute serve --engine ray`` (None: not given): 1 replica by default."""
         autoscale = min_replicas is not None or max_replicas is not None
         if autoscale and replicas is not None:
             raise ConfigurationError("give either --replicas or --min-replicas/--max-replicas, not both")
-        return cls(replicas=None if autoscale else (1 if replicas is None else replicas), min_replicas=min_replicas,
-                   max_replicas=max_replicas, num_cpus=1.0 if num_cpus is None else num_cpus,
-                   max_ongoing_requests=100 if max_ongoing_requests is None else max_ongoing_requests)
+        return cls(
+            replicas=None if autoscale else (1 if replicas is None else replicas),
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            num_cpus=1.0 if num_cpus is None else num_cpus,
+            max_ongoing_requests=100 if max_ongoing_requests is None else max_ongoing_requests,
+        )
 
     def deployment_options(self, config: ServerConfig) -> dict[str, Any]:
         """``serve.deployment`` keyword arguments."""
@@ -162,8 +178,15 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(ServerConfig(**args), ReplicaOptions.from_flags(**replica_args))
 
 
-def run(config: ServerConfig, options: ReplicaOptions | None = None, host: str = "127.0.0.1", port: int = 6060,
-        address: str | None = None, num_cpus: int | None = None, blocking: bool = True) -> Any:
+def run(
+    config: ServerConfig,
+    options: ReplicaOptions | None = None,
+    host: str = "127.0.0.1",
+    port: int = 6060,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    blocking: bool = True,
+) -> Any:
     """Deploy the routing server on Ray Serve and return its ``DeploymentHandle``, or block until interrupted.
 
     Without ``address`` a local Ray cluster is started for the call (``num_cpus`` logical CPUs,
@@ -194,8 +217,10 @@ def run(config: ServerConfig, options: ReplicaOptions | None = None, host: str =
     except RuntimeError as exc:  # Serve's "Deploying application ... failed": a replica could not start
         if started:
             ray.shutdown()
-        raise EdgerouteError(f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
-                             "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)") from exc
+        raise EdgerouteError(
+            f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
+            "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)"
+        ) from exc
     if not blocking:
         return handle
 
@@ -203,8 +228,7 @@ def run(config: ServerConfig, options: ReplicaOptions | None = None, host: str =
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    print(f"edgeroute: serving on http://{host}:{port} through Ray Serve ({_describe(options)}); Ctrl-C stops",
-          flush=True)
+    print(f"edgeroute: serving on http://{host}:{port} through Ray Serve ({_describe(options)}); Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)

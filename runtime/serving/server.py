@@ -30,11 +30,19 @@ from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
-from edgeroute.runtime.serving.upstream import (UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream,
-                                                UpstreamStreamBroken)
+from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
-__all__ = ["ServerConfig", "UpstreamConfig", "Handlers", "create_app", "serve", "uvicorn_config", "shutdown_grace_s",
-           "parse_body", "openai_error"]
+__all__ = [
+    "ServerConfig",
+    "UpstreamConfig",
+    "Handlers",
+    "create_app",
+    "serve",
+    "uvicorn_config",
+    "shutdown_grace_s",
+    "parse_body",
+    "openai_error",
+]
 
 log = logging.getLogger("edgeroute.server")
 ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/health", "/metrics")
@@ -74,13 +82,11 @@ class ServerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def openai_error(status: int, message: str, kind: str, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> Any:
+def openai_error(status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None) -> Any:
     """An OpenAI-style error response."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": kind}}, status_code=status,
-                        headers=headers)
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": kind}}, status_code=status, headers=headers)
 
 
 def parse_body(raw: bytes) -> Any:
@@ -89,14 +95,16 @@ def parse_body(raw: bytes) -> Any:
     NaN and Infinity (not JSON), numbers past the float range (``1e999``) and nesting too deep
     for the parser are 400s here, so that nothing downstream meets them.
     """
+
     def constant(name: str) -> Any:
         raise HTTPFailure(400, f"request body holds {name}, which JSON does not allow", "invalid_request_error")
 
     def finite_float(text: str) -> float:
         value = float(text)
         if not math.isfinite(value):
-            raise HTTPFailure(400, f"request body holds the number {text[:30]}, beyond the range of a 64-bit float",
-                               "invalid_request_error")
+            raise HTTPFailure(
+                400, f"request body holds the number {text[:30]}, beyond the range of a 64-bit float", "invalid_request_error"
+            )
         return value
 
     try:
@@ -111,8 +119,7 @@ class Handlers:
     """The endpoints' handlers over one policy, relay and metrics. Handlers raise; ``guarded``
     turns what they raise into an OpenAI-style answer by ``http_errors.ERROR_TABLE``."""
 
-    def __init__(self, config: ServerConfig, routers: RouterSet, policy: RoutingPolicy, metrics: Metrics,
-                 relay: UpstreamRelay) -> None:
+    def __init__(self, config: ServerConfig, routers: RouterSet, policy: RoutingPolicy, metrics: Metrics, relay: UpstreamRelay) -> None:
         from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
@@ -126,8 +133,9 @@ class Handlers:
         self.metrics.inc("edgeroute_requests_total", endpoint=endpoint, status="200")
         return self._json(body, headers=headers)
 
-    def fail(self, status: int, message: str, kind: str, endpoint: str, headers: dict[str, str] | None = None,
-             count_error: bool = True) -> Any:
+    def fail(
+        self, status: int, message: str, kind: str, endpoint: str, headers: dict[str, str] | None = None, count_error: bool = True
+    ) -> Any:
         """A counted OpenAI-style error answer."""
         if count_error:  # upstream failures are counted where they happen, once each
             self.metrics.inc("edgeroute_errors_total", kind=kind)
@@ -136,19 +144,20 @@ class Handlers:
 
     def guarded(self, endpoint: str, handler: Any) -> Any:
         """The handler with every exception answered: by the error table, else a counted 500 logged without values."""
+
         async def run(request: Any) -> Any:
             try:
                 return await handler(request)
             except Exception as exc:  # noqa: BLE001 - deliberately everything: the client gets JSON, the log a trace
                 reply = error_reply(exc)
                 if reply is not None:
-                    return self.fail(reply.status, reply.message, reply.kind, endpoint, reply.headers,
-                                     count_error=not isinstance(exc, UpstreamError))
+                    return self.fail(
+                        reply.status, reply.message, reply.kind, endpoint, reply.headers, count_error=not isinstance(exc, UpstreamError)
+                    )
                 # Only the code locations: an exception's message may quote the prompt.
                 where = "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__))
                 log.error("internal error %s on %s:\n%s", type(exc).__name__, endpoint, where)
-                return self.fail(500, f"internal error ({type(exc).__name__}); see the server log", "internal_error",
-                                 endpoint)
+                return self.fail(500, f"internal error ({type(exc).__name__}); see the server log", "internal_error", endpoint)
 
         return run
 
@@ -157,8 +166,10 @@ class Handlers:
         status = getattr(exc, "status_code", 500)
         endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
         kind = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-        message = {404: f"no endpoint at this path; endpoints: {', '.join(ENDPOINTS)}",
-                   405: f"method {request.method} is not allowed here"}.get(status, "HTTP error")
+        message = {
+            404: f"no endpoint at this path; endpoints: {', '.join(ENDPOINTS)}",
+            405: f"method {request.method} is not allowed here",
+        }.get(status, "HTTP error")
         return self.fail(status, message, kind, endpoint, headers=getattr(exc, "headers", None))
 
     # ---------------------------------------------------------------- reading requests
@@ -169,8 +180,7 @@ class Handlers:
             return
         scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), token_wanted.encode()):
-            raise HTTPFailure(401, "missing or wrong bearer token", "unauthorized",
-                              {"WWW-Authenticate": 'Bearer realm="edgeroute"'})
+            raise HTTPFailure(401, "missing or wrong bearer token", "unauthorized", {"WWW-Authenticate": 'Bearer realm="edgeroute"'})
 
     async def read_body(self, request: Any) -> bytes:
         """The body, refused with 413 past ``max_body_bytes``."""
@@ -193,8 +203,9 @@ class Handlers:
             # A client that sends its body slowly or never holds a connection: bounded here.
             raw = await asyncio.wait_for(self.read_body(request), timeout=config.client_timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPFailure(408, f"request body not received within {config.client_timeout_s:g} s",
-                              "request_timeout", {"Connection": "close"}) from None
+            raise HTTPFailure(
+                408, f"request body not received within {config.client_timeout_s:g} s", "request_timeout", {"Connection": "close"}
+            ) from None
         except self._disconnect:
             raise HTTPFailure(400, "client disconnected while sending the body", "client_disconnected") from None
         payload = parse_body(raw)
@@ -236,8 +247,14 @@ class Handlers:
         endpoint = "/v1/chat/completions"
         payload, decision, stream = await self.decide_chat(request)
         self.count_decision(decision)
-        log.info("routed router=%s tier=%s model=%s win_rate=%s score_us=%.0f", decision.router, decision.tier,
-                 decision.model, decision.win_rate, decision.score_us)
+        log.info(
+            "routed router=%s tier=%s model=%s win_rate=%s score_us=%.0f",
+            decision.router,
+            decision.tier,
+            decision.model,
+            decision.win_rate,
+            decision.score_us,
+        )
         decision, upstream = await self.relay.call_with_fallback(decision, payload, stream)
         if not stream:
             upstream["edgeroute"] = decision.to_dict()
@@ -247,6 +264,7 @@ class Handlers:
 
     def pass_through(self, decision: Decision, upstream: UpstreamStream) -> Any:
         """The upstream's stream, byte for byte, with the decision in the headers."""
+
         async def relay() -> Any:
             try:
                 yield upstream.first
@@ -295,14 +313,14 @@ class Handlers:
         """``router-NAME`` for each loaded router and alias."""
         self.check_auth(request)
         created = int(time.time())
-        data = [{"id": f"router-{name}", "object": "model", "created": created, "owned_by": "edgeroute"}
-                for name in self.routers.known()]
+        data = [{"id": f"router-{name}", "object": "model", "created": created, "owned_by": "edgeroute"} for name in self.routers.known()]
         return self.ok("/v1/models", {"object": "list", "data": data})
 
     async def health(self, _: Any) -> Any:
         """Status and loaded routers; open without the token (load balancers probe it; it names no secret)."""
-        return self._json({"status": "ok", "routers": self.routers.names,
-                           "strong_model": self.config.strong.model, "weak_model": self.config.weak.model})
+        return self._json(
+            {"status": "ok", "routers": self.routers.names, "strong_model": self.config.strong.model, "weak_model": self.config.weak.model}
+        )
 
     async def prometheus(self, request: Any) -> Any:
         """The metrics in Prometheus text format."""
@@ -324,10 +342,16 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
 
     routers = routers or RouterSet(config.routers or None, device=config.device, threads=config.threads)
     policy = RoutingPolicy(
-        routers, config.strong.model, config.weak.model, route_on=config.route_on, sticky=config.sticky,
-        score_budget_ms=config.score_budget_ms, default_model=config.default_model,
-        budget=None if config.strong_share is None else BudgetSettings(
-            config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling),
+        routers,
+        config.strong.model,
+        config.weak.model,
+        route_on=config.route_on,
+        sticky=config.sticky,
+        score_budget_ms=config.score_budget_ms,
+        default_model=config.default_model,
+        budget=None
+        if config.strong_share is None
+        else BudgetSettings(config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling),
     )
     metrics = Metrics()
     relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics)
@@ -343,11 +367,16 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
-                                     allow_methods=["GET", "POST"], allow_headers=["*"]))
-    endpoints = [("/v1/chat/completions", handlers.chat_completions, "POST"), ("/v1/route", handlers.route, "POST"),
-                 ("/v1/models", handlers.models, "GET"), ("/health", handlers.health, "GET"),
-                 ("/metrics", handlers.prometheus, "GET")]
+        middleware.append(
+            Middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"])
+        )
+    endpoints = [
+        ("/v1/chat/completions", handlers.chat_completions, "POST"),
+        ("/v1/route", handlers.route, "POST"),
+        ("/v1/models", handlers.models, "GET"),
+        ("/health", handlers.health, "GET"),
+        ("/metrics", handlers.prometheus, "GET"),
+    ]
     app = Starlette(
         routes=[Route(path, handlers.guarded(path, handler), methods=[method]) for path, handler, method in endpoints],
         middleware=middleware,
@@ -375,6 +404,7 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
     runs from a connection's opening, and from the first byte of each later request's headers,
     to the end of those headers.
     """
+
     class HeaderTimer:
         """The timer both parsers share; ``awaiting_headers()`` says whether a request's headers are due."""
 
@@ -450,8 +480,9 @@ def http_parser() -> str:
     return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
-def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port: int = 6060,
-                   log_level: str = "info", parser: str | None = None) -> Any:
+def uvicorn_config(
+    config: ServerConfig, app: Any, host: str = "127.0.0.1", port: int = 6060, log_level: str = "info", parser: str | None = None
+) -> Any:
     """The uvicorn settings of ``edgeroute serve``: client timeouts and a shutdown grace that fits the upstream
     timeout; ``parser`` (``h11`` or ``httptools``) overrides ``http_parser()``."""
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
@@ -463,9 +494,16 @@ def uvicorn_config(config: ServerConfig, app: Any, host: str = "127.0.0.1", port
             raise ConfigurationError(f"{name.replace('_s', '').replace('_', ' ')} must be a positive number of seconds")
     # Keep-alive longer than clients' pools keep idle connections: otherwise a client can reuse a
     # connection in the instant the server closes it, and the request fails with a read error.
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          timeout_graceful_shutdown=math.ceil(shutdown_grace_s(config)), timeout_keep_alive=75,
-                          http=header_timeout_protocol(config.client_timeout_s, parser or http_parser()))
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(shutdown_grace_s(config)),
+        timeout_keep_alive=75,
+        http=header_timeout_protocol(config.client_timeout_s, parser or http_parser()),
+    )
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_level: str = "info") -> None:

@@ -22,8 +22,7 @@ from edgeroute.runtime.errors import require_extra
 from edgeroute.runtime.serving.http_errors import HTTPFailure
 
 # Upstream failures worth retrying on the other model.
-FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error",
-                            "upstream_malformed"})
+FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error", "upstream_malformed"})
 # Server-Sent Events lines start with a field name or a comment; anything else is not a stream.
 _SSE_START = (b"data:", b"event:", b"id:", b"retry:", b":")
 # Long opaque runs with a digit or a mask character look like keys or tokens: never relayed.
@@ -150,12 +149,16 @@ def rejection(upstream: UpstreamConfig, status: int, detail: bytes) -> UpstreamE
     if status >= 500:
         return UpstreamError("upstream_error", 502, f"upstream {model} failed with HTTP {status}")
     if status in (401, 403, 407):  # the server's credentials, not the client's: never the client's 401
-        return UpstreamError("upstream_rejected", 502, f"upstream {model} refused the server's credentials "
-                             f"(HTTP {status}); check the server's API key variable")
+        return UpstreamError(
+            "upstream_rejected",
+            502,
+            f"upstream {model} refused the server's credentials (HTTP {status}); check the server's API key variable",
+        )
     key = (upstream.headers().get("Authorization") or "").removeprefix("Bearer ")
     message = sanitized_upstream_message(detail, [key])
-    return UpstreamError("upstream_rejected", status, f"upstream {model} rejected the request (HTTP {status})"
-                         + (f": {message}" if message else ""))
+    return UpstreamError(
+        "upstream_rejected", status, f"upstream {model} rejected the request (HTTP {status})" + (f": {message}" if message else "")
+    )
 
 
 def _not_json(name: str) -> Any:
@@ -211,8 +214,7 @@ class UpstreamRelay:
     ~50 requests/s at 100 clients (benchmarks/results/server_fixes.md).
     """
 
-    def __init__(self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool,
-                 metrics: Any) -> None:
+    def __init__(self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool, metrics: Any) -> None:
         self.aiohttp = require_extra("aiohttp", "serve", "edgeroute serve")
         self.upstreams = {"strong": strong, "weak": weak}
         self.names = {tier: upstream.model for tier, upstream in self.upstreams.items()}
@@ -220,9 +222,12 @@ class UpstreamRelay:
         self.proxies = {tier: env_proxy(url) for tier, url in self.urls.items()}
         self.timeout_s, self.metrics = timeout_s, metrics
         self.fallback = Fallback(
-            fallback, self.names, lambda error: error.kind if isinstance(error, UpstreamError) else None,
+            fallback,
+            self.names,
+            lambda error: error.kind if isinstance(error, UpstreamError) else None,
             on_failure=lambda kind: metrics.inc("edgeroute_errors_total", kind=kind),
-            on_fallback=lambda kind: metrics.inc("edgeroute_fallbacks_total", reason=kind))
+            on_fallback=lambda kind: metrics.inc("edgeroute_fallbacks_total", reason=kind),
+        )
         # Timeouts first: aiohttp's read timeout is both an asyncio.TimeoutError and a ClientError.
         self.timeouts: tuple[type[BaseException], ...] = (asyncio.TimeoutError,)
         self.failures: tuple[type[BaseException], ...] = (self.aiohttp.ClientError, OSError, ValueError)
@@ -243,7 +248,9 @@ class UpstreamRelay:
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
                 raise_for_status=False,
                 # aiohttp refuses header lines over 8 KiB by default; h11 (httpx) took headers up to 100 KiB.
-                max_line_size=65536, max_field_size=65536)
+                max_line_size=65536,
+                max_field_size=65536,
+            )
         return self._session
 
     async def aclose(self) -> None:
@@ -264,11 +271,11 @@ class UpstreamRelay:
         try:
             content = encode_upstream_body(payload, upstream.model)
         except (ValueError, TypeError, RecursionError) as exc:
-            raise UpstreamError("invalid_request_error", 400,
-                                f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
+            raise UpstreamError("invalid_request_error", 400, f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
         try:
-            return await self.session().post(self.urls[tier], data=content, proxy=self.proxies[tier],
-                                             headers={**upstream.headers(), "content-type": "application/json"})
+            return await self.session().post(
+                self.urls[tier], data=content, proxy=self.proxies[tier], headers={**upstream.headers(), "content-type": "application/json"}
+            )
         except self.timeouts + self.failures as exc:
             raise self._unreachable(upstream, exc) from None
 
