@@ -31,10 +31,8 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from processes import wait_ready  # noqa: E402
-from servers import free_port  # noqa: E402  (the loopback upstream the tests use)
+from processes import free_port, serve_arguments, wait_ready  # noqa: E402
 
 PROMPTS = [
     "hi",
@@ -157,25 +155,7 @@ def run(clients: int, requests: int, max_seconds: float, router: str, bundles: l
 
 def start_server(port: int, upstream_url: str, bundles: list[str], extra: list[str] | None = None) -> subprocess.Popen:
     """``edgeroute serve`` in a subprocess, both models on the fake upstream, output discarded."""
-    command = [
-        sys.executable,
-        "-m",
-        "edgeroute.runtime.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--strong-model",
-        "strong-llm",
-        "--strong-base-url",
-        upstream_url + "/v1",
-        "--weak-model",
-        "weak-llm",
-        "--weak-base-url",
-        upstream_url + "/v1",
-        *(extra or []),
-    ]
-    for bundle in bundles:
-        command += ["--router", bundle]
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", *serve_arguments(port, upstream_url, bundles, extra)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

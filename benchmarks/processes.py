@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
@@ -20,3 +21,17 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 120) -> N
         except httpx.TransportError:
             time.sleep(0.2)
     raise RuntimeError(f"{url}: not ready after {timeout_s} s")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_arguments(port: int, upstream_url: str, routers: list[str], extra: list[str] | None = None) -> list[str]:
+    """``edgeroute serve`` arguments: both models (``strong-llm``, ``weak-llm``) on one loopback upstream."""
+    models = ["--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1"]
+    models += ["--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1"]
+    return ["serve", "--port", str(port), *[a for r in routers for a in ("--router", r)], *models, *(extra or [])]

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling scripts (fake_upstream, latency) import as modules
     sys.path.insert(0, str(HERE))
-from processes import wait_ready  # noqa: E402
+from processes import free_port, serve_arguments, wait_ready  # noqa: E402
 
 ROUTER = "static-distilled-gpt4-mixtral"
 MEDIUM = (
@@ -46,42 +45,16 @@ MEDIUM = (
 MESSAGES = [{"role": "user", "content": MEDIUM}]
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_upstream(port: int) -> subprocess.Popen:
     """The fake upstream in its own process."""
     return subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
-
-
-def serve_arguments(port: int, upstream_url: str) -> list[str]:
-    """``edgeroute serve`` arguments: both models on the fake upstream, the default static router."""
-    return [
-        "serve",
-        "--port",
-        str(port),
-        "--router",
-        ROUTER,
-        "--strong-model",
-        "strong-llm",
-        "--strong-base-url",
-        upstream_url + "/v1",
-        "--weak-model",
-        "weak-llm",
-        "--weak-base-url",
-        upstream_url + "/v1",
-    ]
 
 
 def start_server(
     port: int, upstream_url: str, loop: str | None = None, http: str | None = None, profile: Path | None = None
 ) -> subprocess.Popen:
     """``edgeroute serve`` as shipped (no options), or through ``--launch`` with uvicorn's loop/http forced."""
-    arguments = serve_arguments(port, upstream_url)
+    arguments = serve_arguments(port, upstream_url, [ROUTER])
     if loop is None and http is None and profile is None:
         command = [sys.executable, "-m", "edgeroute.runtime.cli", *arguments]
     else:

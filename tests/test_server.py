@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import httpx
 import pytest
@@ -27,6 +28,13 @@ _config = server_config  # one configuration for every server test (tests/server
 
 def _client(url):
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def _serve_command(bundle, port: int, upstream_url: str) -> list[str]:
+    """``edgeroute serve`` in a fresh interpreter, both models on the test upstream."""
+    models = ["--strong-model", "strong-llm", "--strong-base-url", upstream_url + "/v1"]
+    models += ["--weak-model", "weak-llm", "--weak-base-url", upstream_url + "/v1"]
+    return [sys.executable, "-m", "edgeroute.runtime.cli", "serve", "--router", str(bundle), "--port", str(port), *models]
 
 
 def test_routes_to_the_upstream_chosen_by_the_threshold(server, upstream):
@@ -182,30 +190,12 @@ def test_bearer_token_and_body_limit(upstream, routers):
 
 def test_edgeroute_serve_command_end_to_end(upstream, bert_bundle, tmp_path):
     import subprocess
-    import sys
     import time
 
     upstream.reset()
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeroute.runtime.cli",
-            "serve",
-            "--router",
-            str(bert_bundle),
-            "--port",
-            str(port),
-            "--strong-model",
-            "strong-llm",
-            "--strong-base-url",
-            upstream.url + "/v1",
-            "--weak-model",
-            "weak-llm",
-            "--weak-base-url",
-            upstream.url + "/v1",
-        ],
+        _serve_command(bert_bundle, port, upstream.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -265,7 +255,6 @@ def test_prompt_and_message_limits(upstream, routers):
 
 def test_graceful_shutdown_finishes_in_flight_requests(upstream, bert_bundle):
     import subprocess
-    import sys
     import threading
     import time
 
@@ -273,24 +262,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(upstream, bert_bundle):
     upstream.behaviour["strong-llm"] = "slow"  # answers after 1 s
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeroute.runtime.cli",
-            "serve",
-            "--router",
-            str(bert_bundle),
-            "--port",
-            str(port),
-            "--strong-model",
-            "strong-llm",
-            "--strong-base-url",
-            upstream.url + "/v1",
-            "--weak-model",
-            "weak-llm",
-            "--weak-base-url",
-            upstream.url + "/v1",
-        ],
+        _serve_command(bert_bundle, port, upstream.url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -126,7 +126,19 @@ class ClassifierScorer:
         return 1.0 - probabilities[:, self.labels].sum(axis=1)
 
 
-class MFScorer:
+class _EmbedderScorer:
+    """What MF-kind scorers share: the prompt embedder (ONNX, static or remote), its precision, the pair."""
+
+    def __init__(self, embedder: Embed, precision: str | None, strong_model: str, weak_model: str, encoder: OnnxTextEncoder | None) -> None:
+        self.embedder: Embed | None = embedder
+        self._embed = embedder
+        self.precision = precision
+        self.strong_model: str | None = strong_model
+        self.weak_model: str | None = weak_model
+        self.encoder = encoder
+
+
+class MFScorer(_EmbedderScorer):
     """RouteLLM's matrix factorization, folded: ``sigmoid((row[strong] - row[weak]) · embedding)``."""
 
     def __init__(
@@ -138,13 +150,8 @@ class MFScorer:
         weak_model: str,
         encoder: OnnxTextEncoder | None = None,
     ) -> None:
-        self.embedder: Embed | None = embedder
-        self._embed = embedder
+        super().__init__(embedder, precision, strong_model, weak_model, encoder)
         self.difference = difference
-        self.precision = precision
-        self.strong_model: str | None = strong_model
-        self.weak_model: str | None = weak_model
-        self.encoder = encoder
 
     @classmethod
     def build(cls, manifest: Manifest, options: LoadOptions) -> MFScorer:
@@ -162,7 +169,7 @@ class MFScorer:
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
-class MLPScorer:
+class MLPScorer(_EmbedderScorer):
     """An MLP-head router (distilled fast tier, probe transformer tier): ``MLPHead`` over [embedding, length]."""
 
     def __init__(
@@ -174,13 +181,8 @@ class MLPScorer:
         weak_model: str,
         encoder: OnnxTextEncoder | None = None,
     ) -> None:
-        self.embedder: Embed | None = embedder
-        self._embed = embedder
+        super().__init__(embedder, precision, strong_model, weak_model, encoder)
         self.head = head
-        self.precision = precision
-        self.strong_model: str | None = strong_model
-        self.weak_model: str | None = weak_model
-        self.encoder = encoder
 
     @classmethod
     def build(cls, manifest: Manifest, options: LoadOptions) -> MLPScorer:
