@@ -247,3 +247,22 @@ def test_latency_harness_times_the_default_static_router():
     assert section["fast_path"] and section["max_abs_diff"] <= TOLERANCE
     assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone", "whole router (after)"}
     assert "chunk cache (after)" in latency.static_table(section)
+
+
+def test_mlp_head_fused_with_the_table_scores_as_embedding_then_head(tokenizer_path, table) -> None:
+    """MLPScorer's batch-1 path (projected table rows, one gather-and-sum) equals embed-then-head on every prompt."""
+    from edgeroute.runtime.scoring.heads import MLPHead
+    from edgeroute.runtime.scoring.scorers import MLPScorer
+
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((16, table.shape[1] + 2)).astype(np.float32)
+    output = rng.standard_normal((1, 17)).astype(np.float32)
+    reference = StaticEmbedder(table, load_tokenizer(tokenizer_path, MAX_LENGTH))
+    fused = MLPScorer(StaticEmbedder(table, load_tokenizer(tokenizer_path, MAX_LENGTH)), MLPHead(hidden, output), None, "s", "w")
+    assert fused._fused is not None and fused.embedder.table.shape == table.shape
+    for prompt in PROMPTS:
+        expected = MLPHead(hidden, output).win_rates(reference([prompt]), [prompt])
+        np.testing.assert_allclose(fused.win_rates([prompt]), expected, rtol=0, atol=TOLERANCE, err_msg=repr(prompt))
+    batch = fused.win_rates(PROMPTS)
+    np.testing.assert_allclose(batch, MLPHead(hidden, output).win_rates(reference(PROMPTS), PROMPTS), rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(fused.embedder(PROMPTS), reference(PROMPTS), rtol=0, atol=TOLERANCE)

@@ -31,6 +31,10 @@ DEVICES = ("cpu", "cuda")
 MAX_TOKENIZER_BYTES = 64 << 20
 MAX_ADDED_TOKENS = 10_000
 _PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+# onnxruntime's CPU SkipLayerNormalization kernel takes 3x the time of Add + LayerNormalization on a
+# [60, 384] activation (120 vs 40 us, both CPUs measured): the CPU session keeps them apart; CUDA fuses.
+# benchmarks/results/latency.md, "int8 variants", times both graphs side by side.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def check_threads(threads: object) -> None:
@@ -66,7 +70,8 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=_PROVIDERS[device])
+        disabled = list(CPU_DISABLED_OPTIMIZERS) if device == "cpu" else []
+        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=disabled)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
         raise BundleCorruptError(
             f"{graph_path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]}); re-export the bundle"
@@ -216,7 +221,9 @@ class StaticEmbedder:
         """``fast=False`` keeps every prompt on the tokenizer path (the reference for the cache's tests)."""
         # Stored as float16 to halve the bundle; held as float32 because averaging float16 rows
         # costs more than the whole rest of the lookup.
-        self.table = np.ascontiguousarray(table, dtype=np.float32)
+        self._rows = np.ascontiguousarray(table, dtype=np.float32)
+        # ``table`` is a view of the first ``dim`` columns once ``append_columns`` ran; gather from ``_rows``.
+        self.table = self._rows
         self.tokenizer = tokenizer
         tokenizer.no_padding()
         # encode_batch_fast (tokenizers >= 0.21) skips character offsets: a third of the time.
@@ -242,10 +249,21 @@ class StaticEmbedder:
                 out[row] = self._embed_ids(np.asarray(encoding.ids, dtype=np.intp))
         return out
 
+    def append_columns(self, extra: np.ndarray) -> None:
+        """Store ``extra`` (one row per token) beside the table, for ``summed_rows`` (the MLP head's fused path)."""
+        dim = self.table.shape[1]
+        self._rows = np.ascontiguousarray(np.hstack([self.table, np.asarray(extra, dtype=np.float32)]))
+        self.table = self._rows[:, :dim]
+
+    def summed_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The sum of the stored rows of ``ids``: the embedding's sum, then any appended columns' sums."""
+        return self._rows.take(ids, axis=0).sum(axis=0)
+
     def _embed_ids(self, ids: np.ndarray) -> np.ndarray:
         """The normalized sum of the table rows of ``ids``; zeros for no ids."""
         # Per prompt, not vectorized: at batch 1 (the common case) numpy's per-call cost dominates.
-        vector = self.table.take(ids, axis=0).sum(axis=0)  # mean's 1/n cancels under normalization
+        # Gathered from the contiguous rows: numpy's take would first copy a strided view's whole table.
+        vector = self._rows.take(ids, axis=0)[:, : self.table.shape[1]].sum(axis=0)  # the mean's 1/n cancels out
         norm = math.sqrt(vector @ vector)  # rounds to the same float32 as np.sqrt on the float32
         if norm > 0.0:
             vector /= norm

@@ -67,8 +67,26 @@ class MLPHead:
         return 1.0 / (1.0 + np.exp(-self.logits(embeddings, prompts)))
 
     def _one(self, embedding: np.ndarray, prompt: str) -> float:
+        return self._activate(embedding @ self._input_weights, prompt)
+
+    def projected_win_rate(self, summed: np.ndarray, prompt: str) -> float:
+        """The win rate from ``[sum of embedding rows, sum of their projections]`` (``project_rows``), one prompt.
+
+        The first layer is linear, so projecting each table row once and normalizing after the sum
+        gives the same pre-activations as projecting the normalized mean, with no matrix product per call.
+        """
+        dim = self._input_weights.shape[0]
+        embedding = summed[:dim]
+        norm = math.sqrt(embedding @ embedding)
+        activations = summed[dim:] / norm if norm > 0.0 else np.zeros_like(self._bias)
+        return self._activate(activations, prompt)
+
+    def project_rows(self, table: np.ndarray) -> np.ndarray:
+        """Each row of ``table`` through the first layer's input weights: ``[rows, hidden]`` float32."""
+        return np.asarray(table, dtype=np.float32) @ self._input_weights
+
+    def _activate(self, activations: np.ndarray, prompt: str) -> float:
         # Batch 1, the common case: Python floats where numpy's per-call cost would dominate.
-        activations = embedding @ self._input_weights
         activations += self._bias + self._length_weight * np.float32(math.log1p(len(prompt)) / LENGTH_SCALE)
         np.maximum(activations, 0.0, out=activations)
         logit = float(activations @ self._output_weights) + self._output_bias

@@ -183,6 +183,12 @@ class MLPScorer(_EmbedderScorer):
     ) -> None:
         super().__init__(embedder, precision, strong_model, weak_model, encoder)
         self.head = head
+        # Static table + MLP head: each token's row is also stored through the head's first layer,
+        # so that one prompt costs one gather-and-sum and no matrix product (the microsecond tier).
+        self._fused: StaticEmbedder | None = None
+        if isinstance(embedder, StaticEmbedder) and embedder.chunks is not None and embedder.table.shape[1] == head.dim:
+            embedder.append_columns(head.project_rows(embedder.table))
+            self._fused = embedder
 
     @classmethod
     def build(cls, manifest: Manifest, options: LoadOptions) -> MLPScorer:
@@ -201,6 +207,10 @@ class MLPScorer(_EmbedderScorer):
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
         """The head's sigmoid output; the length feature is taken from the prompts as given."""
+        if self._fused is not None and len(prompts) == 1:
+            ids = self._fused.chunks.ids(prompts[0])  # type: ignore[union-attr]
+            if ids is not None and len(ids):
+                return np.array([self.head.projected_win_rate(self._fused.summed_rows(ids), prompts[0])])
         return self.head.win_rates(self._embed(prompts), prompts)
 
 
