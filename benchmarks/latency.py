@@ -635,9 +635,7 @@ def targets(document: dict[str, Any], server: dict[str, Any] | None) -> list[tup
         ratio = values["onnx int8"]["medium"]
         int8_p50 = document["latency_by_threads"][threads]["onnx int8"]["medium"]["p50_us"]
         eager_p50 = document["latency_by_threads"][threads]["pytorch eager fp32"]["medium"]["p50_us"]
-        best = max(
-            candidate_variants(document), key=lambda n: document["int8_variants"][n]["speedup"][threads]
-        )
+        best = max(candidate_variants(document), key=lambda n: document["int8_variants"][n]["speedup"][threads])
         rows.append(
             (
                 f"int8 (export default: per-channel, reduce_range) ≥ 4x PyTorch eager, medium, {threads} thread(s)",
@@ -836,11 +834,13 @@ def markdown(document: dict[str, Any], server: dict[str, Any] | None) -> str:
         )
     if server:
         lines += ["", "## Server overhead (summary of `server_overhead.md`)", ""]
-        for concurrency, section in server["concurrency"].items():
+        from server_overhead import section_label
+
+        for key, section in server["concurrency"].items():
             for name in ("server chat (proxied)", "server /v1/route"):
                 row, extra = section["rows"][name], section["added"][name]
                 lines.append(
-                    f"* {concurrency} client(s), {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
+                    f"* {section_label(key)}, {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
                     f"p99 {extra['added_p99_us'] / 1e3:.2f} ms, {row['requests_per_s']:.0f} requests/s"
                 )
     return "\n".join(lines) + "\n"

@@ -137,3 +137,39 @@ def test_score_cache_is_off_by_default_and_bounded(bert_bundle):
 
 def test_spinning_can_be_turned_off(bert_bundle):
     assert 0 <= Router.load(bert_bundle, spinning=False).strong_win_rate("hi") <= 1
+
+
+def test_static_routers_score_on_the_event_loop_and_graph_routers_on_the_pool(bert_bundle):
+    """A static router's microseconds never pay a thread hop; a graph router's milliseconds never block the loop."""
+    import asyncio
+    import threading
+
+    from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy
+
+    routers = RouterSet(["static-distilled-gpt4-mixtral", str(bert_bundle)])
+    static, bert = routers.get("static-distilled-gpt4-mixtral"), routers.get("bert")
+    assert static.scores_inline and not bert.scores_inline
+    policy = RoutingPolicy(routers, "strong-llm", "weak-llm", score_budget_ms=1000)
+    seen: dict[str, str] = {}
+    for router in (static, bert):
+        original = router.strong_win_rate
+
+        def recording(prompt: str, router=router, original=original) -> float:
+            seen[router.name] = threading.current_thread().name
+            return original(prompt)
+
+        router.strong_win_rate = recording  # type: ignore[method-assign]
+
+    async def decide_both() -> str:
+        messages = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
+        for name in (static.name, bert.name):
+            decision = await policy.adecide(messages, name, 0.5)
+            assert decision.fallback is None and 0.0 <= decision.win_rate <= 1.0
+        return threading.current_thread().name
+
+    try:
+        loop_thread = asyncio.run(decide_both())
+    finally:
+        policy.close()
+    assert seen[static.name] == loop_thread
+    assert seen[bert.name] != loop_thread

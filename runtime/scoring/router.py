@@ -23,7 +23,7 @@ from edgeroute.runtime.errors import (
     InvalidInputError,
     InvalidPromptError,
 )
-from edgeroute.runtime.scoring.manifest import Manifest, read_manifest
+from edgeroute.runtime.scoring.manifest import Manifest, StaticEmbedderSpec, read_manifest
 from edgeroute.runtime.scoring.scorers import LoadOptions, Scorer, scorer_for
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
@@ -178,6 +178,14 @@ class Router:
     @property
     def kind(self) -> str:
         return self.manifest.kind
+
+    @property
+    def scores_inline(self) -> bool:
+        """True for a static-table router: microseconds of CPU, bounded by the prompt cut, no graph, no network.
+
+        Servers call such a router on their event loop: a thread-pool hop costs more than the scoring.
+        """
+        return isinstance(self.manifest.encoder, StaticEmbedderSpec)
 
     def strong_win_rate(self, prompt: str) -> float:
         """Predicted probability that the strong model beats the weak one on ``prompt``."""

@@ -208,7 +208,7 @@ class MLPScorer(_EmbedderScorer):
     def win_rates(self, prompts: list[str]) -> np.ndarray:
         """The head's sigmoid output; the length feature is taken from the prompts as given."""
         if self._fused is not None and len(prompts) == 1:
-            ids = self._fused.chunks.ids(prompts[0])  # type: ignore[union-attr]
+            ids = self._fused.chunks.ids(prompts[0])
             if ids is not None and len(ids):
                 return np.array([self.head.projected_win_rate(self._fused.summed_rows(ids), prompts[0])])
         return self.head.win_rates(self._embed(prompts), prompts)

@@ -300,22 +300,35 @@ class RoutingPolicy:
 
     def _score(self, router: Router, text: str) -> tuple[float | None, str | None]:
         """The win rate in the caller's thread (on a pool thread under a scoring budget), or why there is none."""
+        if self.score_budget_s is None or router.scores_inline:  # nothing to time out
+            return self._score_here(router, text)
         try:
-            if self.score_budget_s is None:  # nothing to time out
-                return router.strong_win_rate(text), None
             return self._pool.submit(router.strong_win_rate, text).result(self.score_budget_s), None
         except FutureTimeout:
             return None, "score_budget_exceeded"
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
 
+    @staticmethod
+    def _score_here(router: Router, text: str) -> tuple[float | None, str | None]:
+        try:
+            return router.strong_win_rate(text), None
+        except EdgerouteError as exc:
+            return None, f"router_error: {type(exc).__name__}"
+
     async def adecide(
         self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None
     ) -> Decision:
-        """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free."""
+        """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
+
+        A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds,
+        less than the hop to a thread and back, so its scoring budget cannot be exceeded in practice.
+        """
         request = self._begin(messages, router, threshold, strong_pct)
         if isinstance(request, Decision):
             return request
+        if request.router.scores_inline:
+            return self._finish(request, *self._score_here(request.router, request.text))
         future = asyncio.get_running_loop().run_in_executor(self._pool, request.router.strong_win_rate, request.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
@@ -325,8 +338,10 @@ class RoutingPolicy:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
         return self._finish(request, win_rate, fallback)
 
-    async def arun(self, function: Any, *args: Any) -> Any:
-        """Run a scoring call on the policy's thread pool from a coroutine."""
+    async def arun(self, router: Router, function: Any, *args: Any) -> Any:
+        """Run a scoring call of ``router`` from a coroutine: on the policy's thread pool, or here when it scores inline."""
+        if router.scores_inline:
+            return function(*args)
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
     def close(self) -> None:

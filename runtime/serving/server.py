@@ -290,7 +290,7 @@ class Handlers:
         if any(len(p) > config.max_prompt_chars for p in cleaned):
             raise InvalidInputError(f"a prompt is longer than {config.max_prompt_chars} characters")
         started = time.perf_counter()
-        rates = await self.policy.arun(router.strong_win_rates, cleaned)
+        rates = await self.policy.arun(router, router.strong_win_rates, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
         return [self.policy.scored(router, float(rate), threshold, score_us) for rate in rates]
 
