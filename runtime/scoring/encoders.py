@@ -217,11 +217,16 @@ class StaticEmbedder:
     tokenizers the cache is not proven against, go through the tokenizer as before.
     """
 
+    # Longer prompts sum with numpy's reduction: OpenBLAS runs larger products on more threads
+    # (measured: same time with 1 or 2 threads up to 112 rows, faster with 2 at 128).
+    MAX_SUMMED_ROWS = 96
+
     def __init__(self, table: np.ndarray, tokenizer: Tokenizer, fast: bool = True) -> None:
         """``fast=False`` keeps every prompt on the tokenizer path (the reference for the cache's tests)."""
         # Stored as float16 to halve the bundle; held as float32 because averaging float16 rows
         # costs more than the whole rest of the lookup.
         self._rows = np.ascontiguousarray(table, dtype=np.float32)
+        self._ones = np.ones(self.MAX_SUMMED_ROWS, dtype=np.float32)
         # ``table`` is a view of the first ``dim`` columns once ``append_columns`` ran; gather from ``_rows``.
         self.table = self._rows
         self.tokenizer = tokenizer
@@ -257,7 +262,11 @@ class StaticEmbedder:
 
     def summed_rows(self, ids: np.ndarray) -> np.ndarray:
         """The sum of the stored rows of ``ids``: the embedding's sum, then any appended columns' sums."""
-        return self._rows.take(ids, axis=0).sum(axis=0)
+        rows = self._rows.take(ids, axis=0)
+        if len(rows) > len(self._ones):
+            return rows.sum(axis=0)
+        # A BLAS vector-matrix product sums the rows in half the time of numpy's reduction.
+        return self._ones[: len(rows)] @ rows
 
     def _embed_ids(self, ids: np.ndarray) -> np.ndarray:
         """The normalized sum of the table rows of ``ids``; zeros for no ids."""
