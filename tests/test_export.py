@@ -21,6 +21,8 @@ def test_bert_bundle_manifest_is_self_describing(bert_bundle):
     assert data["tokenizer"]["max_length"] == 128  # the tiny model's position limit
     assert data["quantization"]["int8"]["per_channel"] is True
     assert data["optimization"]["onnxruntime_fusions"]["Attention"] == 2
+    # Add + LayerNormalization stay apart: onnxruntime's CPU SkipLayerNormalization kernel is the slower one.
+    assert "SkipLayerNormalization" not in data["optimization"]["onnxruntime_fusions"]
     assert {"torch", "onnxruntime", "transformers", "edgeroute"} <= set(data["exporter"])
     for entry in data["files"].values():
         assert len(entry["sha256"]) == 64 and entry["bytes"] > 0
@@ -121,3 +123,44 @@ def test_fp16_graph_exported_with_parity_record(tmp_path, bert_checkpoint):
     figures = read_manifest(manifest.parent).data["parity"]["precisions"]["fp16"]
     # On a CPU-only machine the fp16 graph may not be runnable; then the record says so.
     assert figures["verified"] is False or figures["max_abs_diff"] <= 2e-2
+
+
+def test_cpu_sessions_keep_add_and_layer_norm_apart(tmp_path, monkeypatch):
+    """The runtime's CPU session does not re-fuse what export left apart (onnxruntime would, at load)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeroute.runtime.scoring.encoders import make_session
+
+    hidden = 8
+    weights = [numpy_helper.from_array(np.full(hidden, value, dtype=np.float32), name) for name, value in (("g", 1.0), ("b", 0.0))]
+    nodes = [helper.make_node("Add", ["x", "skip"], ["sum"]), helper.make_node("LayerNormalization", ["sum", "g", "b"], ["y"], axis=-1)]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4, hidden]) for name in ("x", "skip")]
+    graph = helper.make_graph(nodes, "residual", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, hidden])], weights)
+    path = tmp_path / "residual.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    seen = {}
+    original = ort.InferenceSession
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    session = make_session(path, "cpu", 1)
+    assert seen["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    x = np.random.default_rng(0).standard_normal((1, 4, hidden)).astype(np.float32)
+    (y,) = session.run(None, {"x": x, "skip": x})
+    centered = 2 * x - (2 * x).mean(axis=-1, keepdims=True)
+    np.testing.assert_allclose(y, centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5), atol=1e-5)
+    # onnxruntime ignores unknown optimizer names: the name must really stop the fusion (a control session fuses).
+    monkeypatch.undo()
+    fused_ops = {}
+    for label, disabled in (("control", []), ("runtime", seen["disabled_optimizers"])):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{label}.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        fused_ops[label] = {node.op_type for node in onnx.load(str(tmp_path / f"{label}.onnx")).graph.node}
+    assert "SkipLayerNormalization" in fused_ops["control"]
+    assert "SkipLayerNormalization" not in fused_ops["runtime"] and "LayerNormalization" in fused_ops["runtime"]

@@ -266,3 +266,16 @@ def test_mlp_head_fused_with_the_table_scores_as_embedding_then_head(tokenizer_p
     batch = fused.win_rates(PROMPTS)
     np.testing.assert_allclose(batch, MLPHead(hidden, output).win_rates(reference(PROMPTS), PROMPTS), rtol=0, atol=TOLERANCE)
     np.testing.assert_allclose(fused.embedder(PROMPTS), reference(PROMPTS), rtol=0, atol=TOLERANCE)
+
+
+def test_a_static_embedder_carries_one_head_only(tokenizer_path, table) -> None:
+    """A second MLP head on the same embedder would replace the first one's projected columns: refused."""
+    from edgeroute.runtime.errors import ConfigurationError
+    from edgeroute.runtime.scoring.heads import MLPHead
+    from edgeroute.runtime.scoring.scorers import MLPScorer
+
+    head = MLPHead(np.ones((4, table.shape[1] + 2), dtype=np.float32), np.ones((1, 5), dtype=np.float32))
+    embedder = StaticEmbedder(table, load_tokenizer(tokenizer_path, MAX_LENGTH))
+    MLPScorer(embedder, head, None, "s", "w")
+    with pytest.raises(ConfigurationError, match="^this static embedder already carries another head's columns; build one per scorer$"):
+        MLPScorer(embedder, head, None, "s", "w")

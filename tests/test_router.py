@@ -173,3 +173,34 @@ def test_static_routers_score_on_the_event_loop_and_graph_routers_on_the_pool(be
         policy.close()
     assert seen[static.name] == loop_thread
     assert seen[bert.name] != loop_thread
+
+
+def test_inline_scoring_keeps_its_budget_and_sends_batches_to_the_pool():
+    """One prompt of a static router scores on the loop; past the budget it falls back; batches go to the pool."""
+    import asyncio
+    import threading
+
+    from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy
+
+    routers = RouterSet(["static-distilled-gpt4-mixtral"])
+    router = routers.get("static-distilled-gpt4-mixtral")
+    policy = RoutingPolicy(routers, "strong-llm", "weak-llm", score_budget_ms=1000)
+    threads: list[str] = []
+
+    def recording(prompts: list[str]) -> list[float]:
+        threads.append(threading.current_thread().name)
+        return [0.5] * len(prompts)
+
+    async def both() -> str:
+        await policy.arun(router, recording, ["one"])
+        await policy.arun(router, recording, ["one", "two"])
+        return threading.current_thread().name
+
+    try:
+        loop_thread = asyncio.run(both())
+        assert threads[0] == loop_thread and threads[1] != loop_thread
+        policy.score_budget_s = 0.0  # any scoring time is past it
+        decision = policy.decide([{"role": "user", "content": "Prove Fermat's little theorem."}], router.name, 0.5)
+        assert decision.fallback == "score_budget_exceeded" and decision.win_rate is None
+    finally:
+        policy.close()

@@ -217,8 +217,8 @@ class StaticEmbedder:
     tokenizers the cache is not proven against, go through the tokenizer as before.
     """
 
-    # Longer prompts sum with numpy's reduction: OpenBLAS runs larger products on more threads
-    # (measured: same time with 1 or 2 threads up to 112 rows, faster with 2 at 128).
+    # Up to this many rows the BLAS product stays on the calling thread (measured with the bundled
+    # OpenBLAS: process CPU time equals wall time up to 200 rows of 320); longer prompts use numpy's sum.
     MAX_SUMMED_ROWS = 96
 
     def __init__(self, table: np.ndarray, tokenizer: Tokenizer, fast: bool = True) -> None:
@@ -227,7 +227,8 @@ class StaticEmbedder:
         # costs more than the whole rest of the lookup.
         self._rows = np.ascontiguousarray(table, dtype=np.float32)
         self._ones = np.ones(self.MAX_SUMMED_ROWS, dtype=np.float32)
-        # ``table`` is a view of the first ``dim`` columns once ``append_columns`` ran; gather from ``_rows``.
+        # ``table`` is a strided view of the first ``dim`` columns once ``append_columns`` ran: gather
+        # from ``_rows`` (numpy's take would first copy a strided view's whole table).
         self.table = self._rows
         self.tokenizer = tokenizer
         tokenizer.no_padding()
@@ -257,7 +258,9 @@ class StaticEmbedder:
     def append_columns(self, extra: np.ndarray) -> None:
         """Store ``extra`` (one row per token) beside the table, for ``summed_rows`` (the MLP head's fused path)."""
         dim = self.table.shape[1]
-        self._rows = np.ascontiguousarray(np.hstack([self.table, np.asarray(extra, dtype=np.float32)]))
+        if self._rows.shape[1] != dim:  # a second head would silently replace the first one's columns
+            raise ConfigurationError("this static embedder already carries another head's columns; build one per scorer")
+        self._rows = np.hstack([self.table, np.asarray(extra, dtype=np.float32)])
         self.table = self._rows[:, :dim]
 
     def summed_rows(self, ids: np.ndarray) -> np.ndarray:

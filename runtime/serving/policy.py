@@ -154,7 +154,8 @@ class RoutingPolicy:
     """Decides strong or weak for chat requests; safe to call from many threads and coroutines.
 
     ``score_budget_ms``: when scoring takes longer, or the router fails, ``default_model`` gets
-    the request and the decision says why. Scoring runs on a thread pool, never on an event loop.
+    the request and the decision says why. Scoring runs on a thread pool, never on an event loop,
+    except one prompt of a static-table router (``Router.scores_inline``): microseconds, less than the hop.
     """
 
     def __init__(
@@ -299,8 +300,9 @@ class RoutingPolicy:
         return self._finish(request, *self._score(request.router, request.text))
 
     def _score(self, router: Router, text: str) -> tuple[float | None, str | None]:
-        """The win rate in the caller's thread (on a pool thread under a scoring budget), or why there is none."""
-        if self.score_budget_s is None or router.scores_inline:  # nothing to time out
+        """The win rate, or why there is none: in the caller's thread without a budget or for an
+        inline router (its budget checked after), else on a pool thread that the budget times out."""
+        if self.score_budget_s is None or router.scores_inline:
             return self._score_here(router, text)
         try:
             return self._pool.submit(router.strong_win_rate, text).result(self.score_budget_s), None
@@ -309,20 +311,24 @@ class RoutingPolicy:
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
 
-    @staticmethod
-    def _score_here(router: Router, text: str) -> tuple[float | None, str | None]:
+    def _score_here(self, router: Router, text: str) -> tuple[float | None, str | None]:
+        started = time.perf_counter()
         try:
-            return router.strong_win_rate(text), None
+            rate = router.strong_win_rate(text)
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
+        if self.score_budget_s is not None and time.perf_counter() - started > self.score_budget_s:
+            return None, "score_budget_exceeded"
+        return rate, None
 
     async def adecide(
         self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None
     ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
 
-        A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds,
-        less than the hop to a thread and back, so its scoring budget cannot be exceeded in practice.
+        A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds for
+        plain text (a few hundred for a full non-ASCII cut), less than the hop to a thread and back.
+        Its budget is checked after the fact: past it, the decision falls back as a timed-out one would.
         """
         request = self._begin(messages, router, threshold, strong_pct)
         if isinstance(request, Decision):
@@ -338,11 +344,12 @@ class RoutingPolicy:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
         return self._finish(request, win_rate, fallback)
 
-    async def arun(self, router: Router, function: Any, *args: Any) -> Any:
-        """Run a scoring call of ``router`` from a coroutine: on the policy's thread pool, or here when it scores inline."""
-        if router.scores_inline:
-            return function(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+    async def arun(self, router: Router, function: Any, prompts: list[str]) -> Any:
+        """Run a scoring call of ``router`` on ``prompts`` from a coroutine: on the policy's thread pool,
+        or on the loop for one prompt of a router that scores inline (a batch could hold the loop for ms)."""
+        if router.scores_inline and len(prompts) == 1:
+            return function(prompts)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, prompts)
 
     def close(self) -> None:
         """Stop the scoring threads."""

@@ -279,7 +279,7 @@ class Handlers:
 
     # ---------------------------------------------------------------- /v1/route
     async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
-        """Decisions for ``prompt`` or ``prompts``, scored in one batch on the policy's threads."""
+        """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.arun`` says where)."""
         config = self.config
         prompts = payload["prompts"] if "prompts" in payload else [payload.get("prompt")]
         if not isinstance(prompts, list) or not prompts:
