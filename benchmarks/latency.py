@@ -889,15 +889,18 @@ def plot(document: dict[str, Any], path: Path) -> None:
     ]
     x = np.arange(len(LENGTHS))
     width = 0.85 / len(bars)
+    # One colour per backend, hatched at the larger thread count: no two bars share a legend entry's look.
+    colours = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(MAIN_BACKENDS)}
     for index, (name, threads) in enumerate(bars):
         values = [document["latency_by_threads"][threads][name][label]["p50_us"] / 1000 for label in LENGTHS]
-        left.bar(x + index * width, values, width, label=f"{name}, {threads} thr")
+        hatch = "//" if threads != "1" else None
+        left.bar(x + index * width, values, width, label=f"{name}, {threads} thr", color=colours[name], hatch=hatch, edgecolor="white")
     left.set_xticks(x + 0.425 - width / 2, [f"{k} ({document['prompt_tokens'][k]} tok)" for k in LENGTHS])
     left.set_ylabel("batch-1 p50 latency (ms, log)")
     left.set_yscale("log")
     left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     for name, values in document["throughput_prompts_per_s"].items():
-        right.plot(BATCHES, [values[str(b)] for b in BATCHES], marker="o", label=name)
+        right.plot(BATCHES, [values[str(b)] for b in BATCHES], marker="o", label=name, color=colours.get(name))
     right.set_xscale("log", base=2)
     right.set_yscale("log")
     right.set_xlabel("batch size (medium prompts)")

@@ -563,6 +563,25 @@ def targets_rows(document: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return rows
 
 
+def closed_loop_note(document: dict[str, Any]) -> list[str]:
+    """Why a closed-loop target at many clients measures queueing: Little's law, with this run's figures."""
+    lines = []
+    for key, section in document["concurrency"].items():
+        clients = int(key.partition("@")[0])
+        if "@" in key or clients == 1:
+            continue
+        direct, floor = section["rows"]["direct upstream"], section["added"].get("null proxy (floor of one hop)")
+        needed = clients / ((direct["p50_us"] + 1000) / 1e6)
+        lines.append(
+            f"\nClosed loop, each of {clients} clients sends its next call when the last returns, so latency is "
+            f"{clients} / requests/s (Little's law): 1 ms added over the direct call's {direct['p50_us'] / 1e3:.2f} ms p50 "
+            f"needs {needed:,.0f} requests/s through the server on these shared cores"
+            + (f", and a hop that does nothing (null proxy) already adds {floor['added_p50_us'] / 1e3:.2f} ms" if floor else "")
+            + ". The paced rows measure the server below saturation."
+        )
+    return lines
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The report: targets, latency and requests/s per concurrency, what the time goes to."""
     machine = document["machine"]
@@ -588,6 +607,7 @@ def markdown(document: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| {t} | {m} | {'met' if ok else 'MISSED'} |" for t, m, ok in targets_rows(document)]
+    lines += closed_loop_note(document)
     for key, section in document["concurrency"].items():
         lines += [
             "",
