@@ -192,12 +192,14 @@ def test_inline_scoring_keeps_its_budget_and_sends_batches_to_the_pool():
         return [0.5] * len(prompts)
 
     async def both() -> str:
-        await policy.arun(router, recording, ["one"])
-        await policy.arun(router, recording, ["one", "two"])
+        await policy.ascore(router, ["one"])
+        await policy.ascore(router, ["one", "two"])
         return threading.current_thread().name
 
     try:
+        router.strong_win_rates = recording  # type: ignore[method-assign]
         loop_thread = asyncio.run(both())
+        del router.strong_win_rates
         assert threads[0] == loop_thread and threads[1] != loop_thread
         policy.score_budget_s = 0.0  # any scoring time is past it
         decision = policy.decide([{"role": "user", "content": "Prove Fermat's little theorem."}], router.name, 0.5)

@@ -274,8 +274,7 @@ class StaticEmbedder:
     def _embed_ids(self, ids: np.ndarray) -> np.ndarray:
         """The normalized sum of the table rows of ``ids``; zeros for no ids."""
         # Per prompt, not vectorized: at batch 1 (the common case) numpy's per-call cost dominates.
-        # Gathered from the contiguous rows: numpy's take would first copy a strided view's whole table.
-        vector = self._rows.take(ids, axis=0)[:, : self.table.shape[1]].sum(axis=0)  # the mean's 1/n cancels out
+        vector = self.summed_rows(ids)[: self.table.shape[1]]  # the mean's 1/n cancels under normalization
         norm = math.sqrt(vector @ vector)  # rounds to the same float32 as np.sqrt on the float32
         if norm > 0.0:
             vector /= norm

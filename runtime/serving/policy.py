@@ -344,12 +344,12 @@ class RoutingPolicy:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
         return self._finish(request, win_rate, fallback)
 
-    async def arun(self, router: Router, function: Any, prompts: list[str]) -> Any:
-        """Run a scoring call of ``router`` on ``prompts`` from a coroutine: on the policy's thread pool,
-        or on the loop for one prompt of a router that scores inline (a batch could hold the loop for ms)."""
+    async def ascore(self, router: Router, prompts: list[str]) -> Any:
+        """``router.strong_win_rates(prompts)`` from a coroutine: on the policy's thread pool, or on the
+        loop for one prompt of a router that scores inline (a batch could hold the loop for ms)."""
         if router.scores_inline and len(prompts) == 1:
-            return function(prompts)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, prompts)
+            return router.strong_win_rates(prompts)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, router.strong_win_rates, prompts)
 
     def close(self) -> None:
         """Stop the scoring threads."""

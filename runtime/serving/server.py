@@ -279,7 +279,7 @@ class Handlers:
 
     # ---------------------------------------------------------------- /v1/route
     async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
-        """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.arun`` says where)."""
+        """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.ascore`` says where)."""
         config = self.config
         prompts = payload["prompts"] if "prompts" in payload else [payload.get("prompt")]
         if not isinstance(prompts, list) or not prompts:
@@ -290,7 +290,7 @@ class Handlers:
         if any(len(p) > config.max_prompt_chars for p in cleaned):
             raise InvalidInputError(f"a prompt is longer than {config.max_prompt_chars} characters")
         started = time.perf_counter()
-        rates = await self.policy.arun(router, router.strong_win_rates, cleaned)
+        rates = await self.policy.ascore(router, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
         return [self.policy.scored(router, float(rate), threshold, score_us) for rate in rates]
 
