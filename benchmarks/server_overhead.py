@@ -188,7 +188,9 @@ class RawConnection:
 
     async def post(self, path: str, body: bytes) -> bytes:
         """POST ``body`` (JSON) and return the answer's body; raises on a non-200 status."""
-        if self.writer is None or self.reader is None:
+        if self.writer is None or self.reader is None or self.reader.at_eof():
+            # A keep-alive connection the server closed while idle (uvicorn after 75 s) is reopened,
+            # as client pools do: a long paced run leaves the connections at the bottom of the pool idle.
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -130,6 +131,13 @@ class Router:
         self.weak_model = scorer.weak_model
         self.encoder = scorer.encoder
         self._max_length = manifest.max_length
+        # Sorted once: the server resolves a threshold on every request.
+        table = manifest.calibration.thresholds if manifest.calibration else {}
+        points = sorted((float(pct), float(value)) for pct, value in table.items())
+        self._calibration = ([p for p, _ in points], [t for _, t in points]) if points else None
+        self._default_threshold = 0.5
+        with contextlib.suppress(InvalidInputError):  # not calibrated, or 50% off the table: 0.5
+            self._default_threshold = self.threshold_for(0.5)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -254,8 +262,7 @@ class Router:
         Read from the manifest's calibration table (linear between its points); raises
         ``InvalidInputError`` when the bundle is not calibrated or the share is off its range.
         """
-        table = self.manifest.calibration.thresholds if self.manifest.calibration else None
-        if not table:
+        if self._calibration is None:
             raise InvalidInputError(f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` or pass a threshold")
         if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)):
             raise InvalidInputError(f"strong_pct must be a number, got {type(strong_pct).__name__}")
@@ -265,20 +272,14 @@ class Router:
             raise InvalidInputError("strong_pct must be a number in [0, 1], got an integer too large for a float") from None
         if not math.isfinite(strong_pct):
             raise InvalidInputError(f"strong_pct must be a number, got {strong_pct!r}")
-        points = sorted((float(pct), float(value)) for pct, value in table.items())
-        low, high = points[0][0], points[-1][0]
-        if not low <= strong_pct <= high:
-            raise InvalidInputError(f"strong_pct must be within the calibrated range [{low}, {high}], got {strong_pct}")
-        shares = [p for p, _ in points]
-        thresholds = [t for _, t in points]
+        shares, thresholds = self._calibration
+        if not shares[0] <= strong_pct <= shares[-1]:
+            raise InvalidInputError(f"strong_pct must be within the calibrated range [{shares[0]}, {shares[-1]}], got {strong_pct}")
         return float(np.interp(strong_pct, shares, thresholds))
 
     def default_threshold(self) -> float:
-        """The calibrated threshold for 50% strong calls, or 0.5 when the bundle is not calibrated."""
-        try:
-            return self.threshold_for(0.5)
-        except InvalidInputError:
-            return 0.5
+        """The calibrated threshold for 50% strong calls, or 0.5 when the bundle is not calibrated (worked out at load)."""
+        return self._default_threshold
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, kind={self.kind!r}, precision={self.precision!r}, device={self.device!r})"

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
 import math
+import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from edgeroute.runtime.scoring.decision import Decision
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("edgeroute.server")
+T = TypeVar("T")
 ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/health", "/metrics")
 
 
@@ -113,6 +116,18 @@ def parse_body(raw: bytes) -> Any:
         raise HTTPFailure(400, "request body is nested too deeply", "invalid_request_error") from None
     except (UnicodeDecodeError, ValueError):  # ValueError: JSONDecodeError, or an integer of over 4,300 digits
         raise HTTPFailure(400, "request body is not valid JSON", "invalid_request_error") from None
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result, or ``asyncio.TimeoutError`` after ``seconds``.
+
+    ``asyncio.timeout`` where there is one (3.11+): ``wait_for`` there wraps the coroutine in a task, one
+    more trip through the event loop on every request.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 class Handlers:
@@ -201,7 +216,7 @@ class Handlers:
             raise HTTPFailure(413, f"request body over {config.max_body_bytes} bytes", "body_too_large")
         try:
             # A client that sends its body slowly or never holds a connection: bounded here.
-            raw = await asyncio.wait_for(self.read_body(request), timeout=config.client_timeout_s)
+            raw = await within(config.client_timeout_s, self.read_body(request))
         except asyncio.TimeoutError:
             raise HTTPFailure(
                 408, f"request body not received within {config.client_timeout_s:g} s", "request_timeout", {"Connection": "close"}
@@ -511,4 +526,11 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_l
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
     uvicorn_config(config, None, host, port, log_level)  # settings are checked before the routers load
     app = create_app(config)
-    uvicorn.Server(uvicorn_config(config, app, host, port, log_level)).run()  # exits non-zero when it cannot bind
+    server = uvicorn.Server(uvicorn_config(config, app, host, port, log_level))
+    # What is loaded by now (modules, routers) lives as long as the process: frozen out of the collector's
+    # sight, full collections stop walking it. They took 20-25 ms each on a 2-core VM, one every few
+    # seconds under load, and stalled every request meanwhile (benchmarks/results/server_overhead.md).
+    # Here, not in create_app: an app mounted in someone else's process leaves its collector alone.
+    gc.collect()
+    gc.freeze()
+    server.run()  # exits non-zero when it cannot bind
