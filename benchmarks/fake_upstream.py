@@ -2,6 +2,7 @@
 
     python benchmarks/fake_upstream.py PORT        # serves http://127.0.0.1:PORT/v1/chat/completions
     python benchmarks/fake_upstream.py PORT --proxy UPSTREAM_PORT   # a null proxy in front of it
+    python benchmarks/fake_upstream.py PORT --delay-ms 200          # each answer 200 ms late, like an LLM
 
 A raw asyncio protocol (no framework, no JSON parsing of the request beyond a byte search for
 ``"stream": true``): HTTP/1.1 with keep-alive, a fixed small completion JSON, or a short SSE
@@ -70,11 +71,13 @@ def response_bytes(path: bytes, body: bytes) -> bytes:
 
 
 class FakeUpstream(asyncio.Protocol):
-    """One keep-alive connection: parse each request's head and Content-Length body, answer at once."""
+    """One keep-alive connection: parse each request's head and Content-Length body, answer at once
+    (or ``delay_s`` later: requests then stay in flight the way LLM calls do)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.buffer = b""
         self.transport: Any = None
+        self.delay_s = delay_s
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -96,13 +99,20 @@ class FakeUpstream(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
-            self.transport.write(response_bytes(path, body))
+            if self.delay_s and not path.startswith(b"/health"):
+                asyncio.get_running_loop().call_later(self.delay_s, self.answer, response_bytes(path, body))
+            else:
+                self.transport.write(response_bytes(path, body))
+
+    def answer(self, response: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(response)
 
 
-async def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Serve until cancelled."""
+async def serve(port: int, host: str = "127.0.0.1", delay_ms: float = 0.0) -> None:
+    """Serve until cancelled, each answer ``delay_ms`` late."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(FakeUpstream, host, port, backlog=1024)
+    server = await loop.create_server(lambda: FakeUpstream(delay_ms / 1000), host, port, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -143,6 +153,7 @@ if __name__ == "__main__":
         if "--proxy" in sys.argv:
             asyncio.run(null_proxy(int(sys.argv[1]), int(sys.argv[sys.argv.index("--proxy") + 1])))
         else:
-            asyncio.run(serve(int(sys.argv[1])))
+            delay = float(sys.argv[sys.argv.index("--delay-ms") + 1]) if "--delay-ms" in sys.argv else 0.0
+            asyncio.run(serve(int(sys.argv[1]), delay_ms=delay))
     except KeyboardInterrupt:
         pass

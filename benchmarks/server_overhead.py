@@ -14,6 +14,11 @@ the same two chat calls with the real ``openai`` client at concurrency 1, and (e
 what no server code can go under. Added latency is the
 server's percentile minus the direct call's; requests/s is what each target sustained with the
 client, the server and the upstream sharing this machine's cores. Needs the serve and test extras (httpx).
+
+At 100 clients three settings: closed loop (each client calls again as soon as it has its answer:
+with a microsecond upstream that measures saturation), paced at 500 calls/s in all (open loop,
+below saturation), and paced at 500 calls/s against a second fake upstream answering 150 ms late,
+so that about 75 calls are in flight at once, as with LLM upstreams (its own server process).
 """
 
 from __future__ import annotations
@@ -45,9 +50,9 @@ MEDIUM = (
 MESSAGES = [{"role": "user", "content": MEDIUM}]
 
 
-def start_upstream(port: int) -> subprocess.Popen:
-    """The fake upstream in its own process."""
-    return subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
+def start_upstream(port: int, delay_ms: float = 0.0) -> subprocess.Popen:
+    """The fake upstream in its own process, answering ``delay_ms`` late."""
+    return subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port), "--delay-ms", f"{delay_ms:g}"])
 
 
 def start_server(
@@ -320,9 +325,15 @@ def added(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 def section_label(key: str) -> str:
-    """How a ``concurrency`` section of the document reads in the reports (``"100"``, ``"100@500"``)."""
-    clients, _, rate = key.partition("@")
-    return f"{clients} client(s), paced at {rate} calls/s in all" if rate else f"{clients} client(s)"
+    """How a ``concurrency`` section of the document reads in the reports (``"100"``, ``"100@500"``,
+    ``"100@500+200ms"``: an upstream answering 200 ms late)."""
+    setting, _, delay = key.partition("+")
+    clients, _, rate = setting.partition("@")
+    label = f"{clients} client(s), paced at {rate} calls/s in all" if rate else f"{clients} client(s)"
+    if delay:
+        in_flight = int(clients) if not rate else min(int(clients), round(float(rate) * float(delay.removesuffix("ms")) / 1000))
+        label += f", upstream answering in {delay.removesuffix('ms')} ms (about {in_flight} call(s) in flight)"
+    return label
 
 
 async def drive(
@@ -495,6 +506,28 @@ def available_variants() -> dict[str, tuple[str, str]]:
 # Open loop at 100 connections: 500 calls/s in all, about a third of what the server sustains closed loop
 # on 2 cores; what a service with 100 connected clients below saturation sees.
 PACED = ((100, 500.0),)
+# (connections, calls/s in all, upstream delay in ms): paced, with calls staying in flight as LLM calls do.
+# Each connection's turn comes every 100 / 500 s = 200 ms: the delay stays well under it, or a call
+# would find its connection still busy and start late (its wait counted), which measures the schedule.
+IN_FLIGHT = ((100, 500.0, 150.0),)
+
+
+def measure_in_flight(settings: tuple[tuple[int, float, float], ...], rounds: int, calls_per_round: int) -> dict[str, Any]:
+    """Each setting against its own late-answering fake upstream and shipped server; sections keyed ``"100@500+200ms"``."""
+    sections: dict[str, Any] = {}
+    for clients, rate, delay_ms in settings:
+        upstream_port, port = free_port(), free_port()
+        upstream_url, url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{port}"
+        processes = [start_upstream(upstream_port, delay_ms), start_server(port, upstream_url)]
+        try:
+            wait_ready(upstream_url + "/health", processes[0])
+            wait_ready(url + "/health", processes[1])
+            results = asyncio.run(drive(upstream_url, {"shipped": url}, (), rounds, calls_per_round, paced=((clients, rate),)))
+        finally:
+            stop(*processes[::-1])
+        for key, section in results.items():
+            sections[f"{key}+{delay_ms:g}ms"] = section
+    return sections
 
 
 def run(
@@ -504,6 +537,7 @@ def run(
     variants: bool = False,
     profile_seconds: float = 0.0,
     paced: tuple[tuple[int, float], ...] = PACED,
+    in_flight: tuple[tuple[int, float, float], ...] = IN_FLIGHT,
 ) -> dict[str, Any]:
     """Start the fake upstream and the server(s), measure side by side, stop them; the JSON document."""
     import importlib.util
@@ -529,6 +563,7 @@ def run(
         for label, process in zip(servers, processes[2:]):
             wait_ready(servers[label] + "/health", process)
         results = asyncio.run(drive(upstream_url, servers, concurrencies, rounds, calls_per_round, proxy_url, paced))
+        results.update(measure_in_flight(in_flight, rounds, calls_per_round))
         profile = [profile_server(upstream_url, profile_seconds, "asyncio", c) for c in concurrencies] if profile_seconds else []
     finally:
         stop(*processes[::-1])

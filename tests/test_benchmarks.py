@@ -73,8 +73,8 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
 
     pytest.importorskip("uvicorn")
     overhead = _load("server_overhead")
-    document = overhead.run(rounds=1, calls_per_round=4, concurrencies=(1, 4), paced=((4, 200.0),))
-    for concurrency in ("1", "4", "4@200"):
+    document = overhead.run(rounds=1, calls_per_round=4, concurrencies=(1, 4), paced=((4, 200.0),), in_flight=((4, 200.0, 5.0),))
+    for concurrency in ("1", "4", "4@200", "4@200+5ms"):
         rows = document["concurrency"][concurrency]["rows"]
         assert {"direct upstream", "server chat (proxied)", "server /v1/route"} <= set(rows)
         assert all(row["n"] > 0 and row["requests_per_s"] > 0 for row in rows.values())
@@ -83,5 +83,7 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
     text = overhead.markdown(document)
     assert "## Targets" in text and ("met" in text or "MISSED" in text)
     assert "## 4 client(s), paced at 200 calls/s in all, 12 calls per burst" in text
+    assert "## 4 client(s), paced at 200 calls/s in all, upstream answering in 5 ms (about 1 call(s) in flight), 12 calls" in text
+    assert document["concurrency"]["4@200+5ms"]["rows"]["direct upstream"]["p50_us"] >= 5000  # the upstream's delay
     assert "≤ 1 ms p50 added, 4 client(s), closed loop" in text
     json.dumps(document)
