@@ -1,4 +1,4 @@
-"""A loopback OpenAI-compatible chat-completions upstream that answers in microseconds.
+"""A loopback OpenAI-compatible chat-completions upstream that answers in microseconds (or, with --delay-ms, late).
 
     python benchmarks/fake_upstream.py PORT        # serves http://127.0.0.1:PORT/v1/chat/completions
     python benchmarks/fake_upstream.py PORT --proxy UPSTREAM_PORT   # a null proxy in front of it

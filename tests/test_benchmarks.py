@@ -83,7 +83,7 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
     text = overhead.markdown(document)
     assert "## Targets" in text and ("met" in text or "MISSED" in text)
     assert "## 4 client(s), paced at 200 calls/s in all, 12 calls per burst" in text
-    assert "## 4 client(s), paced at 200 calls/s in all, upstream answering in 5 ms (about 1 call(s) in flight), 12 calls" in text
+    assert "## 4 client(s), paced at 200 calls/s in all, upstream answering 5 ms late (about 1 call in flight), 12 calls" in text
     assert document["concurrency"]["4@200+5ms"]["rows"]["direct upstream"]["p50_us"] >= 5000  # the upstream's delay
     assert "≤ 1 ms p50 added, 4 client(s), closed loop" in text
     json.dumps(document)

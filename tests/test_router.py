@@ -7,6 +7,7 @@ import pytest
 
 from edgeroute.runtime import (
     ConfigurationError,
+    InvalidInputError,
     PrecisionUnavailableError,
     ProviderUnavailableError,
     Router,
@@ -206,3 +207,27 @@ def test_inline_scoring_keeps_its_budget_and_sends_batches_to_the_pool():
         assert decision.fallback == "score_budget_exceeded" and decision.win_rate is None
     finally:
         policy.close()
+
+
+@pytest.mark.parametrize(
+    ("calibration", "default"),
+    [({}, 0.5), ({"precision": "int8"}, 0.5), ({"thresholds": {"0.9": 0.2, "0.7": 0.3}}, 0.5), ({"thresholds": {"0.5": 0.42}}, 0.42)],
+)
+def test_default_threshold_is_read_from_the_calibration_at_load(tmp_path, mf_bundle, calibration, default):
+    # A section without thresholds, or a table without 50% in its range, falls back to 0.5.
+    import json
+    import shutil
+
+    folder = tmp_path / "mf"
+    shutil.copytree(mf_bundle, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    data["calibration"] = calibration
+    (folder / "manifest.json").write_text(json.dumps(data))
+    router = Router.load(folder)
+    assert router.default_threshold() == default
+    if not calibration.get("thresholds"):
+        with pytest.raises(InvalidInputError, match="has no calibration table; run `edgeroute calibrate --write` or pass a threshold"):
+            router.threshold_for(0.5)
+    else:
+        share, threshold = min(calibration["thresholds"].items())
+        assert router.threshold_for(float(share)) == threshold

@@ -132,8 +132,7 @@ class Router:
         self.encoder = scorer.encoder
         self._max_length = manifest.max_length
         # Sorted once: the server resolves a threshold on every request.
-        table = manifest.calibration.thresholds if manifest.calibration else {}
-        points = sorted((float(pct), float(value)) for pct, value in table.items())
+        points = manifest.calibration.points() if manifest.calibration else []
         self._calibration = ([p for p, _ in points], [t for _, t in points]) if points else None
         self._default_threshold = 0.5
         with contextlib.suppress(InvalidInputError):  # not calibrated, or 50% off the table: 0.5
