@@ -444,7 +444,7 @@ def default_static_bundle() -> str:
     raise SystemExit("no static-tier router is shipped; pass --static-bundle")
 
 
-def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) -> dict[str, Any]:
+def static_tier(bundle: str, repeats: int, rounds: int = 10, batch: int = 128) -> dict[str, Any]:
     """The static tier's embedding step, 1 thread: tokenizer path vs chunk cache vs the tokenizer alone,
     and the whole router (embedding, MF head, sigmoid) with the chunk cache.
 
@@ -471,6 +471,7 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
         "whole router (after)": Router.load(bundle, threads=1).strong_win_rates,
     }
     samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
+    round_p50s: dict[str, list[float]] = {name: [] for name in paths}  # medium prompt: the machine's speed per round
     clock = time.perf_counter_ns
     for _ in range(rounds):
         for label, prompt in STATIC_LENGTHS.items():
@@ -483,6 +484,8 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
                     started = clock()
                     function(batch1)
                     out.append(clock() - started)
+                if label == "medium":
+                    round_p50s[name].append(statistics.median(out[-max(repeats // rounds, 1) :]) / 1e3)
     prompts = [f"{MEDIUM} ({i})" for i in range(batch)]
     throughput = {}
     for name in ("tokenizer path (before)", "chunk cache (after)"):
@@ -497,6 +500,7 @@ def static_tier(bundle: str, repeats: int, rounds: int = 5, batch: int = 128) ->
             name: {label: percentiles([ns * 1e-9 for ns in values]) for label, values in rows.items()} for name, rows in samples.items()
         },
         f"batch{batch}_prompts_per_s": throughput,
+        "medium_round_p50_us": round_p50s,
         "max_abs_diff": float(
             np.abs(cached(prompts + list(STATIC_LENGTHS.values())) - plain(prompts + list(STATIC_LENGTHS.values()))).max()
         ),
@@ -514,6 +518,10 @@ def static_table(section: dict[str, Any]) -> str:
     key = next(k for k in section if k.endswith("_prompts_per_s"))
     lines.append(f"{key}: " + ", ".join(f"{name} {value:.0f}" for name, value in section[key].items()))
     lines.append(f"max |cache - tokenizer| over the batch: {section['max_abs_diff']:.1e}")
+    rounds = section.get("medium_round_p50_us")
+    if rounds:  # a 2-vCPU VM runs whole seconds at about half speed: every path slows in the same rounds
+        lines.append("medium p50 per round (us), in order: a slow round slows every path alike, the machine's speed")
+        lines += [f"  {name:24s} " + " ".join(f"{value:6.1f}" for value in values) for name, values in rounds.items()]
     return "\n".join(lines)
 
 
@@ -579,7 +587,7 @@ def run(
             "cuda": cuda,
         }
     if static_bundle:
-        document["static_tier"] = static_tier(static_bundle, max(repeats * 25, 100), rounds=2 if tiny else 5)
+        document["static_tier"] = static_tier(static_bundle, max(repeats * 25, 100), rounds=2 if tiny else 10)
     if bundle:
         document["bundle"] = bundle
         document["cold_start"] = cold_start(bundle, threads)
