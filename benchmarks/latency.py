@@ -519,8 +519,8 @@ def static_table(section: dict[str, Any]) -> str:
     lines.append(f"{key}: " + ", ".join(f"{name} {value:.0f}" for name, value in section[key].items()))
     lines.append(f"max |cache - tokenizer| over the batch: {section['max_abs_diff']:.1e}")
     rounds = section.get("medium_round_p50_us")
-    if rounds:  # a 2-vCPU VM runs whole seconds at about half speed: every path slows in the same rounds
-        lines.append("medium p50 per round (us), in order: a slow round slows every path alike, the machine's speed")
+    if rounds:  # a 2-vCPU VM runs stretches of a second or so at about half speed, whatever the code
+        lines.append("medium p50 per round (us), in order: the machine's speed moves (a slow stretch slows whichever paths ran in it)")
         lines += [f"  {name:24s} " + " ".join(f"{value:6.1f}" for value in values) for name, values in rounds.items()]
     return "\n".join(lines)
 

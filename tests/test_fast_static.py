@@ -248,7 +248,7 @@ def test_latency_harness_times_the_default_static_router():
     assert set(section["latency_batch1"]) == {"tokenizer path (before)", "chunk cache (after)", "tokenizer alone", "whole router (after)"}
     assert "chunk cache (after)" in latency.static_table(section)
     assert all(len(values) == 2 and min(values) > 0 for values in section["medium_round_p50_us"].values())  # one per round
-    assert "medium p50 per round (us), in order" in latency.static_table(section)
+    assert "medium p50 per round (us), in order: the machine's speed moves" in latency.static_table(section)
 
 
 def test_mlp_head_fused_with_the_table_scores_as_embedding_then_head(tokenizer_path, table) -> None:
