@@ -2,7 +2,7 @@
 
     python benchmarks/fake_upstream.py PORT        # serves http://127.0.0.1:PORT/v1/chat/completions
     python benchmarks/fake_upstream.py PORT --proxy UPSTREAM_PORT   # a null proxy in front of it
-    python benchmarks/fake_upstream.py PORT --delay-ms 200          # each answer 200 ms late, like an LLM
+    python benchmarks/fake_upstream.py PORT --delay-ms 150          # each answer 150 ms late, like an LLM
 
 A raw asyncio protocol (no framework, no JSON parsing of the request beyond a byte search for
 ``"stream": true``): HTTP/1.1 with keep-alive, a fixed small completion JSON, or a short SSE
