@@ -203,6 +203,13 @@ def _add_serve_command(commands: Any) -> None:
     serve.add_argument("--budget-ceiling", type=float, default=1.0, help="highest threshold the --strong-share budget sets")
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
     serve.add_argument(
+        "--upstream-client",
+        choices=["auto", "aiohttp"],
+        default="auto",
+        help="auto (default): plain-http upstreams without a proxy get edgeroute's lean HTTP/1.1 client, "
+        "the others aiohttp; aiohttp: every upstream gets aiohttp",
+    )
+    serve.add_argument(
         "--client-timeout",
         type=float,
         default=30.0,
@@ -579,6 +586,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         routers=args.routers or (),
         fallback=not args.no_fallback,
         upstream_timeout_s=args.upstream_timeout,
+        upstream_client=args.upstream_client,
         client_timeout_s=args.client_timeout,
         shutdown_grace_s=args.shutdown_grace,
         route_on=args.route_on,

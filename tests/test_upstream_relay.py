@@ -1,4 +1,5 @@
-"""The server's upstream client (aiohttp) against a raw-socket upstream: bytes, breaks, timeouts, reuse."""
+"""The server's upstream clients (the lean HTTP/1.1 one and aiohttp) against a raw-socket upstream:
+bytes, breaks, timeouts, reuse."""
 
 from __future__ import annotations
 
@@ -108,15 +109,17 @@ def reset(connection: socket.socket) -> None:
     raise OSError("reset")
 
 
-@pytest.fixture
-def raw_server(upstream, routers):
-    """A server whose strong model is a ``RawUpstream`` answering with the given function."""
+@pytest.fixture(params=["auto", "aiohttp"], ids=["lean", "aiohttp"])
+def raw_server(request, upstream, routers):
+    """A server whose strong model is a ``RawUpstream`` answering with the given function, through
+    either upstream client."""
     opened: list[RawUpstream] = []
 
     def start(answer, **overrides):
         raw = RawUpstream(answer)
         opened.append(raw)
-        config = server_config(upstream, strong=UpstreamConfig("strong-llm", raw.url, None), **overrides)
+        strong = UpstreamConfig("strong-llm", raw.url, None)
+        config = server_config(upstream, strong=strong, upstream_client=request.param, **overrides)
         return raw, serving(create_app(config, routers))
 
     yield start

@@ -60,6 +60,8 @@ class ServerConfig:
     routers: Sequence[str | Path] = ()
     fallback: bool = True
     upstream_timeout_s: float = 60.0
+    # "auto": plain-http upstreams without a proxy get the lean HTTP/1.1 client, the others aiohttp.
+    upstream_client: Literal["auto", "aiohttp"] = "auto"
     route_on: Literal["last_user", "conversation"] = "last_user"
     sticky: bool = False
     score_budget_ms: float | None = None
@@ -369,7 +371,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         else BudgetSettings(config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling),
     )
     metrics = Metrics()
-    relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics)
+    relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics, config.upstream_client)
     handlers = Handlers(config, routers, policy, metrics, relay)
 
     @contextlib.asynccontextmanager

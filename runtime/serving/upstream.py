@@ -28,6 +28,9 @@ _SSE_START = (b"data:", b"event:", b"id:", b"retry:", b":")
 # Long opaque runs with a digit or a mask character look like keys or tokens: never relayed.
 _SECRET_LIKE = re.compile(r"[A-Za-z0-9_\-*.+/=]{20,}")
 
+# A non-streaming answer past this is no chat completion: the relay stops reading it.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
 T = TypeVar("T")
 KindOf = Callable[[Exception], "str | None"]
 
@@ -181,6 +184,23 @@ class UpstreamStreamBroken(Exception):
     """The upstream's stream broke after it started (reset, timeout, bad framing): the client's stream just ends."""
 
 
+class AiohttpAnswer:
+    """An aiohttp response with the lean client's ``Answer`` interface (runtime/serving/http1.py):
+    ``status``, ``content_type``, ``readany()``, ``release()``."""
+
+    def __init__(self, response: Any) -> None:
+        self._response, self.status = response, response.status
+        self.content_type: str | None = response.headers.get("content-type")
+
+    async def readany(self) -> bytes:
+        """The body's bytes that have arrived, waiting for some; ``b""`` at its end."""
+        return bytes(await self._response.content.readany())
+
+    def release(self) -> None:
+        """Back to the pool when read to its end, closed otherwise."""
+        self._response.release()
+
+
 class UpstreamStream:
     """An upstream's streaming answer, without its client library: content type, first bytes, the rest, close.
 
@@ -191,12 +211,12 @@ class UpstreamStream:
 
     def __init__(self, response: Any, first: bytes, errors: tuple[type[BaseException], ...]) -> None:
         self._response, self.first, self._errors = response, first, errors
-        self.content_type: str = response.headers.get("content-type", "text/event-stream")
+        self.content_type: str = response.content_type or "text/event-stream"
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The bytes after ``first``."""
         try:
-            async for chunk in self._response.content.iter_any():
+            while chunk := await self._response.readany():
                 yield chunk
         except self._errors as exc:
             raise UpstreamStreamBroken(type(exc).__name__) from None
@@ -207,19 +227,26 @@ class UpstreamStream:
 
 
 class UpstreamRelay:
-    """The server's calls to its strong and weak upstreams (aiohttp): failures named by kind, one fallback.
+    """The server's calls to its strong and weak upstreams: failures named by kind, one fallback.
 
-    aiohttp rather than httpx: on a loopback upstream httpx's own cost was ~0.9 ms per call, and its
-    pool (httpcore) scans every pooled connection on each request, which collapsed the server to
-    ~50 requests/s at 100 clients (benchmarks/results/server_fixes.md).
+    Plain-http upstreams without a proxy get the lean HTTP/1.1 client (runtime/serving/http1.py),
+    the others aiohttp; ``client="aiohttp"`` gives every upstream aiohttp. aiohttp rather than
+    httpx: on a loopback upstream httpx's own cost was ~0.9 ms per call, and its pool (httpcore)
+    scans every pooled connection on each request, which collapsed the server to ~50 requests/s at
+    100 clients (benchmarks/results/server_fixes.md).
     """
 
-    def __init__(self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool, metrics: Any) -> None:
+    def __init__(
+        self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool, metrics: Any, client: str = "auto"
+    ) -> None:
+        from edgeroute.runtime.serving.http1 import lean_client_fits
+
         self.aiohttp = require_extra("aiohttp", "serve", "edgeroute serve")
         self.upstreams = {"strong": strong, "weak": weak}
         self.names = {tier: upstream.model for tier, upstream in self.upstreams.items()}
         self.urls = {tier: upstream.base_url.rstrip("/") + "/chat/completions" for tier, upstream in self.upstreams.items()}
         self.proxies = {tier: env_proxy(url) for tier, url in self.urls.items()}
+        self.lean = {tier: client == "auto" and lean_client_fits(self.urls[tier], self.proxies[tier]) for tier in self.urls}
         self.timeout_s, self.metrics = timeout_s, metrics
         self.fallback = Fallback(
             fallback,
@@ -232,6 +259,7 @@ class UpstreamRelay:
         self.timeouts: tuple[type[BaseException], ...] = (asyncio.TimeoutError,)
         self.failures: tuple[type[BaseException], ...] = (self.aiohttp.ClientError, OSError, ValueError)
         self._session: Any = None
+        self._pool: Any = None
 
     def session(self) -> Any:
         """The shared aiohttp session, created on first use inside the running event loop.
@@ -253,11 +281,22 @@ class UpstreamRelay:
             )
         return self._session
 
+    def pool(self) -> Any:
+        """The lean client's connection pool, created on first use inside the running event loop."""
+        if self._pool is None:
+            from edgeroute.runtime.serving.http1 import Http1Pool
+
+            self._pool = Http1Pool(self.timeout_s)
+        return self._pool
+
     async def aclose(self) -> None:
-        """Close the session's connections."""
+        """Close the clients' connections."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _unreachable(self, upstream: UpstreamConfig, exc: BaseException, what: str = "unreachable") -> UpstreamError:
         if isinstance(exc, self.timeouts):
@@ -272,17 +311,26 @@ class UpstreamRelay:
             content = encode_upstream_body(payload, upstream.model)
         except (ValueError, TypeError, RecursionError) as exc:
             raise UpstreamError("invalid_request_error", 400, f"the request cannot be relayed as JSON ({type(exc).__name__})") from None
+        headers = {**upstream.headers(), "content-type": "application/json"}
         try:
-            return await self.session().post(
-                self.urls[tier], data=content, proxy=self.proxies[tier], headers={**upstream.headers(), "content-type": "application/json"}
-            )
+            if self.lean[tier]:
+                return await self.pool().post(self.urls[tier], headers, content)
+            response = await self.session().post(self.urls[tier], data=content, proxy=self.proxies[tier], headers=headers)
+            return AiohttpAnswer(response)
         except self.timeouts + self.failures as exc:
             raise self._unreachable(upstream, exc) from None
 
     async def read(self, upstream: UpstreamConfig, response: Any) -> bytes:
-        """The whole body; transport failures become ``UpstreamError``. The connection goes back to the pool."""
+        """The whole body (at most ``MAX_ANSWER_BYTES``); transport failures become ``UpstreamError``.
+        The connection goes back to the pool."""
+        parts, size = [], 0
         try:
-            return bytes(await response.read())
+            while chunk := await response.readany():
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent an answer over 64 MiB")
+                parts.append(chunk)
+            return b"".join(parts)
         except self.timeouts + self.failures as exc:
             raise self._unreachable(upstream, exc) from None
         finally:
@@ -320,7 +368,7 @@ class UpstreamRelay:
         try:
             first = b""
             while not first.strip():  # skip keep-alive blank lines
-                chunk = await response.content.readany()
+                chunk = await response.readany()
                 if not chunk:
                     return first
                 first += chunk
