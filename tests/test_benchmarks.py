@@ -76,7 +76,9 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
     document = overhead.run(rounds=1, calls_per_round=4, concurrencies=(1, 4), paced=((4, 200.0),), in_flight=((4, 200.0, 5.0),))
     for concurrency in ("1", "4", "4@200", "4@200+5ms"):
         rows = document["concurrency"][concurrency]["rows"]
-        assert {"direct upstream", "server chat (proxied)", "server /v1/route"} <= set(rows)
+        # /v1/route never calls the upstream: with a late upstream it has no reference and is left out.
+        assert set(rows) >= {"direct upstream", "server chat (proxied)"} | (set() if "ms" in concurrency else {"server /v1/route"})
+        assert ("server /v1/route" in rows) is ("ms" not in concurrency)
         assert all(row["n"] > 0 and row["requests_per_s"] > 0 for row in rows.values())
         assert "server chat (proxied)" in document["concurrency"][concurrency]["added"]
     assert document["micro_costs_us"]["thread-pool hop (run_in_executor of a no-op)"] > 0
