@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import zlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -151,15 +152,19 @@ def test_large_body_read_slowly_arrives_whole():
     assert result is True
 
 
-def test_stale_kept_alive_connection_gets_one_fresh_try():
+def test_kept_alive_connection_closed_before_its_answer_is_not_sent_again():
+    seen: list[tuple[int, int]] = []
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: int, request: int) -> bool:
-        if connection == 1 and request == 2:
-            return False  # closed without an answer, as an upstream timing out an idle connection does
+        seen.append((connection, request))
+        if request == 2:
+            return False  # read, perhaps processed, then closed without an answer: the fallback rule's case
         writer.write(ok(b"{}"))
         return True
 
-    result, upstream = run(handle, bodies)
-    assert result == [(200, b"{}")] * 3 and upstream.connections == 2
+    with pytest.raises(ConnectionResetError, match="^the upstream closed the connection before its answer ended$"):
+        run(handle, bodies)
+    assert seen == [(1, 1), (1, 2)]
 
 
 def test_fresh_connection_closed_without_an_answer_is_an_error():
@@ -186,13 +191,90 @@ def test_bytes_after_the_answer_close_the_connection():
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n{}",
             "the answer is not HTTP/1.1: Transfer-Encoding can't be present with Content-Length",
         ),
-        (b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 2\r\n\r\n{}", "unsupported content-encoding 'br'"),
         (b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 2\r\n\r\n{}", "the compressed body is corrupt"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\ncontent-length: 14\r\n\r\n" + zlib.compress(b"{}") + b"{}",
+            "the upstream sent bytes after its compressed body",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 10\r\n\r\n" + gzip.compress(b"{}" * 100)[:10],
+            "the compressed body ended before its end",
+        ),
     ],
 )
 def test_answers_that_are_no_http_are_protocol_errors(raw, message):
     with pytest.raises(UpstreamProtocolError, match="^" + re.escape(message)):
         run(answering(raw), body)
+
+
+def test_unsupported_content_encoding_fails_before_any_body_byte():
+    async def client(pool: Http1Pool, url: str) -> object:
+        return await pool.post(url, {}, b"{}")
+
+    with pytest.raises(UpstreamProtocolError, match="^unsupported content-encoding 'br'$"):
+        run(answering(b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ncontent-length: 2\r\n\r\n{}"), client)
+
+
+@pytest.mark.parametrize(
+    ("coding", "packed"),
+    [
+        ("gzip", gzip.compress(b"data: x\n\n" * 50) + gzip.compress(b"data: y\n\n" * 50)),  # two gzip members
+        ("deflate", zlib.compress(b"data: x\n\n" * 50) + b""),
+        ("deflate", zlib.compress(b"data: x\n\n" * 50)[2:-4]),  # raw deflate, as some servers send it
+    ],
+    ids=["gzip-members", "zlib-deflate", "raw-deflate"],
+)
+def test_compressed_bodies_decode_as_aiohttp_decodes_them(coding, packed):
+    head = f"HTTP/1.1 200 OK\r\ncontent-encoding: {coding}\r\ncontent-length: {len(packed)}\r\n\r\n".encode()
+    result, _ = run(answering(head + packed[:1], packed[1:]), body)
+    expected = b"data: x\n\n" * 50 + (b"data: y\n\n" * 50 if coding == "gzip" else b"")
+    assert result == (200, expected)
+
+
+def test_identity_transfer_encoding_body_delimited_by_close():
+    raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\n{}"
+    result, _ = run(answering(raw, keep=False), body)
+    assert result == (200, b"{}")
+
+
+def test_answer_released_after_the_pool_closed_closes_its_connection():
+    async def client(pool: Http1Pool, url: str) -> object:
+        answer = await pool.post(url, {}, b"{}")
+        while await answer.readany():
+            pass
+        pool.close()
+        answer.release()
+        await asyncio.sleep(0.05)
+        return pool.closed
+
+    result, upstream = run(answering(ok(b"{}")), client)
+    assert result is True and upstream.closed == 1
+
+
+def test_cancelled_stream_before_its_first_bytes_frees_its_connection():
+    pytest.importorskip("aiohttp")
+    from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamRelay
+
+    async def client(pool: Http1Pool, url: str) -> object:
+        strong = UpstreamConfig("s", url.removesuffix("/chat/completions"), None)
+        relay = UpstreamRelay(strong, strong, 5.0, False, None)
+        call = asyncio.ensure_future(relay.call("strong", {"messages": []}, stream=True))
+        await asyncio.sleep(0.2)  # headers in, no body byte yet
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0.05)
+        return relay.pool().slots.locked()
+
+    stalled = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: int, request: int) -> bool:
+        writer.write(stalled)
+        await reader.read()  # until the client closes
+        return False
+
+    result, upstream = run(handle, client)
+    assert result is False and upstream.connections == 1
 
 
 def test_header_stall_times_out():
@@ -212,13 +294,22 @@ def test_connection_limit_bounds_busy_connections():
     assert result == (200, b"{}")
 
 
-@pytest.mark.parametrize("headers", [{"x-key": "a\r\nx-injected: 1"}, {"x-key\r\n": "a"}, {"x:y": "a"}])
-def test_header_that_could_split_the_request_is_refused(headers):
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"x-key": "a\r\nx-injected: 1"}, "holds a line break or is no header name"),
+        ({"x-key\r\n": "a"}, "holds a line break or is no header name"),
+        ({"x:y": "a"}, "holds a line break or is no header name"),
+        ({"x y": "a"}, "holds a line break or is no header name"),
+        ({"Content-Length": "0"}, "is written by the client itself"),
+    ],
+)
+def test_header_that_could_split_the_request_is_refused(headers, why):
     async def client(pool: Http1Pool, url: str) -> object:
         return await pool.post(url, headers, b"{}")
 
     name = next(iter(headers))
-    with pytest.raises(ValueError, match=re.escape(f"header {name!r} holds a line break or colon") + "$"):
+    with pytest.raises(ValueError, match=re.escape(f"header {name!r} {why}") + "$"):
         run(answering(ok(b"{}")), client)
 
 

@@ -15,21 +15,75 @@ it (reading pauses past ``PAUSE_AT_BYTES``), and what one compressed chunk may e
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 MAX_HEAD_BYTES = 256 * 1024
 PAUSE_AT_BYTES = 1024 * 1024
 MAX_INFLATED_CHUNK = 64 * 1024 * 1024
 _DECODERS = ("gzip", "x-gzip", "deflate")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's header name characters
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "user-agent", "accept-encoding"})
+# A target's characters that stay as they are; anything else (a space, non-ASCII) is percent-encoded.
+_TARGET_SAFE = "/?=&%:@!$'()*+,;~"
 
 
 class UpstreamProtocolError(ConnectionError):
     """The upstream's bytes are no HTTP/1.1 answer the relay can use (bad framing, oversized headers, ...)."""
+
+
+class _Inflater:
+    """A gzip body (every member of it) or a deflate one (zlib-wrapped or raw, as servers send both),
+    chunk by chunk, what one chunk expands to bounded."""
+
+    def __init__(self, coding: str) -> None:
+        self._gzip = coding != "deflate"
+        self._inflater: Any = None
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """What ``data`` decodes to."""
+        data, out, size = self._pending + data, [], 0
+        self._pending = b""
+        try:
+            while data:
+                if self._inflater is not None and self._inflater.eof:
+                    if not self._gzip:
+                        raise UpstreamProtocolError("the upstream sent bytes after its compressed body")
+                    self._inflater = None  # the next gzip member
+                if self._inflater is None:
+                    if not self._gzip and len(data) < 2:  # the zlib header's two bytes tell zlib from raw deflate
+                        self._pending = data
+                        break
+                    self._inflater = zlib.decompressobj(self._wbits(data))
+                chunk = self._inflater.decompress(data, MAX_INFLATED_CHUNK - size)
+                size += len(chunk)
+                if self._inflater.unconsumed_tail or size >= MAX_INFLATED_CHUNK:
+                    raise UpstreamProtocolError("a compressed chunk expands past 64 MiB")
+                out.append(chunk)
+                data = self._inflater.unused_data if self._inflater.eof else b""
+        except zlib.error as exc:
+            raise UpstreamProtocolError(f"the compressed body is corrupt ({exc})") from None
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """The body ended: what is left; an error when the compressed stream was cut short."""
+        if self._inflater is None and not self._pending:
+            return b""
+        if self._pending or not self._inflater.eof:
+            raise UpstreamProtocolError("the compressed body ended before its end")
+        return bytes(self._inflater.flush())
+
+    def _wbits(self, data: bytes) -> int:
+        if self._gzip:
+            return 47  # gzip or zlib, whichever the bytes are
+        zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        return 15 if zlib_header else -15
 
 
 class Answer:
@@ -42,7 +96,7 @@ class Answer:
         self._timeout_s = timeout_s
         self._chunks: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._decoder: Any = None
+        self._decoder: _Inflater | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
         self.started = self.done = self.received = False
@@ -56,10 +110,10 @@ class Answer:
 
     async def until_headers(self) -> None:
         """Wait for the status line and headers; raises what broke the exchange."""
-        while not self.started:
-            if self.error is not None:
-                raise self.error
+        while not self.started and self.error is None:
             await self._wait()
+        if self.error is not None:  # broken, or headers the relay cannot use (an unknown content-encoding)
+            raise self.error
 
     async def readany(self) -> bytes:
         """The body's bytes that have arrived (decoded), waiting for some; ``b""`` at its end."""
@@ -70,14 +124,15 @@ class Answer:
                 self.buffered = 0
                 if self._connection is not None:
                     self._connection.resume()
-                data = self._decode(data)
+                if self._decoder is not None:
+                    data = self._decoder.feed(data)
                 if data:
                     return data
             elif self.error is not None:
                 raise self.error
             elif self.done:
                 decoder, self._decoder = self._decoder, None
-                return decoder.flush() if decoder is not None else b""
+                return decoder.finish() if decoder is not None else b""
             else:
                 await self._wait()
 
@@ -93,7 +148,7 @@ class Answer:
         self.status, self.headers, self.started = status, headers, True
         coding = headers.get("content-encoding", "identity").strip().lower()
         if coding in _DECODERS:
-            self._decoder = zlib.decompressobj(wbits=47)  # gzip or zlib, whichever the header says
+            self._decoder = _Inflater(coding)
         elif coding not in ("", "identity"):
             self.fail(UpstreamProtocolError(f"unsupported content-encoding {coding!r}"))
         self._wake()
@@ -116,17 +171,6 @@ class Answer:
         self._wake()
 
     # ---------------------------------------------------------------- internals
-    def _decode(self, data: bytes) -> bytes:
-        if self._decoder is None:
-            return data
-        try:
-            out: bytes = self._decoder.decompress(data, MAX_INFLATED_CHUNK)
-        except zlib.error as exc:
-            raise UpstreamProtocolError(f"the compressed body is corrupt ({exc})") from None
-        if self._decoder.unconsumed_tail:
-            raise UpstreamProtocolError("a compressed chunk expands past 64 MiB")
-        return out
-
     async def _wait(self) -> None:
         waiter = self._waiter = self._loop.create_future()
         timer = self._loop.call_later(self._timeout_s, _time_out, waiter)
@@ -154,7 +198,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = parser_type(self)
         self.answer: Answer | None = None
-        self.closed = self.reused = self.paused = self.keep_alive = False
+        self.closed = self.paused = self.keep_alive = False
         self.idle_since = 0.0
         self._head_bytes = 0
         self._headers: dict[str, str] = {}
@@ -188,7 +232,8 @@ class _Connection(asyncio.Protocol):
         answer = self.answer
         if answer is None or answer.done:
             return
-        if answer.started and not ({"content-length", "transfer-encoding"} & answer.headers.keys()):
+        chunked = answer.headers.get("transfer-encoding", "").lower().rstrip().endswith("chunked")
+        if answer.started and "content-length" not in answer.headers and not chunked:
             answer.end()  # a body delimited by the connection's close
         else:
             answer.fail(ConnectionResetError("the upstream closed the connection before its answer ended"))
@@ -231,6 +276,10 @@ class _Connection(asyncio.Protocol):
         self.transport.write(request)
         return self.answer
 
+    def usable(self) -> bool:
+        """Open, as far as this side knows."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
     def resume(self) -> None:
         """The reader took the buffered bytes: read on."""
         if self.paused and self.transport is not None and not self.closed:
@@ -270,35 +319,38 @@ class Http1Pool:
         self.slots = asyncio.Semaphore(limit)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        self.closed = False
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
-        """POST ``body`` to ``url``; the answer once its headers arrived."""
+        """POST ``body`` to ``url``; the answer once its headers arrived.
+
+        Never sent twice: a kept-alive connection that closes before its answer is a failure for
+        the fallback rule, as with aiohttp, because the upstream may have processed the request.
+        Idle connections retire after ``keepalive_s`` (4 s), before common upstreams' 5 s.
+        """
         host, port, request = _request(url, headers, body)
-        for attempt in (1, 2):
-            connection = await self._connection((host, port))
-            answer = connection.start(request, self.timeout_s)
-            try:
-                await answer.until_headers()
-                return answer
-            except ConnectionResetError:
-                answer.release()
-                # A kept-alive connection the upstream closed just as the request went out: one fresh try.
-                if attempt == 2 or not connection.reused or answer.received:
-                    raise
-            except BaseException:
-                answer.release()
-                raise
-        raise AssertionError("unreachable")
+        connection = await self._connection((host, port))
+        answer = connection.start(request, self.timeout_s)
+        try:
+            await answer.until_headers()
+        except BaseException:
+            answer.release()
+            raise
+        return answer
 
     def put(self, connection: _Connection) -> None:
-        """An idle connection, ready for the next request."""
-        connection.idle_since, connection.reused = time.monotonic(), True
+        """An idle connection, ready for the next request (closed instead once the pool is)."""
+        if self.closed:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
         self._idle.setdefault(connection.key, deque()).append(connection)
         if self._sweep is None:
             self._sweep = connection.loop.call_later(self.keepalive_s, self._close_stale)
 
     def close(self) -> None:
         """Close every idle connection (busy ones close as their answers are released)."""
+        self.closed = True
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()
@@ -307,6 +359,10 @@ class Http1Pool:
             self._sweep = None
 
     async def _connection(self, key: tuple[str, int]) -> _Connection:
+        """A free connection to ``key``: an idle one, else a new one; waiting for a slot and
+        connecting share one ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         if self.slots.locked():
             await asyncio.wait_for(self.slots.acquire(), self.timeout_s)
         else:
@@ -316,12 +372,11 @@ class Http1Pool:
             now = time.monotonic()
             while idle:
                 connection = idle.pop()
-                if not connection.closed and now - connection.idle_since < self.keepalive_s:
+                if connection.usable() and now - connection.idle_since < self.keepalive_s:
                     return connection
                 connection.close()
-            loop = asyncio.get_running_loop()
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self, key, self._parser_type), *key), self.timeout_s
+                loop.create_connection(lambda: _Connection(self, key, self._parser_type), *key), max(deadline - loop.time(), 0.0)
             )
             return protocol
         except BaseException:
@@ -351,10 +406,11 @@ def lean_client_fits(url: str, proxy: str | None) -> bool:
 
 
 def _request(url: str, headers: Mapping[str, str], body: bytes) -> tuple[str, int, bytes]:
-    """Host, port and the request's bytes; header values that could split the request are refused."""
+    """Host, port and the request's bytes; header names and values that could split the request,
+    or that this client writes itself, are refused."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
     lines = [
         f"POST {target} HTTP/1.1",
         f"host: {parts.netloc}",
@@ -363,7 +419,9 @@ def _request(url: str, headers: Mapping[str, str], body: bytes) -> tuple[str, in
         f"content-length: {len(body)}",
     ]
     for name, value in headers.items():
-        if any(c in name + value for c in "\r\n\0") or ":" in name:
-            raise ValueError(f"header {name!r} holds a line break or colon")
+        if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} holds a line break or is no header name")
+        if name.lower() in _OWN_HEADERS:
+            raise ValueError(f"header {name!r} is written by the client itself")
         lines.append(f"{name}: {value}")
     return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

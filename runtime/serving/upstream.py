@@ -356,25 +356,28 @@ class UpstreamRelay:
                 raise malformed from None
             self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
             return data
-        first = await self.first_chunk(upstream, response)
-        if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
+        try:
+            first = await self.first_chunk(upstream, response)
+            if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
+                raise malformed
+        except BaseException:  # cancelled too: the lean client's connections are only ever freed by release()
             response.release()
-            raise malformed
+            raise
         self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
         return UpstreamStream(response, first, self.timeouts + self.failures)
 
     async def first_chunk(self, upstream: UpstreamConfig, response: Any) -> bytes:
-        """The stream's first non-blank bytes (all of them that have arrived); empty when the stream ends first."""
+        """The stream's first non-blank bytes (all of them that have arrived, blank ones up to 64 KiB);
+        empty when the stream ends first. The caller releases the response when this raises."""
         try:
             first = b""
-            while not first.strip():  # skip keep-alive blank lines
+            while not first.strip() and len(first) < 65536:  # skip keep-alive blank lines
                 chunk = await response.readany()
                 if not chunk:
                     return first
                 first += chunk
             return first
         except self.timeouts + self.failures as exc:
-            response.release()
             raise self._unreachable(upstream, exc, "broke the stream") from None
 
     async def call_with_fallback(self, decision: Decision, payload: dict[str, Any], stream: bool) -> tuple[Decision, Any]:
