@@ -90,6 +90,28 @@ def machine_flags() -> dict[str, Any]:
     return {"cpu": model, "cpu_flags": flags, "vnni": any("vnni" in f for f in flags), "cores": os.cpu_count()}
 
 
+def cpu_clock() -> tuple[int, int] | None:
+    """(steal, total) CPU time of all cores in clock ticks, from /proc/stat; None where there is none."""
+    try:
+        ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to other guests between two ``cpu_clock`` readings
+    (stolen time stalls whatever runs here: it shows in tail latencies first)."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
+def steal_note(share: float | None) -> str:
+    """The report's sentence on stolen CPU time, or nothing where it was not measured."""
+    return "" if share is None else f" The hypervisor took {share:.1%} of CPU time (steal) during the run."
+
+
 def machine() -> dict[str, Any]:
     """``machine_flags`` plus the versions of the libraries that do the work."""
     import onnxruntime
@@ -541,6 +563,7 @@ def run(
     thread_counts = sorted({1, threads})
     rounds = 1 if tiny else 10
     load_before = [round(v, 2) for v in os.getloadavg()]
+    clock_before = cpu_clock()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         model, tokenizer, graphs = build_graphs(checkpoint, folder)
@@ -593,6 +616,7 @@ def run(
         document["cold_start"] = cold_start(bundle, threads)
     add_speedups(document)
     document["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    document["cpu_steal_share"] = steal_share(clock_before, cpu_clock())
     return document
 
 
@@ -806,7 +830,7 @@ def markdown(document: dict[str, Any], server: dict[str, Any] | None) -> str:
         f"(VNNI: {machine['vnni']}); Python {machine['python']}, onnxruntime {machine['onnxruntime']}, "
         f"providers {', '.join(machine['providers'])}. Load average (1/5/15 min) {document['load_average_before']} "
         f"at the start, {document['load_average_after']} at the end: the machine is shared, absolute figures "
-        "are inflated, ratios less so." + oversubscribed(document),
+        "are inflated, ratios less so." + steal_note(document.get("cpu_steal_share")) + oversubscribed(document),
         "",
         "## Targets (issue 13)",
         "",
@@ -848,17 +872,25 @@ def markdown(document: dict[str, Any], server: dict[str, Any] | None) -> str:
             + ". `benchmarks/gpu_check.sh` runs this harness on a GPU machine."
         )
     if server:
-        lines += ["", "## Server overhead (summary of `server_overhead.md`)", ""]
-        from server_overhead import section_label
-
-        for key, section in server["concurrency"].items():
-            for name in ("server chat (proxied)", "server /v1/route"):
-                row, extra = section["rows"][name], section["added"][name]
-                lines.append(
-                    f"* {section_label(key)}, {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
-                    f"p99 {extra['added_p99_us'] / 1e3:.2f} ms, {row['requests_per_s']:.0f} requests/s"
-                )
+        lines += ["", "## Server overhead (summary of `server_overhead.md`)", "", *server_summary(server)]
     return "\n".join(lines) + "\n"
+
+
+def server_summary(server: dict[str, Any]) -> list[str]:
+    """One bullet per section and server target of the server report: added p50/p99 and requests/s."""
+    from server_overhead import section_label
+
+    lines = []
+    for key, section in server["concurrency"].items():
+        for name in ("server chat (proxied)", "server /v1/route"):
+            if name not in section["added"]:  # /v1/route is left out where the upstream answers late
+                continue
+            row, extra = section["rows"][name], section["added"][name]
+            lines.append(
+                f"* {section_label(key)}, {name}: added p50 {extra['added_p50_us'] / 1e3:.2f} ms, "
+                f"p99 {extra['added_p99_us'] / 1e3:.2f} ms, {row['requests_per_s']:.0f} requests/s"
+            )
+    return lines
 
 
 def oversubscribed(document: dict[str, Any]) -> str:

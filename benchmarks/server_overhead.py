@@ -568,6 +568,9 @@ def run(
     ]
     servers: dict[str, str] = {}
     load_before = load_average()
+    from latency import cpu_clock, machine_flags, steal_share
+
+    clock_before = cpu_clock()
     try:
         wait_ready(upstream_url + "/health", processes[0])
         wait_ready(proxy_url + "/health", processes[1])
@@ -583,14 +586,13 @@ def run(
         profile = [profile_server(upstream_url, profile_seconds, "asyncio", c) for c in concurrencies] if profile_seconds else []
     finally:
         stop(*processes[::-1])
-    from latency import machine_flags
-
     from edgeroute.runtime.serving.server import http_parser
 
     return {
         "machine": machine_flags(),
         "load_average_before": load_before,
         "load_average_after": load_average(),
+        "cpu_steal_share": steal_share(clock_before, cpu_clock()),
         "router": ROUTER,
         "rounds": rounds,
         "prompt": "medium (61 tokens)",
@@ -637,6 +639,8 @@ def closed_loop_note(document: dict[str, Any]) -> list[str]:
 
 def markdown(document: dict[str, Any]) -> str:
     """The report: targets, latency and requests/s per concurrency, what the time goes to."""
+    from latency import steal_note
+
     machine = document["machine"]
     lines = [
         "# Server overhead",
@@ -647,7 +651,8 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {', '.join(machine['cpu_flags'])}; "
         f"load average {document['load_average_before']} before, {document['load_average_after']} after "
-        "(1/5/15 min; shared with other jobs). Client, server and fake upstream share these cores.",
+        "(1/5/15 min; shared with other jobs). Client, server and fake upstream share these cores."
+        + steal_note(document.get("cpu_steal_share")),
         "",
         f"Router `{document['router']}`, medium prompt; {document['rounds']} interleaved rounds. "
         f"`edgeroute serve` here runs uvicorn's `{document['shipped_loop']}` loop (uvloop installed: "

@@ -88,4 +88,8 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
     assert "## 4 client(s), paced at 200 calls/s in all, upstream answering 5 ms late (about 1 call in flight), 12 calls" in text
     assert document["concurrency"]["4@200+5ms"]["rows"]["direct upstream"]["p50_us"] >= 5000  # the upstream's delay
     assert "≤ 1 ms p50 added, 4 client(s), closed loop" in text
+    share = document["cpu_steal_share"]
+    assert share is None or (0 <= share <= 1 and "(steal) during the run" in text)
+    summary = _load("latency").server_summary(document)  # the latency report's digest of this document
+    assert len(summary) == 2 * 3 + 1 and all(line.startswith("* 4 client(s)") or line.startswith("* 1 client(s)") for line in summary)
     json.dumps(document)
