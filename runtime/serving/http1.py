@@ -15,6 +15,7 @@ it (reading pauses past ``PAUSE_AT_BYTES``), and what one compressed chunk may e
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import zlib
@@ -99,7 +100,7 @@ class Answer:
         self._decoder: _Inflater | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.started = self.done = self.received = False
+        self.started = self.done = False
         self.buffered = 0
         self.error: BaseException | None = None
 
@@ -213,7 +214,6 @@ class _Connection(asyncio.Protocol):
         if answer is None:  # bytes nobody asked for: this connection's framing can no longer be trusted
             self.close()
             return
-        answer.received = True
         if not answer.started:
             self._head_bytes += len(data)
         try:
@@ -387,7 +387,7 @@ class Http1Pool:
         self._sweep = None
         deadline = time.monotonic() - self.keepalive_s
         for idle in self._idle.values():
-            while idle and (idle[0].closed or idle[0].idle_since <= deadline):
+            while idle and (not idle[0].usable() or idle[0].idle_since <= deadline):
                 idle.popleft().close()
         if any(self._idle.values()):
             self._sweep = asyncio.get_running_loop().call_later(self.keepalive_s, self._close_stale)
@@ -405,23 +405,24 @@ def lean_client_fits(url: str, proxy: str | None) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=64)
+def _address(url: str) -> tuple[str, int, str]:
+    """Host, port and the request's first lines for ``url`` (the same few URLs on every call)."""
+    parts = urlsplit(url)
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
+    head = f"POST {target} HTTP/1.1\r\nhost: {parts.netloc}\r\nuser-agent: edgeroute\r\naccept-encoding: gzip, deflate\r\n"
+    return parts.hostname or "", parts.port or 80, head
+
+
 def _request(url: str, headers: Mapping[str, str], body: bytes) -> tuple[str, int, bytes]:
     """Host, port and the request's bytes; header names and values that could split the request,
     or that this client writes itself, are refused."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
-    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_TARGET_SAFE)
-    lines = [
-        f"POST {target} HTTP/1.1",
-        f"host: {parts.netloc}",
-        "user-agent: edgeroute",
-        "accept-encoding: gzip, deflate",
-        f"content-length: {len(body)}",
-    ]
+    host, port, head = _address(url)
+    lines = [f"content-length: {len(body)}"]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0"):
             raise ValueError(f"header {name!r} holds a line break or is no header name")
         if name.lower() in _OWN_HEADERS:
             raise ValueError(f"header {name!r} is written by the client itself")
         lines.append(f"{name}: {value}")
-    return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return host, port, (head + "\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
