@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -54,6 +56,20 @@ def test_latency_harness_on_a_tiny_model(bert_checkpoint, bert_bundle, tmp_path)
     latency.plot(document, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(document)  # the document is plain JSON
+    assert document["paired_speedup_vs_pytorch"]["1"]["onnx int8"]["medium"] > 0
+    assert "x paired" in latency.table(document)
+
+
+def test_paired_speedup_takes_each_rounds_ratio():
+    latency = _load("latency")
+    # a slow second round doubles eager's p50 there; int8's slow stretch fell in round 3
+    eager = {"p50_us": 10.0, "round_p50_us": [10.0, 20.0, 10.0]}
+    int8 = {"p50_us": 4.0, "round_p50_us": [2.0, 4.0, 5.0]}
+    assert latency.paired_speedup(eager, int8) == 5.0  # ratios 5, 5, 2
+    assert latency.paired_speedup({"p50_us": 10.0}, {"p50_us": 4.0}) == 2.5  # no rounds: the pooled ratio
+    figures = latency.cell_figures([1e-6, 3e-6, 2e-6, 10e-6, 30e-6, 20e-6], per_round=3)
+    assert figures["round_p50_us"] == pytest.approx([2.0, 20.0])
+    assert figures["n"] == 6
 
 
 def test_fake_upstream_answers_completions_and_streams():
