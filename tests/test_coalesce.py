@@ -27,6 +27,9 @@ class RecordingTransport:
     def abort(self) -> None:
         self.aborted = True
 
+    def write_eof(self) -> None:
+        self.writes.append(b"<eof>")
+
     def get_extra_info(self, name: str) -> str:
         return f"info:{name}"
 
@@ -75,3 +78,14 @@ def test_other_writes_pass_straight_and_close_and_abort_handle_what_is_held():
     closing, aborting = asyncio.run(scenario())
     assert closing.writes == [b"HTTP/1.1 body that is not a header block", HEADERS] and closing.closed
     assert aborting.writes == [] and aborting.aborted
+
+
+def test_write_eof_sends_what_is_held_first():
+    async def scenario() -> list[bytes]:
+        inner = RecordingTransport()
+        wrapped = CoalescedWrites(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+        wrapped.write(HEADERS)
+        wrapped.write_eof()
+        return inner.writes
+
+    assert asyncio.run(scenario()) == [HEADERS, b"<eof>"]

@@ -17,9 +17,9 @@ class CoalescedWrites:
     """Wraps an asyncio transport: a header block is held until the next write or the next loop step.
 
     A header block is a write that starts with ``HTTP/1.`` and ends with a blank line. Holding
-    anything else would only delay it by one loop step, never reorder it: every write, close and
-    abort sends what is held first. Everything but ``write``, ``writelines``, ``close`` and
-    ``abort`` goes straight to the wrapped transport.
+    anything else would only delay it by one loop step, never reorder it: every write, ``write_eof``
+    and ``close`` sends what is held first (``abort`` drops it, as it drops buffered bytes).
+    Everything else goes straight to the wrapped transport.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
@@ -52,6 +52,11 @@ class CoalescedWrites:
         """Send what is held, then close the transport."""
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        """Send what is held, then close the write side (delegated as is, it would overtake the held bytes)."""
+        self.flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         """Drop what is held and abort the transport (abort discards buffered data too)."""
