@@ -20,8 +20,8 @@ def export(args: Any) -> Path:
 
 
 def train(args: Any) -> dict[str, Any]:
-    """``edgeroute train bert|mf|teacher|distilled|probe``: returns a JSON-ready summary of the run."""
-    if args.kind in ("teacher", "distilled", "probe"):
+    """``edgeroute train bert|mf|finetuned|teacher|distilled|probe``: returns a JSON-ready summary of the run."""
+    if args.kind in ("finetuned", "teacher", "distilled", "probe"):
         return run_recipe_command(args)
     report = run_train_command(args)
     return {"checkpoint": args.out, "best": report.best, "n_train": report.n_train, "n_val": report.n_val}

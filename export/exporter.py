@@ -52,7 +52,8 @@ class ExportOptions:
     max_length: int | None = None
     int8_tolerance: float = 0.05
     # Least decision agreement with PyTorch at the thresholds of 10%..90% strong calls (reference quantiles).
-    int8_min_share_agreement: float = 0.9
+    # 0.97: a fine-tuned classifier's int8 graph is searched for the fp32 nodes that reach it (export/selective.py).
+    int8_min_share_agreement: float = 0.97
     per_channel: bool = True
     # 7-bit weights: onnxruntime's u8s8 kernels cannot saturate, on AVX2 CPUs without VNNI too.
     reduce_range: bool = True
@@ -203,8 +204,13 @@ def _write_encoder_graphs(
     prefix: str,
     options: ExportOptions,
     progress: tqdm,
+    int8_check: tuple[Callable[[Path], np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Export, fuse and quantize; return precision -> file name, and the manifest's graph facts."""
+    """Export, fuse and quantize; return precision -> file name, and the manifest's graph facts.
+
+    ``int8_check``: (a graph's win rates on the parity prompts, PyTorch's): int8 then keeps the nodes in
+    fp32 that decision agreement at calibrated shares needs (``export/selective.py``).
+    """
     scratch = staging / ".scratch"
     scratch.mkdir()
     raw, fused = scratch / "raw.onnx", scratch / "fused.onnx"
@@ -222,7 +228,16 @@ def _write_encoder_graphs(
     if "int8" in options.precisions:
         progress.set_description("quantize int8")
         graphs["int8"] = f"{prefix}.int8.onnx"
-        facts["int8"] = quantize_graph(fused, staging / graphs["int8"], options.per_channel, options.reduce_range)
+        if int8_check is None:
+            facts["int8"] = quantize_graph(fused, staging / graphs["int8"], options.per_channel, options.reduce_range)
+        else:
+            from edgeroute.export.selective import selective_int8
+
+            win_rates, reference = int8_check
+            facts["int8"] = selective_int8(
+                fused, staging / graphs["int8"], options.per_channel, options.reduce_range, win_rates, reference,
+                options.int8_min_share_agreement,
+            )
     if "fp16" in options.precisions:
         progress.set_description("convert fp16")
         graphs["fp16"] = f"{prefix}.fp16.onnx"
@@ -448,13 +463,17 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
     tokenizer, model = _load_bert(checkpoint)
     max_length = _classifier_max_length(model, tokenizer, options.max_length)
     input_names = _input_names(tokenizer)
+    labels = [1, 2]
     with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
             module = ClassifierLogits(model)
-            graphs, facts = _write_encoder_graphs(module, model.config, input_names, "logits", staging, "classifier", options, progress)
+            reference = _softmax_complement(_torch_forward(module, tokenizer, PARITY_PROMPTS, max_length), labels)
+            check = (lambda graph: _onnx_classifier_win_rates(graph, tokenizer, input_names, max_length, labels), reference)
+            graphs, facts = _write_encoder_graphs(
+                module, model.config, input_names, "logits", staging, "classifier", options, progress, check
+            )
             manifest = _base_manifest("bert", options, checkpoint, "routellm-bert")
             manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
-            labels = [1, 2]
             manifest["classifier"] = {
                 "graphs": graphs,
                 "inputs": input_names,
@@ -471,14 +490,29 @@ def export_bert(checkpoint: Path, options: ExportOptions) -> Path:
             manifest["files"] = {name: {} for name in [TOKENIZER_FILE, *graphs.values()]}
             write_manifest(staging, manifest)
             progress.set_description("verify parity")
-            logits = _torch_forward(module, tokenizer, PARITY_PROMPTS, max_length)
-            with np.errstate(invalid="ignore"):  # infinite logits give NaN, refused by _verify_parity
-                shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-                reference = 1.0 - (shifted[:, labels].sum(axis=1) / shifted.sum(axis=1))
             manifest["parity"] = _verify_parity(staging, graphs, reference, options, {})
             manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
+
+
+def _softmax_complement(logits: np.ndarray, labels: list[int]) -> np.ndarray:
+    """RouteLLM's BERT win rate, 1 - sum(softmax(logits)[labels]), row by row."""
+    with np.errstate(invalid="ignore"):  # infinite logits give NaN, refused by _verify_parity
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return 1.0 - (shifted[:, labels].sum(axis=1) / shifted.sum(axis=1))
+
+
+def _onnx_classifier_win_rates(graph: Path, tokenizer: Any, input_names: list[str], max_length: int, labels: list[int]) -> np.ndarray:
+    """A classifier graph's win rates on the parity prompts, one prompt per run (as the runtime scores int8)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    logits = []
+    for prompt in PARITY_PROMPTS:
+        batch = tokenizer([prompt], truncation=True, max_length=max_length, return_tensors="np")
+        logits.append(session.run(None, {name: batch[name].astype(np.int64) for name in input_names})[0])
+    return _softmax_complement(np.concatenate(logits), labels)
 
 
 def _resolve_embedder(embedder: str) -> tuple[str, Path | str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,17 @@ def optimize_graph(
     return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
 
 
-def quantize_graph(source: Path, target: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
-    """Dynamic int8 quantization of the weights; returns the settings for the manifest.
+# The operators onnxruntime's dynamic quantizer turns to int8 in these graphs.
+QUANTIZED_OPS = ("MatMul", "Attention", "Gemm")
+
+
+def quantizable_nodes(graph: Path) -> list[str]:
+    """Names of the nodes of ``graph`` that dynamic quantization would run in int8, in graph order."""
+    return [node.name for node in onnx.load(str(graph)).graph.node if node.op_type in QUANTIZED_OPS and node.name]
+
+
+def quantize_graph(source: Path, target: Path, per_channel: bool, reduce_range: bool, keep_fp32: Sequence[str] = ()) -> dict[str, Any]:
+    """Dynamic int8 quantization of the weights (``keep_fp32``: nodes left in fp32); returns the manifest's settings.
 
     Dynamic quantization scales activations over the whole batch, so the runtime scores such
     graphs one prompt per run (``scoring``): a prompt's win rate never depends on its neighbours.
@@ -116,12 +126,15 @@ def quantize_graph(source: Path, target: Path, per_channel: bool, reduce_range: 
             else "8-bit weights: u8s8 kernels can saturate on AVX2 CPUs without VNNI; check with `edgeroute info --verify`"
         ),
     }
+    if keep_fp32:
+        settings["fp32_nodes"] = list(keep_fp32)
     quantize_dynamic(
         str(source),
         str(target),
         per_channel=per_channel,
         reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(keep_fp32),
         # Fused operators have no inferred output types; they are float tensors.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

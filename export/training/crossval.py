@@ -21,6 +21,7 @@ from edgeroute.runtime import Router
 from edgeroute.runtime.evaluation.data import BenchmarkData
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
+from edgeroute.export.training.finetune import FineTuneRecipe
 from edgeroute.export.training.distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
 from edgeroute.export.training.probe import ProbeRecipe, as_scored, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
@@ -30,7 +31,8 @@ Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def golden_labels(data: BenchmarkData) -> np.ndarray:
-    """RouteLLM's golden-label rule: strong right and weak wrong, strong wins; the reverse, weak wins; else tie."""
+    """RouteLLM's golden-label rule: strong right and weak wrong, strong wins; the reverse, weak wins; else tie
+    (unlabeled rows, NaN quality, come out as ties and are never in a training mask)."""
     strong_wins = data.strong_quality > data.weak_quality
     weak_wins = data.weak_quality > data.strong_quality
     return np.where(strong_wins, LABEL_STRONG_WINS, np.where(weak_wins, LABEL_WEAK_WINS, LABEL_TIE))
@@ -55,6 +57,64 @@ def teacher_scores(
             prefix = prefix or FrozenPrefix(encoder_dir, data.prompts, recipe)
             model = train_teacher(encoder_dir, prefix, labels, np.flatnonzero(train), recipe)
             np.save(path, teacher_win_rates(model, prefix), allow_pickle=False)
+        scores[split] = np.load(path, allow_pickle=False)
+    return scores
+
+
+def append_unlabeled(data: BenchmarkData, splits: Splits, extra: dict[str, list[str]]) -> tuple[BenchmarkData, Splits, dict[str, np.ndarray]]:
+    """``data`` with unlabeled prompts appended (quality NaN, group = the key), in no split's training or test rows.
+
+    Every split's model still scores them (recipes score every row), which is how pair accuracy and
+    distillation prompts ride along the protocol. Returns the data, the widened masks, and each key's rows.
+    """
+    prompts, groups, rows = list(data.prompts), list(data.groups), {}
+    for group, texts in extra.items():
+        rows[group] = np.arange(len(prompts), len(prompts) + len(texts))
+        prompts += texts
+        groups += [group] * len(texts)
+    added = len(prompts) - len(data)
+    nan = np.full(added, np.nan)
+    widened = BenchmarkData(
+        data.name,
+        prompts,
+        np.concatenate([data.strong_quality, nan]),
+        np.concatenate([data.weak_quality, nan]),
+        groups,
+        data.strong_model,
+        data.weak_model,
+    )
+    pad = np.zeros(added, dtype=bool)
+    masks = {split: (np.concatenate([train, pad]), np.concatenate([test, pad])) for split, (train, test) in splits.items()}
+    return widened, masks, {group: np.isin(np.arange(len(prompts)), index) for group, index in rows.items()}
+
+
+def finetuned_scores(
+    data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: FineTuneRecipe, work_dir: Path, max_train_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """The fine-tuned BERT recipe's win rates per split (cached in ``work_dir``).
+
+    Each split's model scores its test rows, the unlabeled rows (NaN quality) and the rows it trained on
+    (what a student distils from); other rows stay NaN, which saves most of the scoring on 2 cores.
+    ``max_train_rows``: train each split on a seeded sample of at most this many of its training rows (a
+    cheaper stand-in for the full recipe; the shipped checkpoint trains on every row).
+    """
+    from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, train_finetuned
+    from edgeroute.export.training.teacher import load_classifier
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    labels, tokens, scores = golden_labels(data), None, {}
+    for split, (train, test) in splits.items():
+        path = work_dir / _cache_key(data, {**asdict(recipe), "max_train_rows": max_train_rows}, f"finetuned-{split}")
+        if not path.is_file():
+            tokens = tokens or TokenizedPrompts(load_classifier(encoder_dir)[0], data.prompts, recipe.max_length)
+            rows = np.flatnonzero(train)
+            if max_train_rows is not None and len(rows) > max_train_rows:
+                rows = np.sort(np.random.default_rng(recipe.seed).choice(rows, max_train_rows, replace=False))
+            model = train_finetuned(encoder_dir, tokens, labels, rows, recipe, label=f"fine-tune bert ({split})")
+            scored = np.union1d(np.flatnonzero(test | np.isnan(data.strong_quality)), rows)
+            rates = np.full(len(data), np.nan)
+            rates[scored] = finetuned_win_rates(model, tokens.subset(scored))
+            np.save(path, rates, allow_pickle=False)
         scores[split] = np.load(path, allow_pickle=False)
     return scores
 
@@ -103,12 +163,23 @@ def student_scores(
 
 
 def distilled_scores(
-    features: np.ndarray, splits: Splits, teacher: dict[str, np.ndarray], recipe: StudentRecipe, length_weights: tuple[float, ...]
+    features: np.ndarray,
+    splits: Splits,
+    teacher: dict[str, np.ndarray],
+    recipe: StudentRecipe,
+    length_weights: tuple[float, ...],
+    unlabeled: np.ndarray | None = None,
 ) -> dict[float, dict[str, np.ndarray]]:
     """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
-    saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all)."""
+    saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all).
+
+    ``unlabeled``: a mask of rows that join every split's training rows (prompts with no labels, such as
+    generated chat prompts: the split's teacher scores them, which is all distillation needs).
+    """
     scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
     for split, (train, _) in splits.items():
+        # Rows the split's teacher left unscored (NaN) cannot be distilled from.
+        train = (train | unlabeled if unlabeled is not None else train) & np.isfinite(teacher[split])
         logits = teacher_targets(teacher[split])
         hidden, output = fit_student(features[train], logits[train], recipe)
         for weight in length_weights:

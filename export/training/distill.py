@@ -158,8 +158,12 @@ def distill_command(args: Any) -> dict[str, Any]:
     from edgeroute.export.training.crossval import static_features
     from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
 
+    from edgeroute.export.training.chat_prompts import chat_prompts
+    from edgeroute.runtime.evaluation.data import prompt_sketch
+
     data = load_protocol_data(Path(args.data))
-    prompts = data.prompts
+    n_chat = getattr(args, "chat_prompts", 0)
+    prompts = data.prompts + chat_prompts(n_chat, seed=args.seed) if n_chat else data.prompts
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
@@ -175,6 +179,8 @@ def distill_command(args: Any) -> dict[str, Any]:
     np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)
     shutil.copyfile(static.manifest.verify(static.manifest.tokenizer.file), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
+    report["prompts"] = {"labelled": len(data.prompts), "generated_chat": n_chat, "generator": "export/training/chat_prompts.py"}
+    report["prompt_sketch"] = prompt_sketch(prompts)
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
     report["static_from"] = static.name
     # The table's own provenance travels on, so a bundle re-distilled from itself still says what its table is.

@@ -52,6 +52,13 @@ class TokenizedPrompts:
         self.ids = tokenizer(prompts, truncation=True, max_length=max_length)["input_ids"]
         self.lengths = np.array([len(row) for row in self.ids])
 
+    def subset(self, rows: np.ndarray) -> TokenizedPrompts:
+        """The same tokens for ``rows`` only, in that order."""
+        part = TokenizedPrompts.__new__(TokenizedPrompts)
+        part.tokenizer, part.ids = self.tokenizer, [self.ids[r] for r in rows]
+        part.lengths = self.lengths[rows]
+        return part
+
     def batch(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """Padded model inputs of ``rows``."""
         return dict(self.tokenizer.pad({"input_ids": [self.ids[r] for r in rows]}, return_tensors="pt"))

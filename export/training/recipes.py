@@ -1,5 +1,6 @@
-"""``edgeroute train probe|distilled|teacher``: the shipped recipes (probe, distilled) and the previous
-fine-tuned one (teacher), trained on every row of a data folder."""
+"""``edgeroute train finetuned|probe|distilled|teacher``: the recipes compared by benchmarks/quality.py
+(the fully fine-tuned BERT, the probe, the distilled fast tier, the earlier top-2-layer teacher), trained
+on every row of a data folder."""
 
 from __future__ import annotations
 
@@ -26,12 +27,34 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
     return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
 
 
+def train_final_finetuned(data_dir: Path, out: Path, recipe: Any) -> dict[str, Any]:
+    """The shipped transformer tier's recipe (``FineTuneRecipe``) on every MMLU and GSM8K row; writes a BERT checkpoint."""
+    from edgeroute.runtime.evaluation.data import load_protocol_data
+
+    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.training.crossval import golden_labels
+    from edgeroute.export.training.finetune import TokenizedPrompts, train_finetuned
+    from edgeroute.export.training.teacher import load_classifier, save_teacher
+
+    data = load_protocol_data(data_dir)
+    tokenizer, _ = load_classifier(minilm_dir())
+    tokens = TokenizedPrompts(tokenizer, data.prompts, recipe.max_length)
+    model = train_finetuned(minilm_dir(), tokens, golden_labels(data), np.arange(len(data)), recipe)
+    save_teacher(model, tokenizer, out, recipe, len(data), data.prompts)
+    return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
+
+
 def run_recipe_command(args: Any) -> dict[str, Any]:
     """Run ``edgeroute train teacher``, ``probe`` or ``distilled`` from parsed CLI arguments."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.kind == "teacher":
         return train_final_teacher(Path(args.data), Path(args.out), args.seed)
+    if args.kind == "finetuned":
+        from edgeroute.export.training.finetune import FineTuneRecipe
+
+        recipe = FineTuneRecipe(epochs=args.epochs, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed)
+        return train_final_finetuned(Path(args.data), Path(args.out), recipe)
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command
 

@@ -137,8 +137,13 @@ def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -
     return rates
 
 
-def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: TeacherRecipe, n_train: int) -> Path:
-    """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json)."""
+def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: int, prompts: list[str] | None = None) -> Path:
+    """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json).
+
+    ``prompts``: the training prompts, kept only as a sketch of hashes (``edgeroute eval`` warns on in-sample sets).
+    """
+    from edgeroute.runtime.evaluation.data import prompt_sketch
+
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tokenizer.model_max_length = recipe.max_length  # train/serve consistency: export reads this length
@@ -149,5 +154,7 @@ def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: TeacherRecipe, n
         "n_val": 0,
         "best": None,
     }
+    if prompts is not None:
+        report["prompt_sketch"] = prompt_sketch(prompts)
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return out

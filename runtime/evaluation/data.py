@@ -15,7 +15,7 @@ import csv
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +197,31 @@ def _load_mt_bench(folder: Path, strong_model: str, weak_model: str) -> Benchmar
         strong_model=strong,
         weak_model=weak,
     )
+
+
+# ------------------------------------------------------------ what a router was trained on
+SKETCH_SIZE = 256
+
+
+def _prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def prompt_sketch(prompts: Iterable[str], size: int = SKETCH_SIZE) -> list[str]:
+    """A bottom-k sketch of a prompt set: the ``size`` smallest prompt hashes (16 hex digits each).
+
+    Stored in a bundle's training report, it tells later whether an evaluation set holds the
+    training prompts, without shipping them: a uniform sample of the set, keyed by content.
+    """
+    return sorted({_prompt_hash(p) for p in prompts})[:size]
+
+
+def sketch_overlap(sketch: Sequence[str], prompts: Iterable[str]) -> float:
+    """The share of a training sketch's prompts found in ``prompts`` (about the share of training prompts there)."""
+    if not sketch:
+        return 0.0
+    present = {_prompt_hash(p) for p in prompts}
+    return sum(h in present for h in sketch) / len(sketch)
 
 
 def _hash_fraction(prompt: str) -> float:

@@ -108,10 +108,30 @@ def evaluate(
             curve = routing_curve(rates, data.strong_quality, data.weak_quality, num_thresholds)
             metrics = summarize(curve, strong_mean, weak_mean)
             metrics["precision"] = router.precision
+            metrics["trained_on_share"] = trained_on_share(router, data.prompts)
         result["routers"][name] = metrics
         result["curves"][name] = _curve_dict(curve)
     result["curves"]["optimal"] = _curve_dict(optimal_curve(data.strong_quality, data.weak_quality))
     return result
+
+
+def trained_on_share(router: Router, prompts: Sequence[str]) -> float | None:
+    """About what share of the router's training prompts are among ``prompts`` (None: its bundle keeps no sketch)."""
+    from edgeroute.runtime.evaluation.data import sketch_overlap
+
+    training = router.manifest.source.training if router.manifest.source else None
+    sketch = (training or {}).get("prompt_sketch")
+    return sketch_overlap(sketch, prompts) if isinstance(sketch, list) else None
+
+
+def in_sample_warnings(result: dict[str, Any]) -> list[str]:
+    """One line per router of ``evaluate``'s result that was trained on prompts of the evaluated set."""
+    return [
+        f"warning: {name} was trained on prompts of this set (about {m['trained_on_share']:.0%} of its training prompts are here): "
+        "its figures are in-sample, not held-out; evaluate on prompts it never saw"
+        for name, m in result["routers"].items()
+        if m.get("trained_on_share")
+    ]
 
 
 def _load(benchmark: str, data_dir: Path, strong_model: str, weak_model: str, split: str) -> BenchmarkData:
@@ -250,43 +270,92 @@ PROTOCOL_BENCHMARKS = ("mmlu", "gsm8k")
 BASELINES = ("random", "prompt length", "optimal")
 
 
-def _apgr(data: BenchmarkData, mask: np.ndarray, win_rates: np.ndarray | None, baseline: str | None = None) -> float:
+def _router_apgr(data: BenchmarkData, mask: np.ndarray, win_rates: np.ndarray | None, baseline: str | None, content: bool) -> float:
+    """APGR of a router (or a baseline) on the rows of ``mask``; ``content``: within length quintiles instead."""
+    from edgeroute.runtime.evaluation.content import apgr, binned_metric, prompt_lengths
+
     strong, weak = data.strong_quality[mask], data.weak_quality[mask]
-    if baseline == "random":
-        return random_router_metrics(strong, weak)[0]["apgr"]
-    if baseline == "optimal":
-        return summarize(optimal_curve(strong, weak), float(strong.mean()), float(weak.mean()))["apgr"]
+    prompts = [p for p, keep in zip(data.prompts, mask) if keep]
     if baseline == "prompt length":
-        win_rates = np.array([len(p) for p in data.prompts], dtype=np.float64)
-    assert win_rates is not None
-    return summarize(routing_curve(win_rates[mask], strong, weak), float(strong.mean()), float(weak.mean()))["apgr"]
+        win_rates = prompt_lengths(data.prompts)
+    rates = None if win_rates is None else np.asarray(win_rates)[mask]
+
+    def apgr_on(keep: np.ndarray) -> float:
+        s, w = strong[keep], weak[keep]
+        if baseline == "random" and len(s) > 1 and s.mean() != w.mean():
+            return random_router_metrics(s, w)[0]["apgr"]
+        if baseline == "optimal" and len(s) > 1 and s.mean() != w.mean():
+            return summarize(optimal_curve(s, w), float(s.mean()), float(w.mean()))["apgr"]
+        return float("nan") if rates is None else apgr(rates[keep], s, w)
+
+    return binned_metric(apgr_on, prompts) if content else apgr_on(np.ones(len(strong), dtype=bool))
 
 
 def crossval_summary(
     data: BenchmarkData,
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     scores: dict[str, dict[str, np.ndarray]],
+    pair_rows: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """APGR per router, benchmark and fold, with mean and spread, plus the transfer splits.
 
     ``scores[router][split]`` holds win rates for every row of ``data`` from the router trained
     on that split's training rows (only its test rows are read). The baselines (random,
-    prompt length, optimal) need no training and are added for every split.
+    prompt length, optimal) need no training and are added for every split. ``rows["content"]``
+    repeats every column as content APGR (``edgeroute.runtime.evaluation.content``: APGR within
+    length quintiles, where prompt length alone scores about 0.5). With ``pair_rows`` (the rows of
+    ``data`` that hold a pair set's prompts in ``pair_prompts`` order, never in a training mask),
+    ``rows["pairs"]`` is the mean pair accuracy of the split models, and ``rows["spearman"]`` the mean
+    over folds of the win rates' rank correlation with character count on the test rows.
     """
     from edgeroute.runtime.evaluation.data import TRANSFER_SPLITS, benchmark_of
 
     bench = benchmark_of(data)
     summary: dict[str, dict[str, Any]] = {}
     for name in [*scores, *BASELINES]:
-        rows: dict[str, Any] = {}
-        for benchmark in PROTOCOL_BENCHMARKS:
-            folds = [
-                _apgr(data, test & (bench == benchmark), scores.get(name, {}).get(split), name if name in BASELINES else None)
-                for split, (_, test) in splits.items()
-                if split.startswith("fold")
-            ]
-            rows[benchmark] = {"folds": folds, "mean": float(np.mean(folds)), "std": float(np.std(folds))}
-        for split, (_, test_on) in TRANSFER_SPLITS.items():
-            rows[split] = _apgr(data, splits[split][1], scores.get(name, {}).get(split), name if name in BASELINES else None)
-        summary[name] = rows
+        baseline = name if name in BASELINES else None
+
+        def columns(content: bool) -> dict[str, Any]:
+            rows: dict[str, Any] = {}
+            for benchmark in PROTOCOL_BENCHMARKS:
+                folds = [
+                    _router_apgr(data, test & (bench == benchmark), scores.get(name, {}).get(split), baseline, content)
+                    for split, (_, test) in splits.items()
+                    if split.startswith("fold")
+                ]
+                rows[benchmark] = {"folds": folds, "mean": float(np.mean(folds)), "std": float(np.std(folds))}
+            for split in TRANSFER_SPLITS:
+                rows[split] = _router_apgr(data, splits[split][1], scores.get(name, {}).get(split), baseline, content)
+            return rows
+
+        summary[name] = {**columns(False), "content": columns(True)}
+        if pair_rows is not None:
+            summary[name].update(_length_checks(data, splits, scores.get(name), baseline, pair_rows))
     return summary
+
+
+def _baseline_rates(data: BenchmarkData, baseline: str | None, seed: int = 0) -> np.ndarray | None:
+    from edgeroute.runtime.evaluation.content import prompt_lengths
+
+    if baseline == "prompt length":
+        return prompt_lengths(data.prompts)
+    return np.random.default_rng(seed).random(len(data)) if baseline == "random" else None
+
+
+def _length_checks(
+    data: BenchmarkData, splits: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, np.ndarray] | None, baseline: str | None,
+    pair_rows: np.ndarray,
+) -> dict[str, float]:
+    """Pair accuracy (mean over split models) and rank correlation with length (mean over folds' test rows)."""
+    from edgeroute.runtime.evaluation.content import length_spearman, pair_accuracy
+
+    fixed = _baseline_rates(data, baseline)
+    if scores is None and fixed is None:
+        return {"pairs": float("nan"), "spearman": float("nan")}
+    by_split = {split: scores[split] if scores is not None else fixed for split in splits}
+    pairs = [pair_accuracy(rates[pair_rows]) for rates in by_split.values()]
+    folds = [s for s in splits if s.startswith("fold")]
+    correlations = [
+        length_spearman(by_split[s][splits[s][1]], [p for p, keep in zip(data.prompts, splits[s][1]) if keep]) for s in folds
+    ]
+    return {"pairs": float(np.mean(pairs)), "spearman": float(np.mean(correlations))}

@@ -1,0 +1,121 @@
+"""Does a router read the prompt, or only measure it? Three checks that prompt length cannot pass.
+
+- ``content_apgr``: APGR within length quintiles (prompts binned by character count, each bin
+  evaluated alone, the bins' APGRs averaged). A scorer of length alone gets about 0.5 there.
+- ``pair_accuracy``: the share of hard/easy prompt pairs of similar length (``load_pairs``) in
+  which the hard prompt gets the higher win rate. Length alone gets about 0.5.
+- ``length_spearman``: the rank correlation of win rates with character count (1.0 for length).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeroute.runtime.errors import InvalidInputError
+from edgeroute.runtime.evaluation.curves import routing_curve, summarize
+
+LENGTH_BINS = 5
+# Within 15% of each other's length, as the pair set promises (checked on load).
+PAIR_LENGTH_TOLERANCE = 0.15
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """A clearly hard prompt and an easy one of similar length, in one chat category."""
+
+    category: str
+    hard: str
+    easy: str
+
+
+def load_pairs(path: Path) -> list[PromptPair]:
+    """Read a pair set (JSON lines of ``{"category", "hard", "easy"}``); refuses pairs of unlike length."""
+    pairs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pair = PromptPair(str(row["category"]), str(row["hard"]), str(row["easy"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InvalidInputError(f"{path}:{number}: expected {{'category', 'hard', 'easy'}} ({error})") from None
+        longer = max(len(pair.hard), len(pair.easy))
+        if abs(len(pair.hard) - len(pair.easy)) > PAIR_LENGTH_TOLERANCE * longer:
+            raise InvalidInputError(f"{path}:{number}: the two prompts differ in length by more than {PAIR_LENGTH_TOLERANCE:.0%}")
+        pairs.append(pair)
+    if not pairs:
+        raise InvalidInputError(f"{path}: no prompt pairs")
+    return pairs
+
+
+def pair_prompts(pairs: Sequence[PromptPair]) -> list[str]:
+    """Every pair's hard then easy prompt, in order (the layout ``pair_accuracy`` reads)."""
+    return [prompt for pair in pairs for prompt in (pair.hard, pair.easy)]
+
+
+def pair_accuracy(win_rates: np.ndarray) -> float:
+    """Share of pairs whose hard prompt scores higher; ``win_rates`` follows ``pair_prompts`` (ties count half)."""
+    rates = np.asarray(win_rates, dtype=np.float64).reshape(-1, 2)
+    return float(np.mean((rates[:, 0] > rates[:, 1]) + 0.5 * (rates[:, 0] == rates[:, 1])))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their mean rank (as Spearman's rho wants)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks, minlength=len(unique))
+    return (sums / np.bincount(inverse, minlength=len(unique)))[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long arrays."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / denominator) if denominator else float("nan")
+
+
+def prompt_lengths(prompts: Sequence[str]) -> np.ndarray:
+    """Character counts: the length the baselines and these checks use."""
+    return np.array([len(p) for p in prompts], dtype=np.float64)
+
+
+def length_spearman(win_rates: np.ndarray, prompts: Sequence[str]) -> float:
+    """Rank correlation of win rates with character count."""
+    return spearman(win_rates, prompt_lengths(prompts))
+
+
+def length_bins(prompts: Sequence[str], bins: int = LENGTH_BINS) -> np.ndarray:
+    """Each prompt's length quintile (0 = shortest), by rank so that equal lengths never straddle unevenly."""
+    ranks = _ranks(prompt_lengths(prompts))
+    return np.minimum(((ranks - 1) * bins / max(len(ranks), 1)).astype(int), bins - 1)
+
+
+def content_apgr(
+    win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.ndarray, prompts: Sequence[str], bins: int = LENGTH_BINS
+) -> float:
+    """APGR within length bins, averaged over the bins whose two models differ in mean quality."""
+    return binned_metric(lambda keep: apgr(win_rates[keep], strong_quality[keep], weak_quality[keep]), prompts, bins)
+
+
+def binned_metric(metric: Callable[[np.ndarray], float], prompts: Sequence[str], bins: int = LENGTH_BINS) -> float:
+    """Mean of ``metric(mask)`` over length bins, skipping bins where it is undefined (NaN)."""
+    assigned = length_bins(prompts, bins)
+    values = [metric(assigned == k) for k in range(bins)]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def apgr(win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.ndarray) -> float:
+    """RouteLLM's APGR of ``win_rates``; NaN where it is undefined (under two rows, or models of equal quality)."""
+    if len(win_rates) < 2 or strong_quality.mean() == weak_quality.mean():
+        return float("nan")
+    curve = routing_curve(win_rates, strong_quality, weak_quality)
+    return summarize(curve, float(strong_quality.mean()), float(weak_quality.mean()))["apgr"]

@@ -1,0 +1,129 @@
+"""The content checks (content APGR, the pair set, length correlation), the training-prompt sketch and
+the generated chat prompts: what tells a router that reads prompts from one that measures them."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeroute.runtime import InvalidInputError
+from edgeroute.runtime.evaluation.content import (
+    content_apgr,
+    length_bins,
+    length_spearman,
+    load_pairs,
+    pair_accuracy,
+    pair_prompts,
+    prompt_lengths,
+    spearman,
+)
+from edgeroute.runtime.evaluation.data import BenchmarkData, prompt_sketch, sketch_overlap
+from edgeroute.runtime.evaluation.report import crossval_summary, in_sample_warnings
+
+PAIRS = Path(__file__).parent / "fixtures" / "content_pairs.jsonl"
+CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+
+
+def test_pair_set_is_length_balanced_across_chat_categories():
+    pairs = load_pairs(PAIRS)
+    assert len(pairs) >= 60 and {p.category for p in pairs} == CATEGORIES
+    assert min(Counter(p.category for p in pairs).values()) >= 6
+    for pair in pairs:
+        assert abs(len(pair.hard) - len(pair.easy)) <= 0.15 * max(len(pair.hard), len(pair.easy))
+    assert sum(len(p.easy) > len(p.hard) for p in pairs) == len(pairs) // 2  # the easy one is the longer in half
+    # so prompt length alone orders exactly half of the pairs correctly
+    assert pair_accuracy(prompt_lengths(pair_prompts(pairs))) == 0.5
+
+
+def test_pair_accuracy_counts_hard_above_easy_and_ties_as_half():
+    assert pair_accuracy(np.array([0.9, 0.1, 0.2, 0.8, 0.5, 0.5])) == pytest.approx(0.5)
+    assert pair_accuracy(np.array([0.9, 0.1, 0.7, 0.6])) == 1.0
+
+
+def test_load_pairs_refuses_unlike_lengths_and_bad_rows(tmp_path):
+    uneven = tmp_path / "uneven.jsonl"
+    uneven.write_text(json.dumps({"category": "math", "hard": "x" * 100, "easy": "y" * 80}) + "\n")
+    with pytest.raises(InvalidInputError) as caught:
+        load_pairs(uneven)
+    assert str(caught.value) == f"{uneven}:1: the two prompts differ in length by more than 15%"
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"category": "math", "hard": "a"}\n')
+    with pytest.raises(InvalidInputError, match=r"broken.jsonl:1: expected \{'category', 'hard', 'easy'\}"):
+        load_pairs(broken)
+
+
+def test_spearman_matches_hand_computed_ranks_with_ties():
+    assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
+    # ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): Pearson of the ranks
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1, 2, 3, 4])) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert length_spearman(np.array([3.0, 1.0, 2.0]), ["ccc", "a", "bb"]) == pytest.approx(1.0)
+
+
+def _length_rewarding_data(n: int = 3000) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Prompts whose strong-model gain grows with length, plus a hidden content signal within each length."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 400, n)
+    content = rng.random(n)
+    prompts = ["x" * int(k) for k in lengths]
+    gain_probability = 0.05 + 0.25 * (lengths / 400) + 0.7 * content
+    strong = (rng.random(n) < 0.7).astype(float)
+    weak = np.where(rng.random(n) < gain_probability, 0.0, strong)
+    return prompts, strong, weak, content
+
+
+def test_content_apgr_gives_length_about_half_and_content_more():
+    prompts, strong, weak, content = _length_rewarding_data()
+    lengths = prompt_lengths(prompts)
+    assert abs(content_apgr(lengths, strong, weak, prompts) - 0.5) < 0.05
+    assert content_apgr(content, strong, weak, prompts) > 0.6
+    assert all(abs(count - 600) <= 10 for count in np.bincount(length_bins(prompts)))  # quintiles by rank (ties share a bin)
+
+
+def test_crossval_summary_reports_content_pairs_and_length_correlation():
+    prompts, strong, weak, content = _length_rewarding_data(1000)
+    pairs = pair_prompts(load_pairs(PAIRS))
+    everything = prompts + pairs
+    nan = np.full(len(pairs), np.nan)
+    data = BenchmarkData("mmlu+gsm8k", everything, np.concatenate([strong, nan]), np.concatenate([weak, nan]),
+                         ["algebra"] * 500 + ["gsm8k"] * 500 + ["pairs"] * len(pairs), "s", "w")
+    rows = np.arange(len(everything))
+    labelled = rows < 1000
+    splits = {"fold0": (labelled & (rows % 2 == 0), labelled & (rows % 2 == 1)), "fold1": (labelled & (rows % 2 == 1), labelled & (rows % 2 == 0)),
+              "mmlu->gsm8k": (rows < 500, labelled & (rows >= 500)), "gsm8k->mmlu": (labelled & (rows >= 500), rows < 500)}
+    reader = np.concatenate([content, np.tile([1.0, 0.0], len(pairs) // 2)])  # reads content, knows every pair
+    summary = crossval_summary(data, splits, {"reader": {s: reader for s in splits}}, np.arange(1000, len(everything)))
+    assert summary["reader"]["pairs"] == 1.0 and summary["prompt length"]["pairs"] == 0.5
+    assert summary["prompt length"]["spearman"] == pytest.approx(1.0) and abs(summary["reader"]["spearman"]) < 0.2
+    assert summary["reader"]["content"]["mmlu"]["mean"] > summary["prompt length"]["content"]["mmlu"]["mean"] + 0.05
+
+
+def test_prompt_sketch_measures_overlap_without_keeping_prompts():
+    training = [f"question {i}" for i in range(2000)]
+    sketch = prompt_sketch(training)
+    assert len(sketch) == 256 and all(len(h) == 16 for h in sketch) and not any("question" in h for h in sketch)
+    assert sketch_overlap(sketch, training) == 1.0
+    assert sketch_overlap(sketch, [f"other {i}" for i in range(2000)]) == 0.0
+    assert 0.35 < sketch_overlap(sketch, training[:1000]) < 0.65  # about the share of the set that is there
+
+
+def test_eval_warns_when_a_router_was_trained_on_the_set():
+    result = {"routers": {"mine": {"trained_on_share": 0.98}, "random": {}, "held-out": {"trained_on_share": 0.0}}}
+    assert in_sample_warnings(result) == [
+        "warning: mine was trained on prompts of this set (about 98% of its training prompts are here): "
+        "its figures are in-sample, not held-out; evaluate on prompts it never saw"
+    ]
+
+
+def test_chat_prompts_are_distinct_deterministic_and_span_categories():
+    from edgeroute.export.training.chat_prompts import CATEGORIES as GENERATED, chat_prompts
+
+    prompts = chat_prompts(5000)
+    assert len(prompts) == len(set(prompts)) == 5000 and prompts == chat_prompts(5000)
+    assert set(GENERATED) == CATEGORIES
+    # Padding makes length say little about the template's difficulty.
+    assert abs(spearman(prompt_lengths(prompts), np.array(["prove" in p.lower() for p in prompts], dtype=float))) < 0.3
