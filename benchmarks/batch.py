@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "routellm-evals"
-ROUTERS = ("static-distilled-gpt4-mixtral", "minilm4-probe-gpt4-mixtral")
+ROUTERS = ("static-distilled-gpt4-mixtral", "bert-minilm-gpt4-mixtral")
 ACTORS = (1, 2)
 
 

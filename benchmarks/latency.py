@@ -1014,7 +1014,7 @@ def main() -> None:
     """Command line: measure, write latency.{md,json,txt,png} (and server_overhead.{md,json}), print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None, help="RouteLLM BERT checkpoint folder")
-    parser.add_argument("--bundle", default="minilm4-probe-gpt4-mixtral", help="bundle for the cold-start measurement")
+    parser.add_argument("--bundle", default="bert-minilm-gpt4-mixtral", help="bundle for the cold-start measurement")
     parser.add_argument(
         "--static-bundle", default=None, help="static-tier router to time (default: the shipped default router, models/DEFAULT)"
     )

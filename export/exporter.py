@@ -235,7 +235,12 @@ def _write_encoder_graphs(
 
             win_rates, reference = int8_check
             facts["int8"] = selective_int8(
-                fused, staging / graphs["int8"], options.per_channel, options.reduce_range, win_rates, reference,
+                fused,
+                staging / graphs["int8"],
+                options.per_channel,
+                options.reduce_range,
+                win_rates,
+                reference,
                 options.int8_min_share_agreement,
             )
     if "fp16" in options.precisions:
@@ -389,6 +394,8 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
     if training_report.is_file():  # written by `edgeroute train`: keep the recipe with the artifact
         report = json.loads(training_report.read_text(encoding="utf-8"))
         manifest["source"]["training"] = {key: report.get(key) for key in ("recipe", "n_train", "n_val", "best")}
+        # What it learned from: the prompt mix, and a sketch of hashes that lets `edgeroute eval` spot in-sample sets.
+        manifest["source"]["training"].update({key: report[key] for key in ("prompts", "prompt_sketch") if key in report})
     return manifest
 
 
@@ -504,10 +511,10 @@ def _softmax_complement(logits: np.ndarray, labels: list[int]) -> np.ndarray:
 
 
 def _onnx_classifier_win_rates(graph: Path, tokenizer: Any, input_names: list[str], max_length: int, labels: list[int]) -> np.ndarray:
-    """A classifier graph's win rates on the parity prompts, one prompt per run (as the runtime scores int8)."""
-    import onnxruntime as ort
+    """A classifier graph's win rates on the parity prompts, one prompt per run, in the runtime's CPU session."""
+    from edgeroute.runtime.scoring.encoders import make_session
 
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    session = make_session(graph, "cpu", 1)
     logits = []
     for prompt in PARITY_PROMPTS:
         batch = tokenizer([prompt], truncation=True, max_length=max_length, return_tensors="np")

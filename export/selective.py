@@ -26,7 +26,9 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(parity_figures(reference, candidate).get("min_share_agreement", 0.0))
 
 
-def node_sensitivity(fused: Path, scratch: Path, per_channel: bool, reduce_range: bool, win_rates: WinRates, reference: np.ndarray) -> dict[str, float]:
+def node_sensitivity(
+    fused: Path, scratch: Path, per_channel: bool, reduce_range: bool, win_rates: WinRates, reference: np.ndarray
+) -> dict[str, float]:
     """Each quantizable node's cost: mean |win rate - fp32| when only that node is quantized."""
     nodes = quantizable_nodes(fused)
     costs = {}
@@ -49,7 +51,7 @@ def selective_int8(
     record: dict[str, Any] = {"floor": floor, "all_int8_min_share_agreement": agreement, "steps": []}
     if agreement >= floor:
         return {**settings, "selection": record}
-    costs = node_sensitivity(fused, target.parent, per_channel, reduce_range, win_rates, reference)
+    costs = node_sensitivity(fused, fused.parent, per_channel, reduce_range, win_rates, reference)  # scratch beside the fused graph
     kept: list[str] = []
     for node in sorted(costs, key=costs.__getitem__, reverse=True):
         kept.append(node)

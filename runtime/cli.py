@@ -643,7 +643,7 @@ def _check_serve_engine(args: argparse.Namespace) -> None:
 
 
 def _add_recipe_commands(train_kinds: Any) -> None:
-    """``train finetuned``, ``train probe``, ``train distilled`` (and the older ``train teacher``): recipes compared by benchmarks/quality.py."""
+    """``train finetuned|probe|distilled`` (and the older ``train teacher``): recipes compared by benchmarks/quality.py."""
     teacher = train_kinds.add_parser(
         "teacher",
         help="the previous transformer-tier recipe: MiniLM's top layers "
@@ -672,11 +672,17 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         if sub is not probe:  # the probe's fit is deterministic: no seed to set
             sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. minilm4-probe-gpt4-mixtral)")
+    distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. bert-minilm-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
     distilled.add_argument("--hidden", type=int, default=64, help="the student MLP's hidden units (default 64)")
     distilled.add_argument(
         "--chat-prompts", type=int, default=6000, help="generated chat-style prompts scored by the teacher beside --data's (default 6000)"
+    )
+    distilled.add_argument(
+        "--chat-prior",
+        type=float,
+        default=0.0,
+        help="weight in [0, 1] of the chat prompts' template labels (hard or easy) in their targets (benchmarks/quality.py chooses it)",
     )
     distilled.add_argument(
         "--length-weight", type=float, default=0.0, help="weight of prompt length in the target (benchmarks/quality.py chooses it)"

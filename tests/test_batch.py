@@ -162,7 +162,7 @@ def test_cli_score_then_calibrate_from_scores(logs, tmp_path, capsys):
         assert main(["calibrate", "--router", ROUTER, *source, "--strong-pct", "0.3"]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0] == results[1]  # the same thresholds, with no prompt held
-    assert main(["calibrate", "--router", "minilm4-probe-gpt4-mixtral", "--scores", str(out), "--strong-pct", "0.3"]) == 2
+    assert main(["calibrate", "--router", "bert-minilm-gpt4-mixtral", "--scores", str(out), "--strong-pct", "0.3"]) == 2
     assert f"scored by router {ROUTER!r}" in capsys.readouterr().err
 
 

@@ -60,7 +60,9 @@ def test_spearman_matches_hand_computed_ranks_with_ties():
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     # ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): Pearson of the ranks
-    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1, 2, 3, 4])) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1, 2, 3, 4])) == pytest.approx(
+        np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1]
+    )
     assert length_spearman(np.array([3.0, 1.0, 2.0]), ["ccc", "a", "bb"]) == pytest.approx(1.0)
 
 
@@ -89,12 +91,23 @@ def test_crossval_summary_reports_content_pairs_and_length_correlation():
     pairs = pair_prompts(load_pairs(PAIRS))
     everything = prompts + pairs
     nan = np.full(len(pairs), np.nan)
-    data = BenchmarkData("mmlu+gsm8k", everything, np.concatenate([strong, nan]), np.concatenate([weak, nan]),
-                         ["algebra"] * 500 + ["gsm8k"] * 500 + ["pairs"] * len(pairs), "s", "w")
+    data = BenchmarkData(
+        "mmlu+gsm8k",
+        everything,
+        np.concatenate([strong, nan]),
+        np.concatenate([weak, nan]),
+        ["algebra"] * 500 + ["gsm8k"] * 500 + ["pairs"] * len(pairs),
+        "s",
+        "w",
+    )
     rows = np.arange(len(everything))
     labelled = rows < 1000
-    splits = {"fold0": (labelled & (rows % 2 == 0), labelled & (rows % 2 == 1)), "fold1": (labelled & (rows % 2 == 1), labelled & (rows % 2 == 0)),
-              "mmlu->gsm8k": (rows < 500, labelled & (rows >= 500)), "gsm8k->mmlu": (labelled & (rows >= 500), rows < 500)}
+    splits = {
+        "fold0": (labelled & (rows % 2 == 0), labelled & (rows % 2 == 1)),
+        "fold1": (labelled & (rows % 2 == 1), labelled & (rows % 2 == 0)),
+        "mmlu->gsm8k": (rows < 500, labelled & (rows >= 500)),
+        "gsm8k->mmlu": (labelled & (rows >= 500), rows < 500),
+    }
     reader = np.concatenate([content, np.tile([1.0, 0.0], len(pairs) // 2)])  # reads content, knows every pair
     summary = crossval_summary(data, splits, {"reader": {s: reader for s in splits}}, np.arange(1000, len(everything)))
     assert summary["reader"]["pairs"] == 1.0 and summary["prompt length"]["pairs"] == 0.5
@@ -127,3 +140,24 @@ def test_chat_prompts_are_distinct_deterministic_and_span_categories():
     assert set(GENERATED) == CATEGORIES
     # Padding makes length say little about the template's difficulty.
     assert abs(spearman(prompt_lengths(prompts), np.array(["prove" in p.lower() for p in prompts], dtype=float))) < 0.3
+
+
+def test_chat_prior_moves_only_chat_rows_toward_the_teachers_percentiles():
+    from edgeroute.export.training.distill import ChatPrior, with_chat_prior
+
+    logits = np.array([-3.0, -1.0, 0.0, 1.0, 3.0, 0.5, 0.5])
+    rows = np.array([False] * 5 + [True, True])
+    hard = np.array([False] * 5 + [True, False])
+    low, high = np.percentile(logits[:5], [10, 90])
+    blended = with_chat_prior(logits, ~rows, ChatPrior(rows, hard, 0.5))
+    np.testing.assert_allclose(blended[:5], logits[:5])  # labelled rows keep the teacher's targets
+    np.testing.assert_allclose(blended[5:], [0.5 * 0.5 + 0.5 * high, 0.5 * 0.5 + 0.5 * low])
+    np.testing.assert_allclose(with_chat_prior(logits, ~rows, ChatPrior(rows, hard, 0.0)), logits)
+
+
+def test_labelled_chat_prompts_are_the_chat_prompts_with_their_template_kind():
+    from edgeroute.export.training.chat_prompts import chat_prompts, labelled_chat_prompts
+
+    prompts, hard = labelled_chat_prompts(400, seed=3)
+    assert prompts == chat_prompts(400, seed=3) and len(hard) == 400
+    assert 0.35 < np.mean(hard) < 0.65

@@ -164,3 +164,34 @@ def test_cpu_sessions_keep_add_and_layer_norm_apart(tmp_path, monkeypatch):
         fused_ops[label] = {node.op_type for node in onnx.load(str(tmp_path / f"{label}.onnx")).graph.node}
     assert "SkipLayerNormalization" in fused_ops["control"]
     assert "SkipLayerNormalization" not in fused_ops["runtime"] and "LayerNormalization" in fused_ops["runtime"]
+
+
+def test_selective_int8_keeps_the_most_sensitive_nodes_in_fp32_until_decisions_agree(tmp_path, monkeypatch):
+    from edgeroute.export import selective
+
+    # Three quantizable nodes; int8 on "b" moves win rates a lot, on "c" a little, on "a" not at all.
+    noise = {"a": 0.0, "b": 0.2, "c": 0.004}
+    monkeypatch.setattr(selective, "quantizable_nodes", lambda graph: list(noise))
+
+    def fake_quantize(source, target, per_channel, reduce_range, keep_fp32=()):
+        target.write_text(json.dumps(list(keep_fp32)))
+        return {"method": "dynamic", **({"fp32_nodes": list(keep_fp32)} if keep_fp32 else {})}
+
+    monkeypatch.setattr(selective, "quantize_graph", fake_quantize)
+    reference = np.linspace(0.0, 1.0, 300)
+    signs = np.where(np.arange(300) % 2, 1.0, -1.0)
+
+    def win_rates(graph):
+        kept = json.loads(graph.read_text())
+        return reference + signs * sum(error for node, error in noise.items() if node not in kept)
+
+    fused = tmp_path / "fused.onnx"
+    fused.write_text("")
+    settings = selective.selective_int8(fused, tmp_path / "int8.onnx", True, True, win_rates, reference, floor=0.97)
+    selection = settings["selection"]
+    assert selection["all_int8_min_share_agreement"] < 0.97 and settings["fp32_nodes"] == ["b"]
+    assert [step["fp32_node"] for step in selection["steps"]] == ["b"] and selection["steps"][0]["min_share_agreement"] >= 0.97
+    assert selection["fp32_share"] == pytest.approx(1 / 3)
+    # When full int8 already agrees, nothing stays in fp32 and no sensitivity is measured.
+    calm = selective.selective_int8(fused, tmp_path / "int8.onnx", True, True, lambda graph: reference, reference, floor=0.97)
+    assert "fp32_nodes" not in calm and calm["selection"]["steps"] == []

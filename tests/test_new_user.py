@@ -20,7 +20,7 @@ from edgeroute.runtime.cli import main
 
 pytestmark = pytest.mark.runtime_only
 
-STATIC, PROBE = "static-distilled-gpt4-mixtral", "minilm4-probe-gpt4-mixtral"
+STATIC, BERT = "static-distilled-gpt4-mixtral", "bert-minilm-gpt4-mixtral"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_cuda_on_the_static_router_is_refused_not_run_on_cpu():
     assert "device='cpu'" in str(caught.value)
 
 
-@pytest.mark.parametrize("name", [STATIC, PROBE])
+@pytest.mark.parametrize("name", [STATIC, BERT])
 @pytest.mark.parametrize("threads", [0, -1, True, 1.5, "2"])
 def test_threads_follow_one_rule_for_every_kind(name, threads):
     with pytest.raises(ConfigurationError) as caught:
@@ -71,7 +71,7 @@ def test_threads_follow_one_rule_for_every_kind(name, threads):
     assert str(caught.value) == f"threads must be an integer in [1, 1024] or None, got {threads!r}"
 
 
-@pytest.mark.parametrize("name", [STATIC, PROBE])
+@pytest.mark.parametrize("name", [STATIC, BERT])
 def test_one_thread_is_accepted_for_every_kind(name):
     assert 0.0 <= Router.load(name, threads=1).strong_win_rate("hi") <= 1.0
 

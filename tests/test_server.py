@@ -386,7 +386,7 @@ def test_strong_share_out_of_range_is_refused_at_start(upstream, routers):
 def test_default_alias_is_models_default_when_loaded(mf_bundle):
     from edgeroute.runtime import default_router_name
 
-    shipped = RouterSet(["minilm4-probe-gpt4-mixtral", default_router_name()])
+    shipped = RouterSet(["bert-minilm-gpt4-mixtral", default_router_name()])
     assert shipped.default == default_router_name() and shipped.get("default").name == default_router_name()
     assert RouterSet([mf_bundle]).default == "mf_bundle"  # not loaded: the first --router
 

@@ -17,46 +17,120 @@ CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction"
 
 _SLOTS: dict[str, tuple[str, ...]] = {
     "topic": (
-        "autumn", "the ocean", "a lost key", "friendship", "a rainy city", "coffee", "a first job", "moving house", "a lighthouse",
-        "an old photograph", "the night sky", "a garden", "a train journey", "a snow day", "a bakery", "a library", "a marathon",
+        "autumn",
+        "the ocean",
+        "a lost key",
+        "friendship",
+        "a rainy city",
+        "coffee",
+        "a first job",
+        "moving house",
+        "a lighthouse",
+        "an old photograph",
+        "the night sky",
+        "a garden",
+        "a train journey",
+        "a snow day",
+        "a bakery",
+        "a library",
+        "a marathon",
     ),
     "person": ("my coworker", "my sister", "my landlord", "a new client", "my neighbor", "my teacher", "my team", "my best friend"),
     "occasion": ("a birthday", "a farewell party", "a promotion", "a wedding", "a graduation", "a retirement", "a new baby"),
     "character": ("a pirate", "a medieval knight", "a friendly robot", "a tour guide", "a detective", "a chef", "a wizard", "a cowboy"),
     "expert": (
-        "a constitutional lawyer", "a startup CFO", "a senior security engineer", "a trauma surgeon", "a central banker",
-        "a chess coach", "a structural engineer", "a clinical psychologist", "an investment analyst", "a diplomat",
+        "a constitutional lawyer",
+        "a startup CFO",
+        "a senior security engineer",
+        "a trauma surgeon",
+        "a central banker",
+        "a chess coach",
+        "a structural engineer",
+        "a clinical psychologist",
+        "an investment analyst",
+        "a diplomat",
     ),
     "task": (
-        "negotiate a salary raise", "review a merger agreement", "plan a hospital's disaster response", "audit a crypto exchange",
-        "design a vaccine trial", "defend a thesis", "mediate a custody dispute", "restructure a failing company",
+        "negotiate a salary raise",
+        "review a merger agreement",
+        "plan a hospital's disaster response",
+        "audit a crypto exchange",
+        "design a vaccine trial",
+        "defend a thesis",
+        "mediate a custody dispute",
+        "restructure a failing company",
     ),
     "language": ("Python", "JavaScript", "Go", "Rust", "Java", "C++", "TypeScript", "C#"),
     "simple_code": (
-        "reverses a string", "adds two numbers", "prints the numbers 1 to 10", "checks if a number is even", "returns the largest of three numbers",
-        "counts the vowels in a word", "converts Celsius to Fahrenheit", "joins a list of words with spaces",
+        "reverses a string",
+        "adds two numbers",
+        "prints the numbers 1 to 10",
+        "checks if a number is even",
+        "returns the largest of three numbers",
+        "counts the vowels in a word",
+        "converts Celsius to Fahrenheit",
+        "joins a list of words with spaces",
     ),
     "hard_code": (
-        "a lock-free ring buffer", "a B+ tree with range deletes", "a Raft consensus module", "an incremental garbage collector",
-        "a rate limiter shared across data centers", "a query planner for joins", "a persistent red-black tree", "a JIT for a stack VM",
-        "a CRDT text editor", "a deadlock detector for a thread pool",
+        "a lock-free ring buffer",
+        "a B+ tree with range deletes",
+        "a Raft consensus module",
+        "an incremental garbage collector",
+        "a rate limiter shared across data centers",
+        "a query planner for joins",
+        "a persistent red-black tree",
+        "a JIT for a stack VM",
+        "a CRDT text editor",
+        "a deadlock detector for a thread pool",
     ),
     "fact": (
-        "the capital of Italy", "the largest planet", "the boiling point of water", "the author of Hamlet", "the number of continents",
-        "the chemical symbol for gold", "the tallest mountain", "the longest river in Africa", "the currency of Japan",
+        "the capital of Italy",
+        "the largest planet",
+        "the boiling point of water",
+        "the author of Hamlet",
+        "the number of continents",
+        "the chemical symbol for gold",
+        "the tallest mountain",
+        "the longest river in Africa",
+        "the currency of Japan",
     ),
     "field": (
-        "quantum field theory", "algebraic topology", "protein folding", "general relativity", "immunology", "thermodynamics",
-        "organic synthesis", "control theory", "number theory", "epigenetics", "condensed matter physics", "econometrics",
+        "quantum field theory",
+        "algebraic topology",
+        "protein folding",
+        "general relativity",
+        "immunology",
+        "thermodynamics",
+        "organic synthesis",
+        "control theory",
+        "number theory",
+        "epigenetics",
+        "condensed matter physics",
+        "econometrics",
     ),
     "concept": (
-        "renormalization", "the Yoneda lemma", "allosteric regulation", "gauge invariance", "the Kalman filter", "entropy production",
-        "the Atiyah-Singer index theorem", "spontaneous symmetry breaking", "instrumental variables", "the Krebs cycle",
+        "renormalization",
+        "the Yoneda lemma",
+        "allosteric regulation",
+        "gauge invariance",
+        "the Kalman filter",
+        "entropy production",
+        "the Atiyah-Singer index theorem",
+        "spontaneous symmetry breaking",
+        "instrumental variables",
+        "the Krebs cycle",
     ),
     "thinker": ("Kant", "Hume", "Nietzsche", "Hegel", "Wittgenstein", "Rawls", "Foucault", "Spinoza", "Aristotle", "Arendt"),
     "era": (
-        "the fall of Rome", "the French Revolution", "the Meiji Restoration", "the Cold War", "the Reformation", "the Industrial Revolution",
-        "the partition of India", "the Thirty Years' War", "the collapse of the Bronze Age",
+        "the fall of Rome",
+        "the French Revolution",
+        "the Meiji Restoration",
+        "the Cold War",
+        "the Reformation",
+        "the Industrial Revolution",
+        "the partition of India",
+        "the Thirty Years' War",
+        "the collapse of the Bronze Age",
     ),
     "number": tuple(str(n) for n in (3, 7, 12, 15, 24, 36, 48, 64, 99, 120, 250, 1000)),
     "doc": ("email", "invoice", "meeting note", "receipt", "job posting", "product review", "shipping notice", "restaurant menu"),
@@ -199,19 +273,25 @@ def _padded(text: str, rng: random.Random) -> str:
     return " ".join([text, *rng.sample(_PADDING, extra)]) if rng.random() < 0.5 else " ".join([*rng.sample(_PADDING, extra), text])
 
 
-def _candidates(rng: random.Random) -> Iterator[str]:
+def _candidates(rng: random.Random) -> Iterator[tuple[str, bool]]:
     while True:
         category = rng.choice(CATEGORIES)
-        templates = _HARD[category] if rng.random() < 0.5 else _EASY[category]
-        yield _padded(_fill(rng.choice(templates), rng), rng)
+        hard = rng.random() < 0.5
+        templates = _HARD[category] if hard else _EASY[category]
+        yield _padded(_fill(rng.choice(templates), rng), rng), hard
+
+
+def labelled_chat_prompts(count: int = 6000, seed: int = 0) -> tuple[list[str], list[bool]]:
+    """``chat_prompts`` and, for each, whether it came from a hard template (the template's intended difficulty)."""
+    rng = random.Random(seed)
+    seen: dict[str, bool] = {}
+    for prompt, hard in _candidates(rng):
+        seen.setdefault(prompt, hard)
+        if len(seen) >= count:
+            break
+    return list(seen), list(seen.values())
 
 
 def chat_prompts(count: int = 6000, seed: int = 0) -> list[str]:
     """``count`` distinct chat-style prompts over ``CATEGORIES``, half from hard templates, in a fixed order per seed."""
-    rng = random.Random(seed)
-    seen: dict[str, None] = {}
-    for prompt in _candidates(rng):
-        seen.setdefault(prompt, None)
-        if len(seen) >= count:
-            break
-    return list(seen)
+    return labelled_chat_prompts(count, seed)[0]

@@ -22,7 +22,15 @@ from edgeroute.runtime.evaluation.data import BenchmarkData
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.finetune import FineTuneRecipe
-from edgeroute.export.training.distill import StudentRecipe, fit_student, fold_length, student_features, teacher_targets
+from edgeroute.export.training.distill import (
+    ChatPrior,
+    StudentRecipe,
+    fit_student,
+    fold_length,
+    student_features,
+    teacher_targets,
+    with_chat_prior,
+)
 from edgeroute.export.training.probe import ProbeRecipe, as_scored, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
@@ -61,7 +69,9 @@ def teacher_scores(
     return scores
 
 
-def append_unlabeled(data: BenchmarkData, splits: Splits, extra: dict[str, list[str]]) -> tuple[BenchmarkData, Splits, dict[str, np.ndarray]]:
+def append_unlabeled(
+    data: BenchmarkData, splits: Splits, extra: dict[str, list[str]]
+) -> tuple[BenchmarkData, Splits, dict[str, np.ndarray]]:
     """``data`` with unlabeled prompts appended (quality NaN, group = the key), in no split's training or test rows.
 
     Every split's model still scores them (recipes score every row), which is how pair accuracy and
@@ -169,18 +179,21 @@ def distilled_scores(
     recipe: StudentRecipe,
     length_weights: tuple[float, ...],
     unlabeled: np.ndarray | None = None,
+    prior: ChatPrior | None = None,
 ) -> dict[float, dict[str, np.ndarray]]:
     """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
     saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all).
 
     ``unlabeled``: a mask of rows that join every split's training rows (prompts with no labels, such as
-    generated chat prompts: the split's teacher scores them, which is all distillation needs).
+    generated chat prompts: the split's teacher scores them, which is all distillation needs). ``prior``:
+    the chat prompts' template labels blended into those targets (``with_chat_prior``).
     """
     scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
     for split, (train, _) in splits.items():
         # Rows the split's teacher left unscored (NaN) cannot be distilled from.
+        labelled = train & np.isfinite(teacher[split])
         train = (train | unlabeled if unlabeled is not None else train) & np.isfinite(teacher[split])
-        logits = teacher_targets(teacher[split])
+        logits = with_chat_prior(teacher_targets(teacher[split]), labelled, prior)
         hidden, output = fit_student(features[train], logits[train], recipe)
         for weight in length_weights:
             folded = fold_length(hidden, output, features[train], logits[train], weight)

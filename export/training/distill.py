@@ -13,7 +13,7 @@ into a bundle.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.exporter import HEAD_FILE
@@ -38,6 +39,8 @@ class StudentRecipe:
     # Weight of the prompt's standardized log length beside the standardized student score (``fold_length``),
     # for teachers that under-use length (the shipped probe teacher has its own length term: weight 0).
     length_weight: float = 0.0
+    # Weight of the generated chat prompts' template labels in their targets (``with_chat_prior``; 0: the teacher alone).
+    chat_prior: float = 0.0
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -49,6 +52,38 @@ def teacher_targets(win_rates: np.ndarray) -> np.ndarray:
     """The student's regression target: the logit of the teacher's win rate."""
     p = np.clip(np.asarray(win_rates, dtype=np.float64), _CLIP, 1.0 - _CLIP)
     return np.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class ChatPrior:
+    """The generated chat prompts' template labels (hard or easy), blended into the teacher's targets.
+
+    ``rows``: mask of the rows that hold generated chat prompts; ``hard``: per row, whether its template
+    was a hard one; ``weight``: 0 keeps the teacher's logits, 1 replaces them with the template label.
+    """
+
+    rows: np.ndarray
+    hard: np.ndarray
+    weight: float
+
+
+# The template label's place on the teacher's scale: its logit percentiles over the labelled training rows.
+PRIOR_PERCENTILES = (10.0, 90.0)
+
+
+def with_chat_prior(logits: np.ndarray, labelled: np.ndarray, prior: ChatPrior | None) -> np.ndarray:
+    """Teacher logits with the chat prior blended in on the chat rows: (1 - w) x the teacher's logit + w x the
+    teacher's 90th (hard template) or 10th (easy template) percentile over the ``labelled`` rows.
+
+    The MMLU/GSM8K labels say nothing about how hard a chat request is to write, role-play or code, and a
+    teacher trained on them ranks such prompts almost at random; the templates' difficulty is what tells.
+    """
+    if prior is None or prior.weight == 0.0:
+        return logits
+    low, high = np.percentile(logits[labelled & np.isfinite(logits)], PRIOR_PERCENTILES)
+    anchor = np.where(prior.hard, high, low)
+    blended = (1.0 - prior.weight) * logits + prior.weight * anchor
+    return np.where(prior.rows, blended, logits)
 
 
 def fold_length(
@@ -77,10 +112,12 @@ def fold_length(
 
 
 def fit_distilled(
-    features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe, progress: bool = False
+    features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe, progress: bool = False, prior: ChatPrior | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The fast tier's recipe: a student fitted to the teacher's logits, then length folded in (``fold_length``)."""
-    logits = teacher_targets(teacher_win_rates)
+    """The fast tier's recipe: a student fitted to the teacher's logits (the chat prior blended in on its rows),
+    then length folded in (``fold_length``)."""
+    labelled = ~prior.rows if prior is not None else np.ones(len(teacher_win_rates), dtype=bool)
+    logits = with_chat_prior(teacher_targets(teacher_win_rates), labelled, prior)
     hidden, output = fit_student(features, logits, recipe, progress)
     return fold_length(hidden, output, features, logits, recipe.length_weight)
 
@@ -94,6 +131,15 @@ def fit_student(
     features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe = StudentRecipe(), progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the MLP head by mean squared error on ``targets``; returns (``head.npy``, ``head_out.npy``) arrays."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-unit MLP on batches of 64: a second thread only waits (2x slower on 2 busy cores)
+    try:
+        return _fit_student(features, targets, recipe, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_student(features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1))
@@ -130,7 +176,8 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
             **asdict(recipe),
             "kind": "distilled static MLP",
             "teacher": teacher,
-            "loss": "MSE on the teacher's win-rate logit; then + length_weight x standardized log length outside the MLP",
+            "loss": "MSE on the teacher's win-rate logit (chat prompts: blended with their template's label by chat_prior); "
+            "then + length_weight x standardized log length outside the MLP",
             "features": "static embedding, log1p(chars)/8",
         },
         "n_train": n_prompts,
@@ -158,22 +205,31 @@ def distill_command(args: Any) -> dict[str, Any]:
     from edgeroute.export.training.crossval import static_features
     from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
 
-    from edgeroute.export.training.chat_prompts import chat_prompts
+    from edgeroute.export.training.chat_prompts import labelled_chat_prompts
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
     data = load_protocol_data(Path(args.data))
     n_chat = getattr(args, "chat_prompts", 0)
-    prompts = data.prompts + chat_prompts(n_chat, seed=args.seed) if n_chat else data.prompts
+    chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
+    prompts = data.prompts + chat
+    rows = np.arange(len(prompts)) >= len(data.prompts)
+    prior = ChatPrior(rows, np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool)]), 0.0)
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
     rates = np.concatenate(
         [teacher.strong_win_rates(prompts[i : i + 256]) for i in tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")]
     )
+    if not 0.0 <= getattr(args, "chat_prior", 0.0) <= 1.0:
+        raise InvalidInputError(f"--chat-prior must be in [0, 1], got {args.chat_prior}")
     recipe = StudentRecipe(
-        seed=args.seed, length_weight=getattr(args, "length_weight", 0.0), hidden=getattr(args, "hidden", StudentRecipe.hidden)
+        seed=args.seed,
+        length_weight=getattr(args, "length_weight", 0.0),
+        hidden=getattr(args, "hidden", StudentRecipe.hidden),
+        chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
     )
-    hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True)
+    prior = replace(prior, weight=recipe.chat_prior)
+    hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True, prior=prior)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)

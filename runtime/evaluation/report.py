@@ -343,19 +343,23 @@ def _baseline_rates(data: BenchmarkData, baseline: str | None, seed: int = 0) ->
 
 
 def _length_checks(
-    data: BenchmarkData, splits: dict[str, tuple[np.ndarray, np.ndarray]], scores: dict[str, np.ndarray] | None, baseline: str | None,
+    data: BenchmarkData,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    scores: dict[str, np.ndarray] | None,
+    baseline: str | None,
     pair_rows: np.ndarray,
 ) -> dict[str, float]:
     """Pair accuracy (mean over split models) and rank correlation with length (mean over folds' test rows)."""
     from edgeroute.runtime.evaluation.content import length_spearman, pair_accuracy
 
     fixed = _baseline_rates(data, baseline)
-    if scores is None and fixed is None:
+    if scores is not None:
+        by_split = {split: scores[split] for split in splits}
+    elif fixed is not None:
+        by_split = {split: fixed for split in splits}
+    else:
         return {"pairs": float("nan"), "spearman": float("nan")}
-    by_split = {split: scores[split] if scores is not None else fixed for split in splits}
     pairs = [pair_accuracy(rates[pair_rows]) for rates in by_split.values()]
     folds = [s for s in splits if s.startswith("fold")]
-    correlations = [
-        length_spearman(by_split[s][splits[s][1]], [p for p, keep in zip(data.prompts, splits[s][1]) if keep]) for s in folds
-    ]
+    correlations = [length_spearman(by_split[s][splits[s][1]], [p for p, keep in zip(data.prompts, splits[s][1]) if keep]) for s in folds]
     return {"pairs": float(np.mean(pairs)), "spearman": float(np.mean(correlations))}
