@@ -161,3 +161,14 @@ def test_labelled_chat_prompts_are_the_chat_prompts_with_their_template_kind():
     prompts, hard = labelled_chat_prompts(400, seed=3)
     assert prompts == chat_prompts(400, seed=3) and len(hard) == 400
     assert 0.35 < np.mean(hard) < 0.65
+
+
+def test_shipped_bert_knows_it_was_trained_on_the_shared_prompts(shared_data):
+    from edgeroute.runtime import Router
+    from edgeroute.runtime.evaluation.data import load_benchmark
+    from edgeroute.runtime.evaluation.report import trained_on_share
+
+    router = Router.load("bert-minilm-gpt4-mixtral")
+    gsm8k = load_benchmark(shared_data, "gsm8k")
+    assert 0.02 < trained_on_share(router, gsm8k.prompts) < 0.2  # GSM8K is about 8% of its 13,202 training prompts
+    assert trained_on_share(router, ["a prompt it never saw"]) == 0.0
