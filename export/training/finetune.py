@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgeroute.export.training.teacher import LABELS, load_classifier
+from edgeroute.export.training.teacher import LABELS, batched_win_rates, load_classifier
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,8 @@ def train_finetuned(
 
 
 def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 64) -> np.ndarray:
-    """P(strong wins) = 1 - P(tie) - P(weak wins) of every prompt (RouteLLM's BERT rule), in float64."""
-    rates = np.zeros(len(tokens.lengths), dtype=np.float64)
-    order = np.argsort(tokens.lengths, kind="stable")
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size].tolist()
-            probabilities = torch.softmax(model(**tokens.batch(rows)).logits.double(), dim=-1)
-            rates[rows] = 1.0 - probabilities[:, 1:].sum(dim=-1).numpy()
-    return rates
+    """The win rate of every prompt of ``tokens`` (RouteLLM's BERT rule, ``batched_win_rates``), in float64."""
+    return batched_win_rates(tokens.lengths, lambda rows: model(**tokens.batch(rows)).logits, batch_size)
 
 
 __all__ = ["LABELS", "FineTuneRecipe", "TokenizedPrompts", "finetuned_win_rates", "length_batches", "train_finetuned"]

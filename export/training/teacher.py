@@ -10,6 +10,7 @@ ordinary ``BertForSequenceClassification`` checkpoint that ``edgeroute export be
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -125,16 +126,21 @@ def train_teacher(encoder_dir: Path, prefix: FrozenPrefix, labels: np.ndarray, r
     return model.eval()
 
 
-def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -> np.ndarray:
-    """P(strong wins) = 1 - P(tie) - P(weak wins) for every prompt of ``prefix`` (RouteLLM's BERT rule)."""
-    rates = np.zeros(len(prefix.lengths), dtype=np.float64)
-    order = np.argsort(prefix.lengths, kind="stable")
+def batched_win_rates(lengths: np.ndarray, logits_of: Callable[[list[int]], torch.Tensor], batch_size: int) -> np.ndarray:
+    """P(strong wins) = softmax(logits)[strong wins] = 1 - P(tie) - P(weak wins) (RouteLLM's BERT rule) for every row,
+    scored in batches of similar length; ``logits_of(rows)`` gives those rows' 3-label logits."""
+    rates = np.zeros(len(lengths), dtype=np.float64)
+    order = np.argsort(lengths, kind="stable")
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size].tolist()
-            probabilities = torch.softmax(_top_logits(model, prefix, rows).double(), dim=-1)
-            rates[rows] = probabilities[:, LABEL_STRONG_WINS].numpy()
+            rates[rows] = torch.softmax(logits_of(rows).double(), dim=-1)[:, LABEL_STRONG_WINS].numpy()
     return rates
+
+
+def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -> np.ndarray:
+    """The win rate of every prompt of ``prefix`` (``batched_win_rates``)."""
+    return batched_win_rates(prefix.lengths, lambda rows: _top_logits(model, prefix, rows), batch_size)
 
 
 def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: int, prompts: list[str] | None = None) -> Path:
