@@ -299,7 +299,7 @@ def main() -> None:
     document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
-    shown = [document["chosen_transformer"], document["chosen_probe"], document["chosen_student"], LABELS, "random", "prompt length"]
+    shown = [document["chosen_transformer"], document["chosen_probe"], BERT, document["chosen_student"], LABELS, "random", "prompt length"]
     plot_summary(document["summary"], args.out / "quality.png", list(dict.fromkeys(shown)))
     (args.out / "quality.md").write_text(markdown(document))
     print((args.out / "quality.md").read_text())
@@ -408,7 +408,8 @@ def markdown(document: dict) -> str:
         f"The protocol chose **{document['chosen_transformer']}** for the transformer tier (best probe: "
         f"{document['chosen_probe']}) and **{document['chosen_student']}** for the fast tier. The chosen rows are the "
         "best of their grids on the same folds that report them (no nested cross-validation), so they are slightly "
-        "optimistic: differences of 0.01 or less are within that selection noise and the fold spread.",
+        "optimistic: differences of 0.01 or less are within that selection noise and the fold spread. What ships, "
+        'and where it departs from these picks and why, is in the README ("Shipped routers").',
         "",
         "![cross-validated APGR, content APGR, pairs and length correlation](quality.png)",
         "",
