@@ -191,9 +191,8 @@ def fast_rows(data, splits, chat, static_router: str, teachers: dict[str, dict])
     scores, students = {}, []
     for teacher, hidden, prior in STUDENTS:
         recipe = StudentRecipe(hidden=hidden, chat_prior=prior or 0.0)
-        unlabeled = chat.rows if prior is not None else None
         weighted = replace(chat, weight=prior) if prior is not None else None
-        distilled = distilled_scores(features, splits, teachers[teacher], recipe, LENGTH_WEIGHTS, unlabeled, weighted)
+        distilled = distilled_scores(features, splits, teachers[teacher], recipe, LENGTH_WEIGHTS, weighted)
         for weight in LENGTH_WEIGHTS:
             name = distilled_name(replace(recipe, length_weight=weight), teacher, prior)
             scores[name] = distilled[weight]

@@ -4,7 +4,7 @@ Dynamic int8 quantization of a fine-tuned classifier can move win rates by a few
 flips decisions near a calibrated threshold. ``selective_int8`` quantizes every node, and while the
 int8 graph agrees with fp32 on fewer decisions than the floor at some calibrated share, it keeps the
 most sensitive remaining node in fp32. Sensitivity is measured once per node: the mean win-rate error
-of the graph with every *other* node quantized (the larger, the more that node's int8 weights cost).
+of the graph with only that node quantized (the larger, the more that node's int8 weights cost).
 """
 
 from __future__ import annotations

@@ -95,7 +95,10 @@ def append_unlabeled(
     )
     pad = np.zeros(added, dtype=bool)
     masks = {split: (np.concatenate([train, pad]), np.concatenate([test, pad])) for split, (train, test) in splits.items()}
-    return widened, masks, {group: np.isin(np.arange(len(prompts)), index) for group, index in rows.items()}
+    group_masks = {group: np.zeros(len(prompts), dtype=bool) for group in rows}
+    for group, index in rows.items():
+        group_masks[group][index] = True
+    return widened, masks, group_masks
 
 
 def finetuned_scores(
@@ -178,21 +181,20 @@ def distilled_scores(
     teacher: dict[str, np.ndarray],
     recipe: StudentRecipe,
     length_weights: tuple[float, ...],
-    unlabeled: np.ndarray | None = None,
     prior: ChatPrior | None = None,
 ) -> dict[float, dict[str, np.ndarray]]:
     """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
     saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all).
 
-    ``unlabeled``: a mask of rows that join every split's training rows (prompts with no labels, such as
-    generated chat prompts: the split's teacher scores them, which is all distillation needs). ``prior``:
-    the chat prompts' template labels blended into those targets (``with_chat_prior``).
+    ``prior``: generated chat prompts (``prior.rows``) join every split's training rows (they need no labels:
+    the split's teacher scores them), their template labels blended into the targets by ``prior.weight``
+    (``with_chat_prior``).
     """
     scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
     for split, (train, _) in splits.items():
         # Rows the split's teacher left unscored (NaN) cannot be distilled from.
         labelled = train & np.isfinite(teacher[split])
-        train = (train | unlabeled if unlabeled is not None else train) & np.isfinite(teacher[split])
+        train = (train | prior.rows if prior is not None else train) & np.isfinite(teacher[split])
         logits = with_chat_prior(teacher_targets(teacher[split]), labelled, prior)
         hidden, output = fit_student(features[train], logits[train], recipe)
         for weight in length_weights:

@@ -13,7 +13,7 @@ into a bundle.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,27 +208,26 @@ def distill_command(args: Any) -> dict[str, Any]:
     from edgeroute.export.training.chat_prompts import labelled_chat_prompts
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
+    if not 0.0 <= getattr(args, "chat_prior", 0.0) <= 1.0:  # before the minutes of teacher scoring
+        raise InvalidInputError(f"--chat-prior must be in [0, 1], got {args.chat_prior}")
     data = load_protocol_data(Path(args.data))
     n_chat = getattr(args, "chat_prompts", 0)
-    chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
-    prompts = data.prompts + chat
-    rows = np.arange(len(prompts)) >= len(data.prompts)
-    prior = ChatPrior(rows, np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool)]), 0.0)
-    static = Router.load(args.static_from)
-    table = _static_table(static)  # checked before the minutes of teacher scoring
-    teacher = Router.load(args.teacher)
-    rates = np.concatenate(
-        [teacher.strong_win_rates(prompts[i : i + 256]) for i in tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")]
-    )
-    if not 0.0 <= getattr(args, "chat_prior", 0.0) <= 1.0:
-        raise InvalidInputError(f"--chat-prior must be in [0, 1], got {args.chat_prior}")
     recipe = StudentRecipe(
         seed=args.seed,
         length_weight=getattr(args, "length_weight", 0.0),
         hidden=getattr(args, "hidden", StudentRecipe.hidden),
         chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
     )
-    prior = replace(prior, weight=recipe.chat_prior)
+    chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
+    prompts = data.prompts + chat
+    rows = np.arange(len(prompts)) >= len(data.prompts)
+    prior = ChatPrior(rows, np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool)]), recipe.chat_prior)
+    static = Router.load(args.static_from)
+    table = _static_table(static)  # checked before the minutes of teacher scoring
+    teacher = Router.load(args.teacher)
+    rates = np.concatenate(
+        [teacher.strong_win_rates(prompts[i : i + 256]) for i in tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")]
+    )
     hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True, prior=prior)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

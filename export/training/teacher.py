@@ -10,9 +10,9 @@ ordinary ``BertForSequenceClassification`` checkpoint that ``edgeroute export be
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any

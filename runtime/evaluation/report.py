@@ -282,9 +282,11 @@ def _router_apgr(data: BenchmarkData, mask: np.ndarray, win_rates: np.ndarray | 
 
     def apgr_on(keep: np.ndarray) -> float:
         s, w = strong[keep], weak[keep]
-        if baseline == "random" and len(s) > 1 and s.mean() != w.mean():
+        if len(s) < 2 or s.mean() == w.mean():
+            return float("nan")  # undefined
+        if baseline == "random":
             return random_router_metrics(s, w)[0]["apgr"]
-        if baseline == "optimal" and len(s) > 1 and s.mean() != w.mean():
+        if baseline == "optimal":
             return summarize(optimal_curve(s, w), float(s.mean()), float(w.mean()))["apgr"]
         return float("nan") if rates is None else apgr(rates[keep], s, w)
 
