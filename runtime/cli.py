@@ -18,14 +18,27 @@ from edgeroute.runtime.errors import (
     ExtraNotInstalledError,
     InvalidInputError,
     PrecisionUnavailableError,
+    read_stdin_text,
     require_extra,
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 # A precision the bundle lacks is a wrong --precision, so a usage error too.
 # Entry-point group of the build side's commands (export extra), declared in pyproject.toml.
 BUILD_COMMANDS = "edgeroute.build"
 _USAGE_ERRORS = (InvalidInputError, ConfigurationError, BundleNotFoundError, ExtraNotInstalledError, PrecisionUnavailableError)
+
+
+def port_number(text: str) -> int:
+    """``--port``: an integer in 0..65535 (0: the system picks a free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return port
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -186,11 +199,15 @@ def _add_serve_command(commands: Any) -> None:
         help="router to load (shipped name or bundle folder); repeat; default models/DEFAULT",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=6060)
+    serve.add_argument("--port", type=port_number, default=6060, help="0..65535; 0 picks a free port (default 6060)")
     for role, model in (("strong", "gpt-4-1106-preview"), ("weak", "mixtral-8x7b-instruct-v0.1")):
         serve.add_argument(f"--{role}-model", default=model, dest=f"{role}_upstream_model", help=f"{role} model name at its endpoint")
         serve.add_argument(f"--{role}-base-url", default="https://api.openai.com/v1", help="OpenAI-compatible base URL")
-        serve.add_argument(f"--{role}-api-key-env", default="OPENAI_API_KEY", help="environment variable holding its API key")
+        serve.add_argument(
+            f"--{role}-api-key-env",
+            default=None,
+            help="environment variable holding its API key (default: OPENAI_API_KEY for api.openai.com, no key elsewhere)",
+        )
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument(
         "--strong-share",
@@ -320,7 +337,7 @@ def _read_prompts(arguments: Sequence[str]) -> list[str]:
     prompts: list[str] = []
     for argument in arguments:
         if argument == "-":
-            lines = [line.rstrip("\r") for line in sys.stdin.read().split("\n")]
+            lines = [line.rstrip("\r") for line in read_stdin_text().split("\n")]
             prompts += [line for line in lines if line.strip()]
         else:
             prompts.append(argument)
@@ -656,6 +673,12 @@ def _add_recipe_commands(train_kinds: Any) -> None:
     finetuned.add_argument("--epochs", type=float, default=1.5)
     finetuned.add_argument("--learning-rate", type=float, default=5e-5)
     finetuned.add_argument("--max-length", type=int, default=256, help="tokens kept per prompt (RouteLLM's rule: the first ones)")
+    finetuned.add_argument(
+        "--chat-prompts",
+        type=int,
+        default=0,
+        help="generated chat-style prompts trained beside --data's, labelled by template (hard: strong wins, easy: tie; default 0)",
+    )
     distilled = train_kinds.add_parser(
         "distilled",
         help="the fast tier: a static-embedding MLP fitted to a teacher bundle's win rates on the prompts of --data "
@@ -712,12 +735,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        return _reader_went_away()
     except _USAGE_ERRORS as exc:
         print(f"edgeroute: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except EdgerouteError as exc:
         print(f"edgeroute: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed it (``| head``): stop quietly, as Unix tools do (exit 141, SIGPIPE's)."""
+    import os
+
+    # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from raising too.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

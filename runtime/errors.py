@@ -7,6 +7,11 @@ against the standard exceptions keeps working.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
 
 class EdgerouteError(Exception):
     """Base class of every error edgeroute raises on purpose."""
@@ -99,3 +104,31 @@ def require_extra(module: str, extra: str, feature: str):
         raise ExtraNotInstalledError(
             f"{feature} needs the '{extra}' extra ({module} is not installed): in your edgeroute clone, pip install '.[{extra}]'"
         ) from exc
+
+
+def not_utf8(source: str | Path, exc: UnicodeDecodeError) -> InvalidInputError:
+    """The one error for input that is not UTF-8 text, naming where it came from."""
+    return InvalidInputError(f"{source}: not UTF-8 text ({exc.reason}); convert it to UTF-8 first (e.g. iconv -t UTF-8)")
+
+
+@contextlib.contextmanager
+def utf8_text(path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """``open(path)`` for UTF-8 text whose decoding errors, wherever they surface, become ``not_utf8``."""
+    with open(path, encoding="utf-8", newline=newline) as handle:
+        try:
+            yield handle
+        except UnicodeDecodeError as exc:
+            raise not_utf8(path, exc) from None
+
+
+def read_stdin_text() -> str:
+    """Standard input as UTF-8 text (strictly: no bytes silently replaced)."""
+    import sys
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in its place (tests, embedding applications): already decoded
+        return sys.stdin.read()
+    try:
+        return buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8("standard input", exc) from None

@@ -133,6 +133,29 @@ def serving(app):
         thread.join(timeout=10)
 
 
+@contextmanager
+def serving_as_edgeroute(app, config, parser=None):
+    """Serve ``app`` with ``edgeroute serve``'s uvicorn settings (timeouts, header bounds); yields the port."""
+    import uvicorn
+
+    from edgeroute.runtime.serving.server import uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning", parser=parser))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started:
+        if time.time() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def main() -> None:
     """Serve a FakeUpstream on the given loopback port until killed (for load tests in another process)."""
     import sys

@@ -23,7 +23,7 @@ from edgeroute.runtime.serving.server import (  # noqa: E402
     uvicorn_config,
 )
 from edgeroute.runtime.serving.upstream import sanitized_upstream_message  # noqa: E402
-from servers import free_port, server_config, serving  # noqa: E402
+from servers import free_port, server_config, serving, serving_as_edgeroute  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -315,29 +315,12 @@ def test_serve_freezes_what_is_loaded_before_serving_and_create_app_does_not(mon
         gc.unfreeze()
 
 
-def _serve_with_edgeroute_settings(app, config, parser=None):
-    import threading
-
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning", parser=parser))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        assert time.time() < deadline
-        time.sleep(0.02)
-    return server, thread, port
-
-
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
 def test_slow_clients_are_cut_off(upstream, routers, parser):
     if parser == "httptools":
         pytest.importorskip("httptools")
     config = _config(upstream, client_timeout_s=0.5)
-    server, thread, port = _serve_with_edgeroute_settings(create_app(config, routers), config, parser)
-    try:
+    with serving_as_edgeroute(create_app(config, routers), config, parser) as port:
         # Headers that never finish: the connection is closed.
         with socket.create_connection(("127.0.0.1", port)) as stalled:
             stalled.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
@@ -357,9 +340,6 @@ def test_slow_clients_are_cut_off(upstream, routers, parser):
             assert client.post(f"http://127.0.0.1:{port}/v1/route", json={"prompt": "hi"}).status_code == 200
             time.sleep(1.0)
             assert client.post(f"http://127.0.0.1:{port}/v1/route", json={"prompt": "hi"}).status_code == 200
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE
 from edgeroute.export.training.teacher import LABELS, batched_win_rates, load_classifier
 
 
@@ -92,9 +93,27 @@ def train_finetuned(
     return model.eval()
 
 
+def template_labelled_rows(count: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """``count`` generated chat prompts labelled by their template: hard ones "strong wins", easy ones "tie"."""
+    from edgeroute.export.training.chat_prompts import labelled_chat_prompts
+
+    if count <= 0:
+        return [], np.zeros(0, dtype=np.int64)
+    prompts, hard = labelled_chat_prompts(count, seed)
+    return prompts, np.where(np.array(hard), LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
+
+
 def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 64) -> np.ndarray:
     """The win rate of every prompt of ``tokens`` (RouteLLM's BERT rule, ``batched_win_rates``), in float64."""
     return batched_win_rates(tokens.lengths, lambda rows: model(**tokens.batch(rows)).logits, batch_size)
 
 
-__all__ = ["LABELS", "FineTuneRecipe", "TokenizedPrompts", "finetuned_win_rates", "length_batches", "train_finetuned"]
+__all__ = [
+    "LABELS",
+    "FineTuneRecipe",
+    "TokenizedPrompts",
+    "finetuned_win_rates",
+    "length_batches",
+    "template_labelled_rows",
+    "train_finetuned",
+]

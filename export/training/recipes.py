@@ -27,21 +27,28 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
     return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
 
 
-def train_final_finetuned(data_dir: Path, out: Path, recipe: Any) -> dict[str, Any]:
-    """The shipped transformer tier's recipe (``FineTuneRecipe``) on every MMLU and GSM8K row; writes a BERT checkpoint."""
+def train_final_finetuned(data_dir: Path, out: Path, recipe: Any, n_chat: int = 0) -> dict[str, Any]:
+    """The shipped transformer tier's recipe (``FineTuneRecipe``) on every MMLU and GSM8K row; writes a BERT checkpoint.
+
+    ``n_chat`` generated chat-style prompts join the rows with their template's label (hard: strong wins,
+    easy: tie), the only signal about chat prompts this project has without LLM answers.
+    """
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
     from edgeroute.export.exporter import minilm_dir
     from edgeroute.export.training.crossval import golden_labels
-    from edgeroute.export.training.finetune import TokenizedPrompts, train_finetuned
+    from edgeroute.export.training.finetune import TokenizedPrompts, template_labelled_rows, train_finetuned
     from edgeroute.export.training.teacher import load_classifier, save_teacher
 
     data = load_protocol_data(data_dir)
+    chat, chat_labels = template_labelled_rows(n_chat, recipe.seed)
+    prompts = data.prompts + chat
     tokenizer, _ = load_classifier(minilm_dir())
-    tokens = TokenizedPrompts(tokenizer, data.prompts, recipe.max_length)
-    model = train_finetuned(minilm_dir(), tokens, golden_labels(data), np.arange(len(data)), recipe)
-    save_teacher(model, tokenizer, out, recipe, len(data), data.prompts)
-    return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
+    tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
+    labels = np.concatenate([golden_labels(data), chat_labels])
+    model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe)
+    save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat)
+    return {"checkpoint": str(out), "n_train": len(data), "generated_chat": n_chat, "recipe": recipe.__dict__}
 
 
 def run_recipe_command(args: Any) -> dict[str, Any]:
@@ -54,7 +61,7 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
         from edgeroute.export.training.finetune import FineTuneRecipe
 
         recipe = FineTuneRecipe(epochs=args.epochs, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed)
-        return train_final_finetuned(Path(args.data), Path(args.out), recipe)
+        return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts)
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command
 

@@ -143,10 +143,13 @@ def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -
     return batched_win_rates(prefix.lengths, lambda rows: _top_logits(model, prefix, rows), batch_size)
 
 
-def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: int, prompts: list[str] | None = None) -> Path:
+def save_teacher(
+    model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: int, prompts: list[str] | None = None, generated_chat: int = 0
+) -> Path:
     """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json).
 
-    ``prompts``: the training prompts, kept only as a sketch of hashes (``edgeroute eval`` warns on in-sample sets).
+    ``prompts``: the labelled training prompts, kept only as a sketch of hashes (``edgeroute eval`` warns on
+    in-sample sets); ``generated_chat``: template-labelled chat prompts trained beside them.
     """
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
@@ -157,6 +160,7 @@ def save_teacher(model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: in
     report = {
         "recipe": {**asdict(recipe), "loss": "cross-entropy over RouteLLM's 3 labels", "schedule": "AdamW, linear decay, 10% warm-up"},
         "n_train": n_train,
+        "generated_chat": generated_chat,
         "n_val": 0,
         "best": None,
     }

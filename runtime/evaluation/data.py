@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeroute.runtime.errors import InvalidInputError
+from edgeroute.runtime.errors import InvalidInputError, utf8_text
 
 DEFAULT_STRONG_MODEL = "gpt-4-1106-preview"
 DEFAULT_WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -67,12 +67,12 @@ class BenchmarkData:
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with utf8_text(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
+    with utf8_text(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 

@@ -24,7 +24,7 @@ from edgeroute.runtime.evaluation.data import (
     mmlu_domains,
     select_split,
 )
-from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.errors import InvalidInputError, require_extra, utf8_text
 from edgeroute.runtime.scoring.manifest import write_manifest
 from edgeroute.runtime.evaluation.curves import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
 from edgeroute.runtime.scoring.router import Router
@@ -196,14 +196,15 @@ def read_prompts(sources: Sequence[Path]) -> list[str]:
                 except (InvalidInputError, FileNotFoundError):
                     continue
         elif source.suffix == ".jsonl":
-            with open(source, encoding="utf-8") as handle:
+            with utf8_text(source) as handle:
                 prompts += [json.loads(line)["prompt"] for line in handle if line.strip()]
         elif source.suffix == ".csv":
             csv.field_size_limit(1 << 30)
-            with open(source, newline="", encoding="utf-8") as handle:
+            with utf8_text(source, newline="") as handle:
                 prompts += [row["prompt"] for row in csv.DictReader(handle)]
         elif source.is_file():
-            prompts += [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+            with utf8_text(source) as handle:
+                prompts += [line for line in handle.read().splitlines() if line.strip()]
         else:
             raise InvalidInputError(f"{source}: no such prompt file or folder")
     if not prompts:

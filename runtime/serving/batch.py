@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeroute.runtime.scoring.decision import is_strong
 from edgeroute.runtime.scoring.decision import resolve_threshold as _resolve_threshold
-from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.errors import InvalidInputError, require_extra, utf8_text
 from edgeroute.runtime.scoring.router import Router
 
 DEFAULT_COLUMN = "prompt"
@@ -146,7 +146,7 @@ def iter_chunks(
 
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) of each non-blank line; a line that is not JSON raises ``InvalidInputError``."""
-    with open(path, encoding="utf-8") as handle:
+    with utf8_text(path) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -167,7 +167,7 @@ def _jsonl_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tup
 
 def _csv_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
     csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with utf8_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
         if column not in fields:
@@ -193,7 +193,7 @@ def _parquet_rows(path: Path, column: str, id_column: str, chunk_size: int) -> I
 
 def _text_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
     # Lines as str.splitlines() cuts them (what Ray's read_text does), read one at a time.
-    with open(path, encoding="utf-8", newline="") as handle:
+    with utf8_text(path, newline="") as handle:
         for raw in handle:
             for line in raw.splitlines():
                 if line.strip():

@@ -50,6 +50,24 @@ __all__ = [
 log = logging.getLogger("edgeroute.server")
 T = TypeVar("T")
 ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/health", "/metrics")
+# A request's header block past this is refused (431) before it is parsed: the bound on what
+# headers may cost, checked before authentication.
+MAX_HEADER_BYTES = 64 * 1024
+_HEADERS_TOO_LARGE_BODY = json.dumps(
+    {
+        "error": {
+            "message": f"request headers over {MAX_HEADER_BYTES} bytes",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "headers_too_large",
+        }
+    }
+).encode()
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    + f"content-length: {len(_HEADERS_TOO_LARGE_BODY)}\r\n\r\n".encode()
+    + _HEADERS_TOO_LARGE_BODY
+)
 
 
 @dataclass
@@ -350,10 +368,19 @@ class Handlers:
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
+def check_upstreams(config: ServerConfig) -> None:
+    """Refuse upstream settings that cannot work, and say which upstream is sent no API key."""
+    for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+        upstream.check(role)
+        if upstream.key_variable() is None:
+            log.warning("%s upstream %s: no API key is sent (name its key variable to send one)", role, upstream.base_url)
+
+
 def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
-    """Build the ASGI app. Routers load here, once; a router that fails to load raises now."""
+    """Build the ASGI app. Routers load here, once; a router or upstream setting that cannot work raises now."""
     require_extra("starlette", "serve", "edgeroute serve")
     require_extra("aiohttp", "serve", "edgeroute serve")
+    check_upstreams(config)
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.routing import Route
@@ -427,6 +454,7 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
         """The timer both parsers share; ``awaiting_headers()`` says whether a request's headers are due."""
 
         _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0  # of the request whose headers are arriving
         loop: Any
         transport: Any
 
@@ -441,10 +469,23 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
         def data_received(self, data: bytes) -> None:
             super().data_received(data)  # type: ignore[misc]
             if self.awaiting_headers():
+                # Neither parser bounds a header block (both keep copying it as it grows): past
+                # MAX_HEADER_BYTES, at most one read (256 KiB) later, the connection gets 431 and closes.
+                self._header_bytes += len(data)
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    self._refuse_headers()
+                    return
                 self._arm()  # the headers of a request are arriving: they have timeout_s from their first byte
-            elif self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            else:
+                self._header_bytes = 0
+                if self._header_timer is not None:
+                    self._header_timer.cancel()
+                    self._header_timer = None
+
+        def _refuse_headers(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(HEADERS_TOO_LARGE)
+                self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._header_timer is not None:
@@ -522,6 +563,9 @@ def uvicorn_config(
         timeout_graceful_shutdown=math.ceil(shutdown_grace_s(config)),
         timeout_keep_alive=75,
         http=header_timeout_protocol(config.client_timeout_s, parser or http_parser()),
+        # h11 has a bound of its own (16 KiB, a bare 400): set past MAX_HEADER_BYTES and a read so that
+        # both parsers answer an oversized header block the same way, 431.
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES + 256 * 1024,
     )
 
 

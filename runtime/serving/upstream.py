@@ -16,9 +16,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 from edgeroute.runtime.scoring.decision import Decision
-from edgeroute.runtime.errors import require_extra
+from edgeroute.runtime.errors import ConfigurationError, require_extra
 from edgeroute.runtime.serving.http_errors import HTTPFailure
 
 # Upstream failures worth retrying on the other model.
@@ -95,18 +96,51 @@ class Fallback:
 
 
 # ---------------------------------------------------------------- the server's upstream client
+OPENAI_HOST = "api.openai.com"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+
+
+def check_base_url(url: str, role: str) -> None:
+    """Refuse a base URL that no request could reach: an http(s) scheme, a host and a valid port are required."""
+    example = "e.g. http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(c.isspace() for c in url):
+        raise ConfigurationError(f"{role} base URL {url!r} is not an http(s) URL with a host and a valid port ({example})")
+
+
 @dataclass
 class UpstreamConfig:
-    """One OpenAI-compatible upstream: base URL (ending in /v1), model name there, API key variable."""
+    """One OpenAI-compatible upstream: base URL (ending in /v1), model name there, API key variable.
+
+    ``api_key_env=None`` sends ``OPENAI_API_KEY`` to api.openai.com only: a key goes to the base URL it
+    was configured for, never to a custom one by default.
+    """
 
     model: str
     base_url: str
-    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_env: str | None = None
+
+    def key_variable(self) -> str | None:
+        """The variable whose key this upstream gets, or None when it gets none."""
+        if self.api_key_env:
+            return self.api_key_env
+        return OPENAI_KEY_ENV if urlsplit(self.base_url).hostname == OPENAI_HOST else None
 
     def headers(self) -> dict[str, str]:
         """The Authorization header, when the key variable is set."""
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        variable = self.key_variable()
+        key = os.environ.get(variable) if variable else None
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def check(self, role: str) -> None:
+        """Fail at start, not per request: a base URL that cannot work, a named key variable that is unset."""
+        check_base_url(self.base_url, role)
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ConfigurationError(f"{role} API key variable {self.api_key_env} is not set: set it, or name no variable to send no key")
 
 
 class UpstreamError(HTTPFailure):

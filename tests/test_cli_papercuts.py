@@ -1,0 +1,114 @@
+"""Issue 26, items 1-5: settings that cannot work are refused at start, odd input is one line and
+exit 2, a closed pipe ends quietly. Run as a user would: the ``edgeroute`` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+STATIC = "static-distilled-gpt4-mixtral"
+NOT_UTF8 = bytes(range(0x80, 0x100)) * 4
+
+
+def edgeroute(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", *args]
+    return subprocess.run(command, input=stdin, capture_output=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.decode().strip().splitlines()
+    return lines[-1]
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_score_of_a_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path, suffix):
+    source = tmp_path / f"binary{suffix}"
+    source.write_bytes(NOT_UTF8)
+    result = edgeroute("score", "--router", STATIC, "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert (
+        _error_line(result)
+        == f"edgeroute: error: {source}: not UTF-8 text (invalid start byte); convert it to UTF-8 first (e.g. iconv -t UTF-8)"
+    )
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.runtime_only
+def test_calibrate_on_a_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
+    source = tmp_path / "binary.bin"
+    source.write_bytes(NOT_UTF8)
+    result = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3")
+    assert (result.returncode, result.stderr.decode()) == (
+        2,
+        f"edgeroute: error: {source}: not UTF-8 text (invalid start byte); convert it to UTF-8 first (e.g. iconv -t UTF-8)\n",
+    )
+
+
+@pytest.mark.runtime_only
+def test_route_of_stdin_that_is_not_utf8_scores_nothing(tmp_path):
+    result = edgeroute("route", "--router", STATIC, "-", stdin=b"hello\n" + NOT_UTF8)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == (
+        "edgeroute: error: standard input: not UTF-8 text (invalid start byte); convert it to UTF-8 first (e.g. iconv -t UTF-8)\n"
+    )
+
+
+@pytest.mark.runtime_only
+def test_a_reader_closing_the_pipe_ends_quietly():
+    prompts = b"".join(f"prompt number {n}\n".encode() for n in range(3000))
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", "route", "--router", STATIC, "-"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        process.stdin.write(prompts)
+        process.stdin.close()
+        first = process.stdout.readline()
+        process.stdout.close()  # what `| head -1` does
+        error = process.stderr.read()
+        assert process.wait(timeout=120) == 141
+    assert first.startswith(b'{"router": "static-distilled-gpt4-mixtral"')
+    assert error == b""
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_out_of_range(port):
+    result = edgeroute("serve", "--port", port)
+    assert result.returncode == 2
+    assert _error_line(result) == f"edgeroute serve: error: argument --port: {port!r} is not a port number (0..65535)"
+
+
+def test_serve_refuses_a_base_url_that_cannot_work():
+    pytest.importorskip("starlette")
+    result = edgeroute("serve", "--strong-base-url", "notaurl", "--port", "0")
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        "edgeroute: error: strong base URL 'notaurl' is not an http(s) URL with a host and a valid port (e.g. http://127.0.0.1:8000/v1)",
+    )
+
+
+def test_serve_refuses_a_named_key_variable_that_is_unset():
+    pytest.importorskip("starlette")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEROUTE_UNSET_KEY"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeroute.runtime.cli",
+            "serve",
+            "--weak-base-url",
+            "http://127.0.0.1:9/v1",
+            "--weak-api-key-env",
+            "EDGEROUTE_UNSET_KEY",
+        ],
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        "edgeroute: error: weak API key variable EDGEROUTE_UNSET_KEY is not set: set it, or name no variable to send no key",
+    )

@@ -1,0 +1,92 @@
+"""Issue 25: hostile peers on both sides of the server, and what a request or an upstream may cost."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import httpx
+import pytest
+
+pytest.importorskip("starlette")
+
+from edgeroute.runtime.errors import ConfigurationError  # noqa: E402
+from edgeroute.runtime.serving.policy import RouterSet  # noqa: E402
+from edgeroute.runtime.serving.server import MAX_HEADER_BYTES, ServerConfig, UpstreamConfig, create_app  # noqa: E402
+from servers import server_config, serving_as_edgeroute  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def routers(bert_bundle):
+    return RouterSet([bert_bundle])
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass  # closed with the flood unread: what was answered before is still here
+    return answer
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_header_flood_gets_431_before_auth_and_big_bodies_still_pass(upstream, routers, parser, monkeypatch):
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+    config = server_config(upstream, auth_token="secret")
+    with serving_as_edgeroute(create_app(config, routers), config, parser) as port:
+        with socket.create_connection(("127.0.0.1", port)) as flood:
+            flood.settimeout(5)
+            flood.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+            sent = 0
+            try:
+                while sent < 4 * MAX_HEADER_BYTES:  # a header value that never ends, in small pieces
+                    flood.sendall(b"a" * 4096)
+                    sent += 4096
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server closed first, as it should
+            answer = _read_all(flood)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b'"code": "headers_too_large"' in answer
+        assert sent <= MAX_HEADER_BYTES + 512 * 1024  # cut off within a read or two of the bound
+        # Headers near the bound, then a body far past it, are an ordinary request.
+        headers = {"authorization": "Bearer secret", "x-pad": "p" * (MAX_HEADER_BYTES // 2)}
+        body = {"prompt": "hi", "padding": "z" * (2 * 1024 * 1024)}
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/route", json=body, headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+
+
+def test_a_key_goes_only_to_the_base_url_it_was_configured_for(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-0123456789")
+    monkeypatch.setenv("MY_KEY", "sk-mine-0123456789")
+    assert UpstreamConfig("m", "https://api.openai.com/v1").headers() == {"Authorization": "Bearer sk-openai-0123456789"}
+    assert UpstreamConfig("m", "http://10.0.0.7:8000/v1").headers() == {}
+    assert UpstreamConfig("m", "http://10.0.0.7:8000/v1", "MY_KEY").headers() == {"Authorization": "Bearer sk-mine-0123456789"}
+
+
+def test_an_upstream_sent_no_key_is_named_at_start(upstream, routers, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgeroute.server"):
+        create_app(server_config(upstream), routers)
+    assert f"strong upstream {upstream.url}/v1: no API key is sent (name its key variable to send one)" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["notaurl", "ftp://host/v1", "http:///v1", "http://host:99999/v1", "http://host:0/v1", "http://ho st/v1"],
+)
+def test_base_urls_that_cannot_work_are_refused_at_start(url, routers):
+    config = ServerConfig(UpstreamConfig("s", url), UpstreamConfig("w", "http://127.0.0.1:9/v1"))
+    with pytest.raises(ConfigurationError) as error:
+        create_app(config, routers)
+    assert str(error.value) == f"strong base URL {url!r} is not an http(s) URL with a host and a valid port (e.g. http://127.0.0.1:8000/v1)"
+
+
+def test_a_named_key_variable_that_is_unset_is_refused_at_start(routers, monkeypatch):
+    monkeypatch.delenv("EDGEROUTE_NO_SUCH_KEY", raising=False)
+    config = ServerConfig(
+        UpstreamConfig("s", "http://127.0.0.1:9/v1"), UpstreamConfig("w", "http://127.0.0.1:9/v1", "EDGEROUTE_NO_SUCH_KEY")
+    )
+    with pytest.raises(ConfigurationError) as error:
+        create_app(config, routers)
+    assert str(error.value) == "weak API key variable EDGEROUTE_NO_SUCH_KEY is not set: set it, or name no variable to send no key"
