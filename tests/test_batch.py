@@ -97,7 +97,7 @@ def test_local_engine_streams_jsonl_in_bounded_chunks(router, logs, tmp_path, mo
     assert expected[0].keys() == {"index", "id", "router", "win_rate", "tier", "model", "threshold"}
     assert {row["tier"] for row in expected} <= {"strong", "weak"}
     assert summary.n_prompts == N and summary.n_strong == sum(row["tier"] == "strong" for row in expected)
-    assert not (tmp_path / "scores.jsonl.partial").exists()
+    assert list(tmp_path.glob(".scores.jsonl*")) == []  # neither the partial file nor the lock stays behind
 
 
 def test_local_engine_reads_csv_columns_and_text_lines(router, logs, tmp_path):

@@ -112,3 +112,59 @@ def test_serve_refuses_a_named_key_variable_that_is_unset():
         2,
         "edgeroute: error: weak API key variable EDGEROUTE_UNSET_KEY is not set: set it, or name no variable to send no key",
     )
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    source = tmp_path / "prompts.jsonl"
+    source.write_text("".join(f'{{"prompt": "question {n}"}}\n' for n in range(50)), encoding="utf-8")
+    return source
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("{input}", "--output {input} is the input file: scores would replace the prompts; name another output"),
+        ("{tmp}/missing/s.jsonl", "--output {tmp}/missing/s.jsonl: folder {tmp}/missing does not exist; create it first"),
+        ("{tmp}/folder.jsonl", "--output {tmp}/folder.jsonl: a folder; name a .jsonl or .parquet file inside it"),
+    ],
+)
+def test_score_refuses_outputs_that_cannot_be_written(prompts_file, tmp_path, output, message):
+    (tmp_path / "folder.jsonl").mkdir()
+    before = prompts_file.read_bytes()
+    values = {"input": prompts_file, "tmp": tmp_path}
+    result = edgeroute("score", "--router", STATIC, "--input", str(prompts_file), "--output", output.format(**values), "--no-progress")
+    assert (result.returncode, result.stderr.decode()) == (2, f"edgeroute: error: {message.format(**values)}\n")
+    assert prompts_file.read_bytes() == before and not (tmp_path / "missing").exists()
+
+
+@pytest.mark.runtime_only
+def test_score_input_that_is_a_folder_says_so(tmp_path):
+    result = edgeroute("score", "--router", STATIC, "--input", str(tmp_path), "--output", str(tmp_path / "s.jsonl"))
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        f"edgeroute: error: --input {tmp_path}: a folder, not a file; name one .jsonl, .csv, .parquet or text file",
+    )
+
+
+@pytest.mark.runtime_only
+def test_a_second_writer_of_one_output_is_refused_and_planted_links_are_not_followed(prompts_file, tmp_path):
+    from edgeroute.runtime import InvalidInputError, Router
+    from edgeroute.runtime.serving.batch import ScoreWriter, score_file
+
+    target = tmp_path / "scores.jsonl"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    (tmp_path / "scores.jsonl.partial").symlink_to(victim)  # the old fixed partial name, planted
+    first = ScoreWriter(target)
+    try:
+        with pytest.raises(InvalidInputError) as caught:
+            score_file(Router.load(STATIC), prompts_file, target, progress=False)
+        assert str(caught.value) == f"--output {target}: another run is writing it; wait for it or name another output"
+    finally:
+        first.abort()
+    summary = score_file(Router.load(STATIC), prompts_file, target, progress=False)
+    assert summary.n_prompts == 50 and not target.is_symlink() and len(target.read_text().splitlines()) == 50
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl", "scores.jsonl", "scores.jsonl.partial", "victim.txt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 
@@ -90,3 +91,33 @@ def test_a_named_key_variable_that_is_unset_is_refused_at_start(routers, monkeyp
     with pytest.raises(ConfigurationError) as error:
         create_app(config, routers)
     assert str(error.value) == "weak API key variable EDGEROUTE_NO_SUCH_KEY is not set: set it, or name no variable to send no key"
+
+
+LABEL_RULE = (
+    "must be 1 to 200 printable ASCII characters (no control characters, no line breaks); re-export the bundle with `edgeroute export`"
+)
+
+
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda d: d.update(name="evil\r\nx-injected: 1"), "name"),
+        (lambda d: d.update(name="n" * 201), "name"),
+        (lambda d: d.update(name=""), "name"),
+        (lambda d: d.update(name="r\u00e9sum\u00e9"), "name"),
+        (lambda d: d["head"]["model_names"].__setitem__(0, "gpt\n4"), "head.model_names[0]"),
+        (lambda d: d.update(models={"strong": "a\x00b", "weak": "w"}), "models.strong"),
+    ],
+)
+def test_names_that_reach_headers_are_validated_at_load(change, where):
+    from pathlib import Path
+
+    from edgeroute.runtime import ManifestError
+    from edgeroute.runtime.scoring.manifest import parse_manifest
+    from edgeroute.runtime.scoring.router import models_dir
+
+    data = json.loads((models_dir() / "static-distilled-gpt4-mixtral" / "manifest.json").read_text(encoding="utf-8"))
+    change(data)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(data, Path("/bundle/manifest.json"))
+    assert str(caught.value) == f"/bundle/manifest.json: '{where}' {LABEL_RULE}"

@@ -46,6 +46,8 @@ ROUTER_KINDS = ("bert", "mf")
 PRECISIONS = ("fp32", "int8", "fp16")
 EMBEDDER_KINDS = ("onnx", "openai", "static")
 # Bundle file names are plain names inside the bundle folder: no separators, no "..".
+# Router and model names end up in HTTP headers (x-edgeroute-*) and in `router-NAME` model strings.
+MAX_LABEL_CHARS = 200
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Real manifests are a few kilobytes; a megabyte is room for long calibration tables and model lists.
 MAX_MANIFEST_BYTES = 1 << 20
@@ -434,6 +436,14 @@ class _Checker:
         self.require(name in files, f"file {name!r} has no entry in 'files'")
         return name
 
+    def label(self, value: Any, where: str) -> str:
+        """A name that reaches HTTP headers and model strings: 1 to MAX_LABEL_CHARS printable ASCII characters."""
+        self.require(
+            isinstance(value, str) and 0 < len(value) <= MAX_LABEL_CHARS and value.isascii() and value.isprintable(),
+            f"'{where}' must be 1 to {MAX_LABEL_CHARS} printable ASCII characters (no control characters, no line breaks)",
+        )
+        return value
+
     def optional_str(self, value: Any, where: str) -> str | None:
         self.require(value is None or isinstance(value, str), f"'{where}' must be a string (or absent)")
         return value
@@ -485,6 +495,7 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
     kind = data.get("kind")
     check.require(kind in ROUTER_KINDS, f"'kind' must be one of {ROUTER_KINDS}, got {kind!r}")
     check.require(isinstance(data.get("name"), str), "'name' is missing")
+    check.label(data["name"], "name")
     files = _parse_files(data.get("files"), check)
     section = "classifier" if kind == "bert" else "embedder"
     raw_encoder = data.get(section)
@@ -614,6 +625,8 @@ def _parse_head(head: Any, check: _Checker, files: Mapping[str, Any]) -> HeadSpe
         isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names),
         "'head.model_names' must list at least two model names",
     )
+    for position, model_name in enumerate(names):
+        check.label(model_name, f"head.model_names[{position}]")
     win_rate = head.get("win_rate")
     output_file = None
     if kind == "mlp":  # a distilled student (runtime/scoring/heads.py)
@@ -648,6 +661,9 @@ def _parse_models(models: Any, check: _Checker) -> ModelPair | None:
     )
     if models is None:
         return None
+    for role in ("strong", "weak"):
+        if models.get(role) is not None:
+            check.label(models[role], f"models.{role}")
     return ModelPair(strong=models.get("strong"), weak=models.get("weak"), **_split(models, ("strong", "weak")))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -100,6 +101,23 @@ def output_format(path: str | Path) -> str:
     if fmt is None:
         raise InvalidInputError(f"{path}: the output must end in .jsonl or .parquet")
     return fmt
+
+
+def check_score_paths(input_path: str | Path, output_path: str | Path) -> None:
+    """Refuse, before anything is read or written: an input that is no file, an output with a wrong
+    suffix, in a missing folder, that is a folder, or that is the input itself."""
+    source, target = Path(input_path), Path(output_path)
+    if source.is_dir():
+        raise InvalidInputError(f"--input {source}: a folder, not a file; name one .jsonl, .csv, .parquet or text file")
+    if not source.is_file():
+        raise InvalidInputError(f"{source}: no such input file")
+    output_format(target)
+    if target.is_dir():
+        raise InvalidInputError(f"--output {target}: a folder; name a .jsonl or .parquet file inside it")
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"--output {target}: folder {target.parent} does not exist; create it first")
+    if target.exists() and os.path.samefile(source, target):
+        raise InvalidInputError(f"--output {target} is the input file: scores would replace the prompts; name another output")
 
 
 def _pyarrow(feature: str) -> Any:
@@ -215,14 +233,17 @@ class ScoreWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.format = output_format(self.path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _OutputLock(self.path)
+        # A fresh name, created exclusively: two runs never share a partial file, and a link planted
+        # under a predictable name is never followed.
+        self.partial = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.partial")
+        descriptor = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
         self._parquet: Any = None
-        self._handle: Any = None
+        self._handle: Any = os.fdopen(descriptor, "w", encoding="utf-8")
         if self.format == "parquet":
+            self._handle.close()
+            self._handle = None
             self._pa = _pyarrow("writing Parquet")
-        else:
-            self._handle = open(self.partial, "w", encoding="utf-8")
         self.rows = 0
 
     def write(self, start: int, ids: Sequence[Any] | None, columns: dict[str, np.ndarray]) -> None:
@@ -268,6 +289,7 @@ class ScoreWriter:
         if self._parquet is not None:
             self._parquet.close()
         os.replace(self.partial, self.path)
+        self._lock.release()
 
     def abort(self) -> None:
         """Drop the partial file (after an error)."""
@@ -276,6 +298,32 @@ class ScoreWriter:
         if self._parquet is not None:
             self._parquet.close()
         self.partial.unlink(missing_ok=True)
+        self._lock.release()
+
+
+class _OutputLock:
+    """An exclusive lock on one output path (a hidden ``.NAME.lock`` beside it, removed on release):
+    a second run writing the same output is refused instead of mixing rows into it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(f".{path.name}.lock")
+        self._descriptor: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        try:
+            import fcntl
+
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): unique partial names still keep runs apart
+            pass
+        except OSError:
+            os.close(self._descriptor)
+            self._descriptor = None
+            raise InvalidInputError(f"--output {path}: another run is writing it; wait for it or name another output") from None
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 def _plain(value: Any) -> Any:
@@ -331,7 +379,7 @@ def score_file(
     """Score every prompt of ``input_path`` in chunks of ``chunk_size`` and write one row per prompt
     to ``output_path`` (JSONL or Parquet). Memory is bounded by the chunk size, not the input."""
     chosen = resolve_threshold(router, threshold, strong_share)
-    output_format(output_path)  # a wrong suffix fails before anything is read
+    check_score_paths(input_path, output_path)
     started = time.perf_counter()
     blocks = (
         (chunk.start, chunk.ids, decision_columns(router, router.strong_win_rates(chunk.prompts, bucket_size=BUCKET_SIZE), chosen))

@@ -28,7 +28,7 @@ from edgeroute.runtime.serving.batch import (
     check_prompt,
     decision_columns,
     input_format,
-    output_format,
+    check_score_paths,
     resolve_threshold,
 )
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
@@ -159,9 +159,7 @@ def score_file_ray(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     input_path, load_options = Path(input_path), dict(load_options or {})
-    if not input_path.is_file():
-        raise InvalidInputError(f"{input_path}: no such input file")
-    output_format(output_path)
+    check_score_paths(input_path, output_path)
     ray = _ray()
     local = Router.load(router, **load_options)  # fail fast, here, on a bad bundle or option
     chosen = resolve_threshold(local, threshold, strong_share)
