@@ -20,7 +20,9 @@ class FakeUpstream:
 
     Behaviours: "ok" (default), "stall" (sleeps past any test timeout), "slow" (answers after 1 s),
     "500", "429", "badjson", "400", "401", "echo_key" (a 400 quoting the Authorization header),
-    "emptystream" (200 event stream without a single event), "nanjson" (a body with NaN in it).
+    "emptystream" (200 event stream without a single event), "nanjson" (a body with NaN in it),
+    "hugenumber" (1e999 in it), "surrogate" (a lone surrogate escape), "latin1type" (a stream whose
+    Content-Type holds bytes 0x80-0xFF).
     """
 
     def __init__(self) -> None:
@@ -78,6 +80,12 @@ class FakeUpstream:
             return Response('{"choices": [], "score": NaN}', media_type="application/json")
         if behaviour == "badjson":
             return Response("{not json", media_type="application/json")
+        if behaviour == "hugenumber":
+            return Response('{"choices": [], "score": 1e999}', media_type="application/json")
+        if behaviour == "surrogate":
+            return Response('{"choices": [{"message": {"content": "\\ud800"}}]}', media_type="application/json")
+        if behaviour == "latin1type":
+            return StreamingResponse(self._stream(model, "x"), media_type="text/event-stream; note=\xe9\xff")
         text = f"answer from {model}"
         if body.get("stream"):
             return StreamingResponse(self._stream(model, text), media_type="text/event-stream")

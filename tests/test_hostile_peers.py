@@ -121,3 +121,21 @@ def test_names_that_reach_headers_are_validated_at_load(change, where):
     with pytest.raises(ManifestError) as caught:
         parse_manifest(data, Path("/bundle/manifest.json"))
     assert str(caught.value) == f"/bundle/manifest.json: '{where}' {LABEL_RULE}"
+
+
+@pytest.mark.parametrize("client", ["auto", "aiohttp"])
+@pytest.mark.parametrize("behaviour, stream", [("hugenumber", False), ("surrogate", False), ("latin1type", True)])
+def test_upstream_answers_that_cannot_be_relayed_are_upstream_malformed(upstream, routers, client, behaviour, stream):
+    from servers import serving
+
+    upstream.reset()
+    upstream.behaviour["strong-llm"] = behaviour
+    body = {"model": "router-bert-0", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    with serving(create_app(server_config(upstream, upstream_client=client), routers)) as url:
+        response = httpx.post(url + "/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-edgeroute-fallback"] == "upstream_malformed on strong-llm"
+    with serving(create_app(server_config(upstream, upstream_client=client, fallback=False), routers)) as url:
+        response = httpx.post(url + "/v1/chat/completions", json=body)
+        assert response.status_code == 502 and response.json()["error"]["type"] == "upstream_malformed"
+    upstream.reset()

@@ -218,6 +218,31 @@ class UpstreamStreamBroken(Exception):
     """The upstream's stream broke after it started (reset, timeout, bad framing): the client's stream just ends."""
 
 
+def reencodable_answer(body: bytes) -> dict[str, Any]:
+    """An upstream's JSON answer, parsed, that the server can encode again for its client; raises ``ValueError``.
+
+    NaN, Infinity and numbers past a float's range (``1e999``) are not JSON, and a lone surrogate
+    escape cannot become UTF-8: such an answer is the upstream's fault (``upstream_malformed``), not
+    the client's.
+    """
+    data = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
+    return data
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is beyond a float's range")
+    return value
+
+
+def _is_header_text(value: str | None) -> bool:
+    return value is None or (value.isascii() and value.isprintable())
+
+
 class AiohttpAnswer:
     """An aiohttp response with the lean client's ``Answer`` interface (runtime/serving/http1.py):
     ``status``, ``content_type``, ``readany()``, ``release()``."""
@@ -382,15 +407,14 @@ class UpstreamRelay:
         if not stream:
             body = await self.read(upstream, response)
             try:
-                # NaN/Infinity are not JSON, and the answer could not be re-encoded for the client.
-                data = json.loads(body, parse_constant=_not_json)
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
+                data = reencodable_answer(body)
             except (ValueError, RecursionError):
                 raise malformed from None
             self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
             return data
         try:
+            if not _is_header_text(response.content_type):  # relayed as the client's Content-Type: must be encodable
+                raise malformed
             first = await self.first_chunk(upstream, response)
             if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
                 raise malformed
