@@ -553,6 +553,13 @@ def _add_score_command(commands: Any) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    import signal
+
+    def terminated(*_: Any) -> None:
+        # As SIGINT does: the writer removes its partial file on the way out.
+        raise SystemExit(128 + signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, terminated)
     common = {
         "column": args.column,
         "id_column": args.id_column,

@@ -168,3 +168,60 @@ def test_a_second_writer_of_one_output_is_refused_and_planted_links_are_not_foll
     assert summary.n_prompts == 50 and not target.is_symlink() and len(target.read_text().splitlines()) == 50
     assert victim.read_text(encoding="utf-8") == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl", "scores.jsonl", "scores.jsonl.partial", "victim.txt"]
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", "line 1 cannot be read (RecursionError: too deep or too long)"),
+        ("long.jsonl", '{"prompt": "hi", "id": ' + "9" * 5000 + "}\n", "line 1 cannot be read (ValueError: too deep or too long)"),
+        ("ids.jsonl", '{"prompt": "hi", "id": [1]}\n', "the id of prompt 0 (0-based) is a list; ids must be strings or numbers"),
+    ],
+)
+def test_score_of_unreadable_rows_is_one_line_and_exit_2(tmp_path, name, content, message):
+    source = tmp_path / name
+    source.write_text(content, encoding="utf-8")
+    result = edgeroute("score", "--router", STATIC, "--input", str(source), "--output", str(tmp_path / "s.jsonl"), "--no-progress")
+    assert (result.returncode, result.stderr.decode()) == (2, f"edgeroute: error: {source}: {message}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing half-written stays behind
+
+
+@pytest.mark.runtime_only
+def test_score_writes_a_nan_id_as_null(tmp_path):
+    source = tmp_path / "nan.jsonl"
+    source.write_text('{"prompt": "hi", "id": NaN}\n{"prompt": "yo", "id": 7}\n', encoding="utf-8")
+    result = edgeroute("score", "--router", STATIC, "--input", str(source), "--output", str(tmp_path / "s.jsonl"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]  # strict JSON: no bare NaN
+    assert [row["id"] for row in rows] == [None, 7]
+
+
+def test_score_of_a_file_that_is_not_parquet_is_one_line_and_exit_2(tmp_path):
+    pytest.importorskip("pyarrow")
+    source = tmp_path / "fake.parquet"
+    source.write_text("not parquet at all", encoding="utf-8")
+    result = edgeroute("score", "--router", STATIC, "--input", str(source), "--output", str(tmp_path / "s.jsonl"), "--no-progress")
+    assert result.returncode == 2 and _error_line(result).startswith(f"edgeroute: error: {source}: not a Parquet file (")
+
+
+@pytest.mark.runtime_only
+def test_sigterm_during_score_leaves_no_partial_file(tmp_path):
+    import signal
+    import time
+
+    source = tmp_path / "many.txt"
+    source.write_text("".join(f"question number {n} about topic {n % 97}\n" for n in range(400_000)), encoding="utf-8")
+    output = tmp_path / "s.jsonl"
+    command = [sys.executable, "-m", "edgeroute.runtime.cli", "score", "--router", STATIC, "--input", str(source), "--output", str(output)]
+    command += ["--no-progress", "--chunk-size", "1000"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE) as process:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".s.jsonl.*.partial")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.txt"]

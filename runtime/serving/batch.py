@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import secrets
 import sys
@@ -137,6 +138,15 @@ def check_prompt(prompt: Any, index: int | None, path: str | Path) -> str:
     return prompt
 
 
+def check_id(row_id: Any, index: int, path: str | Path) -> Any:
+    """An id that JSON and Parquet can carry: a string, a number or None; NaN and infinities become None."""
+    if isinstance(row_id, float) and not math.isfinite(row_id):
+        return None
+    if row_id is None or isinstance(row_id, (str, int, float, np.integer, np.floating)):
+        return row_id
+    raise InvalidInputError(f"{path}: the id of prompt {index} (0-based) is a {type(row_id).__name__}; ids must be strings or numbers")
+
+
 # ------------------------------------------------------------------ reading
 def iter_chunks(
     path: str | Path, column: str = DEFAULT_COLUMN, chunk_size: int = DEFAULT_CHUNK_SIZE, id_column: str = DEFAULT_ID_COLUMN
@@ -153,7 +163,7 @@ def iter_chunks(
     ids: list[Any] = []
     for prompt, row_id, with_id in rows(path, column, id_column, chunk_size):
         prompts.append(check_prompt(prompt, start + len(prompts), path))
-        ids.append(row_id)
+        ids.append(check_id(row_id, start + len(prompts) - 1, path))
         has_ids = has_ids or with_id
         if len(prompts) == chunk_size:
             yield Chunk(start, prompts, ids if has_ids else None)
@@ -169,9 +179,12 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield line_number, json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{path}: line {line_number} is not JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # a nesting or an integer too deep or long to read
+                raise InvalidInputError(f"{path}: line {line_number} cannot be read ({type(exc).__name__}: too deep or too long)") from None
+            yield line_number, value
 
 
 def _jsonl_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple[Any, Any, bool]]:
@@ -196,8 +209,7 @@ def _csv_rows(path: Path, column: str, id_column: str, _: int) -> Iterator[tuple
 
 
 def _parquet_rows(path: Path, column: str, id_column: str, chunk_size: int) -> Iterator[tuple[Any, Any, bool]]:
-    parquet = _pyarrow("reading Parquet").parquet
-    handle = parquet.ParquetFile(path)
+    handle = _parquet_file(path)
     names = handle.schema_arrow.names
     if column not in names:
         raise InvalidInputError(f"{path}: no {column!r} column (choose it with --column); columns: {names[:20]}")
@@ -222,7 +234,15 @@ def count_rows(path: str | Path) -> int | None:
     """Rows of a Parquet input from its footer (for the progress bar); None for the other formats."""
     if input_format(path) != "parquet":
         return None
-    return int(_pyarrow("reading Parquet").parquet.ParquetFile(path).metadata.num_rows)
+    return int(_parquet_file(Path(path)).metadata.num_rows)
+
+
+def _parquet_file(path: Path) -> Any:
+    pyarrow = _pyarrow("reading Parquet")
+    try:
+        return pyarrow.parquet.ParquetFile(path)
+    except (pyarrow.ArrowInvalid, OSError) as exc:
+        raise InvalidInputError(f"{path}: not a Parquet file ({str(exc)[:120]})") from None
 
 
 # ------------------------------------------------------------------ writing
