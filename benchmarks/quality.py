@@ -43,6 +43,10 @@ FINETUNED, LABELS = "transformer tier: fine-tuned top 2 layers (previous recipe)
 # The shipped transformer tier's recipe (RouteLLM's BERT, every layer), per split on a sample of its training rows.
 BERT_ROWS = 2500
 BERT = f"transformer tier: BERT fine-tuned, every layer ({BERT_ROWS:,} training rows per split)"
+# The same with generated chat prompts trained beside the labelled rows under their template labels (hard: strong
+# wins, easy: tie), in the shipped checkpoint's proportion (3,000 beside 13,202 labelled rows).
+BERT_CHAT_ROWS = 570
+BERT_CHAT = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} template-labelled chat prompts ({BERT_ROWS:,} rows)"
 # Generated chat-style prompts (export/training/chat_prompts.py) that the fast tier is distilled on beside the labelled ones.
 CHAT_PROMPTS = 6000
 # The protocol distils each split's student on fewer of them: each split's teacher must score them (2 cores).
@@ -65,6 +69,8 @@ STUDENTS = (
     ("the fine-tuned BERT", 64, None),
     ("the fine-tuned BERT", 64, 0.0),
     ("the fine-tuned BERT", 64, 0.5),
+    ("the BERT + chat labels", 64, 0.0),
+    ("the BERT + chat labels", 64, 0.5),
 )
 APGR_COLUMNS = ("mmlu", "gsm8k", "mmlu->gsm8k", "gsm8k->mmlu")
 
@@ -159,7 +165,9 @@ def protocol_data(data_dir: Path) -> tuple:
     return data, splits, np.flatnonzero(rows["pairs"]), ChatPrior(rows["chat"], hard_rows, 0.0)
 
 
-def transformer_rows(data, splits, pair_rows, work_dir: Path, probe_router: str | None, with_finetuned: bool) -> tuple[dict, ProbeRecipe]:
+def transformer_rows(
+    data, splits, pair_rows, chat, work_dir: Path, probe_router: str | None, with_finetuned: bool
+) -> tuple[dict, ProbeRecipe]:
     """Every transformer-tier recipe's split scores, and the probe setting the protocol chose."""
     from edgeroute.export.exporter import minilm_dir
     from edgeroute.export.training.crossval import finetuned_scores, probe_embeddings, probe_scores
@@ -174,6 +182,7 @@ def transformer_rows(data, splits, pair_rows, work_dir: Path, probe_router: str 
         served = np.concatenate([shipped.embed(data.prompts[i : i + 256]) for i in range(0, len(data), 256)])
         scores[SHIPPED_INT8] = probe_scores(embeddings, data, splits, probe, served)
     scores[BERT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS)
+    scores[BERT_CHAT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS, chat, BERT_CHAT_ROWS)
     if with_finetuned:
         from edgeroute.export.training.crossval import teacher_scores
         from edgeroute.export.training.teacher import TeacherRecipe
@@ -204,12 +213,12 @@ def fast_rows(data, splits, chat, static_router: str, teachers: dict[str, dict])
 def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_router: str | None, with_finetuned: bool = False) -> dict:
     """Train every recipe on every split and summarize APGR, content APGR, pairs and length correlation."""
     data, splits, pair_rows, chat = protocol_data(data_dir)
-    scores, probe_recipe = transformer_rows(data, splits, pair_rows, work_dir, probe_router, with_finetuned)
+    scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, work_dir, probe_router, with_finetuned)
     probe = probe_name(probe_recipe)
-    teachers = {"the probe": scores[probe], "the fine-tuned BERT": scores[BERT]}
+    teachers = {"the probe": scores[probe], "the fine-tuned BERT": scores[BERT], "the BERT + chat labels": scores[BERT_CHAT]}
     fast, students = fast_rows(data, splits, chat, static_router, teachers)
     summary = crossval_summary(data, splits, {**scores, **fast}, pair_rows)
-    transformer = choose(summary, [probe, BERT])
+    transformer = choose(summary, [probe, BERT, BERT_CHAT])
     student = choose(summary, students)
     return {
         "n_prompts": int(np.isfinite(data.strong_quality).sum()),
@@ -219,7 +228,11 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_route
         "chosen_probe": probe,
         "chosen_transformer": transformer,
         "chosen_student": student,
-        "recipes": {BERT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS}, probe: asdict(probe_recipe)},
+        "recipes": {
+            BERT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS},
+            BERT_CHAT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS, "chat_rows": BERT_CHAT_ROWS},
+            probe: asdict(probe_recipe),
+        },
     }
 
 

@@ -102,27 +102,40 @@ def append_unlabeled(
 
 
 def finetuned_scores(
-    data: BenchmarkData, splits: Splits, encoder_dir: Path, recipe: FineTuneRecipe, work_dir: Path, max_train_rows: int | None = None
+    data: BenchmarkData,
+    splits: Splits,
+    encoder_dir: Path,
+    recipe: FineTuneRecipe,
+    work_dir: Path,
+    max_train_rows: int | None = None,
+    chat: ChatPrior | None = None,
+    chat_rows: int = 0,
 ) -> dict[str, np.ndarray]:
     """The fine-tuned BERT recipe's win rates per split (cached in ``work_dir``).
 
     Each split's model scores its test rows, the unlabeled rows (NaN quality) and the rows it trained on
     (what a student distils from); other rows stay NaN, which saves most of the scoring on 2 cores.
     ``max_train_rows``: train each split on a seeded sample of at most this many of its training rows (a
-    cheaper stand-in for the full recipe; the shipped checkpoint trains on every row).
+    cheaper stand-in for the full recipe; the shipped checkpoint trains on every row). ``chat_rows``: the
+    first that many of ``chat``'s generated prompts train beside them with their template labels.
     """
-    from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, train_finetuned
+    from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, template_labels, train_finetuned
     from edgeroute.export.training.teacher import load_classifier
 
     work_dir.mkdir(parents=True, exist_ok=True)
     labels, tokens, scores = golden_labels(data), None, {}
+    chat_index = np.flatnonzero(chat.rows)[:chat_rows] if chat is not None else np.zeros(0, dtype=np.int64)
+    if chat is not None:
+        labels[chat_index] = template_labels(chat.hard[chat_index])
+    settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": len(chat_index)} if len(chat_index) else {})}
     for split, (train, test) in splits.items():
-        path = work_dir / _cache_key(data, {**asdict(recipe), "max_train_rows": max_train_rows}, f"finetuned-{split}")
+        path = work_dir / _cache_key(data, settings, f"finetuned-{split}")
         if not path.is_file():
             tokens = tokens or TokenizedPrompts(load_classifier(encoder_dir)[0], data.prompts, recipe.max_length)
             rows = np.flatnonzero(train)
             if max_train_rows is not None and len(rows) > max_train_rows:
                 rows = np.sort(np.random.default_rng(recipe.seed).choice(rows, max_train_rows, replace=False))
+            rows = np.union1d(rows, chat_index)
             model = train_finetuned(encoder_dir, tokens, labels, rows, recipe, label=f"fine-tune bert ({split})")
             scored = np.union1d(np.flatnonzero(test | np.isnan(data.strong_quality)), rows)
             rates = np.full(len(data), np.nan)

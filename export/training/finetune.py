@@ -100,7 +100,12 @@ def template_labelled_rows(count: int, seed: int = 0) -> tuple[list[str], np.nda
     if count <= 0:
         return [], np.zeros(0, dtype=np.int64)
     prompts, hard = labelled_chat_prompts(count, seed)
-    return prompts, np.where(np.array(hard), LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
+    return prompts, template_labels(np.array(hard, dtype=bool))
+
+
+def template_labels(hard: np.ndarray) -> np.ndarray:
+    """RouteLLM labels for generated chat prompts: a hard template's "strong wins", an easy one's "tie"."""
+    return np.where(hard, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
 
 
 def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 64) -> np.ndarray:
