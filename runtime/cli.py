@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +40,17 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
     return port
+
+
+def strong_share(text: str) -> float:
+    """A share of strong calls, strictly between 0 and 1 (every command's one rule: 0 and 1 need no router)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0.0 < share < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share of strong calls strictly between 0 and 1")
+    return share
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +91,7 @@ def _add_route_command(commands: Any) -> None:
         "--threshold", type=float, default=None, help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)"
     )
     choice.add_argument(
-        "--strong-pct", type=float, default=None, help="share of prompts to send to the strong model, from the calibration table"
+        "--strong-pct", type=strong_share, default=None, help="share of prompts to send to the strong model, from the calibration table"
     )
     _add_load_options(route)
 
@@ -182,9 +194,10 @@ def _add_calibrate_command(commands: Any) -> None:
     sources.add_argument(
         "--scores", action="append", help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several"
     )
-    calibrate.add_argument("--strong-pct", type=float, required=True, help="wanted share of strong calls, 0..1")
+    calibrate.add_argument("--strong-pct", type=strong_share, required=True, help="wanted share of strong calls, strictly between 0 and 1")
     calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the manifest")
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
+    calibrate.add_argument("--column", default="prompt", help="key or column of .jsonl/.csv/.parquet prompt files (default 'prompt')")
     _add_load_options(calibrate)
 
 
@@ -211,7 +224,7 @@ def _add_serve_command(commands: Any) -> None:
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument(
         "--strong-share",
-        type=float,
+        type=strong_share,
         default=None,
         help="hold this share of strong calls on live traffic: the threshold follows the running "
         "quantile of recent win rates (requests with their own threshold are exempt)",
@@ -320,7 +333,7 @@ def _load_router(args: argparse.Namespace, name: str | None):
     from edgeroute.runtime.scoring.router import Router, default_router_name
 
     return Router.load(
-        name or default_router_name(),
+        default_router_name() if name is None else name,
         device=args.device,
         precision=args.precision,
         threads=args.threads,
@@ -520,7 +533,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
             router, rates, args.strong_pct, args.write, args.description or ", ".join(Path(s).name for s in args.scores)
         )
     else:
-        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description)
+        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description, args.column)
     print(json.dumps(result, indent=2))
     return EXIT_OK
 
@@ -538,7 +551,7 @@ def _add_score_command(commands: Any) -> None:
     choice.add_argument(
         "--strong-share",
         "--strong-pct",
-        type=float,
+        type=strong_share,
         default=None,
         dest="strong_share",
         help="share of strong calls, from the calibration table",
@@ -579,7 +592,7 @@ def _run_score(args: argparse.Namespace) -> int:
             "weak_model": args.weak_model,
         }
         summary = score_file_ray(
-            args.router or default_router_name(),
+            default_router_name() if args.router is None else args.router,
             args.input,
             args.output,
             load_options=options,

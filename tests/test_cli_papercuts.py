@@ -225,3 +225,52 @@ def test_sigterm_during_score_leaves_no_partial_file(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 143
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.txt"]
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["route", "--strong-pct", "0", "hi"], "--strong-pct"),
+        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "1"], "--strong-pct"),
+        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "0"], "--strong-pct"),
+        (["score", "--input", "x.txt", "--output", "o.jsonl", "--strong-share", "0"], "--strong-share/--strong-pct"),
+        (["serve", "--strong-share", "1.5"], "--strong-share"),
+    ],
+)
+def test_one_share_rule_for_every_command_naming_the_flag_typed(args, flag):
+    result = edgeroute(*args)
+    value = args[args.index(next(a for a in args if a.startswith("--strong-"))) + 1]
+    assert result.returncode == 2
+    assert _error_line(result).endswith(f"error: argument {flag}: {value!r} is not a share of strong calls strictly between 0 and 1")
+
+
+@pytest.mark.runtime_only
+def test_an_empty_router_name_is_refused_not_replaced_by_the_default():
+    result = edgeroute("route", "--router", "", "hi")
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert _error_line(result).startswith("edgeroute: error: empty router name or path; ")
+
+
+@pytest.mark.runtime_only
+def test_calibrate_scores_that_are_not_score_output_says_so(tmp_path):
+    source = tmp_path / "empty.txt"
+    source.write_text("", encoding="utf-8")
+    result = edgeroute("calibrate", "--router", STATIC, "--scores", str(source), "--strong-pct", "0.3")
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        f"edgeroute: error: --scores {source}: not `edgeroute score` output, which ends in .jsonl or .parquet",
+    )
+
+
+@pytest.mark.runtime_only
+def test_calibrate_reads_prompt_files_as_score_does(tmp_path):
+    source = tmp_path / "p.jsonl"
+    source.write_text('{"text": "hi"}\n', encoding="utf-8")
+    result = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3")
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        f"edgeroute: error: {source}: line 1 has no 'prompt' key (choose it with --column)",
+    )
+    result = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3", "--column", "text")
+    assert result.returncode == 0 and b'"n_prompts": 1' in result.stdout

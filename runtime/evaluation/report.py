@@ -4,10 +4,8 @@ bundle a user deploys (int8 by default), not a PyTorch model."""
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +22,7 @@ from edgeroute.runtime.evaluation.data import (
     mmlu_domains,
     select_split,
 )
-from edgeroute.runtime.errors import InvalidInputError, require_extra, utf8_text
+from edgeroute.runtime.errors import InvalidInputError, require_extra
 from edgeroute.runtime.scoring.manifest import write_manifest
 from edgeroute.runtime.evaluation.curves import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
 from edgeroute.runtime.scoring.router import Router
@@ -184,9 +182,9 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------- calibration
-def read_prompts(sources: Sequence[Path]) -> list[str]:
-    """Prompts from .txt (one per line), .jsonl (field 'prompt'), .csv (column 'prompt') files,
-    or RouteLLM-layout folders (every MMLU and GSM8K prompt)."""
+def read_prompts(sources: Sequence[Path], column: str = "prompt") -> list[str]:
+    """Prompts from .jsonl (key 'prompt'), .csv (column 'prompt'), .parquet (column 'prompt') or text
+    files (one per line, as ``edgeroute score`` reads them), or RouteLLM-layout folders (every MMLU and GSM8K prompt)."""
     prompts: list[str] = []
     for source in map(Path, sources):
         if source.is_dir():
@@ -195,16 +193,10 @@ def read_prompts(sources: Sequence[Path]) -> list[str]:
                     prompts += load_benchmark(source, benchmark).prompts
                 except (InvalidInputError, FileNotFoundError):
                     continue
-        elif source.suffix == ".jsonl":
-            with utf8_text(source) as handle:
-                prompts += [json.loads(line)["prompt"] for line in handle if line.strip()]
-        elif source.suffix == ".csv":
-            csv.field_size_limit(1 << 30)
-            with utf8_text(source, newline="") as handle:
-                prompts += [row["prompt"] for row in csv.DictReader(handle)]
-        elif source.is_file():
-            with utf8_text(source) as handle:
-                prompts += [line for line in handle.read().splitlines() if line.strip()]
+        elif source.is_file():  # the one reader of prompt files, shared with `edgeroute score`
+            from edgeroute.runtime.serving.batch import iter_chunks
+
+            prompts += [prompt for chunk in iter_chunks(source, column) for prompt in chunk.prompts]
         else:
             raise InvalidInputError(f"{source}: no such prompt file or folder")
     if not prompts:
@@ -220,10 +212,15 @@ def threshold_for_share(win_rates: np.ndarray, strong_share: float) -> float:
 
 
 def calibrate(
-    router: Router, sources: Sequence[Path], strong_share: float, write: bool = False, description: str | None = None
+    router: Router,
+    sources: Sequence[Path],
+    strong_share: float,
+    write: bool = False,
+    description: str | None = None,
+    column: str = "prompt",
 ) -> dict[str, Any]:
     """Threshold for ``strong_share`` on the given prompts; with ``write``, store a 10%..90% table in the manifest."""
-    prompts = read_prompts(sources)
+    prompts = read_prompts(sources, column)
     rates = score_prompts(router, prompts, label=f"calibrate {router.name}")
     digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
     return calibrate_win_rates(

@@ -453,6 +453,8 @@ def read_win_rates(paths: Sequence[str | Path], router: str | None = None, chunk
 
 
 def _score_chunks(path: Path, chunk_size: int) -> Iterator[tuple[np.ndarray, set[Any]]]:
+    if Path(path).suffix.lower() not in _OUTPUT_SUFFIXES:
+        raise InvalidInputError(f"--scores {path}: not `edgeroute score` output, which ends in .jsonl or .parquet")
     if output_format(path) == "parquet":
         handle = _pyarrow("reading Parquet").parquet.ParquetFile(path)
         names = handle.schema_arrow.names
