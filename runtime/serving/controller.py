@@ -78,6 +78,8 @@ class _Routed:
         # RouteLLM's two spellings: model="router-NAME-T", or router=/threshold= keywords.
         if model is not None and router is None:
             parsed = parse_model_field(model, self.policy.routers.known())
+            if parsed.strong_pct is not None and threshold is None:  # router-NAME-sPCT: the bundle's calibrated threshold
+                return parsed.router, self.policy.routers.get(parsed.router).threshold_for(parsed.strong_pct)
             return parsed.router, parsed.threshold if threshold is None else threshold
         return router, threshold
 

@@ -9,7 +9,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
@@ -24,15 +24,23 @@ from edgeroute.runtime.scoring.router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
-_MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?P<threshold>\d+(?:\.\d*)?|\.\d+))?$")
+# "-sPCT" is the share form: router-NAME-s30 sends 30% of calls strong, through the bundle's calibration.
+_MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?:s(?P<share>\d+(?:\.\d*)?)|(?P<threshold>\d+(?:\.\d*)?|\.\d+)))?$")
+# RouteLLM's router kinds as its users name them, each to the bundles that score on its scale: a `bert`
+# classifier, and an `mf` matrix factorization (a folded MF head, not a distilled MLP on another scale).
+ROUTELLM_KINDS: dict[str, Callable[[Router], bool]] = {
+    "bert": lambda router: router.kind == "bert",
+    "mf": lambda router: router.kind == "mf" and router.manifest.head is not None and router.manifest.head.kind is None,
+}
 
 
 @dataclass(frozen=True)
 class ModelField:
-    """A parsed ``router-NAME[-THRESHOLD]`` model name."""
+    """A parsed ``router-NAME[-THRESHOLD]`` or ``router-NAME-sPCT`` model name."""
 
     router: str
     threshold: float | None
+    strong_pct: float | None = None
 
 
 def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelField:
@@ -51,7 +59,11 @@ def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelFie
             f"model {model!r} is not a router model name; use 'router-NAME-THRESHOLD' (e.g. 'router-bert-0.3') "
             "or 'router-NAME' for the router's calibrated default"
         )
-    threshold = match.group("threshold")
+    threshold, share = match.group("threshold"), match.group("share")
+    if share is not None:
+        if not 0.0 < float(share) < 100.0:
+            raise InvalidInputError(f"model {model!r}: the share form 'router-NAME-sPCT' takes a percentage strictly between 0 and 100")
+        return ModelField(match.group("name"), None, float(share) / 100.0)
     return ModelField(match.group("name"), check_threshold(float(threshold)) if threshold is not None else None)
 
 
@@ -118,10 +130,12 @@ class RouterSet:
         # otherwise the first --router, the one requests without a router get.
         shipped_default = default_router_name()
         self.default = shipped_default if shipped_default in self._routers else next(iter(self._routers))
-        # RouteLLM users write router-bert-… / router-mf-…: map the kind to the first router of it.
+        # RouteLLM users write router-bert-… / router-mf-…: the first router that scores on that kind's scale.
         self._aliases = {"default": self.default}
-        for name, router in self._routers.items():
-            self._aliases.setdefault(router.kind, name)
+        for kind, scores_like in ROUTELLM_KINDS.items():
+            match = next((name for name, router in self._routers.items() if scores_like(router)), None)
+            if match is not None:
+                self._aliases[kind] = match
 
     @property
     def names(self) -> list[str]:
@@ -134,6 +148,12 @@ class RouterSet:
         if not isinstance(name, str):
             raise InvalidInputError(f"'router' must be a string naming a loaded router (loaded: {', '.join(self.known())})")
         resolved = self._aliases.get(name, name)
+        if resolved not in self._routers and name in ROUTELLM_KINDS:
+            raise InvalidInputError(
+                f"router {name!r} names RouteLLM's {name} router, and no bundle of that kind is loaded here "
+                f"(its thresholds would not fit another kind's scores); load one with --router, or name a loaded router: "
+                f"{', '.join(self.known())}"
+            )
         if resolved not in self._routers:
             raise InvalidInputError(f"router {name!r} is not loaded here (loaded: {', '.join(self.known())})")
         return self._routers[resolved]

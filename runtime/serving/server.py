@@ -275,6 +275,10 @@ class Handlers:
             raise InvalidInputError(f"'stream' must be true or false, got {type(stream).__name__}")
         parsed = parse_model_field(payload.get("model"), self.routers.known())
         strong_pct = payload.pop("strong_pct", None)
+        if parsed.strong_pct is not None:
+            if strong_pct is not None:
+                raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_pct, not both")
+            strong_pct = parsed.strong_pct
         decision = await self.policy.adecide(messages, parsed.router, parsed.threshold, strong_pct)
         return payload, decision, bool(stream)
 
