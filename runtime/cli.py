@@ -86,6 +86,7 @@ def _add_route_command(commands: Any) -> None:
     route = commands.add_parser("route", help="score prompts and print one JSON decision per prompt")
     route.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompts to score; '-' reads one prompt per line from stdin")
     route.add_argument("--router", default=None, help="shipped router name or bundle folder (default: models/DEFAULT)")
+    route.add_argument("--jsonl", action="store_true", help='with -: one JSON string or {"prompt": ...} per line (prompts that span lines)')
     choice = route.add_mutually_exclusive_group()
     choice.add_argument(
         "--threshold", type=float, default=None, help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)"
@@ -342,18 +343,33 @@ def _load_router(args: argparse.Namespace, name: str | None):
     )
 
 
-def _read_prompts(arguments: Sequence[str]) -> list[str]:
-    """The prompts to score: ``-`` stands for stdin's lines (blank lines skipped); all are checked
+def _stdin_prompts(jsonl: bool) -> list[str]:
+    """Standard input's prompts: one per line, or with ``jsonl`` one JSON string or ``{"prompt": ...}`` per line
+    (the form for prompts that span lines). Blank lines are skipped."""
+    lines = [line.rstrip("\r") for line in read_stdin_text().split("\n") if line.strip()]
+    if not jsonl:
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            raise InvalidInputError(f"standard input: JSON line {number} is not JSON; nothing was scored") from None
+        value = value.get("prompt") if isinstance(value, dict) else value
+        if not isinstance(value, str):
+            raise InvalidInputError(f'standard input: JSON line {number} is neither a string nor {{"prompt": "..."}}; nothing was scored')
+        prompts.append(value)
+    return prompts
+
+
+def _read_prompts(arguments: Sequence[str], jsonl: bool = False) -> list[str]:
+    """The prompts to score: ``-`` stands for stdin's prompts (``_stdin_prompts``); all are checked
     before any is scored, so a bad one never leaves half the output printed."""
     from edgeroute.runtime.scoring.router import clean_prompt
 
     prompts: list[str] = []
     for argument in arguments:
-        if argument == "-":
-            lines = [line.rstrip("\r") for line in read_stdin_text().split("\n")]
-            prompts += [line for line in lines if line.strip()]
-        else:
-            prompts.append(argument)
+        prompts += _stdin_prompts(jsonl) if argument == "-" else [argument]
     if not prompts:
         raise InvalidInputError("no prompts to score: standard input ('-') held no non-blank line")
     problems = []
@@ -370,7 +386,7 @@ def _read_prompts(arguments: Sequence[str]) -> list[str]:
 def _run_route(args: argparse.Namespace) -> int:
     from edgeroute.runtime.scoring.decision import resolve_threshold
 
-    prompts = _read_prompts(args.prompts)
+    prompts = _read_prompts(args.prompts, args.jsonl)
     router = _load_router(args, args.router)
     threshold = resolve_threshold(router, args.threshold, args.strong_pct)
     for prompt in prompts:

@@ -274,3 +274,30 @@ def test_calibrate_reads_prompt_files_as_score_does(tmp_path):
     )
     result = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3", "--column", "text")
     assert result.returncode == 0 and b'"n_prompts": 1' in result.stdout
+
+
+@pytest.mark.runtime_only
+def test_route_jsonl_reads_multi_line_prompts_from_stdin():
+    import json
+
+    from edgeroute.runtime import Router
+
+    prompts = ["Line one\nline two\n\nline four", "hi"]
+    stdin = "\n".join([json.dumps(prompts[0]), json.dumps({"prompt": prompts[1]})]).encode()
+    result = edgeroute("route", "--router", STATIC, "--threshold", "0.5", "--jsonl", "-", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    rates = [json.loads(line)["win_rate"] for line in result.stdout.decode().splitlines()]
+    assert rates == [round(float(r), 6) for r in Router.load(STATIC).strong_win_rates(prompts)]
+
+
+@pytest.mark.runtime_only
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "standard input: JSON line 1 is not JSON; nothing was scored"),
+        ('{"text": "hi"}', 'standard input: JSON line 1 is neither a string nor {"prompt": "..."}; nothing was scored'),
+    ],
+)
+def test_route_jsonl_refuses_lines_it_cannot_read(line, message):
+    result = edgeroute("route", "--router", STATIC, "--jsonl", "-", stdin=line.encode())
+    assert (result.returncode, result.stdout, _error_line(result)) == (2, b"", f"edgeroute: error: {message}")
