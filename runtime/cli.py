@@ -196,7 +196,10 @@ def _add_calibrate_command(commands: Any) -> None:
         "--scores", action="append", help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several"
     )
     calibrate.add_argument("--strong-pct", type=strong_share, required=True, help="wanted share of strong calls, strictly between 0 and 1")
-    calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the manifest")
+    calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the bundle's manifest")
+    calibrate.add_argument(
+        "--out", default=None, metavar="DIR", help="write a calibrated copy of the bundle to DIR instead (a new folder; implies --write)"
+    )
     calibrate.add_argument("--description", default=None, help="name of the prompt set, stored with --write")
     calibrate.add_argument("--column", default="prompt", help="key or column of .jsonl/.csv/.parquet prompt files (default 'prompt')")
     _add_load_options(calibrate)
@@ -540,16 +543,17 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from edgeroute.runtime.evaluation.report import calibrate
 
     router = _load_router(args, args.router)
+    out = Path(args.out) if args.out else None
+    write = args.write or out is not None
     if args.scores:
         from edgeroute.runtime.serving.batch import read_win_rates
         from edgeroute.runtime.evaluation.report import calibrate_win_rates
 
         rates = read_win_rates(args.scores, router=router.name)
-        result = calibrate_win_rates(
-            router, rates, args.strong_pct, args.write, args.description or ", ".join(Path(s).name for s in args.scores)
-        )
+        description = args.description or ", ".join(Path(s).name for s in args.scores)
+        result = calibrate_win_rates(router, rates, args.strong_pct, write, description, out=out)
     else:
-        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, args.write, args.description, args.column)
+        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, write, args.description, args.column, out)
     print(json.dumps(result, indent=2))
     return EXIT_OK
 

@@ -301,3 +301,47 @@ def test_route_jsonl_reads_multi_line_prompts_from_stdin():
 def test_route_jsonl_refuses_lines_it_cannot_read(line, message):
     result = edgeroute("route", "--router", STATIC, "--jsonl", "-", stdin=line.encode())
     assert (result.returncode, result.stdout, _error_line(result)) == (2, b"", f"edgeroute: error: {message}")
+
+
+@pytest.mark.runtime_only
+def test_calibrate_out_writes_a_calibrated_copy_and_leaves_the_bundle_alone(tmp_path):
+    from edgeroute.runtime import Router
+    from edgeroute.runtime.scoring.router import models_dir
+
+    shipped = (models_dir() / STATIC / "manifest.json").read_bytes()
+    source = tmp_path / "p.txt"
+    source.write_text("".join(f"question {n}\n" for n in range(40)), encoding="utf-8")
+    out = tmp_path / "calibrated"
+    result = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (models_dir() / STATIC / "manifest.json").read_bytes() == shipped
+    copy = Router.load(out)
+    assert copy.manifest.calibration is not None and copy.manifest.calibration.get("n_prompts") == 40
+    again = edgeroute("calibrate", "--router", STATIC, "--prompts", str(source), "--strong-pct", "0.3", "--out", str(out))
+    assert (again.returncode, _error_line(again)) == (
+        2,
+        f"edgeroute: error: --out {out}: already exists; name a new folder for the calibrated copy",
+    )
+
+
+@pytest.mark.runtime_only
+def test_calibrate_write_refuses_a_bundle_inside_the_installed_package(tmp_path, monkeypatch):
+    import sysconfig
+
+    from edgeroute.runtime import InvalidInputError, Router
+    from edgeroute.runtime.evaluation.report import calibrate
+    from edgeroute.runtime.scoring.router import models_dir
+
+    site = tmp_path / "site-packages"
+    (site / "edgeroute" / "models").mkdir(parents=True)
+    bundle = site / "edgeroute" / "models" / STATIC
+    import shutil
+
+    shutil.copytree(models_dir() / STATIC, bundle)
+    paths = dict(sysconfig.get_paths(), purelib=str(site), platlib=str(site))
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: paths)
+    with pytest.raises(InvalidInputError) as caught:
+        calibrate(Router.load(bundle), [tmp_path / "never-read.txt"], 0.3, write=True)
+    assert str(caught.value) == (
+        f"{bundle} is inside the installed package: pass --out DIR to write a calibrated copy there, then use --router DIR"
+    )

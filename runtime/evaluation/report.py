@@ -218,14 +218,17 @@ def calibrate(
     write: bool = False,
     description: str | None = None,
     column: str = "prompt",
+    out: Path | None = None,
 ) -> dict[str, Any]:
-    """Threshold for ``strong_share`` on the given prompts; with ``write``, store a 10%..90% table in the manifest."""
+    """Threshold for ``strong_share`` on the given prompts; with ``write``, store a 10%..90% table in the manifest
+    (of a copy in ``out``, when given)."""
+    if write:
+        calibration_target(router.manifest.folder, out, create=False)  # refused before any scoring
     prompts = read_prompts(sources, column)
     rates = score_prompts(router, prompts, label=f"calibrate {router.name}")
     digest = hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
-    return calibrate_win_rates(
-        router, rates, strong_share, write, description or ", ".join(Path(s).name for s in sources), {"prompts_sha256": digest}
-    )
+    description = description or ", ".join(Path(s).name for s in sources)
+    return calibrate_win_rates(router, rates, strong_share, write, description, {"prompts_sha256": digest}, out)
 
 
 def calibrate_win_rates(
@@ -235,10 +238,13 @@ def calibrate_win_rates(
     write: bool = False,
     description: str | None = None,
     provenance: dict[str, Any] | None = None,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """``calibrate`` on win rates already scored by ``router`` (e.g. ``edgeroute score`` output):
     the threshold for ``strong_share`` and, with ``write``, the 10%..90% table stored in the manifest.
-    ``provenance`` adds fields to the stored table (a hash of the prompts, when known)."""
+    ``provenance`` adds fields to the stored table (a hash of the prompts, when known); ``out``: write a
+    calibrated copy of the bundle there instead of changing the bundle itself."""
+    target = calibration_target(router.manifest.folder, out) if write else router.manifest.folder
     table = {str(share): threshold_for_share(rates, share) for share in CALIBRATION_SHARES}
     result = {
         "router": router.name,
@@ -257,10 +263,30 @@ def calibrate_win_rates(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "thresholds": table,
         }
-        write_manifest(router.manifest.folder, manifest, rehash=False)
-        result["written"] = str(router.manifest.folder / "manifest.json")
+        write_manifest(target, manifest, rehash=False)
+        result["written"] = str(target / "manifest.json")
     result["thresholds"] = table
     return result
+
+
+def calibration_target(folder: Path, out: Path | None, create: bool = True) -> Path:
+    """Where ``calibrate --write`` writes: ``out`` (a fresh copy of the bundle, made when ``create``), else the
+    bundle itself, unless that lies inside an installed package, which a later install would silently replace."""
+    import shutil
+    import sysconfig
+
+    if out is not None:
+        if out.exists():
+            raise InvalidInputError(f"--out {out}: already exists; name a new folder for the calibrated copy")
+        if create:
+            shutil.copytree(folder, out)
+        return out
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    if any(folder.resolve().is_relative_to(root) for root in installed):
+        raise InvalidInputError(
+            f"{folder} is inside the installed package: pass --out DIR to write a calibrated copy there, then use --router DIR"
+        )
+    return folder
 
 
 # ------------------------------------------------------------ cross-validated comparison
