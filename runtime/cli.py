@@ -234,8 +234,23 @@ def _add_serve_command(commands: Any) -> None:
         "quantile of recent win rates (requests with their own threshold are exempt)",
     )
     serve.add_argument("--budget-window", type=int, default=1000, help="win rates the --strong-share budget keeps")
-    serve.add_argument("--budget-floor", type=float, default=0.0, help="lowest threshold the --strong-share budget sets")
-    serve.add_argument("--budget-ceiling", type=float, default=1.0, help="highest threshold the --strong-share budget sets")
+    serve.add_argument(
+        "--budget-floor",
+        type=float,
+        default=None,
+        help="lowest threshold the --strong-share budget sets (default: the bundle's calibrated threshold for 90%% strong calls)",
+    )
+    serve.add_argument(
+        "--budget-ceiling",
+        type=float,
+        default=None,
+        help="highest threshold the --strong-share budget sets (default: the bundle's calibrated threshold for 10%% strong calls)",
+    )
+    serve.add_argument(
+        "--budget-counts-route",
+        action="store_true",
+        help="let /v1/route calls (decisions only) enter the --strong-share window too; a batch counts at most 8 prompts",
+    )
     serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
     serve.add_argument(
         "--upstream-client",
@@ -661,6 +676,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         budget_window=args.budget_window,
         budget_floor=args.budget_floor,
         budget_ceiling=args.budget_ceiling,
+        budget_counts_route=args.budget_counts_route,
         cors_origins=args.cors_origin,
         device=args.device,
         threads=args.threads,

@@ -64,4 +64,4 @@ def test_window_stays_bounded_and_consistent_under_threads():
     for thread in threads:
         thread.join()
     assert budget.state().window == 200
-    assert budget._sorted == sorted(rate for rate, _ in budget._recent)
+    assert budget._sorted == sorted(rate for rate, _, _ in budget._recent)

@@ -139,3 +139,51 @@ def test_upstream_answers_that_cannot_be_relayed_are_upstream_malformed(upstream
         response = httpx.post(url + "/v1/chat/completions", json=body)
         assert response.status_code == 502 and response.json()["error"]["type"] == "upstream_malformed"
     upstream.reset()
+
+
+# ------------------------------------------------------------------ the strong-call budget under attack
+def _realistic_prompts(count: int, seed: int) -> list[str]:
+    """Distinct chat-like prompts: the pair fixture's prompts with varied openings (not a training set)."""
+    import random
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "content_pairs.jsonl").read_text().splitlines()]
+    base = [row[side] for row in rows for side in ("hard", "easy")]
+    openings = ["", "Quick question: ", "Please help. ", "For a class: ", "Hi! ", "At work today: ", "Thanks in advance. "]
+    rng = random.Random(seed)
+    return [f"{rng.choice(openings)}{rng.choice(base)} (case {seed}-{n})" for n in range(count)]
+
+
+def _chat_share(client: httpx.Client, url: str, prompts: list[str]) -> float:
+    tiers = []
+    for prompt in prompts:
+        body = {"model": "router-default", "messages": [{"role": "user", "content": prompt}]}
+        tiers.append(client.post(url + "/v1/chat/completions", json=body).headers["x-edgeroute-tier"])
+    return tiers.count("strong") / len(tiers)
+
+
+ATTACKS = {
+    "1,024 x 'hi' in one /v1/route batch": lambda c, u: c.post(u + "/v1/route", json={"prompts": ["hi"] * 1024}),
+    "1,024 long padded prompts through /v1/route": lambda c, u: c.post(
+        u + "/v1/route", json={"prompts": [f"{n} " + "padding words " * 300 for n in range(1024)]}
+    ),
+    "1,000 identical chat prompts": lambda c, u: [
+        c.post(u + "/v1/chat/completions", json={"model": "router-default", "messages": [{"role": "user", "content": "hi"}]})
+        for _ in range(1000)
+    ],
+}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_no_client_can_steer_the_strong_call_budget(upstream, attack):
+    from servers import serving
+
+    upstream.reset()
+    app = create_app(server_config(upstream, strong_share=0.3, budget_window=400), RouterSet(["static-distilled-gpt4-mixtral"]))
+    with serving(app) as url, httpx.Client(timeout=30) as client:
+        _chat_share(client, url, _realistic_prompts(400, seed=1))  # a full window of real traffic
+        before = _chat_share(client, url, _realistic_prompts(200, seed=2))
+        ATTACKS[attack](client, url)
+        after = _chat_share(client, url, _realistic_prompts(200, seed=3))
+    print(f"budget attack {attack!r}: share of the next 200 real calls {before:.3f} before, {after:.3f} after")
+    assert abs(after - before) <= 0.1, (attack, before, after)

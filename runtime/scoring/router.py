@@ -276,6 +276,12 @@ class Router:
             raise InvalidInputError(f"strong_pct must be within the calibrated range [{shares[0]}, {shares[-1]}], got {strong_pct}")
         return float(np.interp(strong_pct, shares, thresholds))
 
+    def calibrated_shares(self) -> list[float]:
+        """The strong shares of the manifest's calibration table, ascending; ``InvalidInputError`` when there is none."""
+        if self._calibration is None:
+            raise InvalidInputError(f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write`")
+        return list(self._calibration[0])
+
     def default_threshold(self) -> float:
         """The calibrated threshold for 50% strong calls, or 0.5 when the bundle is not calibrated (worked out at load)."""
         return self._default_threshold

@@ -32,12 +32,20 @@ class BudgetSettings:
 
     target: float
     window: int = DEFAULT_WINDOW
-    floor: float = 0.0
-    ceiling: float = 1.0
+    # None: the bundle's calibrated thresholds for 90% and 10% strong calls (0 and 1 for an uncalibrated one),
+    # so that no burst of odd traffic can push the share past the calibrated range.
+    floor: float | None = None
+    ceiling: float | None = None
+    # Whether /v1/route calls (decisions only, no LLM call) enter the window; a batch counts at most this many.
+    count_route_calls: bool = False
+    batch_weight: int = 8
 
-    def budget(self, start_threshold: float) -> StrongShareBudget:
-        """A budget with these settings, starting from ``start_threshold``; bad settings raise ``InvalidInputError``."""
-        return StrongShareBudget(self.target, start_threshold, self.window, self.floor, self.ceiling)
+    def budget(self, start_threshold: float, floor: float = 0.0, ceiling: float = 1.0) -> StrongShareBudget:
+        """A budget with these settings, starting from ``start_threshold``; ``floor``/``ceiling`` stand in for unset
+        ones. Bad settings raise ``InvalidInputError``."""
+        low = floor if self.floor is None else self.floor
+        high = ceiling if self.ceiling is None else self.ceiling
+        return StrongShareBudget(self.target, start_threshold, self.window, low, high)
 
 
 class StrongShareBudget:
@@ -55,7 +63,8 @@ class StrongShareBudget:
         self.target, self.floor, self.ceiling = float(target), float(floor), float(ceiling)
         self._start = min(max(float(start_threshold), self.floor), self.ceiling)
         self._window = window
-        self._recent: deque[tuple[float, bool]] = deque()  # (win rate, sent strong), oldest first
+        self._recent: deque[tuple[float, bool, str | None]] = deque()  # (win rate, sent strong, prompt key), oldest first
+        self._keys: dict[str, int] = {}  # prompt keys in the window: a repeated prompt counts once
         self._sorted: list[float] = []
         self._n_strong = 0  # strong decisions in the window, kept as it moves (state() is on the request path)
         self._lock = threading.Lock()
@@ -73,19 +82,31 @@ class StrongShareBudget:
         rank = min(count - 1, max(0, math.ceil((1.0 - self.target) * count)))
         return min(max(self._sorted[rank], self.floor), self.ceiling)
 
-    def admit(self, win_rate: float) -> float:
-        """The threshold for this prompt (decided before it joins the window); then record it."""
+    def admit(self, win_rate: float, key: str | None = None, counted: bool = True) -> float:
+        """The threshold for this prompt (decided before it joins the window); then record it, unless it is not
+        ``counted`` or its ``key`` (a hash of the prompt) is in the window already."""
         with self._lock:
             threshold = self._threshold()
+            if not counted or (key is not None and key in self._keys):
+                return threshold
             if len(self._recent) == self._window:
-                oldest, was_strong = self._recent.popleft()
-                del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-                self._n_strong -= was_strong
+                self._forget_oldest()
             strong = bool(is_strong(win_rate, threshold))
-            self._recent.append((win_rate, strong))
+            self._recent.append((win_rate, strong, key))
             bisect.insort(self._sorted, win_rate)
             self._n_strong += strong
+            if key is not None:
+                self._keys[key] = self._keys.get(key, 0) + 1
             return threshold
+
+    def _forget_oldest(self) -> None:
+        oldest, was_strong, key = self._recent.popleft()
+        del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        self._n_strong -= was_strong
+        if key is not None:
+            self._keys[key] -= 1
+            if not self._keys[key]:
+                del self._keys[key]
 
     def state(self) -> BudgetState:
         """A consistent snapshot for ``/metrics`` and decisions."""

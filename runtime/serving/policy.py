@@ -168,6 +168,7 @@ class _Pending:
     text: str
     threshold: float | None
     started: float
+    counted: bool = True  # whether the strong-call budget counts it (route-only calls opt in)
 
 
 class RoutingPolicy:
@@ -220,9 +221,11 @@ class RoutingPolicy:
             if router.name not in self._budgets:
                 try:
                     start = router.threshold_for(self.budget.target)
-                except EdgerouteError:  # an uncalibrated bundle: its default until the window fills
-                    start = router.default_threshold()
-                self._budgets[router.name] = self.budget.budget(start)
+                    shares = router.calibrated_shares()
+                    floor, ceiling = router.threshold_for(shares[-1]), router.threshold_for(shares[0])
+                except EdgerouteError:  # an uncalibrated bundle: its default until the window fills, no clamp
+                    start, floor, ceiling = router.default_threshold(), 0.0, 1.0
+                self._budgets[router.name] = self.budget.budget(start, floor, ceiling)
             return self._budgets[router.name]
 
     def budget_states(self) -> dict[str, BudgetState]:
@@ -274,34 +277,41 @@ class RoutingPolicy:
             raise InvalidPromptError("the message to route on has no text")
         return router, text, self.request_threshold(router, threshold, strong_pct)
 
-    def _decide(self, router: Router, win_rate: float | None, threshold: float | None, score_us: float, fallback: str | None) -> Decision:
+    def _decide(self, request: _Pending, win_rate: float | None, score_us: float, fallback: str | None) -> Decision:
+        router, threshold = request.router, request.threshold
         if fallback is not None or win_rate is None:  # the router was not heard: the default model
             tier = self.default_model
             budget = None if threshold is not None else self.budget_for(router).state()
             shown = threshold if budget is None else budget.threshold
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
-        return self.scored(router, win_rate, threshold, score_us)
+        return self.scored(router, win_rate, threshold, score_us, request.text, request.counted)
 
-    def scored(self, router: Router, win_rate: float, threshold: float | None, score_us: float) -> Decision:
+    def scored(
+        self, router: Router, win_rate: float, threshold: float | None, score_us: float, text: str | None = None, counted: bool = True
+    ) -> Decision:
         """The decision for a prompt ``router`` scored, naming this policy's strong and weak models;
-        ``threshold`` None: the router's strong-call budget sets it (and counts this prompt)."""
+        ``threshold`` None: the router's strong-call budget sets it, and counts this prompt when ``counted``
+        (a repeated ``text`` counts once while it is in the window)."""
         if threshold is not None:
             return decision_for(router.name, win_rate, threshold, score_us, self.names)
         budget = self.budget_for(router)
-        decision = decision_for(router.name, win_rate, budget.admit(win_rate), score_us, self.names)
+        key = None if text is None else hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        decision = decision_for(router.name, win_rate, budget.admit(win_rate, key, counted), score_us, self.names)
         return replace(decision, budget=budget.state())
 
-    def _begin(self, messages: Any, router: str | None, threshold: float | None, strong_pct: float | None) -> Decision | _Pending:
+    def _begin(
+        self, messages: Any, router: str | None, threshold: float | None, strong_pct: float | None, counted: bool = True
+    ) -> Decision | _Pending:
         """The remembered decision of a sticky conversation, or the request made ready to score."""
         key, remembered = self._sticky_lookup(messages)
         if remembered is not None:
             return remembered
         loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
-        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter())
+        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter(), counted)
 
     def _finish(self, request: _Pending, win_rate: float | None, fallback: str | None) -> Decision:
         score_us = (time.perf_counter() - request.started) * 1e6
-        decision = self._decide(request.router, win_rate, request.threshold, score_us, fallback)
+        decision = self._decide(request, win_rate, score_us, fallback)
         self._remember(request.key, decision)
         return decision
 
@@ -342,15 +352,21 @@ class RoutingPolicy:
         return rate, None
 
     async def adecide(
-        self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None
+        self,
+        messages: Any,
+        router: str | None = None,
+        threshold: float | None = None,
+        strong_pct: float | None = None,
+        counted: bool = True,
     ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
 
         A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds for
         plain text (a few hundred for a full non-ASCII cut), less than the hop to a thread and back.
         Its budget is checked after the fact: past it, the decision falls back as a timed-out one would.
+        ``counted``: whether the strong-call budget counts this request (False for decisions-only calls).
         """
-        request = self._begin(messages, router, threshold, strong_pct)
+        request = self._begin(messages, router, threshold, strong_pct, counted)
         if isinstance(request, Decision):
             return request
         if request.router.scores_inline:

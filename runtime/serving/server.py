@@ -95,8 +95,11 @@ class ServerConfig:
     # A strong-call budget held on live traffic (runtime/serving/budget.py): None keeps the calibrated threshold.
     strong_share: float | None = None
     budget_window: int = 1000
-    budget_floor: float = 0.0  # the budget's threshold never goes below this, nor above the ceiling
-    budget_ceiling: float = 1.0
+    # The budget's threshold never goes below the floor, nor above the ceiling; None: the bundle's calibrated
+    # thresholds for 90% and 10% strong calls.
+    budget_floor: float | None = None
+    budget_ceiling: float | None = None
+    budget_counts_route: bool = False  # whether /v1/route calls (no LLM call) enter the budget's window
     client_timeout_s: float = 30.0  # to send the request headers, and then the body
     shutdown_grace_s: float | None = None  # None: long enough for an upstream call and its fallback
     cors_origins: Sequence[str] = ()
@@ -318,8 +321,9 @@ class Handlers:
         return self._stream(relay(), media_type=upstream.content_type, headers=decision.headers())
 
     # ---------------------------------------------------------------- /v1/route
-    async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None) -> list[Decision]:
-        """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.ascore`` says where)."""
+    async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None, counted: bool = False) -> list[Decision]:
+        """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.ascore`` says where).
+        ``counted``: the strong-call budget counts at most ``batch_weight`` prompts of the batch, evenly spaced."""
         config = self.config
         prompts = payload["prompts"] if "prompts" in payload else [payload.get("prompt")]
         if not isinstance(prompts, list) or not prompts:
@@ -332,18 +336,24 @@ class Handlers:
         started = time.perf_counter()
         rates = await self.policy.ascore(router, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
-        return [self.policy.scored(router, float(rate), threshold, score_us) for rate in rates]
+        weight = self.policy.budget.batch_weight if self.policy.budget is not None else 0
+        step = max(1, math.ceil(len(rates) / weight)) if counted and weight else 0
+        return [
+            self.policy.scored(router, float(rate), threshold, score_us, text, counted=bool(step) and index % step == 0)
+            for index, (rate, text) in enumerate(zip(rates, cleaned))
+        ]
 
     async def route(self, request: Any) -> Any:
         """Decisions only: ``prompt``, ``prompts`` or ``messages``, with optional router and threshold."""
         payload = await self.read_json(request)
         router = self.routers.get(payload.get("router") or self.routers.default)
         threshold = self.policy.request_threshold(router, payload.get("threshold"), payload.get("strong_pct"))
+        counted = self.policy.budget is not None and self.policy.budget.count_route_calls
         if "messages" in payload:
             self.check_messages(payload["messages"])
-            decisions = [await self.policy.adecide(payload["messages"], router.name, threshold)]
+            decisions = [await self.policy.adecide(payload["messages"], router.name, threshold, counted=counted)]
         else:
-            decisions = await self.score_prompts(router, payload, threshold)
+            decisions = await self.score_prompts(router, payload, threshold, counted)
         for decision in decisions:
             self.count_decision(decision)
         return self.ok("/v1/route", {"decisions": [decision.to_dict() for decision in decisions]})
@@ -400,7 +410,9 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         default_model=config.default_model,
         budget=None
         if config.strong_share is None
-        else BudgetSettings(config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling),
+        else BudgetSettings(
+            config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling, config.budget_counts_route
+        ),
     )
     metrics = Metrics()
     relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics, config.upstream_client)
