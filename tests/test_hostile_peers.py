@@ -187,3 +187,78 @@ def test_no_client_can_steer_the_strong_call_budget(upstream, attack):
         after = _chat_share(client, url, _realistic_prompts(200, seed=3))
     print(f"budget attack {attack!r}: share of the next 200 real calls {before:.3f} before, {after:.3f} after")
     assert abs(after - before) <= 0.1, (attack, before, after)
+
+
+# ------------------------------------------------------------------ upstreams that never finish
+class _HostileUpstream:
+    """A raw HTTP/1.1 upstream that answers each request by one ``behaviour`` and then keeps the exchange alive."""
+
+    BODY = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
+
+    def __init__(self, behaviour: str) -> None:
+        import socketserver
+        import threading
+
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(30)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += self.request.recv(65536)
+                try:
+                    outer.answer(self.request)
+                except OSError:
+                    pass  # the client gave up, as it should
+
+        self.behaviour = behaviour
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, sock: socket.socket) -> None:
+        import time
+
+        if self.behaviour == "early_hints":
+            for _ in range(200):  # 1xx answers forever, each well within the read timeout
+                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                time.sleep(0.2)
+        elif self.behaviour == "trickle":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(self.BODY))
+            for byte in self.BODY:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        elif self.behaviour == "late_trailer":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            sock.sendall(b"%x\r\n%s\r\n0\r\n" % (len(self.BODY), self.BODY))
+            for n in range(200):
+                sock.sendall(b"x-t%d: 1\r\n" % n)
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("client", ["auto", "aiohttp"])
+@pytest.mark.parametrize("behaviour", ["early_hints", "trickle", "late_trailer"])
+def test_every_upstream_call_has_a_deadline_of_its_own(upstream, routers, client, behaviour):
+    import time
+
+    from servers import serving
+
+    hostile = _HostileUpstream(behaviour)
+    try:
+        config = server_config(upstream, upstream_client=client, upstream_timeout_s=1.0)
+        config.strong = UpstreamConfig("strong-llm", hostile.url)
+        with serving(create_app(config, routers)) as url:
+            started = time.monotonic()
+            body = {"model": "router-bert-0", "messages": [{"role": "user", "content": "hi"}]}
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+            elapsed = time.monotonic() - started
+    finally:
+        hostile.close()
+    assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_timeout on strong-llm"
+    assert elapsed < 4.0  # the headers' and the body's deadlines, 1 s each, and the weak model's answer

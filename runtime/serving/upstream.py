@@ -395,17 +395,26 @@ class UpstreamRelay:
         finally:
             response.release()
 
+    async def within_deadline(self, upstream: UpstreamConfig, step: Awaitable[T]) -> T:
+        """``step`` (the answer's headers, a whole non-streaming body, a stream's first bytes) within
+        ``timeout_s`` in all: edgeroute's own deadline, whatever the client library's timeouts allow
+        (a body trickled a byte at a time, endless 1xx answers, a late trailer)."""
+        try:
+            return await asyncio.wait_for(step, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
+
     async def call(self, tier: str, payload: dict[str, Any], stream: bool) -> Any:
         """The tier's answer: a JSON object, or for streams an ``UpstreamStream``."""
         upstream = self.upstreams[tier]
         started = time.perf_counter()
-        response = await self.send(tier, payload)
+        response = await self.within_deadline(upstream, self.send(tier, payload))
         if response.status >= 400:
-            detail = (await self.read(upstream, response))[:4000]
+            detail = (await self.within_deadline(upstream, self.read(upstream, response)))[:4000]
             raise rejection(upstream, response.status, detail)
         malformed = UpstreamError("upstream_malformed", 502, f"upstream {upstream.model} sent a malformed body")
         if not stream:
-            body = await self.read(upstream, response)
+            body = await self.within_deadline(upstream, self.read(upstream, response))
             try:
                 data = reencodable_answer(body)
             except (ValueError, RecursionError):
@@ -415,7 +424,7 @@ class UpstreamRelay:
         try:
             if not _is_header_text(response.content_type):  # relayed as the client's Content-Type: must be encodable
                 raise malformed
-            first = await self.first_chunk(upstream, response)
+            first = await self.within_deadline(upstream, self.first_chunk(upstream, response))
             if not first.lstrip().startswith(_SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
                 raise malformed
         except BaseException:  # cancelled too: the lean client's connections are only ever freed by release()
