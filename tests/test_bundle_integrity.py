@@ -304,3 +304,18 @@ def test_quantization_that_is_not_an_object_is_a_manifest_error(bundle_copy):
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="'quantization' must map each precision to an object of settings"):
         Router.load(bundle_copy)
+
+
+def test_graph_with_external_data_is_refused_not_read(bundle_copy, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    graph = bundle_copy / "classifier.int8.onnx"
+    model = onnx.load(str(graph))
+    onnx.save_model(model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    _rehash(bundle_copy, "classifier.int8.onnx")
+    monkeypatch.chdir(bundle_copy.parent)  # not the bundle folder: its w.bin is never resolved from here
+    with pytest.raises(BundleCorruptError) as caught:
+        Router.load(bundle_copy, precision="int8")
+    assert str(caught.value) == (
+        f"{graph}: the graph keeps weights in external-data files, which a bundle may not hold (they are not "
+        "hash-checked); re-export it with the weights inside the graph"
+    )

@@ -71,8 +71,16 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         disabled = list(CPU_DISABLED_OPTIMIZERS) if device == "cpu" else []
-        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=disabled)
+        # From the bytes, not the path: onnxruntime then cannot read external-data files beside the graph,
+        # which the manifest does not hash (a graph that needs them fails here).
+        graph = graph_path.read_bytes()
+        session = ort.InferenceSession(graph, sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=disabled)
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
+        if "external" in str(exc).lower():
+            raise BundleCorruptError(
+                f"{graph_path}: the graph keeps weights in external-data files, which a bundle may not hold (they are not "
+                "hash-checked); re-export it with the weights inside the graph"
+            ) from exc
         raise BundleCorruptError(
             f"{graph_path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0][:200]}); re-export the bundle"
         ) from exc
