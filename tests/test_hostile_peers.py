@@ -230,6 +230,11 @@ class _HostileUpstream:
             for byte in self.BODY:
                 sock.sendall(bytes([byte]))
                 time.sleep(0.2)
+        elif self.behaviour == "huge_trailer":  # a whole answer, then a trailer block that never ends
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            sock.sendall(b"%x\r\n%s\r\n0\r\nx-big: " % (len(self.BODY), self.BODY))
+            for _ in range(64 * 16):  # 64 MiB in 64 KiB pieces
+                sock.sendall(b"a" * 65536)
         elif self.behaviour == "late_trailer":
             sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
             sock.sendall(b"%x\r\n%s\r\n0\r\n" % (len(self.BODY), self.BODY))
@@ -262,3 +267,101 @@ def test_every_upstream_call_has_a_deadline_of_its_own(upstream, routers, client
         hostile.close()
     assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_timeout on strong-llm"
     assert elapsed < 4.0  # the headers' and the body's deadlines, 1 s each, and the weak model's answer
+
+
+def test_lean_client_bounds_trailers(upstream, routers):
+    import time
+
+    from servers import serving
+
+    hostile = _HostileUpstream("huge_trailer")
+    try:
+        config = server_config(upstream, upstream_client="auto", upstream_timeout_s=5.0)
+        config.strong = UpstreamConfig("strong-llm", hostile.url)
+        with serving(create_app(config, routers)) as url:
+            started = time.monotonic()
+            body = {"model": "router-bert-0", "messages": [{"role": "user", "content": "hi"}]}
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+            elapsed = time.monotonic() - started
+    finally:
+        hostile.close()
+    assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_unreachable on strong-llm"
+    assert elapsed < 3.0  # cut at 256 KiB of trailer, long before the upstream deadline
+
+
+class _ChattyUpstream:
+    """Answers each request on a kept-alive connection with its own token, then sends an extra answer nobody asked for."""
+
+    def __init__(self, delay_s: float) -> None:
+        import socketserver
+        import threading
+
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                buffer = b""
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = self.request.recv(65536)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                    while len(buffer) < length:
+                        buffer += self.request.recv(65536)
+                    request, buffer = json.loads(buffer[:length]), buffer[length:]
+                    try:
+                        self.request.sendall(outer.answer(request["messages"][-1]["content"]))
+                        threading.Timer(outer.delay_s, outer.send_quietly, [self.request, outer.answer("unsolicited")]).start()
+                    except OSError:
+                        return
+
+        self.delay_s = delay_s
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def send_quietly(sock: socket.socket, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the client closed the connection first
+
+    @staticmethod
+    def answer(text: str) -> bytes:
+        body = json.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"content": text}}]}).encode()
+        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers):
+    import random
+    import time
+
+    from servers import serving
+
+    chatty = _ChattyUpstream(delay_s=0.01)
+    wrong = []
+    try:
+        config = server_config(upstream, upstream_client="auto", upstream_timeout_s=2.0)
+        config.strong = UpstreamConfig("strong-llm", chatty.url)
+        with serving(create_app(config, routers)) as url, httpx.Client(timeout=30) as client:
+            rng = random.Random(0)
+            for n in range(200):
+                token = f"request-{n}"
+                body = {"model": "router-bert-0", "messages": [{"role": "user", "content": token}]}
+                answer = client.post(url + "/v1/chat/completions", json=body).json()
+                content = answer["choices"][0]["message"]["content"]
+                assert content == token or answer["edgeroute"]["fallback"], answer  # its own answer, or the weak model's
+                if content == "unsolicited":
+                    wrong.append(n)
+                time.sleep(rng.uniform(0.0, 0.03))
+    finally:
+        chatty.server.shutdown()
+        chatty.server.server_close()
+    # The first unsolicited answer can meet a request already sent on that connection (HTTP/1.1 answers carry
+    # no request id); once one is seen, that upstream's connections are never reused, and none reaches a client.
+    assert len(wrong) <= 1, wrong

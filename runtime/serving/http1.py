@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import socket
 import time
 import zlib
 from collections import deque
@@ -101,7 +102,7 @@ class Answer:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.started = self.done = False
-        self.buffered = 0
+        self.buffered = self.received = 0  # body bytes waiting for the reader; all body bytes so far
         self.error: BaseException | None = None
 
     @property
@@ -158,6 +159,7 @@ class Answer:
         """Body bytes arrived."""
         self._chunks.append(data)
         self.buffered += len(data)
+        self.received += len(data)
         self._wake()
 
     def end(self) -> None:
@@ -201,7 +203,7 @@ class _Connection(asyncio.Protocol):
         self.answer: Answer | None = None
         self.closed = self.paused = self.keep_alive = False
         self.idle_since = 0.0
-        self._head_bytes = 0
+        self._head_bytes = self._frame_bytes = 0
         self._headers: dict[str, str] = {}
         self._interim = False
 
@@ -212,17 +214,24 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         answer = self.answer
         if answer is None:  # bytes nobody asked for: this connection's framing can no longer be trusted
+            self.pool.distrust(self.key)
             self.close()
             return
         if not answer.started:
             self._head_bytes += len(data)
+        body_before = answer.received
         try:
             self.parser.feed_data(data)
         except Exception as exc:  # noqa: BLE001 - httptools' parse and upgrade errors: the upstream spoke no HTTP/1.1
             self._broken(UpstreamProtocolError(f"the answer is not HTTP/1.1: {exc}"))
             return
+        # Framing bytes that carry no body (trailers, chunk extensions) are bounded like headers: the
+        # parser copies them as they grow.
+        self._frame_bytes = 0 if answer.received != body_before or answer.done else self._frame_bytes + len(data)
         if not answer.started and self._head_bytes > MAX_HEAD_BYTES:
             self._broken(UpstreamProtocolError("the answer's headers exceed 256 KiB"))
+        elif answer.started and self._frame_bytes > MAX_HEAD_BYTES:
+            self._broken(UpstreamProtocolError("the answer's trailers or chunk framing exceed 256 KiB"))
         elif answer.buffered > PAUSE_AT_BYTES and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -241,6 +250,7 @@ class _Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         if self.answer is None or self.answer.done:  # raised through feed_data: the connection is closed
+            self.pool.distrust(self.key)
             raise UpstreamProtocolError("the upstream sent bytes after its answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -272,13 +282,28 @@ class _Connection(asyncio.Protocol):
         """Send one request; its answer."""
         assert self.transport is not None
         self.answer = Answer(self, timeout_s)
-        self._head_bytes, self._headers, self._interim, self.keep_alive = 0, {}, False, False
+        self._head_bytes, self._frame_bytes, self._headers, self._interim, self.keep_alive = 0, 0, {}, False, False
         self.transport.write(request)
         return self.answer
 
     def usable(self) -> bool:
-        """Open, as far as this side knows."""
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        """Open, as far as this side knows, with nothing unread: bytes waiting on an idle connection (an answer
+        nobody asked for) or its end would go to the next request, so such a connection is dropped."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        raw = socket.socket(fileno=sock.fileno())  # the same descriptor (asyncio's wrapper has no recv), detached below
+        try:
+            raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing to read: the one state in which reuse is safe
+        except OSError:
+            return False
+        finally:
+            raw.detach()
+        return False  # bytes waiting, or b"" (the upstream closed): never reused
 
     def resume(self) -> None:
         """The reader took the buffered bytes: read on."""
@@ -318,6 +343,7 @@ class Http1Pool:
         self.timeout_s, self.keepalive_s = timeout_s, keepalive_s
         self.slots = asyncio.Semaphore(limit)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+        self.untrusted: set[tuple[str, int]] = set()  # upstreams that sent answers nobody asked for
         self._sweep: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -338,9 +364,15 @@ class Http1Pool:
             raise
         return answer
 
+    def distrust(self, key: tuple[str, int]) -> None:
+        """``key`` sent an answer nobody asked for: its connections are never reused again, since its next
+        unsolicited answer could reach the next request on that connection."""
+        self.untrusted.add(key)
+
     def put(self, connection: _Connection) -> None:
-        """An idle connection, ready for the next request (closed instead once the pool is)."""
-        if self.closed:
+        """An idle connection, ready for the next request (closed instead once the pool is, or when its
+        upstream is untrusted)."""
+        if self.closed or connection.key in self.untrusted:
             connection.close()
             return
         connection.idle_since = time.monotonic()
