@@ -111,6 +111,10 @@ class FakeUpstream:
                 "choices": [{"index": 0, "delta": {"content": (" " if index else "") + word}, "finish_reason": None}],
             }
             yield f"data: {json.dumps(chunk)}\n\n".encode()
+        # As OpenAI ends a stream: a last chunk with an empty delta and the finish reason.
+        last = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model}
+        last["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        yield f"data: {json.dumps(last)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
 
