@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import platform
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -277,7 +278,15 @@ def shipped_checks(routers: list[str], data_dir: Path) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "edgeroute" / "quality")
+    parser.add_argument(
+        "--cache-dir",
+        "--work-dir",
+        dest="work_dir",
+        type=Path,
+        default=Path.home() / ".cache" / "edgeroute" / "quality",
+        help="where the frozen-encoder embeddings and each split's BERT scores are cached (about 25 MB; "
+        "default ~/.cache/edgeroute/quality); delete it to recompute",
+    )
     parser.add_argument(
         "--static-router",
         default="static-distilled-gpt4-mixtral",
@@ -299,6 +308,7 @@ def main() -> None:
         help="keep the cross-validated part of --out's quality.json; redo only the shipped bundles' tables (after re-exporting one)",
     )
     args = parser.parse_args()
+    print(f"cache: {args.work_dir} (reused across runs; delete it to recompute)", file=sys.stderr)
     if args.shipped_only:
         document = json.loads((args.out / "quality.json").read_text())
     else:

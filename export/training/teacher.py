@@ -129,12 +129,15 @@ def train_teacher(encoder_dir: Path, prefix: FrozenPrefix, labels: np.ndarray, r
 def batched_win_rates(lengths: np.ndarray, logits_of: Callable[[list[int]], torch.Tensor], batch_size: int) -> np.ndarray:
     """P(strong wins) = softmax(logits)[strong wins] = 1 - P(tie) - P(weak wins) (RouteLLM's BERT rule) for every row,
     scored in batches of similar length; ``logits_of(rows)`` gives those rows' 3-label logits."""
+    from tqdm.auto import tqdm
+
     rates = np.zeros(len(lengths), dtype=np.float64)
     order = np.argsort(lengths, kind="stable")
-    with torch.no_grad():
+    with torch.no_grad(), tqdm(total=len(order), desc="score prompts", unit="prompt", leave=False) as progress:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size].tolist()
             rates[rows] = torch.softmax(logits_of(rows).double(), dim=-1)[:, LABEL_STRONG_WINS].numpy()
+            progress.update(len(rows))
     return rates
 
 
