@@ -365,3 +365,71 @@ def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers):
     # The first unsolicited answer can meet a request already sent on that connection (HTTP/1.1 answers carry
     # no request id); once one is seen, that upstream's connections are never reused, and none reaches a client.
     assert len(wrong) <= 1, wrong
+
+
+# ------------------------------------------------------------------ bundles from untrusted places: tokenizers
+def _tokenizer_edit(bundle, change):
+    from edgeroute.runtime.scoring.manifest import sha256_of
+
+    path = bundle / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["tokenizer.json"]["sha256"] = sha256_of(path)  # an attacker recomputes hashes
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return path
+
+
+DOUBLING = {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"String": "a"}, "content": "aa"}] * 16}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d.update(normalizer=DOUBLING),
+            "the normalizer makes text {x} times longer (at most 4 allowed: scoring cost must stay bounded)",
+        ),
+        (
+            lambda d: d.update(pre_tokenizer={"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False}),
+            "pre_tokenizer 'Split' uses a regex pattern, which edgeroute does not run",
+        ),
+        (
+            lambda d: d.update(normalizer={"type": "Lowercase2"}),
+            "normalizer 'Lowercase2' is not one edgeroute runs (allowed: ",
+        ),
+    ],
+)
+def test_tokenizers_that_cost_without_bound_are_refused_at_load(tmp_path, change, message):
+    import re
+    import shutil
+
+    from edgeroute.runtime import BundleCorruptError, Router
+    from edgeroute.runtime.scoring.router import models_dir
+
+    bundle = tmp_path / "static"
+    shutil.copytree(models_dir() / "static-distilled-gpt4-mixtral", bundle)
+    path = _tokenizer_edit(bundle, change)
+    with pytest.raises(BundleCorruptError) as caught:
+        Router.load(bundle)
+    expected = re.escape(f"{path}: {message}").replace(r"\{x\}", r"\d+")
+    assert re.match(expected, str(caught.value)), str(caught.value)
+    assert str(caught.value).endswith("re-export the bundle")
+
+
+def test_a_tokenizer_panic_is_a_typed_error_not_a_bare_exception(tmp_path):
+    from edgeroute.runtime import BundleCorruptError, Router
+    from edgeroute.runtime.scoring.router import _finite
+
+    class PanicException(BaseException):  # what pyo3 raises for a Rust panic inside tokenizers
+        pass
+
+    def panicking(prompts):
+        raise PanicException("regex backtrack limit")
+
+    router = Router.load("static-distilled-gpt4-mixtral")
+    router._win_rates = _finite(panicking, tmp_path)
+    with pytest.raises(BundleCorruptError) as caught:
+        router.strong_win_rates(["hi", "there"])
+    assert str(caught.value) == f"{tmp_path}: the tokenizer panicked on a prompt; re-export the bundle"

@@ -94,6 +94,52 @@ def make_session(graph_path: Path, device: str, threads: int | None, spinning: b
     return session
 
 
+# Tokenizer components a bundle may use: each costs time linear in the prompt and keeps its length within a
+# small factor. A regex is allowed only as a plain string (no backtracking); ``_check_expansion`` probes the rest.
+NORMALIZERS = frozenset(
+    {"BertNormalizer", "NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Strip", "Nmt", "Precompiled", "Replace", "Sequence"}
+)
+PRE_TOKENIZERS = frozenset(
+    {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "Metaspace", "ByteLevel", "CharDelimiterSplit"}
+    | {"UnicodeScripts", "Split", "Sequence"}
+)
+MAX_NORMALIZED_GROWTH = 4  # a normalized text may be at most this many times longer than its input
+_EXPANSION_PROBE = "Ünïcödé ﬁ ½ ÅΩ 東京 Straße ÆØ İı ǅ " * 4
+
+
+def _check_components(section: object, allowed: frozenset[str], where: str) -> None:
+    """Refuse a normalizer or pre-tokenizer outside ``allowed``, and a regex pattern (only plain strings pass)."""
+    if section is None:
+        return
+    if not isinstance(section, dict) or section.get("type") not in allowed:
+        kind = section.get("type") if isinstance(section, dict) else type(section).__name__
+        names = ", ".join(sorted(allowed))
+        raise BundleCorruptError(f"{where} {kind!r} is not one edgeroute runs (allowed: {names}); re-export the bundle")
+    pattern = section.get("pattern")
+    if isinstance(pattern, dict) and "Regex" in pattern:
+        raise BundleCorruptError(f"{where} {section['type']!r} uses a regex pattern, which edgeroute does not run; re-export the bundle")
+    for part in section.get("normalizers") or section.get("pretokenizers") or []:
+        _check_components(part, allowed, where)
+
+
+def _check_expansion(tokenizer: Tokenizer, path: Path) -> None:
+    """Refuse a normalizer that makes text more than ``MAX_NORMALIZED_GROWTH`` times longer (probed on a short text)."""
+    normalizer = tokenizer.normalizer
+    if normalizer is None:
+        return
+    grown = len(normalizer.normalize_str(_EXPANSION_PROBE))
+    if grown > MAX_NORMALIZED_GROWTH * len(_EXPANSION_PROBE):
+        raise BundleCorruptError(
+            f"{path}: the normalizer makes text {grown / len(_EXPANSION_PROBE):.0f} times longer (at most "
+            f"{MAX_NORMALIZED_GROWTH} allowed: scoring cost must stay bounded); re-export the bundle"
+        )
+
+
+def is_tokenizer_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic raised through ``tokenizers`` (pyo3's PanicException, a BaseException)."""
+    return type(exc).__name__ == "PanicException"
+
+
 def load_tokenizer(path: Path, max_length: int | None) -> Tokenizer:
     """Load a `tokenizers` file set to truncate at ``max_length`` and pad to the batch's longest.
 
@@ -107,15 +153,21 @@ def load_tokenizer(path: Path, max_length: int | None) -> Tokenizer:
         )
     try:
         text = path.read_bytes().decode("utf-8")
-        added = json.loads(text).get("added_tokens") or []
+        data = json.loads(text)
+        added = data.get("added_tokens") or []
         if len(added) > MAX_ADDED_TOKENS:
             raise BundleCorruptError(f"{path}: {len(added)} added tokens, over the limit of {MAX_ADDED_TOKENS}; re-export the bundle")
+        for section, allowed in (("normalizer", NORMALIZERS), ("pre_tokenizer", PRE_TOKENIZERS)):
+            _check_components(data.get(section), allowed, f"{path}: {section}")
         tokenizer = Tokenizer.from_str(text)
+        _check_expansion(tokenizer, path)
     except BundleCorruptError:
         raise
     except RecursionError:
         raise BundleCorruptError(f"{path}: nested too deeply to be a tokenizers file; re-export the bundle") from None
-    except Exception as exc:  # tokenizers raises its own untyped errors; json ValueError; AttributeError on a list
+    except BaseException as exc:  # tokenizers' own untyped errors, and its Rust panics (BaseException); json ValueError
+        if not isinstance(exc, Exception) and not is_tokenizer_panic(exc):
+            raise  # KeyboardInterrupt, SystemExit
         raise BundleCorruptError(f"{path}: not a valid tokenizers file ({str(exc)[:200]}); re-export the bundle") from exc
     if max_length is not None:  # a validated manifest always sets it next to a tokenizer
         tokenizer.enable_truncation(max_length=max_length)

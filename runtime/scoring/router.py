@@ -24,6 +24,7 @@ from edgeroute.runtime.errors import (
     InvalidInputError,
     InvalidPromptError,
 )
+from edgeroute.runtime.scoring.encoders import is_tokenizer_panic
 from edgeroute.runtime.scoring.manifest import Manifest, StaticEmbedderSpec, read_manifest
 from edgeroute.runtime.scoring.scorers import LoadOptions, Scorer, scorer_for
 
@@ -321,7 +322,12 @@ def _finite(win_rates: Callable[[list[str]], np.ndarray], folder: Path) -> Calla
     """Raise rather than return a NaN win rate: NaN compares false with every threshold (always weak)."""
 
     def checked(prompts: list[str]) -> np.ndarray:
-        rates = win_rates(prompts)
+        try:
+            rates = win_rates(prompts)
+        except BaseException as exc:  # a Rust panic in tokenizers is a BaseException: typed here, never a bare 500
+            if is_tokenizer_panic(exc):
+                raise BundleCorruptError(f"{folder}: the tokenizer panicked on a prompt; re-export the bundle") from None
+            raise
         # One prompt (the common case): math.isfinite is a tenth of numpy's per-call cost.
         if not (math.isfinite(rates[0]) if len(rates) == 1 else np.isfinite(rates).all()):
             raise BundleCorruptError(f"{folder}: the router scored a non-finite win rate; re-export the bundle")
