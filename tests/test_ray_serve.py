@@ -49,12 +49,12 @@ def test_ray_serve_names_its_extra(monkeypatch):
 
 
 def test_readme_serve_config_builds_the_app(monkeypatch):
-    """The README's `serve run` config file: its import path and args build the application (no cluster)."""
+    """docs/scaling-out.md's `serve run` config file: its import path and args build the application (no cluster)."""
     pytest.importorskip("ray.serve", reason="Ray Serve is the ray extra: pip install '.[ray]'")
     yaml = pytest.importorskip("yaml")
     import importlib
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "scaling-out.md").read_text()
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     application = yaml.safe_load(block)["applications"][0]
     module, name = application["import_path"].split(":")
