@@ -242,6 +242,7 @@ def _write_encoder_graphs(
                 win_rates,
                 reference,
                 options.int8_min_share_agreement,
+                options.int8_tolerance,
             )
     if "fp16" in options.precisions:
         progress.set_description("convert fp16")

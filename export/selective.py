@@ -22,8 +22,11 @@ from edgeroute.export.parity import parity_figures
 WinRates = Callable[[Path], np.ndarray]
 
 
-def _agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return float(parity_figures(reference, candidate).get("min_share_agreement", 0.0))
+def _meets(reference: np.ndarray, candidate: np.ndarray, floor: float, tolerance: float | None) -> tuple[bool, float, float]:
+    """Whether ``candidate`` keeps decisions (``floor``) and win rates (``tolerance``, when given); and both figures."""
+    figures = parity_figures(reference, candidate)
+    agreement, largest = float(figures.get("min_share_agreement", 0.0)), float(figures.get("max_abs_diff", np.inf))
+    return agreement >= floor and (tolerance is None or largest <= tolerance), agreement, largest
 
 
 def node_sensitivity(
@@ -40,25 +43,40 @@ def node_sensitivity(
 
 
 def selective_int8(
-    fused: Path, target: Path, per_channel: bool, reduce_range: bool, win_rates: WinRates, reference: np.ndarray, floor: float
+    fused: Path,
+    target: Path,
+    per_channel: bool,
+    reduce_range: bool,
+    win_rates: WinRates,
+    reference: np.ndarray,
+    floor: float,
+    tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Quantize ``fused`` into ``target`` keeping the fewest nodes in fp32 that lift decision agreement to ``floor``.
+    """Quantize ``fused`` into ``target`` keeping the fewest nodes in fp32 that lift decision agreement to ``floor``
+    and, with ``tolerance``, bring every win rate within it of fp32 (the export's parity check).
 
     Returns the manifest's quantization settings, with the search's record under ``selection``.
     """
     settings = quantize_graph(fused, target, per_channel, reduce_range)
-    agreement = _agreement(reference, win_rates(target))
-    record: dict[str, Any] = {"floor": floor, "all_int8_min_share_agreement": agreement, "steps": []}
-    if agreement >= floor:
+    done, agreement, largest = _meets(reference, win_rates(target), floor, tolerance)
+    record: dict[str, Any] = {
+        "floor": floor,
+        "tolerance": tolerance,
+        "all_int8_min_share_agreement": agreement,
+        "all_int8_max_abs_diff": largest,
+        "steps": [],
+    }
+    if done:
         return {**settings, "selection": record}
     costs = node_sensitivity(fused, fused.parent, per_channel, reduce_range, win_rates, reference)  # scratch beside the fused graph
     kept: list[str] = []
     for node in sorted(costs, key=costs.__getitem__, reverse=True):
         kept.append(node)
         settings = quantize_graph(fused, target, per_channel, reduce_range, keep_fp32=kept)
-        agreement = _agreement(reference, win_rates(target))
-        record["steps"].append({"fp32_node": node, "sensitivity": costs[node], "min_share_agreement": agreement})
-        if agreement >= floor:
+        done, agreement, largest = _meets(reference, win_rates(target), floor, tolerance)
+        step = {"fp32_node": node, "sensitivity": costs[node], "min_share_agreement": agreement, "max_abs_diff": largest}
+        record["steps"].append(step)
+        if done:
             break
     record["fp32_share"] = len(kept) / len(costs)
     return {**settings, "selection": record}

@@ -195,3 +195,6 @@ def test_selective_int8_keeps_the_most_sensitive_nodes_in_fp32_until_decisions_a
     # When full int8 already agrees, nothing stays in fp32 and no sensitivity is measured.
     calm = selective.selective_int8(fused, tmp_path / "int8.onnx", True, True, lambda graph: reference, reference, floor=0.97)
     assert "fp32_nodes" not in calm and calm["selection"]["steps"] == []
+    # With the parity tolerance too, the search goes on until every win rate is within it: "c" moves them by 0.004.
+    strict = selective.selective_int8(fused, tmp_path / "int8.onnx", True, True, win_rates, reference, floor=0.97, tolerance=0.001)
+    assert strict["fp32_nodes"] == ["b", "c"] and strict["selection"]["steps"][-1]["max_abs_diff"] <= 0.001
