@@ -16,7 +16,7 @@ APGR columns, among the recipes that meet the content targets (pairs >= 0.8, |Sp
 does, among those that beat prompt length on content APGR and on the pairs.
 
 The frozen-encoder embeddings and the fine-tuned BERT's split models are cached in ``--work-dir``
-(a fresh run takes about 90 minutes on 2 cores, most of it fine-tuning BERT once per split).
+(a fresh run takes about 2.5 hours on 2 cores, most of it fine-tuning two BERT recipes once per split).
 """
 
 from __future__ import annotations
@@ -134,6 +134,13 @@ def choose(summary: dict, names: list[str]) -> str:
     return min(tied, key=lambda n: abs(summary[n].get("spearman", 0.0)))
 
 
+def choose_student(summary: dict, students: list[str], teacher: str) -> str:
+    """The fast tier is distilled from the chosen transformer (``teacher``, its label in the student names): ``choose``
+    among that teacher's students. (Added after the 2026-12-06 run, whose rule let every teacher's students compete;
+    the README says what that rule picked.)"""
+    return choose(summary, [name for name in students if name.startswith(f"fast tier: distilled from {teacher}")])
+
+
 EVERYDAY_PROMPTS = [
     "Hi! How are you today?",
     "What is the capital of Australia?",
@@ -216,11 +223,11 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_route
     data, splits, pair_rows, chat = protocol_data(data_dir)
     scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, work_dir, probe_router, with_finetuned)
     probe = probe_name(probe_recipe)
-    teachers = {"the probe": scores[probe], "the fine-tuned BERT": scores[BERT], "the BERT + chat labels": scores[BERT_CHAT]}
-    fast, students = fast_rows(data, splits, chat, static_router, teachers)
+    teacher_rows = {"the probe": probe, "the fine-tuned BERT": BERT, "the BERT + chat labels": BERT_CHAT}
+    fast, students = fast_rows(data, splits, chat, static_router, {label: scores[row] for label, row in teacher_rows.items()})
     summary = crossval_summary(data, splits, {**scores, **fast}, pair_rows)
-    transformer = choose(summary, [probe, BERT, BERT_CHAT])
-    student = choose(summary, students)
+    transformer = choose(summary, list(teacher_rows.values()))
+    student = choose_student(summary, students, next(label for label, row in teacher_rows.items() if row == transformer))
     return {
         "n_prompts": int(np.isfinite(data.strong_quality).sum()),
         "n_chat_prompts": int(chat.rows.sum()),

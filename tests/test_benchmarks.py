@@ -109,3 +109,22 @@ def test_server_overhead_harness_on_a_tiny_setting(tmp_path):
     summary = _load("latency").server_summary(document)  # the latency report's digest of this document
     assert len(summary) == 2 * 3 + 1 and all(line.startswith("* 4 client(s)") or line.startswith("* 1 client(s)") for line in summary)
     json.dumps(document)
+
+
+def test_quality_selection_gates_on_content_and_keeps_the_fast_tier_with_the_chosen_teacher():
+    quality = _load("quality")
+
+    def row(score: float, pairs: float, rho: float) -> dict:
+        columns = {"mmlu": {"mean": score}, "gsm8k": {"mean": score}, "mmlu->gsm8k": score, "gsm8k->mmlu": score}
+        return {**columns, "content": dict(columns), "pairs": pairs, "spearman": rho}
+
+    summary = {
+        "prompt length": row(0.55, 0.5, 1.0),
+        "fast tier: distilled from A, w0": row(0.60, 0.9, 0.2),
+        "fast tier: distilled from A, w1": row(0.70, 0.9, 0.7),  # better, but correlates with length past the target
+        "fast tier: distilled from B, w0": row(0.65, 0.9, 0.1),  # another teacher's student: not a candidate
+        "fast tier: distilled from A, w2": row(0.605, 0.85, 0.1),  # within the 0.01 tie: the least length-bound wins
+    }
+    students = [name for name in summary if name.startswith("fast tier")]
+    assert quality.choose(summary, students) == "fast tier: distilled from B, w0"
+    assert quality.choose_student(summary, students, "A") == "fast tier: distilled from A, w2"
