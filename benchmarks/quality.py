@@ -374,6 +374,11 @@ def _row(name: str, rows: dict) -> str:
     )
 
 
+def _earlier_pick(document: dict) -> str:
+    earlier = document.get("chosen_student_any_teacher")
+    return f"; the rule before that, every teacher's students competing, picked {earlier}" if earlier else ""
+
+
 def readme_rows(document: dict, names: dict[str, str]) -> list[str]:
     """README rows (``names``: label -> report row): the four APGR columns, their content APGR, pairs and Spearman."""
     lines = []
@@ -435,7 +440,8 @@ def markdown(document: dict) -> str:
         *[_row(name, rows) for name, rows in summary.items()],
         "",
         f"The protocol chose **{document['chosen_transformer']}** for the transformer tier (best probe: "
-        f"{document['chosen_probe']}) and **{document['chosen_student']}** for the fast tier. The chosen rows are the "
+        f"{document['chosen_probe']}) and **{document['chosen_student']}** for the fast tier (among the chosen "
+        f"transformer tier's students{_earlier_pick(document)}). The chosen rows are the "
         "best of their grids on the same folds that report them (no nested cross-validation), so they are slightly "
         "optimistic: differences of 0.01 or less are within that selection noise and the fold spread. What ships, "
         'and where it departs from these picks and why, is in the README ("Shipped routers").',
