@@ -227,6 +227,9 @@ def _add_serve_command(commands: Any) -> None:
         )
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument(
+        "--check-upstreams", action="store_true", help="at start, refuse an upstream whose host and port take no TCP connection"
+    )
+    serve.add_argument(
         "--strong-share",
         type=strong_share,
         default=None,
@@ -681,6 +684,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
     )
+    if args.check_upstreams:
+        for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+            upstream.check(role)
+            upstream.probe(role)
     if args.engine == "ray":
         from edgeroute.runtime.serving.ray_serve import ReplicaOptions, run
         from edgeroute.runtime.serving.server import uvicorn_config

@@ -345,3 +345,18 @@ def test_calibrate_write_refuses_a_bundle_inside_the_installed_package(tmp_path,
     assert str(caught.value) == (
         f"{bundle} is inside the installed package: pass --out DIR to write a calibrated copy there, then use --router DIR"
     )
+
+
+def test_serve_check_upstreams_refuses_an_upstream_that_takes_no_connection():
+    pytest.importorskip("starlette")
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    result = edgeroute("serve", "--check-upstreams", "--strong-base-url", url, "--weak-base-url", url, "--port", "0")
+    assert (result.returncode, _error_line(result)) == (
+        2,
+        f"edgeroute: error: strong upstream {url} is not reachable (ConnectionRefusedError); start it or fix --strong-base-url",
+    )

@@ -136,6 +136,19 @@ class UpstreamConfig:
         key = os.environ.get(variable) if variable else None
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def probe(self, role: str, timeout_s: float = 3.0) -> None:
+        """Open (and close) one TCP connection to the base URL's host and port: ``serve --check-upstreams``."""
+        import socket
+
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{role} upstream {self.base_url} is not reachable ({type(exc).__name__}); start it or fix --{role}-base-url"
+            ) from None
+
     def check(self, role: str) -> None:
         """Fail at start, not per request: a base URL that cannot work, a named key variable that is unset."""
         check_base_url(self.base_url, role)
