@@ -130,7 +130,14 @@ def serving(app):
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    with _running(uvicorn.Server(config)):
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def _running(server):
+    """Run a uvicorn server on a thread until the block ends (it must start within 10 s)."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 10
@@ -139,7 +146,7 @@ def serving(app):
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -153,19 +160,20 @@ def serving_as_edgeroute(app, config, parser=None):
     from edgeroute.runtime.serving.server import uvicorn_config
 
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning", parser=parser))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started:
-        if time.time() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
+    with _running(uvicorn.Server(uvicorn_config(config, app, port=port, log_level="warning", parser=parser))):
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def calibrated_copy(bundle, folder, name):
+    """A copy of ``bundle`` in ``folder`` named ``name``, with a made-up calibration table (10%: 0.9, 50%: 0.5, 90%: 0.1)."""
+    import shutil
+
+    shutil.copytree(bundle, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    data["name"] = name
+    data["calibration"] = {"thresholds": {"0.1": 0.9, "0.5": 0.5, "0.9": 0.1}}
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder
 
 
 def main() -> None:

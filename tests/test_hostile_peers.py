@@ -247,44 +247,34 @@ class _HostileUpstream:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("client", ["auto", "aiohttp"])
-@pytest.mark.parametrize("behaviour", ["early_hints", "trickle", "late_trailer"])
-def test_every_upstream_call_has_a_deadline_of_its_own(upstream, routers, client, behaviour):
+def _chat_past(hostile: _HostileUpstream, upstream, routers, **config) -> tuple[httpx.Response, float]:
+    """One chat call routed strong (to ``hostile``, the weak model on ``upstream``), and how long it took."""
     import time
 
     from servers import serving
 
-    hostile = _HostileUpstream(behaviour)
     try:
-        config = server_config(upstream, upstream_client=client, upstream_timeout_s=1.0)
-        config.strong = UpstreamConfig("strong-llm", hostile.url)
-        with serving(create_app(config, routers)) as url:
+        settings = server_config(upstream, **config)
+        settings.strong = UpstreamConfig("strong-llm", hostile.url)
+        with serving(create_app(settings, routers)) as url:
             started = time.monotonic()
             body = {"model": "router-bert-0", "messages": [{"role": "user", "content": "hi"}]}
             response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
-            elapsed = time.monotonic() - started
+            return response, time.monotonic() - started
     finally:
         hostile.close()
+
+
+@pytest.mark.parametrize("client", ["auto", "aiohttp"])
+@pytest.mark.parametrize("behaviour", ["early_hints", "trickle", "late_trailer"])
+def test_every_upstream_call_has_a_deadline_of_its_own(upstream, routers, client, behaviour):
+    response, elapsed = _chat_past(_HostileUpstream(behaviour), upstream, routers, upstream_client=client, upstream_timeout_s=1.0)
     assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_timeout on strong-llm"
     assert elapsed < 4.0  # the headers' and the body's deadlines, 1 s each, and the weak model's answer
 
 
 def test_lean_client_bounds_trailers(upstream, routers):
-    import time
-
-    from servers import serving
-
-    hostile = _HostileUpstream("huge_trailer")
-    try:
-        config = server_config(upstream, upstream_client="auto", upstream_timeout_s=5.0)
-        config.strong = UpstreamConfig("strong-llm", hostile.url)
-        with serving(create_app(config, routers)) as url:
-            started = time.monotonic()
-            body = {"model": "router-bert-0", "messages": [{"role": "user", "content": "hi"}]}
-            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
-            elapsed = time.monotonic() - started
-    finally:
-        hostile.close()
+    response, elapsed = _chat_past(_HostileUpstream("huge_trailer"), upstream, routers, upstream_client="auto", upstream_timeout_s=5.0)
     assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_unreachable on strong-llm"
     assert elapsed < 3.0  # cut at 256 KiB of trailer, long before the upstream deadline
 

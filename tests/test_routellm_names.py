@@ -3,9 +3,6 @@ and `router-NAME-sPCT` asks for a share of strong calls, for clients (LiteLLM) t
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import httpx
 import pytest
 
@@ -54,13 +51,9 @@ def test_mf_names_a_matrix_factorization_bundle(mf_bundle):
 
 @pytest.fixture(scope="module")
 def calibrated_bert(tmp_path_factory, bert_bundle):
-    folder = tmp_path_factory.mktemp("names") / "bert_calibrated"
-    shutil.copytree(bert_bundle, folder)
-    data = json.loads((folder / "manifest.json").read_text())
-    data["name"] = "bert_calibrated"
-    data["calibration"] = {"thresholds": {"0.1": 0.9, "0.5": 0.5, "0.9": 0.1}}
-    (folder / "manifest.json").write_text(json.dumps(data))
-    return folder
+    from servers import calibrated_copy
+
+    return calibrated_copy(bert_bundle, tmp_path_factory.mktemp("names") / "bert_calibrated", "bert_calibrated")
 
 
 def test_share_form_in_the_model_string_routes_at_the_calibrated_threshold(upstream, calibrated_bert):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import time
 
@@ -23,7 +22,7 @@ from edgeroute.runtime.serving.server import (  # noqa: E402
     uvicorn_config,
 )
 from edgeroute.runtime.serving.upstream import sanitized_upstream_message  # noqa: E402
-from servers import free_port, server_config, serving, serving_as_edgeroute  # noqa: E402
+from servers import calibrated_copy, free_port, server_config, serving, serving_as_edgeroute  # noqa: E402
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
@@ -31,13 +30,7 @@ USER = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def calibrated_mf(tmp_path_factory, mf_bundle):
-    folder = tmp_path_factory.mktemp("hardening") / "mf_calibrated"
-    shutil.copytree(mf_bundle, folder)
-    data = json.loads((folder / "manifest.json").read_text())
-    data["name"] = "mf_calibrated"
-    data["calibration"] = {"thresholds": {"0.1": 0.9, "0.5": 0.5, "0.9": 0.1}}
-    (folder / "manifest.json").write_text(json.dumps(data))
-    return folder
+    return calibrated_copy(mf_bundle, tmp_path_factory.mktemp("hardening") / "mf_calibrated", "mf_calibrated")
 
 
 @pytest.fixture(scope="module")
