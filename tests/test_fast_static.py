@@ -281,3 +281,19 @@ def test_a_static_embedder_carries_one_head_only(tokenizer_path, table) -> None:
     MLPScorer(embedder, head, None, "s", "w")
     with pytest.raises(ConfigurationError, match="^this static embedder already carries another head's columns; build one per scorer$"):
         MLPScorer(embedder, head, None, "s", "w")
+
+
+def test_length_terms_table_gives_the_computed_length_term_bit_for_bit() -> None:
+    """The batch-1 path's per-length table holds exactly the float32 values it would compute; past the
+    table it computes them."""
+    from edgeroute.runtime.scoring.heads import MLPHead
+
+    rng = np.random.default_rng(2)
+    hidden = rng.standard_normal((8, 6)).astype(np.float32)
+    output = rng.standard_normal((1, 9)).astype(np.float32)
+    computed, tabled = MLPHead(hidden, output), MLPHead(hidden, output)
+    tabled.precompute_length_terms(100)
+    summed = rng.standard_normal(4 + 8).astype(np.float32)
+    for characters in (1, 7, 99, 100, 101, 5000):
+        prompt = "x" * characters
+        assert tabled.projected_win_rate(summed.copy(), prompt) == computed.projected_win_rate(summed.copy(), prompt)

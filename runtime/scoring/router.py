@@ -105,16 +105,21 @@ def clean_prompt(prompt: Any, position: int | None = None) -> str:
     Lone UTF-16 surrogates (which cannot be encoded) are replaced by U+FFFD. Over-long
     prompts are not rejected: the tokenizer keeps the first ``max_length`` tokens.
     """
-    where = "" if position is None else f" at position {position}"
     if not isinstance(prompt, str):
-        raise InvalidPromptError(f"prompt{where} must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise InvalidPromptError(f"prompt{where} is empty or whitespace only")
+        raise InvalidPromptError(f"prompt{_where(position)} must be a string, got {type(prompt).__name__}")
+    if not prompt or prompt.isspace():  # isspace allocates nothing, unlike strip (batch 1 is microseconds)
+        raise InvalidPromptError(f"prompt{_where(position)} is empty or whitespace only")
+    if prompt.isascii():
+        return prompt
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates cannot be encoded; "replace" would give "?"
         prompt = _SURROGATE.sub("\ufffd", prompt)
     return prompt
+
+
+def _where(position: int | None) -> str:
+    return "" if position is None else f" at position {position}"
 
 
 class Router:
@@ -216,10 +221,14 @@ class Router:
         # list and tuple first: the Sequence ABC check costs a microsecond on the batch-1 path.
         if type(prompts) not in (list, tuple) and (isinstance(prompts, str) or not isinstance(prompts, Sequence)):
             raise InvalidPromptError(f"prompts must be a sequence of strings, got {type(prompts).__name__}")
-        if isinstance(bucket_size, bool) or not isinstance(bucket_size, (int, np.integer)) or bucket_size < 1:
-            raise InvalidInputError(f"bucket_size must be a positive integer, got {bucket_size!r}")
-        bucket_size = int(bucket_size)
-        cleaned = [self._prepare(prompt, position) for position, prompt in enumerate(prompts)]
+        if type(bucket_size) is not int or bucket_size < 1:  # the exact-type test first: it is the batch-1 path
+            if isinstance(bucket_size, bool) or not isinstance(bucket_size, (int, np.integer)) or bucket_size < 1:
+                raise InvalidInputError(f"bucket_size must be a positive integer, got {bucket_size!r}")
+            bucket_size = int(bucket_size)
+        if len(prompts) == 1:
+            cleaned = [self._prepare(prompts[0], 0)]
+        else:
+            cleaned = [self._prepare(prompt, position) for position, prompt in enumerate(prompts)]
         if len(cleaned) <= bucket_size:
             if not cleaned:
                 return np.zeros(0, dtype=np.float64)

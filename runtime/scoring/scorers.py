@@ -169,6 +169,10 @@ class MFScorer(_EmbedderScorer):
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
+# Prompts up to 512 tokens' worth of characters (``router.cut_prompt``) take the length term from a table.
+FUSED_LENGTH_TERMS = 8192
+
+
 class MLPScorer(_EmbedderScorer):
     """An MLP-head router (distilled fast tier, probe transformer tier): ``MLPHead`` over [embedding, length]."""
 
@@ -188,6 +192,7 @@ class MLPScorer(_EmbedderScorer):
         self._fused: StaticEmbedder | None = None
         if isinstance(embedder, StaticEmbedder) and embedder.chunks is not None and embedder.table.shape[1] == head.dim:
             embedder.append_columns(head.project_rows(embedder.table))
+            head.precompute_length_terms(FUSED_LENGTH_TERMS)
             self._fused = embedder
 
     @classmethod
