@@ -312,7 +312,14 @@ def _add_serve_engine(serve: argparse.ArgumentParser) -> None:
     engine.add_argument("--max-replicas", type=int, default=None, help="... and this many replicas")
     engine.add_argument("--replica-cpus", type=float, default=None, help="Ray CPUs each replica reserves (default 1)")
     engine.add_argument(
-        "--ray-address", default=None, help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a local one"
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: a private local one for this process",
+    )
+    engine.add_argument("--app-name", default=None, help="the Ray Serve application's name (default edgeroute)")
+    engine.add_argument("--route-prefix", default=None, help="the application's route prefix on Serve's proxy (default /)")
+    engine.add_argument(
+        "--replace", action="store_true", default=None, help="replace a Ray Serve application of the same name (refused otherwise)"
     )
 
 
@@ -640,8 +647,10 @@ def _run_score(args: argparse.Namespace) -> int:
             **common,
         )
     else:
-        from edgeroute.runtime.serving.batch import score_file
+        from edgeroute.runtime.serving.batch import LOCAL_SCORE_THREADS, score_file
 
+        if args.threads is None and args.device == "cpu":
+            args.threads = LOCAL_SCORE_THREADS
         summary = score_file(_load_router(args, args.router), args.input, args.output, chunk_size=args.chunk_size, **common)
     print(json.dumps(summary.to_dict()))
     return EXIT_OK
@@ -689,12 +698,13 @@ def _run_serve(args: argparse.Namespace) -> int:
             upstream.check(role)
             upstream.probe(role)
     if args.engine == "ray":
-        from edgeroute.runtime.serving.ray_serve import ReplicaOptions, run
+        from edgeroute.runtime.serving.ray_serve import APP_NAME, Placement, ReplicaOptions, run
         from edgeroute.runtime.serving.server import uvicorn_config
 
         uvicorn_config(config, None, args.host, args.port)  # the same checks of the timeouts as the uvicorn engine
         options = ReplicaOptions.from_flags(args.replicas, args.min_replicas, args.max_replicas, args.replica_cpus)
-        run(config, options, host=args.host, port=args.port, address=args.ray_address)
+        placement = Placement(args.app_name or APP_NAME, args.route_prefix or "/", bool(args.replace))
+        run(config, options, host=args.host, port=args.port, address=args.ray_address, placement=placement)
     else:
         serve(config, host=args.host, port=args.port)
     return EXIT_OK
@@ -712,6 +722,9 @@ def _check_serve_engine(args: argparse.Namespace) -> None:
             ("--max-replicas", args.max_replicas),
             ("--replica-cpus", args.replica_cpus),
             ("--ray-address", args.ray_address),
+            ("--app-name", args.app_name),
+            ("--route-prefix", args.route_prefix),
+            ("--replace", args.replace),
         )
         if value is not None
     ]

@@ -27,6 +27,7 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.models_asked: list[str] = []
+        self.authorizations: list[str] = []  # each request's Authorization header ("" when none)
         self.behaviour: dict[str, str] = {}
         self.app = Starlette(
             routes=[
@@ -47,6 +48,7 @@ class FakeUpstream:
 
     def reset(self) -> None:
         self.models_asked.clear()
+        self.authorizations.clear()
         self.behaviour.clear()
 
     async def _embeddings(self, request: Request) -> Response:
@@ -58,6 +60,7 @@ class FakeUpstream:
         body = await request.json()
         model = body["model"]
         self.models_asked.append(model)
+        self.authorizations.append(request.headers.get("authorization", ""))
         behaviour = self.behaviour.get(model, "ok")
         if behaviour == "stall":
             await asyncio.sleep(5)

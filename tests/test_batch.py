@@ -200,3 +200,23 @@ def test_ray_engine_writes_what_the_local_engine_writes(ray_cluster, router, log
         import pyarrow.parquet as pq
 
         assert pq.read_table(distributed).equals(pq.read_table(local))
+
+
+def test_local_engine_scores_on_one_thread_unless_told(logs, tmp_path, monkeypatch, capsys):
+    """`score` without --threads loads the router with one onnxruntime thread (threads contend on a shared
+    machine); --threads is passed on as given."""
+    from edgeroute.runtime.scoring.router import Router as RouterClass
+
+    asked = []
+    load = RouterClass.load.__func__
+
+    def recording(cls, name, **options):
+        asked.append(options.get("threads"))
+        return load(cls, name, **options)
+
+    monkeypatch.setattr(RouterClass, "load", classmethod(recording))
+    for extra, name in (([], "a.jsonl"), (["--threads", "2"], "b.jsonl")):
+        argv = ["score", "--router", ROUTER, "--input", str(logs["jsonl"]), "--output", str(tmp_path / name), "--no-progress"]
+        assert main(argv + extra) == 0
+    assert asked == [1, 2]
+    capsys.readouterr()

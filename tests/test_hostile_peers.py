@@ -327,7 +327,8 @@ class _ChattyUpstream:
         return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
 
-def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers):
+@pytest.mark.parametrize("client", ["auto", "aiohttp"])
+def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers, client):
     import random
     import time
 
@@ -336,7 +337,7 @@ def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers):
     chatty = _ChattyUpstream(delay_s=0.01)
     wrong = []
     try:
-        config = server_config(upstream, upstream_client="auto", upstream_timeout_s=2.0)
+        config = server_config(upstream, upstream_client=client, upstream_timeout_s=2.0)
         config.strong = UpstreamConfig("strong-llm", chatty.url)
         with serving(create_app(config, routers)) as url, httpx.Client(timeout=30) as client:
             rng = random.Random(0)

@@ -59,10 +59,17 @@ def test_readme_serve_config_builds_the_app(monkeypatch):
     application = yaml.safe_load(block)["applications"][0]
     module, name = application["import_path"].split(":")
     monkeypatch.setenv(application["args"]["auth_token_env"], "t0ken")
+    keys = {application["args"][role]["api_key_env"]: f"sk-{role}" for role in ("strong", "weak")}
+    for variable, key in keys.items():
+        monkeypatch.setenv(variable, key)
     app = getattr(importlib.import_module(module), name)(application["args"])
     config = app._bound_deployment.init_args[0]
     assert config.auth_token == "t0ken" and config.strong.model == application["args"]["strong"]["model"]
     deployment = app._bound_deployment
+    assert deployment.ray_actor_options["runtime_env"] == {"env_vars": keys}  # read here, set in every replica
+    monkeypatch.delenv(next(iter(keys)))
+    with pytest.raises(ConfigurationError, match="^strong API key variable OPENAI_API_KEY is not set"):
+        getattr(importlib.import_module(module), name)(application["args"])
     assert deployment.name == "edgeroute"
     assert deployment._deployment_config.autoscaling_config.max_replicas == application["args"]["max_replicas"]
 
@@ -76,7 +83,8 @@ def ray_serve_url(upstream):
     from edgeroute.runtime.serving.ray_serve import ReplicaOptions, run
 
     os.environ[TOKEN_ENV] = "s3cret"  # the replicas inherit it from the local cluster started here
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Three logical CPUs on two cores: the two replicas, and room for a second application's light one.
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()
         config = server_config(upstream, routers=[ROUTER], auth_token="s3cret")
@@ -139,6 +147,81 @@ def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
     assert httpx.post(ray_serve_url + "/v1/route", json={"prompt": 3}, headers=headers).status_code == 400
 
 
+@pytest.mark.ray
+def test_a_second_deployment_never_takes_over_the_first(ray_serve_url, upstream, monkeypatch):
+    """Same name or route prefix: refused (the first keeps its token); its own name and prefix: served beside
+    the first, with the upstream key read here and set in its replicas; stopping it deletes only it."""
+    import ray
+    from ray import serve
+
+    from edgeroute.runtime.serving import ray_serve
+    from edgeroute.runtime.serving.ray_serve import Placement, ReplicaOptions, run, serving_url
+    from edgeroute.runtime.serving.upstream import UpstreamConfig
+
+    config = server_config(upstream, routers=[ROUTER])  # no auth token
+    light = ReplicaOptions(replicas=1, num_cpus=0.5)
+    message = "a Ray Serve application named 'edgeroute' already runs on this cluster; give another --app-name"
+    with pytest.raises(ConfigurationError, match=f"^{message}"):
+        run(config, light, port=free_port(), blocking=False)
+    with pytest.raises(ConfigurationError, match="^route prefix / is served by the Ray Serve application 'edgeroute'; give another"):
+        run(config, light, port=free_port(), blocking=False, placement=Placement("second"))
+    assert httpx.post(ray_serve_url + "/v1/route", json={"prompt": "hi"}).status_code == 401  # still the first
+
+    # A key variable set only in this process (the cluster's workers started without it).
+    monkeypatch.setenv("EDGEROUTE_TEST_UPSTREAM_KEY", "sk-upstream-test")
+    config.strong = UpstreamConfig(config.strong.model, config.strong.base_url, api_key_env="EDGEROUTE_TEST_UPSTREAM_KEY")
+    placement = Placement("second", "/second")
+    run(config, light, port=free_port(), blocking=False, placement=placement)
+    try:
+        second = serving_url(serve, placement, "0.0.0.0", 1)
+        assert second == ray_serve_url + "/second"  # the proxy that already ran, not the port asked for
+        upstream.reset()
+        body = {"model": f"router-{ROUTER}-0", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(second + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+        assert upstream.authorizations == ["Bearer sk-upstream-test"]
+    finally:
+        ray_serve._leave(serve, ray, None, placement.app_name)
+    assert set(serve.status().applications) == {"edgeroute"}
+    assert httpx.get(ray_serve_url + "/health").status_code == 200
+
+
+def test_placement_is_checked():
+    from edgeroute.runtime.serving.ray_serve import Placement
+
+    for bad, message in (
+        (dict(app_name=""), "--app-name must be 1 to 100 printable characters (got '')"),
+        (dict(route_prefix="api"), "--route-prefix must start with / and not end with one (got 'api')"),
+        (dict(route_prefix="/api/"), "--route-prefix must start with / and not end with one (got '/api/')"),
+    ):
+        with pytest.raises(ConfigurationError) as caught:
+            Placement(**bad)
+        assert str(caught.value) == message
+    Placement(replace=True).check_free({"edgeroute": {"route_prefix": "/"}})  # asked to replace: allowed
+
+
+def test_joining_a_token_auth_cluster_says_what_to_set():
+    from edgeroute.runtime.serving.ray_cluster import connect
+
+    class InvalidAuthToken(Exception):
+        pass
+
+    class TokenHead:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs):
+            raise InvalidAuthToken("the token is missing")
+
+    with pytest.raises(ConfigurationError) as caught:
+        connect(TokenHead, "10.0.0.1:6379")
+    assert str(caught.value) == (
+        "the Ray cluster at 10.0.0.1:6379 uses token authentication: set RAY_AUTH_MODE=token and give its token "
+        "(RAY_AUTH_TOKEN, or the token file the head was started with) in this environment, then retry"
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -151,6 +234,7 @@ def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
         (["--engine", "ray", "--min-replicas", "2"], "needs both --min-replicas and --max-replicas"),
         (["--engine", "ray", "--replicas", "0"], "--replicas must be a whole number >= 1"),
         (["--engine", "ray", "--replica-cpus", "0"], "CPUs per replica must be a positive number"),
+        (["--app-name", "b", "--replace"], "--app-name, --replace need --engine ray"),
     ],
 )
 def test_cli_refuses_bad_engine_options(argv, message, capsys, monkeypatch):
@@ -193,7 +277,9 @@ def test_cli_hands_replica_options_to_ray_serve(monkeypatch):
     config, options, kwargs = calls[0]
     assert (options.replicas, options.min_replicas, options.max_replicas, options.num_cpus) == (None, 1, 4, 1.0)
     assert options.deployment_options(config)["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4}
+    placement = kwargs.pop("placement")
     assert kwargs == {"host": "127.0.0.1", "port": 7070, "address": "auto"} and config.strong_share == 0.3
+    assert (placement.app_name, placement.route_prefix, placement.replace) == ("edgeroute", "/", False)
     assert main(["serve", "--router", ROUTER, "--engine", "ray"]) == 0
     assert calls[1][1].replicas == 1 and calls[1][1].deployment_options(calls[1][0])["num_replicas"] == 1
 

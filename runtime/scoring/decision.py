@@ -25,6 +25,7 @@ class BudgetState:
     observed_share: float
     threshold: float
     window: int
+    resets: int = 0  # times a drift in the traffic mix cut the window short
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ DEFAULT_COLUMN = "prompt"
 DEFAULT_ID_COLUMN = "id"
 DEFAULT_CHUNK_SIZE = 1024
 BUCKET_SIZE = 32  # Router.strong_win_rates' length buckets, the same in both engines
+# `edgeroute score` on CPU without --threads: one onnxruntime thread. On a shared machine more threads than
+# free cores made the transformer tier slower (2 cores, busy: 88 prompts/s with onnxruntime's default, 180 with 1);
+# parallelism across processes (the Ray engine's actors) scales where threads contend.
+LOCAL_SCORE_THREADS = 1
 _INPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet"}
 

@@ -6,6 +6,13 @@ budget instead keeps the last ``window`` win rates and sets the threshold so tha
 ``target`` of them would have gone to the strong model: the ``1 - target`` quantile of the window,
 clamped to ``[floor, ceiling]`` so that a burst of odd traffic cannot send everything one way.
 
+A long window holds the share steadily but forgets a real shift slowly (a whole window: about
+1,000 requests). So the budget also watches its last ``drift_probe`` decisions: when their strong
+share strays from the target by more than ``DRIFT_SIGMAS`` binomial standard deviations, the mix
+has moved, and the window drops all but its newest ``MIN_OBSERVATIONS`` win rates (a reset).
+In steady traffic that test almost never fires, so the long window's low noise is kept
+(``benchmarks/results/budget.md``).
+
 State is per process (per server replica): each replica holds its own window, which for a
 quantile of a shared traffic stream converges to the same threshold.
 """
@@ -24,6 +31,10 @@ from edgeroute.runtime.errors import InvalidInputError
 DEFAULT_WINDOW = 1000
 # Below this many observations the window's quantile is too coarse; the start threshold is used.
 MIN_OBSERVATIONS = 50
+DEFAULT_DRIFT_PROBE = 100
+# Four standard deviations: about one false reset per 100,000 requests of steady synthetic traffic (three gave 23),
+# and a real shift is still caught within about 100 requests; a false one costs only a shorter window for a while.
+DRIFT_SIGMAS = 4.0
 
 
 @dataclass(frozen=True)
@@ -39,20 +50,28 @@ class BudgetSettings:
     # Whether /v1/route calls (decisions only, no LLM call) enter the window; a batch counts at most this many.
     count_route_calls: bool = False
     batch_weight: int = 8
+    # Decisions the drift test looks at (0: never reset the window, a pure sliding quantile).
+    drift_probe: int = DEFAULT_DRIFT_PROBE
 
     def budget(self, start_threshold: float, floor: float = 0.0, ceiling: float = 1.0) -> StrongShareBudget:
         """A budget with these settings, starting from ``start_threshold``; ``floor``/``ceiling`` stand in for unset
         ones. Bad settings raise ``InvalidInputError``."""
         low = floor if self.floor is None else self.floor
         high = ceiling if self.ceiling is None else self.ceiling
-        return StrongShareBudget(self.target, start_threshold, self.window, low, high)
+        return StrongShareBudget(self.target, start_threshold, self.window, low, high, self.drift_probe)
 
 
 class StrongShareBudget:
     """Keeps the share of strong calls near ``target`` (thread-safe; O(window) per call, ~µs at 1,000)."""
 
     def __init__(
-        self, target: float, start_threshold: float, window: int = DEFAULT_WINDOW, floor: float = 0.0, ceiling: float = 1.0
+        self,
+        target: float,
+        start_threshold: float,
+        window: int = DEFAULT_WINDOW,
+        floor: float = 0.0,
+        ceiling: float = 1.0,
+        drift_probe: int = DEFAULT_DRIFT_PROBE,
     ) -> None:
         if not (isinstance(target, (int, float)) and 0.0 < target < 1.0):
             raise InvalidInputError(f"strong share must be a number strictly between 0 and 1, got {target!r}")
@@ -60,7 +79,14 @@ class StrongShareBudget:
             raise InvalidInputError(f"budget window must be an integer of at least {MIN_OBSERVATIONS}, got {window!r}")
         if not (0.0 <= floor <= ceiling <= 1.0):
             raise InvalidInputError(f"threshold floor and ceiling must satisfy 0 <= floor <= ceiling <= 1, got {floor!r} and {ceiling!r}")
+        if not (isinstance(drift_probe, int) and (drift_probe == 0 or drift_probe >= MIN_OBSERVATIONS)):
+            raise InvalidInputError(f"budget drift probe must be 0 (off) or an integer of at least {MIN_OBSERVATIONS}, got {drift_probe!r}")
+        drift_probe = min(drift_probe, window)
         self.target, self.floor, self.ceiling = float(target), float(floor), float(ceiling)
+        self._probe: deque[bool] = deque()  # the newest counted decisions, for the drift test
+        self._probe_size, self._probe_strong = drift_probe, 0
+        self._drift_bound = DRIFT_SIGMAS * math.sqrt(self.target * (1.0 - self.target) / max(drift_probe, 1))
+        self.resets = 0
         self._start = min(max(float(start_threshold), self.floor), self.ceiling)
         self._window = window
         self._recent: deque[tuple[float, bool, str | None]] = deque()  # (win rate, sent strong, prompt key), oldest first
@@ -97,7 +123,21 @@ class StrongShareBudget:
             self._n_strong += strong
             if key is not None:
                 self._keys[key] = self._keys.get(key, 0) + 1
+            if self._probe_size:
+                self._watch_drift(strong)
             return threshold
+
+    def _watch_drift(self, strong: bool) -> None:
+        self._probe.append(strong)
+        self._probe_strong += strong
+        if len(self._probe) > self._probe_size:
+            self._probe_strong -= self._probe.popleft()
+        if len(self._probe) == self._probe_size and abs(self._probe_strong / self._probe_size - self.target) > self._drift_bound:
+            while len(self._recent) > MIN_OBSERVATIONS:
+                self._forget_oldest()
+            self._probe.clear()  # decisions taken under the old threshold say nothing about the new one
+            self._probe_strong = 0
+            self.resets += 1
 
     def _forget_oldest(self) -> None:
         oldest, was_strong, key = self._recent.popleft()
@@ -112,4 +152,4 @@ class StrongShareBudget:
         """A consistent snapshot for ``/metrics`` and decisions."""
         with self._lock:
             share = self._n_strong / len(self._recent) if self._recent else 0.0
-            return BudgetState(self.target, share, self._threshold(), len(self._recent))
+            return BudgetState(self.target, share, self._threshold(), len(self._recent), self.resets)

@@ -33,6 +33,7 @@ class Metrics:
             "edgeroute_strong_share_target": "The strong-call budget's target share (serve --strong-share).",
             "edgeroute_strong_share_observed": "Share of strong decisions over the budget's window.",
             "edgeroute_budget_threshold": "The threshold the strong-call budget applies now.",
+            "edgeroute_budget_resets": "Times a shift in the traffic mix cut the strong-call budget's window short.",
         }
 
     def inc(self, name: str, **labels: str) -> None:

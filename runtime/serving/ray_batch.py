@@ -3,14 +3,13 @@
 ``ray.data.read_*`` reads the input in blocks, ``map_batches`` scores them on a pool of actors
 (each loads one ``Router`` once), and the scored blocks stream back to the driver in input
 order, where ``batch.ScoreWriter`` writes the same file the local engine writes. Ray is the
-``ray`` extra, imported only here; runs on a local cluster started for the call, or on an
+``ray`` extra, imported only here; runs on a private local cluster started for the call, or on an
 existing one (``address``), whose workers must have edgeroute installed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from edgeroute.runtime.serving.batch import (
 )
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
 from edgeroute.runtime.scoring.router import Router
+from edgeroute.runtime.serving.ray_cluster import connect
 
 DEFAULT_BATCH_SIZE = 1024
 # Read tasks reserve no CPU: the actors hold one each, and with as many actors as CPUs a read
@@ -153,8 +153,8 @@ def score_file_ray(
     progress: bool = True,
 ) -> ScoreSummary:
     """``batch.score_file`` through Ray Data: ``actors`` actors, each holding one ``Router`` and
-    scoring ``batch_size`` prompts per call, on the Ray cluster at ``address`` or on a local one
-    (``num_cpus`` CPUs, default all) started for this call and stopped after it."""
+    scoring ``batch_size`` prompts per call, on the Ray cluster at ``address`` or on a private local one
+    (``num_cpus`` CPUs, default all) started for this call and removed after it (``ray_cluster.connect``)."""
     for name, value in (("batch size", batch_size), ("actors", actors)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
@@ -163,11 +163,8 @@ def score_file_ray(
     ray = _ray()
     local = Router.load(router, **load_options)  # fail fast, here, on a bad bundle or option
     chosen = resolve_threshold(local, threshold, strong_share)
-    started_here = not ray.is_initialized()
-    if started_here:
-        # Logical CPUs: one per actor, plus one for the read and repartition tasks (light next to scoring).
-        cpus = None if address else (num_cpus or max(os.cpu_count() or 1, actors + 1))
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    # Logical CPUs of a private cluster: one per actor, plus one for the read and repartition tasks (light next to scoring).
+    cluster = connect(ray, address, num_cpus or max(os.cpu_count() or 1, actors + 1))
     try:
         free = ray.cluster_resources().get("CPU", 0)
         if free < actors + 1:
@@ -187,8 +184,8 @@ def score_file_ray(
             progress,
         )
     finally:
-        if started_here:
-            ray.shutdown()
+        if cluster is not None:
+            cluster.stop(ray)
 
 
 def _run(

@@ -10,6 +10,9 @@ State is per replica: sticky conversations, the ``strong_share`` budget window a
 ``/metrics`` counters live in each replica's process; nothing is shared. A request reaches one
 replica, chosen by Serve, so ``/metrics`` through the proxy answers for that replica only.
 
+On a shared cluster: the application has a name and route prefix of its own (``Placement``), one
+already there is never replaced unless asked, and stopping deletes only this application.
+
 Two ways to start it: ``run`` (what the CLI calls: starts Serve on a local or existing cluster
 and blocks, or returns a handle), or Ray's ``serve run`` with a config file whose ``import_path``
 is ``edgeroute.runtime.serving.ray_serve:app_builder`` (README "Online replicas (Ray Serve)").
@@ -25,9 +28,20 @@ from typing import Any
 
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, require_extra
 from edgeroute.runtime.scoring.router import resolve_bundle
+from edgeroute.runtime.serving.ray_cluster import RayCluster, connect
 from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app, shutdown_grace_s
 
-__all__ = ["ReplicaOptions", "EdgerouteReplica", "build_app", "app_builder", "run", "APP_NAME", "DEPLOYMENT_NAME"]
+__all__ = [
+    "ReplicaOptions",
+    "Placement",
+    "EdgerouteReplica",
+    "build_app",
+    "app_builder",
+    "run",
+    "serving_url",
+    "APP_NAME",
+    "DEPLOYMENT_NAME",
+]
 
 APP_NAME = "edgeroute"  # the Serve application
 DEPLOYMENT_NAME = "edgeroute"  # its one deployment (the name a config file's `deployments:` section uses)
@@ -140,11 +154,33 @@ def _replica_config(config: ServerConfig, options: ReplicaOptions) -> ServerConf
 
 
 def build_app(config: ServerConfig, options: ReplicaOptions | None = None) -> Any:
-    """The Serve application (``Application``: a bound deployment) serving ``create_app(config)`` on each replica."""
+    """The Serve application (``Application``: a bound deployment) serving ``create_app(config)`` on each replica.
+
+    The upstream key variables are read here, in the process that builds the application, and set in
+    every replica's environment: a replica on a node started without them still sends each upstream
+    its key (a named variable that is unset here is refused, as ``edgeroute serve`` refuses it).
+    """
     serve = _serve()
     options = options or ReplicaOptions()
-    deployment = serve.deployment(serve.ingress()(EdgerouteReplica), **options.deployment_options(config))
+    deployment_options = options.deployment_options(config)
+    keys = upstream_keys(config)
+    if keys:
+        deployment_options["ray_actor_options"]["runtime_env"] = {"env_vars": keys}
+    deployment = serve.deployment(serve.ingress()(EdgerouteReplica), **deployment_options)
     return deployment.bind(_replica_config(config, options))
+
+
+def upstream_keys(config: ServerConfig) -> dict[str, str]:
+    """Key variable -> key, for each upstream key this configuration sends, read from this process's environment."""
+    import os
+
+    keys = {}
+    for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+        upstream.check(role)
+        variable = upstream.key_variable()
+        if variable and os.environ.get(variable):
+            keys[variable] = os.environ[variable]
+    return keys
 
 
 def app_builder(args: dict[str, Any]) -> Any:
@@ -178,6 +214,42 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(ServerConfig(**args), ReplicaOptions.from_flags(**replica_args))
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the application goes: its Serve name and route prefix, and whether it may replace one of that name."""
+
+    app_name: str = APP_NAME
+    route_prefix: str = "/"
+    replace: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.app_name or not self.app_name.isprintable() or len(self.app_name) > 100:
+            raise ConfigurationError(f"--app-name must be 1 to 100 printable characters (got {self.app_name!r})")
+        if not self.route_prefix.startswith("/") or (len(self.route_prefix) > 1 and self.route_prefix.endswith("/")):
+            raise ConfigurationError(f"--route-prefix must start with / and not end with one (got {self.route_prefix!r})")
+
+    def check_free(self, applications: dict[str, dict[str, Any]]) -> None:
+        """Refuse to take an application name or route prefix that another deployment holds (``--replace``: the name may be taken over)."""
+        if self.app_name in applications and not self.replace:
+            raise ConfigurationError(
+                f"a Ray Serve application named {self.app_name!r} already runs on this cluster; "
+                "give another --app-name (and --route-prefix), or pass --replace to replace it"
+            )
+        for name, details in applications.items():
+            if name != self.app_name and details.get("route_prefix") == self.route_prefix:
+                raise ConfigurationError(
+                    f"route prefix {self.route_prefix} is served by the Ray Serve application {name!r}; give another --route-prefix"
+                )
+
+
+def _serve_details(serve: Any) -> dict[str, Any]:
+    """Serve's own account of the cluster (applications with their route prefixes, the proxy's address); {} before Serve runs."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return {} if client is None else dict(client.get_serve_details())
+
+
 def run(
     config: ServerConfig,
     options: ReplicaOptions | None = None,
@@ -186,49 +258,64 @@ def run(
     address: str | None = None,
     num_cpus: int | None = None,
     blocking: bool = True,
+    placement: Placement | None = None,
 ) -> Any:
     """Deploy the routing server on Ray Serve and return its ``DeploymentHandle``, or block until interrupted.
 
-    Without ``address`` a local Ray cluster is started for the call (``num_cpus`` logical CPUs,
-    default all cores) unless Ray is already initialized in this process; with it, this process
-    joins that cluster (``auto``, ``HOST:6379`` or ``ray://HOST:10001``), whose nodes must have
-    edgeroute and the upstream API key variables. ``host``/``port`` are those of Serve's HTTP
-    proxy: when Serve already runs on the cluster, its proxy keeps its own.
+    Without ``address`` a private local Ray cluster is started for the call (``num_cpus`` logical CPUs,
+    default all cores; ``ray_cluster.connect``) unless Ray is already initialized in this process; with
+    it, this process joins that cluster (``auto``, ``HOST:6379`` or ``ray://HOST:10001``), whose nodes
+    must have edgeroute. Upstream keys are read here and handed to the replicas (``build_app``).
+    ``placement`` names the application and its route prefix; one of that name or prefix already on the
+    cluster is refused unless ``placement.replace``. ``host``/``port`` are those of Serve's HTTP proxy:
+    when Serve already runs on the cluster, its proxy keeps its own, and the address printed is that one.
 
-    Blocking: SIGINT or SIGTERM deletes the application (and stops the local cluster this call
+    Blocking: SIGINT or SIGTERM deletes this application only (and stops the private cluster this call
     started); replicas get ``shutdown_grace_s(config)`` to finish in-flight requests.
     """
     serve = _serve()
     import ray
 
-    options = options or ReplicaOptions()
-    app = build_app(config, options)  # options are checked before any cluster starts
+    options, placement = options or ReplicaOptions(), placement or Placement()
+    app = build_app(config, options)  # options and keys are checked before any cluster starts
     if address is None:  # the replicas share this machine's files: a missing bundle is a usage error now
         for router in config.routers:
             resolve_bundle(router)
-    started = False
-    if not ray.is_initialized():
-        init: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
-        ray.init(**init, log_to_driver=False)
-        started = address is None
+    cluster = connect(ray, address, num_cpus)
     try:
+        placement.check_free(_serve_details(serve).get("applications") or {})
         serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
-        handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        handle = serve.run(app, name=placement.app_name, route_prefix=placement.route_prefix, blocking=False)
     except RuntimeError as exc:  # Serve's "Deploying application ... failed": a replica could not start
-        if started:
-            ray.shutdown()
+        _leave(serve, ray, cluster, None)
         raise EdgerouteError(
             f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
             "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)"
         ) from exc
+    except BaseException:
+        _leave(serve, ray, cluster, None)
+        raise
     if not blocking:
         return handle
+    _block_until_stopped(serving_url(serve, placement, host, port), options)
+    _leave(serve, ray, cluster, placement.app_name)
+    return handle
 
+
+def serving_url(serve: Any, placement: Placement, host: str, port: int) -> str:
+    """The address Serve's proxy really answers on for this application (its own when it ran before this call)."""
+    http = _serve_details(serve).get("http_options") or {}
+    shown_host = http.get("host") or host
+    prefix = "" if placement.route_prefix == "/" else placement.route_prefix
+    return f"http://{'127.0.0.1' if shown_host == '0.0.0.0' else shown_host}:{http.get('port') or port}{prefix}"
+
+
+def _block_until_stopped(url: str, options: ReplicaOptions) -> None:
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    print(f"edgeroute: serving on http://{host}:{port} through Ray Serve ({_describe(options)}); Ctrl-C stops", flush=True)
+    print(f"edgeroute: serving on {url} through Ray Serve ({_describe(options)}); Ctrl-C stops", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -236,12 +323,16 @@ def run(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if started:
-            serve.shutdown()
-            ray.shutdown()
-        else:
-            serve.delete(APP_NAME)
-    return handle
+
+
+def _leave(serve: Any, ray: Any, cluster: RayCluster | None, app_name: str | None) -> None:
+    """Delete this process's application (``app_name``) from a joined cluster; stop a private one whole."""
+    if cluster is not None and cluster.private:
+        serve.shutdown()
+    elif app_name is not None:
+        serve.delete(app_name)
+    if cluster is not None:  # None: the caller's own connection, left open
+        cluster.stop(ray)
 
 
 def _describe(options: ReplicaOptions) -> str:

@@ -379,6 +379,7 @@ class Handlers:
             self.metrics.set_gauge("edgeroute_strong_share_target", state.target, router=router)
             self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, router=router)
             self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, router=router)
+            self.metrics.set_gauge("edgeroute_budget_resets", state.resets, router=router)
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

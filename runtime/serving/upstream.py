@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from edgeroute.runtime.scoring.decision import Decision
 from edgeroute.runtime.errors import ConfigurationError, require_extra
 from edgeroute.runtime.serving.http_errors import HTTPFailure
+from edgeroute.runtime.serving.idle_guard import guarded_connector
 
 # Upstream failures worth retrying on the other model.
 FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error", "upstream_malformed"})
@@ -344,7 +345,7 @@ class UpstreamRelay:
         if self._session is None or self._session.closed:
             aiohttp, timeout = self.aiohttp, self.timeout_s
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
+                connector=guarded_connector(aiohttp, limit=1000, limit_per_host=0, keepalive_timeout=4.0),
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout),
                 raise_for_status=False,
                 # aiohttp refuses header lines over 8 KiB by default; h11 (httpx) took headers up to 100 KiB.
