@@ -188,10 +188,6 @@ def main() -> None:
     uvicorn.run(FakeUpstream().app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def server_config(upstream, **overrides):
     """A routing server's configuration with both models on the fake ``upstream``; ``overrides`` replace fields."""
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig
@@ -203,3 +199,127 @@ def server_config(upstream, **overrides):
     )
     values.update(overrides)
     return ServerConfig(**values)
+
+
+class HostileUpstream:
+    """A raw HTTP/1.1 upstream that answers each request by one ``behaviour`` and then keeps the exchange alive."""
+
+    BODY = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
+
+    def __init__(self, behaviour: str) -> None:
+        import socketserver
+        import threading
+
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(30)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += self.request.recv(65536)
+                try:
+                    outer.answer(self.request)
+                except OSError:
+                    pass  # the client gave up, as it should
+
+        self.behaviour = behaviour
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, sock: socket.socket) -> None:
+        import time
+
+        if self.behaviour == "early_hints":
+            for _ in range(200):  # 1xx answers forever, each well within the read timeout
+                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                time.sleep(0.2)
+        elif self.behaviour == "trickle":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(self.BODY))
+            for byte in self.BODY:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        elif self.behaviour == "huge_trailer":  # a whole answer, then a trailer block that never ends
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            sock.sendall(b"%x\r\n%s\r\n0\r\nx-big: " % (len(self.BODY), self.BODY))
+            for _ in range(64 * 16):  # 64 MiB in 64 KiB pieces
+                sock.sendall(b"a" * 65536)
+        elif self.behaviour == "late_trailer":
+            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            sock.sendall(b"%x\r\n%s\r\n0\r\n" % (len(self.BODY), self.BODY))
+            for n in range(200):
+                sock.sendall(b"x-t%d: 1\r\n" % n)
+                time.sleep(0.2)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ChattyUpstream:
+    """Answers each request on a kept-alive connection with its own token, then sends an extra answer nobody asked for."""
+
+    def __init__(self, delay_s: float) -> None:
+        import socketserver
+        import threading
+
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                buffer = b""
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        try:
+                            chunk = self.request.recv(65536)
+                        except OSError:  # the client dropped a connection it no longer trusts
+                            return
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                    while len(buffer) < length:
+                        buffer += self.request.recv(65536)
+                    request, buffer = json.loads(buffer[:length]), buffer[length:]
+                    try:
+                        self.request.sendall(outer.answer(request["messages"][-1]["content"]))
+                        threading.Timer(outer.delay_s, outer.send_quietly, [self.request, outer.answer("unsolicited")]).start()
+                    except OSError:
+                        return
+
+        self.delay_s = delay_s
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def send_quietly(sock: socket.socket, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the client closed the connection first
+
+    @staticmethod
+    def answer(text: str) -> bytes:
+        body = json.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"content": text}}]}).encode()
+        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def realistic_prompts(count: int, seed: int) -> list[str]:
+    """Distinct chat-like prompts: the pair fixture's prompts with varied openings (not a training set)."""
+    import random
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "content_pairs.jsonl").read_text().splitlines()]
+    base = [row[side] for row in rows for side in ("hard", "easy")]
+    openings = ["", "Quick question: ", "Please help. ", "For a class: ", "Hi! ", "At work today: ", "Thanks in advance. "]
+    rng = random.Random(seed)
+    return [f"{rng.choice(openings)}{rng.choice(base)} (case {seed}-{n})" for n in range(count)]
+
+
+if __name__ == "__main__":
+    main()

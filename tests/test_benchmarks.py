@@ -128,3 +128,24 @@ def test_quality_selection_gates_on_content_and_keeps_the_fast_tier_with_the_cho
     students = [name for name in summary if name.startswith("fast tier")]
     assert quality.choose(summary, students) == "fast tier: distilled from B, w0"
     assert quality.choose_student(summary, students, "A") == "fast tier: distilled from A, w2"
+
+
+def test_hostile_peers_harness_reports_every_attack(tmp_path):
+    """benchmarks/hostile_peers.py --quick: every attack runs against a real server; the report says what each did,
+    and the section it writes into reliability.md replaces itself on a second run."""
+    pytest.importorskip("uvicorn")
+    peers = _load("hostile_peers")
+    document = peers.run(quick=True)
+    attacks = [name for name, row in document.items() if isinstance(row, dict)]
+    assert attacks[0] == "header_flood" and len(attacks) == 1 + 2 * 4 + 1
+    assert all(row["health_failures"] == 0 and row["rss_peak_mb"] > 0 for row in (document[name] for name in attacks))
+    assert {status for client in document["header_flood"]["clients"] for status in client["statuses"]} <= {"431", "closed"}
+    for client in ("auto", "aiohttp"):
+        assert all(call["status"] == 200 and call["fallback"] for call in document[f"huge_trailer ({client})"]["calls"])
+        assert document[f"unsolicited answers ({client})"]["wrong_owner"] <= 2  # see reliability.md: the first one per reused connection
+    report = tmp_path / "reliability.md"
+    report.write_text("# Reliability figures\n\nearlier text\n")
+    for _ in range(2):
+        peers.write_section(report, peers.markdown(document))
+    text = report.read_text()
+    assert text.count(peers.MARK_START) == 1 and "earlier text" in text and "| header_flood |" in text

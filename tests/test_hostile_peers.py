@@ -14,7 +14,7 @@ pytest.importorskip("starlette")
 from edgeroute.runtime.errors import ConfigurationError  # noqa: E402
 from edgeroute.runtime.serving.policy import RouterSet  # noqa: E402
 from edgeroute.runtime.serving.server import MAX_HEADER_BYTES, ServerConfig, UpstreamConfig, create_app  # noqa: E402
-from servers import server_config, serving_as_edgeroute  # noqa: E402
+from servers import ChattyUpstream, HostileUpstream, realistic_prompts, server_config, serving_as_edgeroute  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -142,18 +142,6 @@ def test_upstream_answers_that_cannot_be_relayed_are_upstream_malformed(upstream
 
 
 # ------------------------------------------------------------------ the strong-call budget under attack
-def _realistic_prompts(count: int, seed: int) -> list[str]:
-    """Distinct chat-like prompts: the pair fixture's prompts with varied openings (not a training set)."""
-    import random
-    from pathlib import Path
-
-    rows = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "content_pairs.jsonl").read_text().splitlines()]
-    base = [row[side] for row in rows for side in ("hard", "easy")]
-    openings = ["", "Quick question: ", "Please help. ", "For a class: ", "Hi! ", "At work today: ", "Thanks in advance. "]
-    rng = random.Random(seed)
-    return [f"{rng.choice(openings)}{rng.choice(base)} (case {seed}-{n})" for n in range(count)]
-
-
 def _chat_share(client: httpx.Client, url: str, prompts: list[str]) -> float:
     tiers = []
     for prompt in prompts:
@@ -181,73 +169,16 @@ def test_no_client_can_steer_the_strong_call_budget(upstream, attack):
     upstream.reset()
     app = create_app(server_config(upstream, strong_share=0.3, budget_window=400), RouterSet(["static-distilled-gpt4-mixtral"]))
     with serving(app) as url, httpx.Client(timeout=30) as client:
-        _chat_share(client, url, _realistic_prompts(400, seed=1))  # a full window of real traffic
-        before = _chat_share(client, url, _realistic_prompts(200, seed=2))
+        _chat_share(client, url, realistic_prompts(400, seed=1))  # a full window of real traffic
+        before = _chat_share(client, url, realistic_prompts(200, seed=2))
         ATTACKS[attack](client, url)
-        after = _chat_share(client, url, _realistic_prompts(200, seed=3))
+        after = _chat_share(client, url, realistic_prompts(200, seed=3))
     print(f"budget attack {attack!r}: share of the next 200 real calls {before:.3f} before, {after:.3f} after")
     assert abs(after - before) <= 0.1, (attack, before, after)
 
 
 # ------------------------------------------------------------------ upstreams that never finish
-class _HostileUpstream:
-    """A raw HTTP/1.1 upstream that answers each request by one ``behaviour`` and then keeps the exchange alive."""
-
-    BODY = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
-
-    def __init__(self, behaviour: str) -> None:
-        import socketserver
-        import threading
-
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                self.request.settimeout(30)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += self.request.recv(65536)
-                try:
-                    outer.answer(self.request)
-                except OSError:
-                    pass  # the client gave up, as it should
-
-        self.behaviour = behaviour
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, sock: socket.socket) -> None:
-        import time
-
-        if self.behaviour == "early_hints":
-            for _ in range(200):  # 1xx answers forever, each well within the read timeout
-                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
-                time.sleep(0.2)
-        elif self.behaviour == "trickle":
-            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(self.BODY))
-            for byte in self.BODY:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.2)
-        elif self.behaviour == "huge_trailer":  # a whole answer, then a trailer block that never ends
-            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
-            sock.sendall(b"%x\r\n%s\r\n0\r\nx-big: " % (len(self.BODY), self.BODY))
-            for _ in range(64 * 16):  # 64 MiB in 64 KiB pieces
-                sock.sendall(b"a" * 65536)
-        elif self.behaviour == "late_trailer":
-            sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
-            sock.sendall(b"%x\r\n%s\r\n0\r\n" % (len(self.BODY), self.BODY))
-            for n in range(200):
-                sock.sendall(b"x-t%d: 1\r\n" % n)
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _chat_past(hostile: _HostileUpstream, upstream, routers, **config) -> tuple[httpx.Response, float]:
+def _chat_past(hostile: HostileUpstream, upstream, routers, **config) -> tuple[httpx.Response, float]:
     """One chat call routed strong (to ``hostile``, the weak model on ``upstream``), and how long it took."""
     import time
 
@@ -268,63 +199,39 @@ def _chat_past(hostile: _HostileUpstream, upstream, routers, **config) -> tuple[
 @pytest.mark.parametrize("client", ["auto", "aiohttp"])
 @pytest.mark.parametrize("behaviour", ["early_hints", "trickle", "late_trailer"])
 def test_every_upstream_call_has_a_deadline_of_its_own(upstream, routers, client, behaviour):
-    response, elapsed = _chat_past(_HostileUpstream(behaviour), upstream, routers, upstream_client=client, upstream_timeout_s=1.0)
+    response, elapsed = _chat_past(HostileUpstream(behaviour), upstream, routers, upstream_client=client, upstream_timeout_s=1.0)
     assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_timeout on strong-llm"
     assert elapsed < 4.0  # the headers' and the body's deadlines, 1 s each, and the weak model's answer
 
 
 def test_lean_client_bounds_trailers(upstream, routers):
-    response, elapsed = _chat_past(_HostileUpstream("huge_trailer"), upstream, routers, upstream_client="auto", upstream_timeout_s=5.0)
+    response, elapsed = _chat_past(HostileUpstream("huge_trailer"), upstream, routers, upstream_client="auto", upstream_timeout_s=5.0)
     assert response.status_code == 200 and response.headers["x-edgeroute-fallback"] == "upstream_unreachable on strong-llm"
     assert elapsed < 3.0  # cut at 256 KiB of trailer, long before the upstream deadline
 
 
-class _ChattyUpstream:
-    """Answers each request on a kept-alive connection with its own token, then sends an extra answer nobody asked for."""
+def test_a_connection_the_upstream_broke_is_the_upstreams_failure_never_a_500():
+    """aiohttp raises RuntimeError("Connection closed.") when a body is read after the upstream's framing broke
+    the connection (seen with an endless trailer and several calls at once: a 500, no fallback). It is the
+    upstream's failure: upstream_unreachable, which falls back."""
+    import asyncio
 
-    def __init__(self, delay_s: float) -> None:
-        import socketserver
-        import threading
+    from edgeroute.runtime.serving.upstream import AiohttpAnswer, UpstreamError, UpstreamRelay
 
-        outer = self
+    class Closed:
+        async def readany(self) -> bytes:
+            raise RuntimeError("Connection closed.")
 
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                buffer = b""
-                while True:
-                    while b"\r\n\r\n" not in buffer:
-                        chunk = self.request.recv(65536)
-                        if not chunk:
-                            return
-                        buffer += chunk
-                    head, _, buffer = buffer.partition(b"\r\n\r\n")
-                    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-                    while len(buffer) < length:
-                        buffer += self.request.recv(65536)
-                    request, buffer = json.loads(buffer[:length]), buffer[length:]
-                    try:
-                        self.request.sendall(outer.answer(request["messages"][-1]["content"]))
-                        threading.Timer(outer.delay_s, outer.send_quietly, [self.request, outer.answer("unsolicited")]).start()
-                    except OSError:
-                        return
+    class Response:
+        status, headers, content = 200, {"content-type": "application/json"}, Closed()
 
-        self.delay_s = delay_s
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        def release(self) -> None:
+            pass
 
-    @staticmethod
-    def send_quietly(sock: socket.socket, data: bytes) -> None:
-        try:
-            sock.sendall(data)
-        except OSError:
-            pass  # the client closed the connection first
-
-    @staticmethod
-    def answer(text: str) -> bytes:
-        body = json.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"content": text}}]}).encode()
-        return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    relay = UpstreamRelay(UpstreamConfig("s", "http://127.0.0.1:9/v1"), UpstreamConfig("w", "http://127.0.0.1:9/v1"), 1.0, True, None)
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(relay.read(relay.upstreams["strong"], AiohttpAnswer(Response())))
+    assert caught.value.kind == "upstream_unreachable"
 
 
 @pytest.mark.parametrize("client", ["auto", "aiohttp"])
@@ -334,7 +241,7 @@ def test_an_unsolicited_answer_never_reaches_another_client(upstream, routers, c
 
     from servers import serving
 
-    chatty = _ChattyUpstream(delay_s=0.01)
+    chatty = ChattyUpstream(delay_s=0.01)
     wrong = []
     try:
         config = server_config(upstream, upstream_client=client, upstream_timeout_s=2.0)

@@ -267,7 +267,10 @@ class AiohttpAnswer:
 
     async def readany(self) -> bytes:
         """The body's bytes that have arrived, waiting for some; ``b""`` at its end."""
-        return bytes(await self._response.content.readany())
+        try:
+            return bytes(await self._response.content.readany())
+        except RuntimeError as exc:  # aiohttp's "Connection closed." when the upstream's framing broke the connection
+            raise ConnectionResetError(f"the upstream connection closed: {exc}") from None
 
     def release(self) -> None:
         """Back to the pool when read to its end, closed otherwise."""
