@@ -287,6 +287,12 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--score-budget-ms", type=float, default=None, help="past this scoring time, use --default-model and record it")
     serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
     serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request but GET /health")
+    serve.add_argument(
+        "--keys-file",
+        default=None,
+        help="TOML file of teams' API keys (name, sha256 of the token, optional strong_share: a budget per team); "
+        "each authenticates like the --auth-token-env token",
+    )
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     serve.add_argument(
         "--max-prompt-chars",
@@ -659,6 +665,7 @@ def _run_score(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
+    from edgeroute.runtime.serving.keys import read_keys_file
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, serve
 
     _check_serve_engine(args)
@@ -681,6 +688,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         score_budget_ms=args.score_budget_ms,
         default_model=args.default_model,
         auth_token=token,
+        keys=None if args.keys_file is None else read_keys_file(args.keys_file),
         max_body_bytes=args.max_body_bytes,
         max_prompt_chars=args.max_prompt_chars,
         max_messages=args.max_messages,

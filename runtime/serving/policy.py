@@ -169,6 +169,7 @@ class _Pending:
     threshold: float | None
     started: float
     counted: bool = True  # whether the strong-call budget counts it (route-only calls opt in)
+    tenant: str | None = None  # the API key's name (serve --keys-file): whose budget it counts in
 
 
 class RoutingPolicy:
@@ -191,6 +192,7 @@ class RoutingPolicy:
         scoring_threads: int = 4,
         sticky_capacity: int = 10_000,
         budget: BudgetSettings | None = None,
+        tenant_shares: Mapping[str, float] | None = None,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -209,35 +211,48 @@ class RoutingPolicy:
         if budget is not None:
             budget.budget(0.5)  # refuses bad settings now, not on a request
         self.budget = budget
-        self._budgets: dict[str, StrongShareBudget] = {}
+        # Each tenant with a share of its own gets a budget of its own; the others share the server's.
+        self.tenant_budgets = {
+            name: replace(budget or BudgetSettings(share), target=share) for name, share in (tenant_shares or {}).items()
+        }
+        for settings in self.tenant_budgets.values():
+            settings.budget(0.5)
+        self._budgets: dict[tuple[str, str | None], StrongShareBudget] = {}
 
     # ---------------------------------------------------------------- the strong-call budget
-    def budget_for(self, router: Router) -> StrongShareBudget:
-        """``router``'s budget (one per router: win rates of different routers are on different scales),
-        started from its calibrated threshold for the target share when the bundle has one."""
-        if self.budget is None:
+    def budget_settings(self, tenant: str | None = None) -> BudgetSettings | None:
+        """The strong-call budget a request of ``tenant`` counts in: the tenant's own, else the server's (None: none)."""
+        return self.tenant_budgets.get(tenant, self.budget) if tenant is not None else self.budget
+
+    def budget_for(self, router: Router, tenant: str | None = None) -> StrongShareBudget:
+        """``router``'s budget for ``tenant`` (one per router: win rates of different routers are on different
+        scales; one per tenant with a share of its own, held on its traffic alone), started from the router's
+        calibrated threshold for the target share when the bundle has one."""
+        settings = self.budget_settings(tenant)
+        if settings is None:
             raise ConfigurationError("no strong-call budget is set (serve --strong-share)")
+        owner = tenant if tenant in self.tenant_budgets else None
         with self._lock:
-            if router.name not in self._budgets:
+            if (router.name, owner) not in self._budgets:
                 try:
-                    start = router.threshold_for(self.budget.target)
+                    start = router.threshold_for(settings.target)
                     shares = router.calibrated_shares()
                     floor, ceiling = router.threshold_for(shares[-1]), router.threshold_for(shares[0])
                 except EdgerouteError:  # an uncalibrated bundle: its default until the window fills, no clamp
                     start, floor, ceiling = router.default_threshold(), 0.0, 1.0
-                self._budgets[router.name] = self.budget.budget(start, floor, ceiling)
-            return self._budgets[router.name]
+                self._budgets[(router.name, owner)] = settings.budget(start, floor, ceiling)
+            return self._budgets[(router.name, owner)]
 
-    def budget_states(self) -> dict[str, BudgetState]:
-        """Router name -> its budget's state, for ``/metrics``."""
+    def budget_states(self) -> dict[tuple[str, str | None], BudgetState]:
+        """(router name, tenant with a budget of its own or None) -> that budget's state, for ``/metrics``."""
         with self._lock:
             budgets = dict(self._budgets)
-        return {name: budget.state() for name, budget in budgets.items()}
+        return {owner: budget.state() for owner, budget in budgets.items()}
 
-    def request_threshold(self, router: Router, threshold: Any = None, strong_pct: Any = None) -> float | None:
-        """The threshold a request asks for, or None when the budget is to set it (a budget runs and the
-        request names neither a threshold nor a strong share)."""
-        if self.budget is not None and threshold is None and strong_pct is None:
+    def request_threshold(self, router: Router, threshold: Any = None, strong_pct: Any = None, tenant: str | None = None) -> float | None:
+        """The threshold a request asks for, or None when the budget is to set it (a budget runs for the
+        request's tenant and the request names neither a threshold nor a strong share)."""
+        if self.budget_settings(tenant) is not None and threshold is None and strong_pct is None:
             return None
         return resolve_threshold(router, threshold, strong_pct)
 
@@ -270,44 +285,57 @@ class RoutingPolicy:
                 self._sticky.move_to_end(key)
             return decision
 
-    def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None):
+    def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None, tenant: str | None):
         router = self.routers.get(router_name or self.routers.default)
         text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
         if not text.strip():
             raise InvalidPromptError("the message to route on has no text")
-        return router, text, self.request_threshold(router, threshold, strong_pct)
+        return router, text, self.request_threshold(router, threshold, strong_pct, tenant)
 
     def _decide(self, request: _Pending, win_rate: float | None, score_us: float, fallback: str | None) -> Decision:
         router, threshold = request.router, request.threshold
         if fallback is not None or win_rate is None:  # the router was not heard: the default model
             tier = self.default_model
-            budget = None if threshold is not None else self.budget_for(router).state()
+            budget = None if threshold is not None else self.budget_for(router, request.tenant).state()
             shown = threshold if budget is None else budget.threshold
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
-        return self.scored(router, win_rate, threshold, score_us, request.text, request.counted)
+        return self.scored(router, win_rate, threshold, score_us, request.text, request.counted, request.tenant)
 
     def scored(
-        self, router: Router, win_rate: float, threshold: float | None, score_us: float, text: str | None = None, counted: bool = True
+        self,
+        router: Router,
+        win_rate: float,
+        threshold: float | None,
+        score_us: float,
+        text: str | None = None,
+        counted: bool = True,
+        tenant: str | None = None,
     ) -> Decision:
         """The decision for a prompt ``router`` scored, naming this policy's strong and weak models;
-        ``threshold`` None: the router's strong-call budget sets it, and counts this prompt when ``counted``
-        (a repeated ``text`` counts once while it is in the window)."""
+        ``threshold`` None: the strong-call budget of the router (and ``tenant``) sets it, and counts this
+        prompt when ``counted`` (a repeated ``text`` counts once while it is in the window)."""
         if threshold is not None:
             return decision_for(router.name, win_rate, threshold, score_us, self.names)
-        budget = self.budget_for(router)
+        budget = self.budget_for(router, tenant)
         key = None if text is None else hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         decision = decision_for(router.name, win_rate, budget.admit(win_rate, key, counted), score_us, self.names)
         return replace(decision, budget=budget.state())
 
     def _begin(
-        self, messages: Any, router: str | None, threshold: float | None, strong_pct: float | None, counted: bool = True
+        self,
+        messages: Any,
+        router: str | None,
+        threshold: float | None,
+        strong_pct: float | None,
+        counted: bool = True,
+        tenant: str | None = None,
     ) -> Decision | _Pending:
         """The remembered decision of a sticky conversation, or the request made ready to score."""
         key, remembered = self._sticky_lookup(messages)
         if remembered is not None:
             return remembered
-        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct)
-        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter(), counted)
+        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct, tenant)
+        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter(), counted, tenant)
 
     def _finish(self, request: _Pending, win_rate: float | None, fallback: str | None) -> Decision:
         score_us = (time.perf_counter() - request.started) * 1e6
@@ -358,15 +386,17 @@ class RoutingPolicy:
         threshold: float | None = None,
         strong_pct: float | None = None,
         counted: bool = True,
+        tenant: str | None = None,
     ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
 
         A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds for
         plain text (a few hundred for a full non-ASCII cut), less than the hop to a thread and back.
         Its budget is checked after the fact: past it, the decision falls back as a timed-out one would.
-        ``counted``: whether the strong-call budget counts this request (False for decisions-only calls).
+        ``counted``: whether the strong-call budget counts this request (False for decisions-only calls);
+        ``tenant``: the caller's API key name (``serve --keys-file``), whose budget counts it.
         """
-        request = self._begin(messages, router, threshold, strong_pct, counted)
+        request = self._begin(messages, router, threshold, strong_pct, counted, tenant)
         if isinstance(request, Decision):
             return request
         if request.router.scores_inline:

@@ -32,6 +32,7 @@ from edgeroute.runtime.serving.coalesce import CoalescedWrites
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.budget import BudgetSettings
+from edgeroute.runtime.serving.keys import KeySet
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("edgeroute.server")
+TENANT = "edgeroute.tenant"  # the request scope key of the caller's API key name (check_auth)
 T = TypeVar("T")
 ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/health", "/metrics")
 # A request's header block past this is refused (431) before it is parsed: the bound on what
@@ -86,6 +88,9 @@ class ServerConfig:
     score_budget_ms: float | None = None
     default_model: Literal["strong", "weak"] = "weak"
     auth_token: str | None = None
+    # Teams' API keys (serve --keys-file, runtime/serving/keys.py): each authenticates, and one with a
+    # strong_share of its own has a strong-call budget held on its traffic alone.
+    keys: KeySet | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
     max_batch: int = 1024
@@ -212,14 +217,21 @@ class Handlers:
         return self.fail(status, message, kind, endpoint, headers=getattr(exc, "headers", None))
 
     # ---------------------------------------------------------------- reading requests
-    def check_auth(self, request: Any) -> None:
-        """Raise 401 unless the bearer token matches (when one is configured)."""
-        token_wanted = self.config.auth_token
-        if token_wanted is None:
-            return
+    def check_auth(self, request: Any) -> str | None:
+        """Raise 401 unless the bearer token is the server's or one of ``--keys-file`` (when either is configured);
+        the key's name when it is one of those (the tenant), else None."""
+        token_wanted, keys = self.config.auth_token, self.config.keys
+        if token_wanted is None and keys is None:
+            return None
         scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), token_wanted.encode()):
-            raise HTTPFailure(401, "missing or wrong bearer token", "unauthorized", {"WWW-Authenticate": 'Bearer realm="edgeroute"'})
+        token = token.strip()
+        if scheme.lower() == "bearer":
+            key = keys.identify(token) if keys is not None else None
+            if key is not None:
+                return key.name
+            if token_wanted is not None and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), token_wanted.encode()):
+                return None
+        raise HTTPFailure(401, "missing or wrong bearer token", "unauthorized", {"WWW-Authenticate": 'Bearer realm="edgeroute"'})
 
     async def read_body(self, request: Any) -> bytes:
         """The body, refused with 413 past ``max_body_bytes``."""
@@ -232,8 +244,9 @@ class Handlers:
         return b"".join(chunks)
 
     async def read_json(self, request: Any) -> dict[str, Any]:
-        """The authorized request's JSON object body, within the size and time limits."""
-        self.check_auth(request)
+        """The authorized request's JSON object body, within the size and time limits; the caller's key name
+        (``check_auth``) is kept in the request's scope as ``TENANT``."""
+        request.scope[TENANT] = self.check_auth(request)
         config = self.config
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
@@ -282,7 +295,7 @@ class Handlers:
             if strong_pct is not None:
                 raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_pct, not both")
             strong_pct = parsed.strong_pct
-        decision = await self.policy.adecide(messages, parsed.router, parsed.threshold, strong_pct)
+        decision = await self.policy.adecide(messages, parsed.router, parsed.threshold, strong_pct, tenant=request.scope[TENANT])
         return payload, decision, bool(stream)
 
     async def chat_completions(self, request: Any) -> Any:
@@ -321,7 +334,9 @@ class Handlers:
         return self._stream(relay(), media_type=upstream.content_type, headers=decision.headers())
 
     # ---------------------------------------------------------------- /v1/route
-    async def score_prompts(self, router: Any, payload: dict[str, Any], threshold: float | None, counted: bool = False) -> list[Decision]:
+    async def score_prompts(
+        self, router: Any, payload: dict[str, Any], threshold: float | None, counted: bool = False, tenant: str | None = None
+    ) -> list[Decision]:
         """Decisions for ``prompt`` or ``prompts``, scored in one batch (``RoutingPolicy.ascore`` says where).
         ``counted``: the strong-call budget counts at most ``batch_weight`` prompts of the batch, evenly spaced."""
         config = self.config
@@ -339,21 +354,23 @@ class Handlers:
         weight = self.policy.budget.batch_weight if self.policy.budget is not None else 0
         step = max(1, math.ceil(len(rates) / weight)) if counted and weight else 0
         return [
-            self.policy.scored(router, float(rate), threshold, score_us, text, counted=bool(step) and index % step == 0)
+            self.policy.scored(router, float(rate), threshold, score_us, text, bool(step) and index % step == 0, tenant)
             for index, (rate, text) in enumerate(zip(rates, cleaned))
         ]
 
     async def route(self, request: Any) -> Any:
         """Decisions only: ``prompt``, ``prompts`` or ``messages``, with optional router and threshold."""
         payload = await self.read_json(request)
+        tenant = request.scope[TENANT]
         router = self.routers.get(payload.get("router") or self.routers.default)
-        threshold = self.policy.request_threshold(router, payload.get("threshold"), payload.get("strong_pct"))
-        counted = self.policy.budget is not None and self.policy.budget.count_route_calls
+        threshold = self.policy.request_threshold(router, payload.get("threshold"), payload.get("strong_pct"), tenant)
+        settings = self.policy.budget_settings(tenant)
+        counted = settings is not None and settings.count_route_calls
         if "messages" in payload:
             self.check_messages(payload["messages"])
-            decisions = [await self.policy.adecide(payload["messages"], router.name, threshold, counted=counted)]
+            decisions = [await self.policy.adecide(payload["messages"], router.name, threshold, counted=counted, tenant=tenant)]
         else:
-            decisions = await self.score_prompts(router, payload, threshold, counted)
+            decisions = await self.score_prompts(router, payload, threshold, counted, tenant)
         for decision in decisions:
             self.count_decision(decision)
         return self.ok("/v1/route", {"decisions": [decision.to_dict() for decision in decisions]})
@@ -375,11 +392,12 @@ class Handlers:
     async def prometheus(self, request: Any) -> Any:
         """The metrics in Prometheus text format."""
         self.check_auth(request)
-        for router, state in self.policy.budget_states().items():
-            self.metrics.set_gauge("edgeroute_strong_share_target", state.target, router=router)
-            self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, router=router)
-            self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, router=router)
-            self.metrics.set_gauge("edgeroute_budget_resets", state.resets, router=router)
+        for (router, tenant), state in self.policy.budget_states().items():
+            labels = {"router": router} if tenant is None else {"router": router, "key": tenant}
+            self.metrics.set_gauge("edgeroute_strong_share_target", state.target, **labels)
+            self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, **labels)
+            self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, **labels)
+            self.metrics.set_gauge("edgeroute_budget_resets", state.resets, **labels)
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -409,6 +427,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         sticky=config.sticky,
         score_budget_ms=config.score_budget_ms,
         default_model=config.default_model,
+        tenant_shares=None if config.keys is None else config.keys.shares(),
         budget=None
         if config.strong_share is None
         else BudgetSettings(
