@@ -59,6 +59,45 @@ def replay(win_rates: np.ndarray, fixed_threshold: float, target: float, window:
     return decisions
 
 
+class MemoryWindowStore:
+    """``budget_store.WindowStore`` in memory: what Redis does for ``serve --budget-store``, for a replay."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, list[tuple[float, bool]]] = {}
+
+    def exchange(self, key: str, entries: list, window: int, keep: int | None = None) -> list:
+        kept = (self.windows.get(key, []) + list(entries))[-(keep or window) :]
+        self.windows[key] = kept
+        return list(kept)
+
+
+def two_replicas(labelled: np.ndarray, chat: np.ndarray, fixed: float, target: float, window: int, every: int = 25) -> dict:
+    """Replica A takes the MMLU-then-GSM8K stream, replica B the chat prompts, in turns: each with its own window,
+    then both sharing one (exchanging every ``every`` requests, as ``serve --budget-store`` does every 0.25 s)."""
+    from edgeroute.runtime.serving.budget_store import SharedWindowSync
+
+    out = {}
+    for mode in ("own windows", "one shared window"):
+        budgets = [StrongShareBudget(target, fixed, window=window) for _ in range(2)]
+        store = MemoryWindowStore()
+        syncs = [SharedWindowSync(budget, store, "replay") for budget in budgets] if mode == "one shared window" else []
+        decisions: list[list[bool]] = [[], []]
+        for turn in range(len(chat)):
+            for replica, rates in enumerate((labelled, chat)):
+                rate = float(rates[turn])
+                decisions[replica].append(rate >= budgets[replica].admit(rate))
+            if turn % every == 0:
+                for sync in syncs:
+                    sync.sync_once()
+        a, b = np.array(decisions[0]), np.array(decisions[1])
+        out[mode] = {
+            "replica A (MMLU, GSM8K)": float(a.mean()),
+            "replica B (chat)": float(b.mean()),
+            "global": float(np.concatenate([a, b]).mean()),
+        }
+    return out
+
+
 def recovery(strong: np.ndarray, shift: int, target: float, limit: int) -> int | None:
     """Requests after ``shift`` until the share of the last ``RECOVERY_ROLLING`` requests is first within
     ``TOLERANCE`` of the target (None: not within ``limit``)."""
@@ -137,7 +176,9 @@ def run(data_dir: Path, router_name: str, target: float, segment: int, window: i
     fixed = float(np.quantile(calibration_rates, 1.0 - target))
     decisions = replay(stream_rates, fixed, target, window)
     summary = summarize(decisions, data.strong_quality[stream], data.weak_quality[stream], target, segment)
+    labelled, chat = stream_rates[: 2 * segment], stream_rates[2 * segment :]
     return {
+        "two_replicas": two_replicas(labelled[::2], chat, fixed, target, window),
         "router": router.name,
         "target": target,
         "window": window,
@@ -179,6 +220,17 @@ def markdown(document: dict) -> str:
     lines.append("| --- " * (3 * segment // 250 + 1) + "|")
     for policy, label in POLICIES.items():
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in summary[policy]["share_per_250"]) + " |")
+    lines += [
+        "",
+        "Two replicas behind one gateway: replica A takes the MMLU-then-GSM8K stream (every second prompt), replica B "
+        f"the {segment} chat prompts, in turns; each with its own window (no store), then sharing one window "
+        "(`serve --budget-store`, replayed with an in-memory store exchanging every 25 requests). Strong share over the run:",
+        "",
+        "| windows | replica A (MMLU, GSM8K) | replica B (chat) | global |",
+        "| --- | --- | --- | --- |",
+    ]
+    for mode, row in document["two_replicas"].items():
+        lines.append(f"| {mode} | " + " | ".join(f"{value:.3f}" for value in row.values()) + " |")
     lines += ["", "![strong share over time](budget.png)", "", f"Machine: {document['machine']}.", ""]
     return "\n".join(lines)
 

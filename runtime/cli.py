@@ -293,6 +293,11 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         help="TOML file of teams' API keys (name, sha256 of the token, optional strong_share: a budget per team); "
         "each authenticates like the --auth-token-env token",
     )
+    serve.add_argument(
+        "--budget-store",
+        default=None,
+        help="redis://HOST:6379/0: one strong-call budget window shared by every replica [redis extra]",
+    )
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     serve.add_argument(
         "--max-prompt-chars",
@@ -689,6 +694,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         default_model=args.default_model,
         auth_token=token,
         keys=None if args.keys_file is None else read_keys_file(args.keys_file),
+        budget_store=args.budget_store,
         max_body_bytes=args.max_body_bytes,
         max_prompt_chars=args.max_prompt_chars,
         max_messages=args.max_messages,

@@ -13,8 +13,8 @@ has moved, and the window drops all but its newest ``MIN_OBSERVATIONS`` win rate
 In steady traffic that test almost never fires, so the long window's low noise is kept
 (``benchmarks/results/budget.md``).
 
-State is per process (per server replica): each replica holds its own window, which for a
-quantile of a shared traffic stream converges to the same threshold.
+State is per process (per server replica) unless a store shares it (``budget_store.py``, ``serve
+--budget-store``): then the threshold is the quantile of the one window every replica writes to.
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ class StrongShareBudget:
         self._probe_size, self._probe_strong = drift_probe, 0
         self._drift_bound = DRIFT_SIGMAS * math.sqrt(self.target * (1.0 - self.target) / max(drift_probe, 1))
         self.resets = 0
+        # Shared mode (budget_store.SharedWindowSync): admitted entries wait here for the next exchange, and the
+        # threshold comes from the shared window last read.
+        self._pending: deque[tuple[float, bool]] = deque(maxlen=window)
+        self._pending_keep: int | None = None
+        self._shared_sorted: list[float] | None = None
+        self._shared_strong = 0
+        self._shared_checked_from = drift_probe  # shared entries needed before the next drift test
         self._start = min(max(float(start_threshold), self.floor), self.ceiling)
         self._window = window
         self._recent: deque[tuple[float, bool, str | None]] = deque()  # (win rate, sent strong, prompt key), oldest first
@@ -100,13 +107,19 @@ class StrongShareBudget:
         with self._lock:
             return self._threshold()
 
+    @property
+    def window_size(self) -> int:
+        return self._window
+
     def _threshold(self) -> float:
-        count = len(self._sorted)
+        shared = self._shared_sorted
+        values = shared if shared is not None and len(shared) >= MIN_OBSERVATIONS else self._sorted
+        count = len(values)
         if count < MIN_OBSERVATIONS:
             return self._start
         # The smallest window value with at most `target` of the window at or above it.
         rank = min(count - 1, max(0, math.ceil((1.0 - self.target) * count)))
-        return min(max(self._sorted[rank], self.floor), self.ceiling)
+        return min(max(values[rank], self.floor), self.ceiling)
 
     def admit(self, win_rate: float, key: str | None = None, counted: bool = True) -> float:
         """The threshold for this prompt (decided before it joins the window); then record it, unless it is not
@@ -121,9 +134,10 @@ class StrongShareBudget:
             self._recent.append((win_rate, strong, key))
             bisect.insort(self._sorted, win_rate)
             self._n_strong += strong
+            self._pending.append((win_rate, strong))
             if key is not None:
                 self._keys[key] = self._keys.get(key, 0) + 1
-            if self._probe_size:
+            if self._probe_size and self._shared_sorted is None:  # shared mode watches the shared window instead
                 self._watch_drift(strong)
             return threshold
 
@@ -138,6 +152,7 @@ class StrongShareBudget:
             self._probe.clear()  # decisions taken under the old threshold say nothing about the new one
             self._probe_strong = 0
             self.resets += 1
+            self._pending_keep = MIN_OBSERVATIONS  # a shared window is cut short too, at the next exchange
 
     def _forget_oldest(self) -> None:
         oldest, was_strong, key = self._recent.popleft()
@@ -148,8 +163,49 @@ class StrongShareBudget:
             if not self._keys[key]:
                 del self._keys[key]
 
-    def state(self) -> BudgetState:
-        """A consistent snapshot for ``/metrics`` and decisions."""
+    def take_pending(self) -> tuple[list[tuple[float, bool]], int | None]:
+        """Shared mode: the entries admitted since the last exchange, and how many the shared window is to keep
+        after a drift reset (None: its whole length); both cleared."""
         with self._lock:
+            entries, keep = list(self._pending), self._pending_keep
+            self._pending.clear()
+            self._pending_keep = None
+            return entries, keep
+
+    def return_pending(self, entries: list[tuple[float, bool]], keep: int | None) -> None:
+        """Shared mode: an exchange failed; its entries wait for the next one (the newest ``window`` of them)."""
+        with self._lock:
+            self._pending = deque([*entries, *self._pending], maxlen=self._window)  # the oldest go past the window
+            self._pending_keep = keep if self._pending_keep is None else self._pending_keep
+
+    def use_shared(self, entries: list[tuple[float, bool]]) -> None:
+        """Shared mode: the window every replica writes to, as last read; the threshold comes from it. The drift
+        test runs on its newest decisions (one replica's own share may stray by design: its slice of traffic
+        differs from the whole)."""
+        with self._lock:
+            if self._shared_drifted(entries):
+                entries = entries[-MIN_OBSERVATIONS:]
+            self._shared_sorted = sorted(rate for rate, _ in entries)
+            self._shared_strong = sum(strong for _, strong in entries)
+
+    def _shared_drifted(self, entries: list[tuple[float, bool]]) -> bool:
+        probe = self._probe_size
+        if not probe or len(entries) < self._shared_checked_from:
+            return False
+        share = sum(strong for _, strong in entries[-probe:]) / probe
+        if abs(share - self.target) <= self._drift_bound:
+            self._shared_checked_from = probe
+            return False
+        self.resets += 1
+        self._pending_keep = MIN_OBSERVATIONS  # the store cuts the shared window at the next exchange
+        self._shared_checked_from = MIN_OBSERVATIONS + probe  # then waits for a probe of decisions taken after the cut
+        return True
+
+    def state(self) -> BudgetState:
+        """A consistent snapshot for ``/metrics`` and decisions (of the shared window, in shared mode)."""
+        with self._lock:
+            if self._shared_sorted is not None and self._shared_sorted:
+                count = len(self._shared_sorted)
+                return BudgetState(self.target, self._shared_strong / count, self._threshold(), count, self.resets)
             share = self._n_strong / len(self._recent) if self._recent else 0.0
             return BudgetState(self.target, share, self._threshold(), len(self._recent), self.resets)

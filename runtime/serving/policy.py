@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from edgeroute.runtime.scoring.decision import BudgetState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
+from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
 from edgeroute.runtime.scoring.router import Router, default_router_name
@@ -193,6 +194,7 @@ class RoutingPolicy:
         sticky_capacity: int = 10_000,
         budget: BudgetSettings | None = None,
         tenant_shares: Mapping[str, float] | None = None,
+        budget_store: WindowStore | None = None,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -218,6 +220,10 @@ class RoutingPolicy:
         for settings in self.tenant_budgets.values():
             settings.budget(0.5)
         self._budgets: dict[tuple[str, str | None], StrongShareBudget] = {}
+        if budget_store is not None and budget is None and not self.tenant_budgets:
+            raise ConfigurationError("--budget-store shares a strong-call budget: give --strong-share (or keys with a strong_share)")
+        self.budget_store = budget_store
+        self._syncs: dict[tuple[str, str | None], SharedWindowSync] = {}
 
     # ---------------------------------------------------------------- the strong-call budget
     def budget_settings(self, tenant: str | None = None) -> BudgetSettings | None:
@@ -240,8 +246,16 @@ class RoutingPolicy:
                     floor, ceiling = router.threshold_for(shares[-1]), router.threshold_for(shares[0])
                 except EdgerouteError:  # an uncalibrated bundle: its default until the window fills, no clamp
                     start, floor, ceiling = router.default_threshold(), 0.0, 1.0
-                self._budgets[(router.name, owner)] = settings.budget(start, floor, ceiling)
+                budget = self._budgets[(router.name, owner)] = settings.budget(start, floor, ceiling)
+                if self.budget_store is not None:
+                    key = f"edgeroute:budget:{router.name}:{owner or '*'}:{settings.target:g}:{settings.window}"
+                    self._syncs[(router.name, owner)] = SharedWindowSync(budget, self.budget_store, key).start()
             return self._budgets[(router.name, owner)]
+
+    def budget_store_up(self) -> dict[tuple[str, str | None], bool]:
+        """(router name, tenant) -> whether its last exchange with the budget store worked (``serve --budget-store``)."""
+        with self._lock:
+            return {owner: bool(sync.up) for owner, sync in self._syncs.items()}
 
     def budget_states(self) -> dict[tuple[str, str | None], BudgetState]:
         """(router name, tenant with a budget of its own or None) -> that budget's state, for ``/metrics``."""
@@ -418,8 +432,10 @@ class RoutingPolicy:
         return await asyncio.get_running_loop().run_in_executor(self._pool, router.strong_win_rates, prompts)
 
     def close(self) -> None:
-        """Stop the scoring threads."""
+        """Stop the scoring threads and the budget store's."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for sync in self._syncs.values():
+            sync.stop()
 
 
 def _max_chars(router: Router) -> int:

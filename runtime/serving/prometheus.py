@@ -34,6 +34,7 @@ class Metrics:
             "edgeroute_strong_share_observed": "Share of strong decisions over the budget's window.",
             "edgeroute_budget_threshold": "The threshold the strong-call budget applies now.",
             "edgeroute_budget_resets": "Times a shift in the traffic mix cut the strong-call budget's window short.",
+            "edgeroute_budget_store_up": "1 when the last exchange with the shared budget store (serve --budget-store) worked.",
         }
 
     def inc(self, name: str, **labels: str) -> None:

@@ -32,6 +32,7 @@ from edgeroute.runtime.serving.coalesce import CoalescedWrites
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.budget import BudgetSettings
+from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.keys import KeySet
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
@@ -105,6 +106,8 @@ class ServerConfig:
     budget_floor: float | None = None
     budget_ceiling: float | None = None
     budget_counts_route: bool = False  # whether /v1/route calls (no LLM call) enter the budget's window
+    # A store every replica's budget window lives in (runtime/serving/budget_store.py): redis://HOST:6379/0.
+    budget_store: str | None = None
     client_timeout_s: float = 30.0  # to send the request headers, and then the body
     shutdown_grace_s: float | None = None  # None: long enough for an upstream call and its fallback
     cors_origins: Sequence[str] = ()
@@ -398,6 +401,9 @@ class Handlers:
             self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, **labels)
             self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, **labels)
             self.metrics.set_gauge("edgeroute_budget_resets", state.resets, **labels)
+        for (router, tenant), up in self.policy.budget_store_up().items():
+            labels = {"router": router} if tenant is None else {"router": router, "key": tenant}
+            self.metrics.set_gauge("edgeroute_budget_store_up", float(up), **labels)
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
@@ -428,6 +434,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         score_budget_ms=config.score_budget_ms,
         default_model=config.default_model,
         tenant_shares=None if config.keys is None else config.keys.shares(),
+        budget_store=None if config.budget_store is None else open_store(config.budget_store),
         budget=None
         if config.strong_share is None
         else BudgetSettings(

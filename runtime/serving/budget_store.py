@@ -1,0 +1,122 @@
+"""One strong-call budget window shared by every replica (``serve --budget-store redis://HOST:6379/0``).
+
+Without a store, each server process holds its own window (``budget.py``): N replicas behind a load
+balancer each hold the share on their slice, each restarts from the calibrated threshold, and a
+prompt's tier depends on which replica took it. With one, every replica appends the win rates it
+admits to one Redis list per router (and per team key), trimmed to the window, and reads the whole
+list back: all replicas apply the threshold of the same window, so the share is held on the global
+traffic, and a replica that starts late or restarts starts from it.
+
+No request waits on the store: a background thread per budget exchanges every ``interval_s``
+(batched: one pipelined round trip for any number of win rates). A replica that cannot reach the
+store keeps the threshold of the last window it read, and says so (``edgeroute_budget_store_up`` 0
+in ``/metrics``, one warning in the log). Redis is the ``redis`` extra (redis-py), imported here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from edgeroute.runtime.errors import ConfigurationError, require_extra
+
+log = logging.getLogger("edgeroute.server")
+DEFAULT_INTERVAL_S = 0.25
+KEY_TTL_S = 86_400  # a window nobody has written to for a day is dropped
+Entry = tuple[float, bool]  # a win rate, and whether it went to the strong model
+
+
+class WindowStore(Protocol):
+    """Where the shared windows live."""
+
+    def exchange(self, key: str, entries: Sequence[Entry], window: int, keep: int | None = None) -> list[Entry]:
+        """Append ``entries`` to window ``key``, trim it to its newest ``window`` (``keep``: to its newest ``keep``,
+        after a drift reset), and return what it holds, oldest first."""
+        ...
+
+
+class RedisWindowStore:
+    """Windows as Redis lists of ``"<win rate> <0|1>"``: RPUSH, LTRIM, LRANGE and EXPIRE in one pipelined transaction."""
+
+    def __init__(self, url: str, timeout_s: float = 0.5) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(f"--budget-store {url!r}: give a redis:// (or rediss://, unix://) URL")
+        redis = require_extra("redis", "redis", "serve --budget-store")
+        self.url = url
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+    def check(self) -> None:
+        """Fail at start, not per request, when the store does not answer."""
+        try:
+            self._client.ping()
+        except self._errors as exc:
+            host = urlsplit(self.url).hostname or self.url
+            problem = f"Redis at {host} does not answer ({type(exc).__name__})"
+            raise ConfigurationError(f"--budget-store: {problem}; start it or fix the URL") from None
+
+    def exchange(self, key: str, entries: Sequence[Entry], window: int, keep: int | None = None) -> list[Entry]:
+        pipe = self._client.pipeline(transaction=True)
+        if entries:
+            pipe.rpush(key, *[f"{rate:.17g} {int(strong)}" for rate, strong in entries])
+        pipe.ltrim(key, -(keep or window), -1)
+        pipe.lrange(key, 0, -1)
+        pipe.expire(key, KEY_TTL_S)
+        values = pipe.execute()[-2]
+        out = []
+        for value in values:
+            rate, _, strong = value.decode("ascii", "replace").partition(" ")
+            try:
+                out.append((float(rate), strong == "1"))
+            except ValueError:
+                continue  # not ours: skipped, never a crash
+        return out
+
+
+def open_store(url: str) -> RedisWindowStore:
+    """The store at ``url``, checked now (``ConfigurationError`` when it cannot work)."""
+    store = RedisWindowStore(url)
+    store.check()
+    return store
+
+
+class SharedWindowSync:
+    """Keeps one budget's window in step with the store: a daemon thread exchanging every ``interval_s``."""
+
+    def __init__(self, budget: Any, store: WindowStore, key: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.budget, self.store, self.key, self.interval_s = budget, store, key, interval_s
+        self.up: bool | None = None  # None until the first exchange
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgeroute-budget-store", daemon=True)
+
+    def start(self) -> SharedWindowSync:
+        self.sync_once()  # a replica that starts late begins from the shared window, not the calibrated threshold
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sync_once()
+
+    def sync_once(self) -> None:
+        """One exchange; on failure the budget keeps the last shared window and its new win rates wait for the next one."""
+        entries, keep = self.budget.take_pending()
+        try:
+            shared = self.store.exchange(self.key, entries, self.budget.window_size, keep)
+        except Exception as exc:  # any failure of the store: the replica goes on with what it had
+            self.budget.return_pending(entries, keep)
+            if self.up is not False:
+                log.warning("budget store unreachable (%s): keeping the last shared threshold", type(exc).__name__)
+            self.up = False
+            return
+        if self.up is False:
+            log.warning("budget store reachable again")
+        self.up = True
+        self.budget.use_shared(shared)
+
+    def stop(self) -> None:
+        self._stop.set()
