@@ -179,7 +179,8 @@ def test_ray_engine_names_its_extra(monkeypatch):
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="the Ray engine needs the ray extra: pip install '.[ray]'")
     pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data: pip install '.[ray]'")
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)  # 2 actors + reading, on 2 cores
+    # address="local": a private cluster, whatever other cluster runs (or left its address file) on the machine.
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)  # 2 actors + reading, on 2 cores
     yield ray
     ray.shutdown()
 

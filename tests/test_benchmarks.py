@@ -142,7 +142,8 @@ def test_hostile_peers_harness_reports_every_attack(tmp_path):
     assert {status for client in document["header_flood"]["clients"] for status in client["statuses"]} <= {"431", "closed"}
     for client in ("auto", "aiohttp"):
         assert all(call["status"] == 200 and call["fallback"] for call in document[f"huge_trailer ({client})"]["calls"])
-        assert document[f"unsolicited answers ({client})"]["wrong_owner"] <= 2  # see reliability.md: the first one per reused connection
+        # 0 in the benchmark's runs; one tolerated: the fake's 10 ms timer can fire past the 25 ms settling on a starved CI machine
+        assert document[f"unsolicited answers ({client})"]["wrong_owner"] <= 1
     report = tmp_path / "reliability.md"
     report.write_text("# Reliability figures\n\nearlier text\n")
     for _ in range(2):

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("httptools")
 
-from edgeroute.runtime.serving.http1 import Http1Pool, UpstreamProtocolError, lean_client_fits  # noqa: E402
+from edgeroute.runtime.serving.http1 import SETTLE_S, Http1Pool, UpstreamProtocolError, lean_client_fits  # noqa: E402
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int, int], Awaitable[bool]]
 
@@ -102,10 +102,24 @@ def answering(*raw: bytes, keep: bool = True) -> Handler:
     return handle
 
 
-def test_kept_alive_connection_is_reused_and_closed_when_idle():
-    result, upstream = run(answering(ok(b'{"a":1}')), bodies)
+def test_kept_alive_connection_is_reused_once_settled_and_closed_when_idle():
+    async def spaced(pool: Http1Pool, url: str) -> list[tuple[int, bytes]]:
+        answers = []
+        for _ in range(3):
+            answers.append(await body(pool, url))
+            await asyncio.sleep(2 * SETTLE_S)
+        return answers
+
+    result, upstream = run(answering(ok(b'{"a":1}')), spaced)
     assert result == [(200, b'{"a":1}')] * 3
     assert upstream.connections == 1 and upstream.closed == 1
+
+
+def test_a_connection_is_not_reused_before_it_settles():
+    """Back to back, each request gets a connection that has been idle at least SETTLE_S, or a new one: an answer
+    nobody asked for, sent just after the real one, then arrives while the connection is idle, where it is caught."""
+    result, upstream = run(answering(ok(b"{}")), bodies)
+    assert result == [(200, b"{}")] * 3 and upstream.connections == 3
 
 
 def test_idle_connection_past_keepalive_is_not_reused():
@@ -132,7 +146,7 @@ def test_compressed_chunked_body_is_decoded():
     packed = gzip.compress(b"data: x\n\n" * 1000)
     chunked = b"".join(f"{len(packed[i : i + 500]):x}\r\n".encode() + packed[i : i + 500] + b"\r\n" for i in range(0, len(packed), 500))
     head = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
-    result, upstream = run(answering(head, chunked, b"0\r\n\r\n"), bodies)
+    result, upstream = run(answering(head, chunked, b"0\r\n\r\n"), bodies, settle_s=0)
     assert result == [(200, b"data: x\n\n" * 1000)] * 3 and upstream.connections == 1
 
 
@@ -163,7 +177,7 @@ def test_kept_alive_connection_closed_before_its_answer_is_not_sent_again():
         return True
 
     with pytest.raises(ConnectionResetError, match="^the upstream closed the connection before its answer ended$"):
-        run(handle, bodies)
+        run(handle, bodies, settle_s=0)
     assert seen == [(1, 1), (1, 2)]
 
 

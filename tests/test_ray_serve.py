@@ -84,7 +84,7 @@ def ray_serve_url(upstream):
 
     os.environ[TOKEN_ENV] = "s3cret"  # the replicas inherit it from the local cluster started here
     # Three logical CPUs on two cores: the two replicas, and room for a second application's light one.
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)  # private, as above
     try:
         port = free_port()
         config = server_config(upstream, routers=[ROUTER], auth_token="s3cret")

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("aiohttp")
 
+from edgeroute.runtime.serving.http1 import SETTLE_S
 from edgeroute.runtime.serving.policy import RouterSet  # noqa: E402
 from edgeroute.runtime.serving.server import UpstreamConfig, create_app  # noqa: E402
 from servers import server_config, serving  # noqa: E402
@@ -154,8 +155,10 @@ def test_connections_to_the_upstream_are_reused(raw_server):
         with httpx.Client() as client:
             for _ in range(5):
                 assert client.post(url + CHAT, json=STRONG).status_code == 200
+                time.sleep(2 * SETTLE_S)  # an idle connection is reused once settled (runtime/serving/http1.py)
                 with client.stream("POST", url + CHAT, json={**STRONG, "stream": True}) as response:
                     assert response.read() == b"".join(SSE)
+                time.sleep(2 * SETTLE_S)
     assert raw.requests == 10 and raw.connections == 1
 
 

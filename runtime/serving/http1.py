@@ -26,6 +26,9 @@ from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 MAX_HEAD_BYTES = 256 * 1024
+# An idle connection is reused only after this long: an answer nobody asked for, sent soon after the real one
+# (and a backlog of such answers, each one request late), then arrives while it is idle, where it is caught.
+SETTLE_S = 0.025
 PAUSE_AT_BYTES = 1024 * 1024
 MAX_INFLATED_CHUNK = 64 * 1024 * 1024
 _DECODERS = ("gzip", "x-gzip", "deflate")
@@ -314,6 +317,7 @@ class _Connection(asyncio.Protocol):
     def finish(self, reusable: bool) -> None:
         """The answer was released: back to the pool, or closed."""
         self.answer = None
+        self.pool.busy.discard(self)
         if reusable and self.keep_alive and not self.closed and not self.paused:
             self.pool.put(self)
         else:
@@ -326,6 +330,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def fail_untrusted(self) -> None:
+        """Its upstream sent an answer nobody asked for (on this or another connection): the answer in flight fails."""
+        self._broken(UpstreamProtocolError("the upstream sent an answer nobody asked for; its connections are no longer trusted"))
+
     def _broken(self, error: BaseException) -> None:
         if self.answer is not None:
             self.answer.fail(error)
@@ -334,16 +342,18 @@ class _Connection(asyncio.Protocol):
 
 class Http1Pool:
     """Keep-alive HTTP/1.1 connections to plain-http upstreams: at most ``limit`` busy at once, idle
-    ones reused newest first and closed after ``keepalive_s``."""
+    ones reused oldest first and only after ``SETTLE_S`` (an answer nobody asked for has had time to show,
+    and such a connection is dropped), closed after ``keepalive_s``."""
 
-    def __init__(self, timeout_s: float, limit: int = 1000, keepalive_s: float = 4.0) -> None:
+    def __init__(self, timeout_s: float, limit: int = 1000, keepalive_s: float = 4.0, settle_s: float = SETTLE_S) -> None:
         import httptools  # the serve extra's parser; UpstreamRelay checks it imports before choosing this client
 
         self._parser_type = httptools.HttpResponseParser
-        self.timeout_s, self.keepalive_s = timeout_s, keepalive_s
+        self.timeout_s, self.keepalive_s, self.settle_s = timeout_s, keepalive_s, settle_s
         self.slots = asyncio.Semaphore(limit)
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self.untrusted: set[tuple[str, int]] = set()  # upstreams that sent answers nobody asked for
+        self.busy: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -356,6 +366,7 @@ class Http1Pool:
         """
         host, port, request = _request(url, headers, body)
         connection = await self._connection((host, port))
+        self.busy.add(connection)
         answer = connection.start(request, self.timeout_s)
         try:
             await answer.until_headers()
@@ -366,8 +377,14 @@ class Http1Pool:
 
     def distrust(self, key: tuple[str, int]) -> None:
         """``key`` sent an answer nobody asked for: its connections are never reused again, since its next
-        unsolicited answer could reach the next request on that connection."""
+        unsolicited answer could reach the next request on that connection; and those busy now are failed
+        (their requests fall back), since one may already be reading an answer meant for another request,
+        and then each later answer on it would be one request late."""
+        if key in self.untrusted:
+            return
         self.untrusted.add(key)
+        for connection in [c for c in self.busy if c.key == key]:
+            connection.fail_untrusted()
 
     def put(self, connection: _Connection) -> None:
         """An idle connection, ready for the next request (closed instead once the pool is, or when its
@@ -402,8 +419,8 @@ class Http1Pool:
         try:
             idle = self._idle.get(key)
             now = time.monotonic()
-            while idle:
-                connection = idle.pop()
+            while idle and now - idle[0].idle_since >= self.settle_s:  # oldest first; the newer ones are still settling
+                connection = idle.popleft()
                 if connection.usable() and now - connection.idle_since < self.keepalive_s:
                     return connection
                 connection.close()

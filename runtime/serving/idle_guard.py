@@ -20,6 +20,8 @@ import functools
 import logging
 from typing import Any
 
+from edgeroute.runtime.serving.http1 import SETTLE_S
+
 log = logging.getLogger("edgeroute.serve")
 
 
@@ -68,11 +70,15 @@ def _classes(aiohttp: Any) -> tuple[type, type] | None:
                 self.distrusted.add(key)
 
         def _release(self, key: Any, protocol: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(protocol, IdleWatch):
-                protocol.idle, protocol.pool_key, protocol.on_unsolicited = True, key, self._distrust
-                if key in self.distrusted:
-                    kwargs["should_close"] = True
-            return super()._release(key, protocol, *args, **kwargs)
+            if not isinstance(protocol, IdleWatch):
+                return super()._release(key, protocol, *args, **kwargs)
+            protocol.idle, protocol.pool_key, protocol.on_unsolicited = True, key, self._distrust
+            if key in self.distrusted:
+                kwargs["should_close"] = True
+                return super()._release(key, protocol, *args, **kwargs)
+            # Back in the pool only once settled (http1.SETTLE_S): bytes arriving meanwhile close it first.
+            self._loop.call_later(SETTLE_S, functools.partial(super()._release, key, protocol, *args, **kwargs))
+            return None
 
     return IdleWatch, GuardedConnector
 
