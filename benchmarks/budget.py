@@ -66,9 +66,9 @@ class MemoryWindowStore:
         self.windows: dict[str, list[tuple[float, bool]]] = {}
 
     def exchange(self, key: str, entries: list, window: int, keep: int | None = None) -> list:
-        kept = (self.windows.get(key, []) + list(entries))[-(keep or window) :]
-        self.windows[key] = kept
-        return list(kept)
+        from edgeroute.runtime.serving.budget_store import exchange_in_memory
+
+        return exchange_in_memory(self.windows, key, entries, window, keep)
 
 
 def two_replicas(labelled: np.ndarray, chat: np.ndarray, fixed: float, target: float, window: int, every: int = 25) -> dict:

@@ -129,5 +129,6 @@ def test_a_store_that_cannot_work_is_refused_at_start(upstream):
             server_config(upstream, strong_share=0.3, budget_store=f"redis://127.0.0.1:{free}/0"),
             RouterSet(["static-distilled-gpt4-mixtral"]),
         )
-    with pytest.raises(ConfigurationError, match=r"^--budget-store 'http://x': give a redis:// \(or rediss://, unix://\) URL$"):
+    refused = r"^--budget-store 'http://x': give a redis:// \(or rediss://, unix://, ray-actor://NAME\) URL$"
+    with pytest.raises(ConfigurationError, match=refused):
         create_app(server_config(upstream, strong_share=0.3, budget_store="http://x"), RouterSet(["static-distilled-gpt4-mixtral"]))

@@ -87,7 +87,8 @@ def ray_serve_url(upstream):
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)  # private, as above
     try:
         port = free_port()
-        config = server_config(upstream, routers=[ROUTER], auth_token="s3cret")
+        # A budget: its window lives in the application's Ray actor, shared by both replicas.
+        config = server_config(upstream, routers=[ROUTER], auth_token="s3cret", strong_share=0.3, budget_window=60)
         run(config, ReplicaOptions(replicas=2, num_cpus=1), port=port, blocking=False)
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
@@ -145,6 +146,40 @@ def test_two_replicas_answer_the_openai_client(ray_serve_url, upstream):
     health = httpx.get(ray_serve_url + "/health")  # open without the token, as under uvicorn
     assert health.status_code == 200 and ROUTER in str(health.json())
     assert httpx.post(ray_serve_url + "/v1/route", json={"prompt": 3}, headers=headers).status_code == 400
+
+
+@pytest.mark.ray
+def test_both_replicas_share_one_budget_window_in_the_applications_actor(ray_serve_url):
+    """--strong-share on Ray Serve: the window lives in the actor edgeroute-budget-<app>, so every replica applies
+    the threshold of the whole application's traffic (before, each held its own, and /metrics alternated)."""
+    import ray
+
+    from servers import realistic_prompts
+
+    headers = {"Authorization": "Bearer s3cret"}
+    with httpx.Client(timeout=30, headers=headers) as client:
+        for prompt in realistic_prompts(120, seed=5):
+            body = {"model": f"router-{ROUTER}", "messages": [{"role": "user", "content": prompt}]}
+            assert client.post(ray_serve_url + "/v1/chat/completions", json=body).status_code == 200
+        time.sleep(1.0)  # every replica's exchange has run since the last request
+        scrapes = [client.get(ray_serve_url + "/metrics").text for _ in range(8)]
+    lines = [
+        sorted(line for line in text.splitlines() if line.startswith(("edgeroute_budget_threshold{", "edgeroute_budget_store_up{")))
+        for text in scrapes
+    ]
+    assert all(f'edgeroute_budget_store_up{{router="{ROUTER}"}} 1' in scrape for scrape in lines), lines
+    assert len({tuple(scrape) for scrape in lines}) == 1, lines  # one threshold, whichever replica answered
+    assert ray.get_actor("edgeroute-budget-edgeroute") is not None
+
+
+def test_a_budget_on_ray_serve_gets_the_applications_actor_store(upstream):
+    from edgeroute.runtime.serving.ray_serve import Placement, with_budget_store
+
+    assert with_budget_store(server_config(upstream), Placement()).budget_store is None  # no budget, no store
+    shared = with_budget_store(server_config(upstream, strong_share=0.3), Placement("team"))
+    assert shared.budget_store == "ray-actor://edgeroute-budget-team"
+    named = server_config(upstream, strong_share=0.3, budget_store="redis://r:6379/0")
+    assert with_budget_store(named, Placement()).budget_store == "redis://r:6379/0"
 
 
 @pytest.mark.ray

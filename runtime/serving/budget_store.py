@@ -11,6 +11,10 @@ No request waits on the store: a background thread per budget exchanges every ``
 (batched: one pipelined round trip for any number of win rates). A replica that cannot reach the
 store keeps the threshold of the last window it read, and says so (``edgeroute_budget_store_up`` 0
 in ``/metrics``, one warning in the log). Redis is the ``redis`` extra (redis-py), imported here only.
+
+On Ray Serve (``serve --engine ray``) the window can live in a named Ray actor instead
+(``ray-actor://NAME``, the default there when a budget runs and no store is given): every replica of
+the application reaches the same actor, and stopping the application removes it.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class RedisWindowStore:
     def __init__(self, url: str, timeout_s: float = 0.5) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(f"--budget-store {url!r}: give a redis:// (or rediss://, unix://) URL")
+            raise ConfigurationError(f"--budget-store {url!r}: give a redis:// (or rediss://, unix://, ray-actor://NAME) URL")
         redis = require_extra("redis", "redis", "serve --budget-store")
         self.url = url
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -77,9 +81,61 @@ class RedisWindowStore:
         return out
 
 
-def open_store(url: str) -> RedisWindowStore:
+def exchange_in_memory(windows: dict[str, list[Entry]], key: str, entries: Sequence[Entry], window: int, keep: int | None) -> list[Entry]:
+    """``WindowStore.exchange`` on a dict of windows (the Ray actor's state, and replays)."""
+    kept = (windows.get(key, []) + list(entries))[-(keep or window) :]
+    windows[key] = kept
+    return list(kept)
+
+
+class WindowActor:
+    """The Ray actor holding the windows of one application (``ray-actor://NAME``)."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, list[Entry]] = {}
+
+    def exchange(self, key: str, entries: list[Entry], window: int, keep: int | None = None) -> list[Entry]:
+        return exchange_in_memory(self.windows, key, entries, window, keep)
+
+
+class RayActorWindowStore:
+    """Windows in one named, detached Ray actor (0 CPUs), found or created by every replica of the application."""
+
+    def __init__(self, name: str, timeout_s: float = 0.5) -> None:
+        ray = require_extra("ray", "ray", "serve --budget-store ray-actor://NAME")
+        if not ray.is_initialized():
+            raise ConfigurationError(f"--budget-store ray-actor://{name}: only replicas on a Ray cluster (serve --engine ray) can use it")
+        self._ray, self.name, self.timeout_s = ray, name, timeout_s
+        actor = ray.remote(num_cpus=0)(WindowActor)
+        self._actor = actor.options(name=name, get_if_exists=True, lifetime="detached").remote()
+
+    def check(self) -> None:
+        self.exchange("edgeroute:check", [], 1)
+
+    def exchange(self, key: str, entries: Sequence[Entry], window: int, keep: int | None = None) -> list[Entry]:
+        reference = self._actor.exchange.remote(key, list(entries), window, keep)
+        return list(self._ray.get(reference, timeout=self.timeout_s))
+
+
+def actor_store_url(app_name: str) -> str:
+    """The actor store of a Ray Serve application."""
+    return f"ray-actor://edgeroute-budget-{app_name}"
+
+
+def remove_actor_store(ray: Any, url: str) -> None:
+    """Kill the actor behind ``url`` (when the application that used it stops); nothing when there is none."""
+    name = urlsplit(url).netloc
+    try:
+        ray.kill(ray.get_actor(name))
+    except ValueError:  # no such actor
+        pass
+
+
+def open_store(url: str) -> RedisWindowStore | RayActorWindowStore:
     """The store at ``url``, checked now (``ConfigurationError`` when it cannot work)."""
-    store = RedisWindowStore(url)
+    parts = urlsplit(url)
+    store: RedisWindowStore | RayActorWindowStore
+    store = RayActorWindowStore(parts.netloc) if parts.scheme == "ray-actor" and parts.netloc else RedisWindowStore(url)
     store.check()
     return store
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, require_extra
 from edgeroute.runtime.scoring.router import resolve_bundle
+from edgeroute.runtime.serving.budget_store import actor_store_url, remove_actor_store
 from edgeroute.runtime.serving.ray_cluster import RayCluster, connect
 from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, create_app, shutdown_grace_s
 
@@ -277,6 +278,7 @@ def run(
     import ray
 
     options, placement = options or ReplicaOptions(), placement or Placement()
+    config = with_budget_store(config, placement)
     app = build_app(config, options)  # options and keys are checked before any cluster starts
     if address is None:  # the replicas share this machine's files: a missing bundle is a usage error now
         for router in config.routers:
@@ -298,8 +300,19 @@ def run(
     if not blocking:
         return handle
     _block_until_stopped(serving_url(serve, placement, host, port), options)
-    _leave(serve, ray, cluster, placement.app_name)
+    _leave(serve, ray, cluster, placement.app_name, config.budget_store)
     return handle
+
+
+def with_budget_store(config: ServerConfig, placement: Placement) -> ServerConfig:
+    """``config``, with the application's Ray actor as its budget store when a budget runs and no store is named:
+    every replica then holds the share on the application's whole traffic (``budget_store.py``)."""
+    from dataclasses import replace
+
+    budgets = config.strong_share is not None or (config.keys is not None and bool(config.keys.shares()))
+    if not budgets or config.budget_store is not None:
+        return config
+    return replace(config, budget_store=actor_store_url(placement.app_name))
 
 
 def serving_url(serve: Any, placement: Placement, host: str, port: int) -> str:
@@ -325,12 +338,15 @@ def _block_until_stopped(url: str, options: ReplicaOptions) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _leave(serve: Any, ray: Any, cluster: RayCluster | None, app_name: str | None) -> None:
-    """Delete this process's application (``app_name``) from a joined cluster; stop a private one whole."""
+def _leave(serve: Any, ray: Any, cluster: RayCluster | None, app_name: str | None, budget_store: str | None = None) -> None:
+    """Delete this process's application (``app_name``) and its actor budget store from a joined cluster; stop a
+    private one whole."""
     if cluster is not None and cluster.private:
         serve.shutdown()
     elif app_name is not None:
         serve.delete(app_name)
+        if budget_store is not None and budget_store.startswith("ray-actor://"):
+            remove_actor_store(ray, budget_store)
     if cluster is not None:  # None: the caller's own connection, left open
         cluster.stop(ray)
 
