@@ -331,3 +331,47 @@ def test_a_tokenizer_panic_is_a_typed_error_not_a_bare_exception(tmp_path):
     with pytest.raises(BundleCorruptError) as caught:
         router.strong_win_rates(["hi", "there"])
     assert str(caught.value) == f"{tmp_path}: the tokenizer panicked on a prompt; re-export the bundle"
+
+
+def test_an_answer_released_before_its_end_does_not_distrust_its_upstream():
+    """A client that stops reading (a cancelled stream, a deadline) releases a half-read aiohttp answer: that
+    connection closes at once; the rest of its stream is not an answer nobody asked for, and the upstream stays
+    trusted (before, the connection waited 25 ms as if idle and the next chunk distrusted the upstream for good)."""
+    import asyncio
+    import socketserver
+    import threading
+    import time
+
+    import aiohttp
+
+    from edgeroute.runtime.serving.idle_guard import guarded_connector
+
+    class Streaming(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            try:
+                self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                for _ in range(200):  # a chunk every 5 ms for a second
+                    self.request.sendall(b"6\r\ndata:x\r\n")
+                    time.sleep(0.005)
+            except OSError:
+                pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Streaming)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def main() -> set:
+        connector = guarded_connector(aiohttp, limit=10, keepalive_timeout=4.0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            response = await session.post(f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions", json={})
+            await response.content.readany()
+            response.release()  # read no further
+            await asyncio.sleep(0.3)
+            return set(connector.distrusted)
+
+    try:
+        assert asyncio.run(main()) == set()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -118,7 +118,7 @@ def test_kept_alive_connection_is_reused_once_settled_and_closed_when_idle():
 def test_a_connection_is_not_reused_before_it_settles():
     """Back to back, each request gets a connection that has been idle at least SETTLE_S, or a new one: an answer
     nobody asked for, sent just after the real one, then arrives while the connection is idle, where it is caught."""
-    result, upstream = run(answering(ok(b"{}")), bodies)
+    result, upstream = run(answering(ok(b"{}")), bodies, settle_s=60.0)  # long: no scheduling stall can reach it
     assert result == [(200, b"{}")] * 3 and upstream.connections == 3
 
 

@@ -75,6 +75,7 @@ def test_the_server_token_still_works_beside_the_keys(upstream, tmp_path):
         (f'[[key]]\nname = "a"\nsha256 = "{"0" * 64}"\ntoken = "x"\n', "key 1: give only name, sha256 and strong_share"),
         (f'[[key]]\nname = "a"\nsha256 = "{"0" * 64}"\n[[key]]\nname = "a"\nsha256 = "{"1" * 64}"\n', "two keys share a name"),
         ("[[key]\n", "not a TOML keys file"),
+        (f'[[key]]\nname = "a"\nsha256 = "{_sha("")}"\n', "key 1 (a): sha256 is that of an empty token"),
     ],
 )
 def test_a_bad_keys_file_is_refused_naming_the_file_and_the_fix(tmp_path, text, message):
@@ -83,3 +84,18 @@ def test_a_bad_keys_file_is_refused_naming_the_file_and_the_fix(tmp_path, text, 
     with pytest.raises(ConfigurationError) as caught:
         read_keys_file(path)
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_sticky_conversations_are_remembered_per_team(upstream, tmp_path):
+    """Two teams opening the same conversation: each gets its own decision, counted in its own budget."""
+    keys = read_keys_file(_keys_file(tmp_path, {"team-a": 0.2, "team-b": 0.6}))
+    config = server_config(upstream, keys=keys, sticky=True)
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Explain monads."}]
+    with serving(create_app(config, RouterSet([ROUTER]))) as url, httpx.Client(timeout=30) as client:
+        targets = {}
+        for name in ("team-a", "team-b"):
+            headers = {"Authorization": f"Bearer {TOKENS[name]}"}
+            body = {"model": "router-default", "messages": messages}
+            answer = client.post(url + "/v1/chat/completions", json=body, headers=headers).json()
+            targets[name] = answer["edgeroute"]["budget"]["target"]
+    assert targets == {"team-a": 0.2, "team-b": 0.6}

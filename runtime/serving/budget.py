@@ -172,12 +172,6 @@ class StrongShareBudget:
             self._pending_keep = None
             return entries, keep
 
-    def return_pending(self, entries: list[tuple[float, bool]], keep: int | None) -> None:
-        """Shared mode: an exchange failed; its entries wait for the next one (the newest ``window`` of them)."""
-        with self._lock:
-            self._pending = deque([*entries, *self._pending], maxlen=self._window)  # the oldest go past the window
-            self._pending_keep = keep if self._pending_keep is None else self._pending_keep
-
     def use_shared(self, entries: list[tuple[float, bool]]) -> None:
         """Shared mode: the window every replica writes to, as last read; the threshold comes from it. The drift
         test runs on its newest decisions (one replica's own share may stray by design: its slice of traffic
@@ -198,7 +192,8 @@ class StrongShareBudget:
             return False
         self.resets += 1
         self._pending_keep = MIN_OBSERVATIONS  # the store cuts the shared window at the next exchange
-        self._shared_checked_from = MIN_OBSERVATIONS + probe  # then waits for a probe of decisions taken after the cut
+        # Then waits for a probe of decisions taken after the cut (as many as the window can hold).
+        self._shared_checked_from = min(MIN_OBSERVATIONS + probe, self._window)
         return True
 
     def state(self) -> BudgetState:

@@ -48,7 +48,7 @@ class RedisWindowStore:
     def __init__(self, url: str, timeout_s: float = 0.5) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError(f"--budget-store {url!r}: give a redis:// (or rediss://, unix://, ray-actor://NAME) URL")
+            raise ConfigurationError(f"--budget-store {parts.scheme}://...: give a redis:// (or rediss://, unix://, ray-actor://NAME) URL")
         redis = require_extra("redis", "redis", "serve --budget-store")
         self.url = url
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -101,16 +101,22 @@ class WindowActor:
 class RayActorWindowStore:
     """Windows in one named, detached Ray actor (0 CPUs), found or created by every replica of the application."""
 
+    NAMESPACE = "edgeroute"  # one namespace for the replicas that create it and the driver that removes it
+
     def __init__(self, name: str, timeout_s: float = 0.5) -> None:
         ray = require_extra("ray", "ray", "serve --budget-store ray-actor://NAME")
         if not ray.is_initialized():
             raise ConfigurationError(f"--budget-store ray-actor://{name}: only replicas on a Ray cluster (serve --engine ray) can use it")
         self._ray, self.name, self.timeout_s = ray, name, timeout_s
         actor = ray.remote(num_cpus=0)(WindowActor)
-        self._actor = actor.options(name=name, get_if_exists=True, lifetime="detached").remote()
+        self._actor = actor.options(name=name, namespace=self.NAMESPACE, get_if_exists=True, lifetime="detached").remote()
 
-    def check(self) -> None:
-        self.exchange("edgeroute:check", [], 1)
+    def check(self, timeout_s: float = 60.0) -> None:
+        """The actor answers (its first start needs a worker process: a long wait on a busy machine)."""
+        try:
+            self._ray.get(self._actor.exchange.remote("edgeroute:check", [], 1), timeout=timeout_s)
+        except Exception as exc:  # Ray's timeout and actor errors
+            raise ConfigurationError(f"--budget-store ray-actor://{self.name}: the actor did not answer ({type(exc).__name__})") from None
 
     def exchange(self, key: str, entries: Sequence[Entry], window: int, keep: int | None = None) -> list[Entry]:
         reference = self._actor.exchange.remote(key, list(entries), window, keep)
@@ -126,7 +132,7 @@ def remove_actor_store(ray: Any, url: str) -> None:
     """Kill the actor behind ``url`` (when the application that used it stops); nothing when there is none."""
     name = urlsplit(url).netloc
     try:
-        ray.kill(ray.get_actor(name))
+        ray.kill(ray.get_actor(name, namespace=RayActorWindowStore.NAMESPACE))
     except ValueError:  # no such actor
         pass
 
@@ -150,21 +156,23 @@ class SharedWindowSync:
         self._thread = threading.Thread(target=self._run, name="edgeroute-budget-store", daemon=True)
 
     def start(self) -> SharedWindowSync:
-        self.sync_once()  # a replica that starts late begins from the shared window, not the calibrated threshold
+        """The exchanges, first one at once: a replica that starts late begins from the shared window within one
+        round trip (on this thread, never on the caller's: a request or an event loop never waits on the store)."""
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        self.sync_once()
         while not self._stop.wait(self.interval_s):
             self.sync_once()
 
     def sync_once(self) -> None:
-        """One exchange; on failure the budget keeps the last shared window and its new win rates wait for the next one."""
+        """One exchange; on failure the budget keeps the last shared window, and this batch of win rates is dropped
+        (a timed-out exchange may still have been applied: sending it again could count it twice)."""
         entries, keep = self.budget.take_pending()
         try:
             shared = self.store.exchange(self.key, entries, self.budget.window_size, keep)
         except Exception as exc:  # any failure of the store: the replica goes on with what it had
-            self.budget.return_pending(entries, keep)
             if self.up is not False:
                 log.warning("budget store unreachable (%s): keeping the last shared threshold", type(exc).__name__)
             self.up = False

@@ -383,6 +383,8 @@ class Http1Pool:
         if key in self.untrusted:
             return
         self.untrusted.add(key)
+        for connection in self._idle.pop(key, ()):
+            connection.close()
         for connection in [c for c in self.busy if c.key == key]:
             connection.fail_untrusted()
 
@@ -417,7 +419,7 @@ class Http1Pool:
         else:
             await self.slots.acquire()
         try:
-            idle = self._idle.get(key)
+            idle = self._idle.get(key) if key not in self.untrusted else None
             now = time.monotonic()
             while idle and now - idle[0].idle_since >= self.settle_s:  # oldest first; the newer ones are still settling
                 connection = idle.popleft()

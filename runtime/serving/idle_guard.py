@@ -72,10 +72,11 @@ def _classes(aiohttp: Any) -> tuple[type, type] | None:
         def _release(self, key: Any, protocol: Any, *args: Any, **kwargs: Any) -> Any:
             if not isinstance(protocol, IdleWatch):
                 return super()._release(key, protocol, *args, **kwargs)
-            protocol.idle, protocol.pool_key, protocol.on_unsolicited = True, key, self._distrust
-            if key in self.distrusted:
+            closing = self._force_close or kwargs.get("should_close") or protocol.should_close
+            if closing or key in self.distrusted:  # an answer not read to its end: closed now, never idle
                 kwargs["should_close"] = True
                 return super()._release(key, protocol, *args, **kwargs)
+            protocol.idle, protocol.pool_key, protocol.on_unsolicited = True, key, self._distrust
             # Back in the pool only once settled (http1.SETTLE_S): bytes arriving meanwhile close it first.
             self._loop.call_later(SETTLE_S, functools.partial(super()._release, key, protocol, *args, **kwargs))
             return None

@@ -24,6 +24,7 @@ from typing import Any
 from edgeroute.runtime.errors import ConfigurationError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_EMPTY_TOKEN_SHA256 = hashlib.sha256(b"").hexdigest()
 _NAME = re.compile(r"[\x21-\x7e]{1,64}")  # a Prometheus label value and a log word: no spaces, no controls
 
 
@@ -85,6 +86,8 @@ def _key(path: Path, number: int, entry: Any) -> ApiKey:
         raise ConfigurationError(f"{where}: name must be 1 to 64 printable ASCII characters without spaces")
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise ConfigurationError(f'{where} ({name}): sha256 must be 64 lowercase hex digits: printf %s "$TOKEN" | sha256sum')
+    if digest == _EMPTY_TOKEN_SHA256:
+        raise ConfigurationError(f"{where} ({name}): sha256 is that of an empty token, which would let a bare 'Bearer' in")
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share < 1.0):
         raise ConfigurationError(f"{where} ({name}): strong_share must be a number strictly between 0 and 1, got {share!r}")
     return ApiKey(name, digest, None if share is None else float(share))

@@ -248,7 +248,8 @@ class RoutingPolicy:
                     start, floor, ceiling = router.default_threshold(), 0.0, 1.0
                 budget = self._budgets[(router.name, owner)] = settings.budget(start, floor, ceiling)
                 if self.budget_store is not None:
-                    key = f"edgeroute:budget:{router.name}:{owner or '*'}:{settings.target:g}:{settings.window}"
+                    scope = "all" if owner is None else f"key={owner}"
+                    key = f"edgeroute:budget:{router.name}:{scope}:{settings.target:g}:{settings.window}"
                     self._syncs[(router.name, owner)] = SharedWindowSync(budget, self.budget_store, key).start()
             return self._budgets[(router.name, owner)]
 
@@ -345,7 +346,7 @@ class RoutingPolicy:
         tenant: str | None = None,
     ) -> Decision | _Pending:
         """The remembered decision of a sticky conversation, or the request made ready to score."""
-        key, remembered = self._sticky_lookup(messages)
+        key, remembered = self._sticky_lookup(messages, tenant)
         if remembered is not None:
             return remembered
         loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct, tenant)
@@ -357,10 +358,12 @@ class RoutingPolicy:
         self._remember(request.key, decision)
         return decision
 
-    def _sticky_lookup(self, messages: Any) -> tuple[str | None, Decision | None]:
+    def _sticky_lookup(self, messages: Any, tenant: str | None = None) -> tuple[str | None, Decision | None]:
         if not self.sticky or not isinstance(messages, list):
             return None, None
         key = self._conversation_key([m for m in messages if isinstance(m, Mapping)])
+        if key is not None and tenant is not None:  # one team never sees (nor counts in) another's remembered decisions
+            key = f"{tenant} {key}"
         return key, self._recall(key)
 
     # ---------------------------------------------------------------- decide

@@ -157,31 +157,31 @@ def _replica_config(config: ServerConfig, options: ReplicaOptions) -> ServerConf
 def build_app(config: ServerConfig, options: ReplicaOptions | None = None) -> Any:
     """The Serve application (``Application``: a bound deployment) serving ``create_app(config)`` on each replica.
 
-    The upstream key variables are read here, in the process that builds the application, and set in
-    every replica's environment: a replica on a node started without them still sends each upstream
-    its key (a named variable that is unset here is refused, as ``edgeroute serve`` refuses it).
+    The upstream keys are read here, in the process that builds the application, and travel to every
+    replica inside its configuration (as the bearer token does; Serve keeps it in the cluster's own store,
+    not in a runtime_env that the dashboard and ``ray list actors --detail`` show): a replica on a node
+    started without the key variables still sends each upstream its key. A named variable that is unset
+    here is refused, as ``edgeroute serve`` refuses it.
     """
     serve = _serve()
     options = options or ReplicaOptions()
-    deployment_options = options.deployment_options(config)
-    keys = upstream_keys(config)
-    if keys:
-        deployment_options["ray_actor_options"]["runtime_env"] = {"env_vars": keys}
-    deployment = serve.deployment(serve.ingress()(EdgerouteReplica), **deployment_options)
-    return deployment.bind(_replica_config(config, options))
+    deployment = serve.deployment(serve.ingress()(EdgerouteReplica), **options.deployment_options(config))
+    return deployment.bind(_replica_config(with_upstream_keys(config), options))
 
 
-def upstream_keys(config: ServerConfig) -> dict[str, str]:
-    """Key variable -> key, for each upstream key this configuration sends, read from this process's environment."""
+def with_upstream_keys(config: ServerConfig) -> ServerConfig:
+    """``config`` with each upstream's key read from this process's environment into its ``api_key``."""
     import os
+    from dataclasses import replace
 
-    keys = {}
-    for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+    resolved = {}
+    for role in ("strong", "weak"):
+        upstream = getattr(config, role)
         upstream.check(role)
         variable = upstream.key_variable()
-        if variable and os.environ.get(variable):
-            keys[variable] = os.environ[variable]
-    return keys
+        key = upstream.api_key or (os.environ.get(variable) if variable else None)
+        resolved[role] = replace(upstream, api_key=key)
+    return replace(config, **resolved)
 
 
 def app_builder(args: dict[str, Any]) -> Any:

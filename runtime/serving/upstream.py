@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
@@ -124,6 +124,9 @@ class UpstreamConfig:
     model: str
     base_url: str
     api_key_env: str | None = None
+    # The key itself, read where the configuration was built (Ray Serve replicas get it with their configuration,
+    # which Serve keeps in the cluster's own store, never in a runtime_env the dashboard shows); never printed.
+    api_key: str | None = field(default=None, repr=False)
 
     def key_variable(self) -> str | None:
         """The variable whose key this upstream gets, or None when it gets none."""
@@ -134,7 +137,7 @@ class UpstreamConfig:
     def headers(self) -> dict[str, str]:
         """The Authorization header, when the key variable is set."""
         variable = self.key_variable()
-        key = os.environ.get(variable) if variable else None
+        key = self.api_key or (os.environ.get(variable) if variable else None)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def probe(self, role: str, timeout_s: float = 3.0) -> None:
@@ -153,7 +156,7 @@ class UpstreamConfig:
     def check(self, role: str) -> None:
         """Fail at start, not per request: a base URL that cannot work, a named key variable that is unset."""
         check_base_url(self.base_url, role)
-        if self.api_key_env and not os.environ.get(self.api_key_env):
+        if self.api_key_env and not self.api_key and not os.environ.get(self.api_key_env):
             raise ConfigurationError(f"{role} API key variable {self.api_key_env} is not set: set it, or name no variable to send no key")
 
 
