@@ -437,7 +437,9 @@ class RoutingPolicy:
     def close(self) -> None:
         """Stop the scoring threads and the budget store's."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for sync in self._syncs.values():
+        with self._lock:
+            syncs = list(self._syncs.values())
+        for sync in syncs:
             sync.stop()
 
 

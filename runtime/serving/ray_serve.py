@@ -298,6 +298,10 @@ def run(
         _leave(serve, ray, cluster, None)
         raise
     if not blocking:
+        if cluster is not None and cluster.private:  # the caller holds the application: the folder goes at exit
+            import atexit
+
+            atexit.register(cluster.stop, ray)
         return handle
     _block_until_stopped(serving_url(serve, placement, host, port), options)
     _leave(serve, ray, cluster, placement.app_name, config.budget_store)
