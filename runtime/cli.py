@@ -658,10 +658,10 @@ def _run_score(args: argparse.Namespace) -> int:
             **common,
         )
     else:
-        from edgeroute.runtime.serving.batch import LOCAL_SCORE_THREADS, score_file
+        from edgeroute.runtime.serving.batch import free_cores, score_file
 
         if args.threads is None and args.device == "cpu":
-            args.threads = LOCAL_SCORE_THREADS
+            args.threads = free_cores()
         summary = score_file(_load_router(args, args.router), args.input, args.output, chunk_size=args.chunk_size, **common)
     print(json.dumps(summary.to_dict()))
     return EXIT_OK

@@ -203,9 +203,13 @@ def test_ray_engine_writes_what_the_local_engine_writes(ray_cluster, router, log
         assert pq.read_table(distributed).equals(pq.read_table(local))
 
 
-def test_local_engine_scores_on_one_thread_unless_told(logs, tmp_path, monkeypatch, capsys):
-    """`score` without --threads loads the router with one onnxruntime thread (threads contend on a shared
-    machine); --threads is passed on as given."""
+def test_local_engine_scores_on_the_free_cores_unless_told(logs, tmp_path, monkeypatch, capsys):
+    """`score` without --threads loads the router with as many onnxruntime threads as cores were free over the last
+    minute (threads contend on a busy machine: one there); --threads is passed on as given."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.7, 1.0, 1.0))  # a busy 2-core machine
     from edgeroute.runtime.scoring.router import Router as RouterClass
 
     asked = []
@@ -220,4 +224,8 @@ def test_local_engine_scores_on_one_thread_unless_told(logs, tmp_path, monkeypat
         argv = ["score", "--router", ROUTER, "--input", str(logs["jsonl"]), "--output", str(tmp_path / name), "--no-progress"]
         assert main(argv + extra) == 0
     assert asked == [1, 2]
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))  # an idle one
+    asked.clear()
+    argv = ["score", "--router", ROUTER, "--input", str(logs["jsonl"]), "--output", str(tmp_path / "c.jsonl"), "--no-progress"]
+    assert main(argv) == 0 and asked == [2]
     capsys.readouterr()

@@ -33,10 +33,21 @@ DEFAULT_COLUMN = "prompt"
 DEFAULT_ID_COLUMN = "id"
 DEFAULT_CHUNK_SIZE = 1024
 BUCKET_SIZE = 32  # Router.strong_win_rates' length buckets, the same in both engines
-# `edgeroute score` on CPU without --threads: one onnxruntime thread. On a shared machine more threads than
-# free cores made the transformer tier slower (2 cores, busy: 88 prompts/s with onnxruntime's default, 180 with 1);
-# parallelism across processes (the Ray engine's actors) scales where threads contend.
-LOCAL_SCORE_THREADS = 1
+
+
+def free_cores() -> int:
+    """``edgeroute score``'s onnxruntime threads without ``--threads``: the cores this process may use that were
+    not busy over the last minute (load average), at least one. On a busy 2-core machine onnxruntime's all-cores
+    default was the slowest setting (88 prompts/s, 180 with one thread); on an idle one two threads score about
+    twice as fast as one (docs/scaling-out.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        load = 0.0
+    return max(1, min(cores, round(cores - load)))
+
+
 _INPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet"}
 
