@@ -220,7 +220,7 @@ def _not_json(name: str) -> Any:
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for ``url``, if any (as httpx honoured them)."""
+    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY name for ``url``, if any (the usual rules of those variables)."""
     import urllib.request
     from urllib.parse import urlsplit
 
@@ -343,10 +343,10 @@ class UpstreamRelay:
     def session(self) -> Any:
         """The shared aiohttp session, created on first use inside the running event loop.
 
-        Each of ``--upstream-timeout``'s limits applies as httpx applied it: to connecting
-        (waiting for a pooled connection included) and to each wait for bytes, not to a whole
-        stream. Bodies are not re-encoded; a body the upstream compressed is decompressed, as
-        httpx did.
+        ``--upstream-timeout`` bounds connecting (waiting for a pooled connection included) and each
+        wait for bytes, not a whole stream (``within_deadline`` adds one deadline of edgeroute's own
+        around the answer's head). Bodies are not re-encoded; a body the upstream compressed is
+        decompressed. Idle connections are guarded against answers nobody asked for (``idle_guard``).
         """
         if self._session is None or self._session.closed:
             aiohttp, timeout = self.aiohttp, self.timeout_s
