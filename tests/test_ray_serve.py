@@ -240,11 +240,12 @@ def test_placement_is_checked():
     Placement(replace=True).check_free({"edgeroute": {"route_prefix": "/"}})  # asked to replace: allowed
 
 
-def test_joining_a_token_auth_cluster_says_what_to_set():
+@pytest.mark.parametrize("error", ["InvalidAuthToken", "AuthenticationError"])
+def test_joining_a_token_auth_cluster_says_what_to_set(error):
+    """Ray's error types for a head with token auth (the issue's InvalidAuthToken; Ray 2.60's AuthenticationError)."""
     from edgeroute.runtime.serving.ray_cluster import connect
 
-    class InvalidAuthToken(Exception):
-        pass
+    refused = type(error, (Exception,), {})
 
     class TokenHead:
         @staticmethod
@@ -253,7 +254,7 @@ def test_joining_a_token_auth_cluster_says_what_to_set():
 
         @staticmethod
         def init(**kwargs):
-            raise InvalidAuthToken("the token is missing")
+            raise refused("no token was given for this cluster")
 
     with pytest.raises(ConfigurationError) as caught:
         connect(TokenHead, "10.0.0.1:6379")

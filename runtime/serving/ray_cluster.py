@@ -61,7 +61,8 @@ def connect(ray: Any, address: str | None, num_cpus: int | None = None) -> RayCl
 def _join_error(address: str, exc: Exception) -> Exception:
     """What to do when joining ``address`` failed: Ray's token authentication named, other errors passed on."""
     text = f"{type(exc).__name__}: {exc}"
-    if "InvalidAuthToken" in text or "AUTH_MODE" in text.upper() or "authentication token" in text.lower():
+    # Ray's words for it: InvalidAuthToken (the issue's report), AuthenticationError naming RAY_AUTH_MODE (Ray 2.60).
+    if "InvalidAuthToken" in text or "AuthenticationError" in text or "AUTH_MODE" in text.upper() or "authentication token" in text.lower():
         return ConfigurationError(
             f"the Ray cluster at {address} uses token authentication: set RAY_AUTH_MODE=token and give its token "
             "(RAY_AUTH_TOKEN, or the token file the head was started with) in this environment, then retry"
