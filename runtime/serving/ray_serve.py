@@ -284,18 +284,20 @@ def run(
         for router in config.routers:
             resolve_bundle(router)
     cluster = connect(ray, address, num_cpus)
+    deployed: str | None = None  # once serve.run began, a failed or interrupted deploy leaves this application behind
     try:
         placement.check_free(_serve_details(serve).get("applications") or {})
         serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
+        deployed = placement.app_name
         handle = serve.run(app, name=placement.app_name, route_prefix=placement.route_prefix, blocking=False)
     except RuntimeError as exc:  # Serve's "Deploying application ... failed": a replica could not start
-        _leave(serve, ray, cluster, None)
+        _leave(serve, ray, cluster, deployed, config.budget_store if deployed else None)
         raise EdgerouteError(
             f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
             "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)"
         ) from exc
     except BaseException:
-        _leave(serve, ray, cluster, None)
+        _leave(serve, ray, cluster, deployed, config.budget_store if deployed else None)
         raise
     if not blocking:
         if cluster is not None and cluster.private:  # the caller holds the application: the folder goes at exit
