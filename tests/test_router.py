@@ -231,3 +231,15 @@ def test_default_threshold_is_read_from_the_calibration_at_load(tmp_path, mf_bun
     else:
         share, threshold = min(calibration["thresholds"].items())
         assert router.threshold_for(float(share)) == threshold
+
+
+def test_the_lru_cache_keeps_its_most_recently_used_entries():
+    """The one LRU map (a router's score cache, the server's sticky conversations): a read refreshes an entry."""
+    from edgeroute.runtime.scoring.lru import LRUCache
+
+    cache: LRUCache[str, float] = LRUCache(2)
+    cache.put("a", 0.1)
+    cache.put("b", 0.2)
+    assert cache.get("a") == 0.1  # "a" is now newer than "b"
+    cache.put("c", 0.3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (0.1, None, 0.3, 2)

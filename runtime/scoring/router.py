@@ -6,9 +6,7 @@ import contextlib
 import math
 import os
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -25,6 +23,7 @@ from edgeroute.runtime.errors import (
     InvalidPromptError,
 )
 from edgeroute.runtime.scoring.encoders import is_tokenizer_panic
+from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.manifest import Manifest, StaticEmbedderSpec, read_manifest
 from edgeroute.runtime.scoring.scorers import LoadOptions, Scorer, scorer_for
 
@@ -129,7 +128,7 @@ class Router:
         """A router over an already built scorer; ``Router.load`` is the usual way to get one."""
         self.manifest = manifest
         self.scorer = scorer
-        self._cache: ScoreCache | None = ScoreCache(cache_size) if cache_size else None
+        self._cache: LRUCache[str, float] | None = LRUCache(cache_size) if cache_size else None
         self._win_rates = _finite(scorer.win_rates, manifest.folder)
         self.precision = scorer.precision
         self.device = device
@@ -298,32 +297,6 @@ class Router:
 
     def __repr__(self) -> str:
         return f"Router(name={self.name!r}, kind={self.kind!r}, precision={self.precision!r}, device={self.device!r})"
-
-
-class ScoreCache:
-    """A thread-safe LRU map from prompt to win rate."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, prompt: str) -> float | None:
-        with self._lock:
-            rate = self._items.get(prompt)
-            if rate is not None:
-                self._items.move_to_end(prompt)
-            return rate
-
-    def put(self, prompt: str, rate: float) -> None:
-        with self._lock:
-            self._items[prompt] = rate
-            self._items.move_to_end(prompt)
-            if len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 # ---------------------------------------------------------------------- helpers

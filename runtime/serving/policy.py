@@ -8,7 +8,6 @@ import hashlib
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -21,6 +20,7 @@ from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
+from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
@@ -207,8 +207,7 @@ class RoutingPolicy:
         self.score_budget_s = None if score_budget_ms is None else score_budget_ms / 1000.0
         self.default_model = default_model
         self._pool = ThreadPoolExecutor(max_workers=scoring_threads, thread_name_prefix="edgeroute-score")
-        self._sticky: OrderedDict[str, Decision] = OrderedDict()
-        self._sticky_capacity = sticky_capacity
+        self._sticky: LRUCache[str, Decision] = LRUCache(sticky_capacity)
         self._lock = threading.Lock()
         if budget is not None:
             budget.budget(0.5)  # refuses bad settings now, not on a request
@@ -285,20 +284,12 @@ class RoutingPolicy:
     def _remember(self, key: str | None, decision: Decision) -> None:
         if key is None:
             return
-        with self._lock:
-            self._sticky[key] = decision
-            self._sticky.move_to_end(key)
-            while len(self._sticky) > self._sticky_capacity:
-                self._sticky.popitem(last=False)
+        self._sticky.put(key, decision)
 
     def _recall(self, key: str | None) -> Decision | None:
         if key is None:
             return None
-        with self._lock:
-            decision = self._sticky.get(key)
-            if decision is not None:
-                self._sticky.move_to_end(key)
-            return decision
+        return self._sticky.get(key)
 
     def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None, tenant: str | None):
         router = self.routers.get(router_name or self.routers.default)
