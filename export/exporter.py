@@ -25,9 +25,8 @@ from edgeroute.runtime.scoring.names import alias_table
 from edgeroute.export.checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, check_finite, read_mf_checkpoint, read_state_dict
 from edgeroute.export.onnx_graphs import ClassifierLogits, SentenceEmbedding, export_graph, optimize_graph, quantize_graph, to_fp16
 from edgeroute.export.parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
+from edgeroute.runtime.scoring.layout import HEAD_FILE, MANIFEST_NAME, TOKENIZER_FILE, graph_file
 
-TOKENIZER_FILE = "tokenizer.json"
-HEAD_FILE = "head.npy"
 ENCODER_FOLDER = "encoder"  # a probe checkpoint's frozen, truncated Hugging Face encoder
 # Precision -> largest tolerated |win rate - PyTorch's| on the parity prompts.
 _FIXED_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
@@ -102,7 +101,7 @@ def _hash_folder_weights(folder: Path) -> str:
 
 
 # Files of which a Hugging Face tokenizer needs at least one.
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+_TOKENIZER_FILES = (TOKENIZER_FILE, "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -223,11 +222,11 @@ def _write_encoder_graphs(
     graphs: dict[str, str] = {}
     facts: dict[str, Any] = {"onnxruntime_fusions": fusions}
     if "fp32" in options.precisions:
-        graphs["fp32"] = f"{prefix}.fp32.onnx"
+        graphs["fp32"] = graph_file(prefix, "fp32")
         shutil.copyfile(fused, staging / graphs["fp32"])
     if "int8" in options.precisions:
         progress.set_description("quantize int8")
-        graphs["int8"] = f"{prefix}.int8.onnx"
+        graphs["int8"] = graph_file(prefix, "int8")
         if int8_check is None:
             facts["int8"] = quantize_graph(fused, staging / graphs["int8"], options.per_channel, options.reduce_range)
         else:
@@ -246,7 +245,7 @@ def _write_encoder_graphs(
             )
     if "fp16" in options.precisions:
         progress.set_description("convert fp16")
-        graphs["fp16"] = f"{prefix}.fp16.onnx"
+        graphs["fp16"] = graph_file(prefix, "fp16")
         to_fp16(fused, staging / graphs["fp16"])
         facts["fp16"] = {"method": "float16 weights and compute, fp32 inputs/outputs"}
     progress.update()
@@ -369,7 +368,7 @@ def _finish(staging: Path, manifest: dict[str, Any], options: ExportOptions) -> 
     if options.out.exists():
         shutil.rmtree(options.out)
     staging.rename(options.out)
-    return options.out / "manifest.json"
+    return options.out / MANIFEST_NAME
 
 
 def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_format: str) -> dict[str, Any]:

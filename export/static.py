@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-STATIC_TABLE_FILE = "static_embeddings.npy"
-STATIC_TOKENIZER_FILE = "tokenizer.json"
+from edgeroute.runtime.scoring.layout import STATIC_TABLE_FILE, TOKENIZER_FILE as STATIC_TOKENIZER_FILE  # noqa: F401 - re-exported
 
 
 def distill_static(encoder_dir: Path, dims: int = 256, batch_size: int = 512, sif: float = 1e-3) -> np.ndarray:

@@ -24,9 +24,8 @@ from tqdm.auto import tqdm
 from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
-from edgeroute.export.exporter import HEAD_FILE
+from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE  # noqa: F401 - HEAD_FILE: the first layer
 
-HEAD_OUT_FILE = "head_out.npy"  # beside the exporter's HEAD_FILE, which holds the first layer
 _CLIP = 1e-6
 
 

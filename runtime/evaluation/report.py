@@ -23,6 +23,7 @@ from edgeroute.runtime.evaluation.data import (
     select_split,
 )
 from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.scoring.layout import MANIFEST_NAME
 from edgeroute.runtime.scoring.manifest import write_manifest
 from edgeroute.runtime.evaluation.curves import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
 from edgeroute.runtime.scoring.router import Router
@@ -264,7 +265,7 @@ def calibrate_win_rates(
             "thresholds": table,
         }
         write_manifest(target, manifest, rehash=False)
-        result["written"] = str(target / "manifest.json")
+        result["written"] = str(target / MANIFEST_NAME)
     result["thresholds"] = table
     return result
 

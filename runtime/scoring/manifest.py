@@ -40,7 +40,8 @@ from edgeroute.runtime.errors import (
     UnsupportedSchemaError,
 )
 
-MANIFEST_NAME = "manifest.json"
+from edgeroute.runtime.scoring.layout import MANIFEST_NAME
+
 SCHEMA_VERSION = 1
 ROUTER_KINDS = ("bert", "mf")
 PRECISIONS = ("fp32", "int8", "fp16")
