@@ -59,22 +59,10 @@ def replay(win_rates: np.ndarray, fixed_threshold: float, target: float, window:
     return decisions
 
 
-class MemoryWindowStore:
-    """``budget_store.WindowStore`` in memory: what Redis does for ``serve --budget-store``, for a replay."""
-
-    def __init__(self) -> None:
-        self.windows: dict[str, list[tuple[float, bool]]] = {}
-
-    def exchange(self, key: str, entries: list, window: int, keep: int | None = None) -> list:
-        from edgeroute.runtime.serving.budget_store import exchange_in_memory
-
-        return exchange_in_memory(self.windows, key, entries, window, keep)
-
-
 def two_replicas(labelled: np.ndarray, chat: np.ndarray, fixed: float, target: float, window: int, every: int = 25) -> dict:
     """Replica A takes the MMLU-then-GSM8K stream, replica B the chat prompts, in turns: each with its own window,
     then both sharing one (exchanging every ``every`` requests, as ``serve --budget-store`` does every 0.25 s)."""
-    from edgeroute.runtime.serving.budget_store import SharedWindowSync
+    from edgeroute.runtime.serving.budget_store import MemoryWindowStore, SharedWindowSync
 
     out = {}
     for mode in ("own windows", "one shared window"):

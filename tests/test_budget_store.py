@@ -141,18 +141,12 @@ def test_a_store_that_cannot_work_is_refused_at_start(upstream):
 def test_shared_drift_resets_keep_working_with_a_small_window():
     """After a shared-window reset the next drift test waits for a probe of new decisions, never for more entries
     than the window can hold (with window 120 it waited for 150: one reset, then none)."""
-    from edgeroute.runtime.serving.budget_store import SharedWindowSync, exchange_in_memory
-
-    class Memory:
-        windows: dict = {}
-
-        def exchange(self, key, entries, window, keep=None):
-            return exchange_in_memory(self.windows, key, entries, window, keep)
+    from edgeroute.runtime.serving.budget_store import MemoryWindowStore, SharedWindowSync
 
     rng = np.random.default_rng(8)
     stream = np.concatenate([rng.beta(2, 6, 800), rng.beta(2, 14, 800), rng.beta(6, 4, 800), rng.beta(2, 14, 800)])
     budget = StrongShareBudget(0.3, 0.3, window=120)
-    sync = SharedWindowSync(budget, Memory(), "small")
+    sync = SharedWindowSync(budget, MemoryWindowStore(), "small")
     for n, rate in enumerate(stream):
         budget.admit(float(rate))
         if n % 10 == 0:

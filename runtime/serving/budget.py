@@ -89,6 +89,7 @@ class StrongShareBudget:
         self.resets = 0
         # Shared mode (budget_store.SharedWindowSync): admitted entries wait here for the next exchange, and the
         # threshold comes from the shared window last read.
+        self._sharing = False  # set by SharedWindowSync before the first admit
         self._pending: deque[tuple[float, bool]] = deque(maxlen=window)
         self._pending_keep: int | None = None
         self._shared_sorted: list[float] | None = None
@@ -134,25 +135,29 @@ class StrongShareBudget:
             self._recent.append((win_rate, strong, key))
             bisect.insort(self._sorted, win_rate)
             self._n_strong += strong
-            self._pending.append((win_rate, strong))
             if key is not None:
                 self._keys[key] = self._keys.get(key, 0) + 1
-            if self._probe_size and self._shared_sorted is None:  # shared mode watches the shared window instead
+            if self._sharing:  # the shared window's drift test runs on the whole application's decisions instead
+                self._pending.append((win_rate, strong))
+            elif self._probe_size:
                 self._watch_drift(strong)
             return threshold
+
+    def _strays(self, share: float) -> bool:
+        """The drift test: a probe's strong share further from the target than chance allows."""
+        return abs(share - self.target) > self._drift_bound
 
     def _watch_drift(self, strong: bool) -> None:
         self._probe.append(strong)
         self._probe_strong += strong
         if len(self._probe) > self._probe_size:
             self._probe_strong -= self._probe.popleft()
-        if len(self._probe) == self._probe_size and abs(self._probe_strong / self._probe_size - self.target) > self._drift_bound:
+        if len(self._probe) == self._probe_size and self._strays(self._probe_strong / self._probe_size):
             while len(self._recent) > MIN_OBSERVATIONS:
                 self._forget_oldest()
             self._probe.clear()  # decisions taken under the old threshold say nothing about the new one
             self._probe_strong = 0
             self.resets += 1
-            self._pending_keep = MIN_OBSERVATIONS  # a shared window is cut short too, at the next exchange
 
     def _forget_oldest(self) -> None:
         oldest, was_strong, key = self._recent.popleft()
@@ -162,6 +167,11 @@ class StrongShareBudget:
             self._keys[key] -= 1
             if not self._keys[key]:
                 del self._keys[key]
+
+    def share(self) -> None:
+        """Shared mode from now on (``budget_store.SharedWindowSync``): admitted entries wait for the next exchange."""
+        with self._lock:
+            self._sharing = True
 
     def take_pending(self) -> tuple[list[tuple[float, bool]], int | None]:
         """Shared mode: the entries admitted since the last exchange, and how many the shared window is to keep
@@ -186,8 +196,7 @@ class StrongShareBudget:
         probe = self._probe_size
         if not probe or len(entries) < self._shared_checked_from:
             return False
-        share = sum(strong for _, strong in entries[-probe:]) / probe
-        if abs(share - self.target) <= self._drift_bound:
+        if not self._strays(sum(strong for _, strong in entries[-probe:]) / probe):
             self._shared_checked_from = probe
             return False
         self.resets += 1

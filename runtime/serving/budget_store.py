@@ -81,21 +81,16 @@ class RedisWindowStore:
         return out
 
 
-def exchange_in_memory(windows: dict[str, list[Entry]], key: str, entries: Sequence[Entry], window: int, keep: int | None) -> list[Entry]:
-    """``WindowStore.exchange`` on a dict of windows (the Ray actor's state, and replays)."""
-    kept = (windows.get(key, []) + list(entries))[-(keep or window) :]
-    windows[key] = kept
-    return list(kept)
-
-
-class WindowActor:
-    """The Ray actor holding the windows of one application (``ray-actor://NAME``)."""
+class MemoryWindowStore:
+    """Windows in this process's memory: the state of the Ray actor behind ``ray-actor://NAME``, and of replays."""
 
     def __init__(self) -> None:
         self.windows: dict[str, list[Entry]] = {}
 
-    def exchange(self, key: str, entries: list[Entry], window: int, keep: int | None = None) -> list[Entry]:
-        return exchange_in_memory(self.windows, key, entries, window, keep)
+    def exchange(self, key: str, entries: Sequence[Entry], window: int, keep: int | None = None) -> list[Entry]:
+        kept = (self.windows.get(key, []) + list(entries))[-(keep or window) :]
+        self.windows[key] = kept
+        return list(kept)
 
 
 class RayActorWindowStore:
@@ -108,7 +103,7 @@ class RayActorWindowStore:
         if not ray.is_initialized():
             raise ConfigurationError(f"--budget-store ray-actor://{name}: only replicas on a Ray cluster (serve --engine ray) can use it")
         self._ray, self.name, self.timeout_s = ray, name, timeout_s
-        actor = ray.remote(num_cpus=0)(WindowActor)
+        actor = ray.remote(num_cpus=0)(MemoryWindowStore)
         self._actor = actor.options(name=name, namespace=self.NAMESPACE, get_if_exists=True, lifetime="detached").remote()
 
     def check(self, timeout_s: float = 60.0) -> None:
@@ -151,6 +146,7 @@ class SharedWindowSync:
 
     def __init__(self, budget: Any, store: WindowStore, key: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.budget, self.store, self.key, self.interval_s = budget, store, key, interval_s
+        budget.share()
         self.up: bool | None = None  # None until the first exchange
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgeroute-budget-store", daemon=True)

@@ -6,9 +6,10 @@ decision shape, auth and limits) and Ray Serve's HTTP proxy spreads requests ove
 its own routers). Ray is the ``ray`` extra with Ray Serve (``ray[serve]``), imported only inside
 functions here.
 
-State is per replica: sticky conversations, the ``strong_share`` budget window and the
-``/metrics`` counters live in each replica's process; nothing is shared. A request reaches one
-replica, chosen by Serve, so ``/metrics`` through the proxy answers for that replica only.
+State is per replica but for the strong-call budget: sticky conversations and the ``/metrics``
+counters live in each replica's process; a request reaches one replica, chosen by Serve, so
+``/metrics`` through the proxy answers for that replica only. The budget window lives in the
+application's Ray actor (``with_budget_store``), so every replica applies one threshold.
 
 On a shared cluster: the application has a name and route prefix of its own (``Placement``), one
 already there is never replaced unless asked, and stopping deletes only this application.
@@ -171,16 +172,13 @@ def build_app(config: ServerConfig, options: ReplicaOptions | None = None) -> An
 
 def with_upstream_keys(config: ServerConfig) -> ServerConfig:
     """``config`` with each upstream's key read from this process's environment into its ``api_key``."""
-    import os
     from dataclasses import replace
 
     resolved = {}
     for role in ("strong", "weak"):
         upstream = getattr(config, role)
         upstream.check(role)
-        variable = upstream.key_variable()
-        key = upstream.api_key or (os.environ.get(variable) if variable else None)
-        resolved[role] = replace(upstream, api_key=key)
+        resolved[role] = replace(upstream, api_key=upstream.key())
     return replace(config, **resolved)
 
 
@@ -290,14 +288,13 @@ def run(
         serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": KEEP_ALIVE_S})
         deployed = placement.app_name
         handle = serve.run(app, name=placement.app_name, route_prefix=placement.route_prefix, blocking=False)
-    except RuntimeError as exc:  # Serve's "Deploying application ... failed": a replica could not start
+    except BaseException as exc:
         _leave(serve, ray, cluster, deployed, config.budget_store if deployed else None)
-        raise EdgerouteError(
-            f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
-            "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)"
-        ) from exc
-    except BaseException:
-        _leave(serve, ray, cluster, deployed, config.budget_store if deployed else None)
+        if isinstance(exc, RuntimeError):  # Serve's "Deploying application ... failed": a replica could not start
+            raise EdgerouteError(
+                f"the Ray Serve deployment did not start: {exc} The replicas' errors are in Ray's logs "
+                "(logs/serve/ in the Ray session folder, /tmp/ray/session_latest on the head node)"
+            ) from exc
         raise
     if not blocking:
         if cluster is not None and cluster.private:  # the caller holds the application: the folder goes at exit

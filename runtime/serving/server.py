@@ -354,7 +354,8 @@ class Handlers:
         started = time.perf_counter()
         rates = await self.policy.ascore(router, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
-        weight = self.policy.budget.batch_weight if self.policy.budget is not None else 0
+        settings = self.policy.budget_settings(tenant)
+        weight = settings.batch_weight if settings is not None else 0
         step = max(1, math.ceil(len(rates) / weight)) if counted and weight else 0
         return [
             self.policy.scored(router, float(rate), threshold, score_us, text, bool(step) and index % step == 0, tenant)
@@ -395,16 +396,20 @@ class Handlers:
     async def prometheus(self, request: Any) -> Any:
         """The metrics in Prometheus text format."""
         self.check_auth(request)
-        for (router, tenant), state in self.policy.budget_states().items():
-            labels = {"router": router} if tenant is None else {"router": router, "key": tenant}
+        for owner, state in self.policy.budget_states().items():
+            labels = _budget_labels(*owner)
             self.metrics.set_gauge("edgeroute_strong_share_target", state.target, **labels)
             self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, **labels)
             self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, **labels)
             self.metrics.set_gauge("edgeroute_budget_resets", state.resets, **labels)
-        for (router, tenant), up in self.policy.budget_store_up().items():
-            labels = {"router": router} if tenant is None else {"router": router, "key": tenant}
-            self.metrics.set_gauge("edgeroute_budget_store_up", float(up), **labels)
+        for owner, up in self.policy.budget_store_up().items():
+            self.metrics.set_gauge("edgeroute_budget_store_up", float(up), **_budget_labels(*owner))
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _budget_labels(router: str, tenant: str | None) -> dict[str, str]:
+    """A budget's /metrics labels: its router, and its team key when it has one of its own."""
+    return {"router": router} if tenant is None else {"router": router, "key": tenant}
 
 
 def check_upstreams(config: ServerConfig) -> None:

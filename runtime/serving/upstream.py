@@ -134,10 +134,14 @@ class UpstreamConfig:
             return self.api_key_env
         return OPENAI_KEY_ENV if urlsplit(self.base_url).hostname == OPENAI_HOST else None
 
-    def headers(self) -> dict[str, str]:
-        """The Authorization header, when the key variable is set."""
+    def key(self) -> str | None:
+        """The key this upstream is sent: ``api_key`` when resolved already, else its key variable's value."""
         variable = self.key_variable()
-        key = self.api_key or (os.environ.get(variable) if variable else None)
+        return self.api_key or (os.environ.get(variable) if variable else None)
+
+    def headers(self) -> dict[str, str]:
+        """The Authorization header, when there is a key."""
+        key = self.key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def probe(self, role: str, timeout_s: float = 3.0) -> None:
