@@ -36,6 +36,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the sibling scripts (machine, server_overhead) import as modules
+    sys.path.insert(0, str(HERE))
+from machine import cpu_clock, machine_flags, steal_note, steal_share  # noqa: E402
+
 if str(Path(__file__).resolve().parent) not in sys.path:  # the sibling server_overhead.py imports as a module
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -71,46 +76,6 @@ def time_calls(function: Callable[[], Any], repeats: int, warmup: int = 3) -> li
         function()
         samples.append(time.perf_counter() - started)
     return samples
-
-
-def machine_flags() -> dict[str, Any]:
-    """CPU model, the ISA flags that matter to int8 and fp32 kernels, and the core count (no heavy imports)."""
-    flags: list[str] = []
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(
-                    set(line.split(":", 1)[1].split()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "fma"}
-                )
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cpu_flags": flags, "vnni": any("vnni" in f for f in flags), "cores": os.cpu_count()}
-
-
-def cpu_clock() -> tuple[int, int] | None:
-    """(steal, total) CPU time of all cores in clock ticks, from /proc/stat; None where there is none."""
-    try:
-        ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-    except (OSError, ValueError, IndexError):
-        return None
-    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
-
-
-def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
-    """The share of CPU time the hypervisor gave to other guests between two ``cpu_clock`` readings
-    (stolen time stalls whatever runs here: it shows in tail latencies first)."""
-    if start is None or end is None or end[1] <= start[1]:
-        return None
-    return (end[0] - start[0]) / (end[1] - start[1])
-
-
-def steal_note(share: float | None) -> str:
-    """The report's sentence on stolen CPU time, or nothing where it was not measured."""
-    return "" if share is None else f" The hypervisor took {share:.1%} of CPU time (steal) during the run."
 
 
 def machine() -> dict[str, Any]:

@@ -37,8 +37,9 @@ import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the sibling scripts (fake_upstream, latency) import as modules
+if str(HERE) not in sys.path:  # the sibling scripts (fake_upstream, machine, processes) import as modules
     sys.path.insert(0, str(HERE))
+from machine import cpu_clock, machine_flags, steal_note, steal_share  # noqa: E402
 from processes import free_port, serve_arguments, wait_ready  # noqa: E402
 
 ROUTER = "static-distilled-gpt4-mixtral"
@@ -568,8 +569,6 @@ def run(
     ]
     servers: dict[str, str] = {}
     load_before = load_average()
-    from latency import cpu_clock, machine_flags, steal_share
-
     clock_before = cpu_clock()
     try:
         wait_ready(upstream_url + "/health", processes[0])
@@ -639,8 +638,6 @@ def closed_loop_note(document: dict[str, Any]) -> list[str]:
 
 def markdown(document: dict[str, Any]) -> str:
     """The report: targets, latency and requests/s per concurrency, what the time goes to."""
-    from latency import steal_note
-
     machine = document["machine"]
     lines = [
         "# Server overhead",

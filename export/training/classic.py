@@ -69,7 +69,7 @@ def _length_buckets(lengths: list[int], batch_size: int, rng: random.Random) -> 
 
 
 def _encoder_dir(encoder: str | Path | None) -> Path:
-    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.encoders import minilm_dir
 
     return minilm_dir() if encoder in (None, "minilm") else Path(encoder)
 

@@ -17,21 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeroute.runtime import Router
 from edgeroute.runtime.evaluation.data import BenchmarkData
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.finetune import FineTuneRecipe
-from edgeroute.export.training.distill import (
-    ChatPrior,
-    StudentRecipe,
-    fit_student,
-    fold_length,
-    student_features,
-    teacher_targets,
-    with_chat_prior,
-)
-from edgeroute.export.training.probe import ProbeRecipe, as_scored, encoder_embeddings, fit_probe, truncated_encoder
+from edgeroute.export.training.distill import ChatPrior, StudentRecipe, fit_student, teacher_targets, with_chat_prior
+from edgeroute.export.training.features import as_scored, fold_length, static_features, student_features  # noqa: F401 - static_features re-exported
+from edgeroute.export.training.probe import ProbeRecipe, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
@@ -220,9 +212,3 @@ def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData, reci
     """The same head fitted to the golden labels directly (no teacher): what distillation is compared to."""
     target = (golden_labels(data) == LABEL_STRONG_WINS).astype(np.float64)
     return student_scores(features, splits, lambda split: teacher_targets(0.05 + 0.9 * target), recipe)
-
-
-def static_features(router: Router, prompts: list[str]) -> np.ndarray:
-    """Student inputs for ``prompts`` computed by the runtime itself (so training matches serving)."""
-    embeddings = np.concatenate([router.embed(prompts[i : i + 1024]) for i in range(0, len(prompts), 1024)])
-    return student_features(embeddings, as_scored(prompts, router.manifest.max_length))

@@ -22,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from edgeroute.runtime.errors import InvalidInputError
-from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE  # noqa: F401 - HEAD_FILE: the first layer
+
+from edgeroute.export.training.features import fold_length, reference_win_rates, student_features  # noqa: F401 - re-exported
 
 _CLIP = 1e-6
 
@@ -85,31 +86,6 @@ def with_chat_prior(logits: np.ndarray, labelled: np.ndarray, prior: ChatPrior |
     return np.where(prior.rows, blended, logits)
 
 
-def fold_length(
-    hidden: np.ndarray, output: np.ndarray, features: np.ndarray, teacher_logits: np.ndarray, length_weight: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Add prompt length to a fitted student *outside* its network, as one exact linear term.
-
-    The score becomes ``z(student) + length_weight * z(length)`` (z: standardized on ``features``, the
-    training rows), rescaled to the teacher's logit scale so that sigmoid(score) stays a readable win
-    rate. Length enters linearly, so it extrapolates to prompts longer or shorter than any seen in
-    training, where a network fitted to a length-mixed target does not. The term is stored as one more
-    hidden unit (weight on the length input only, bias 0): the length input is never negative, so
-    that unit's ReLU is the identity and the runtime's head format is unchanged.
-    """
-    student = MLPHead(hidden, output).feature_logits(features[:, :-1], features[:, -1])
-    length = features[:, -1].astype(np.float64)
-    teacher = np.asarray(teacher_logits, dtype=np.float64)
-    norm = np.sqrt(1.0 + length_weight**2)
-    scale = teacher.std() / (student.std() * norm)
-    length_scale = teacher.std() * length_weight / (length.std() * norm)
-    shift = teacher.mean() - scale * student.mean() - length_scale * length.mean()
-    length_unit = np.zeros((1, hidden.shape[1]), dtype=np.float32)
-    length_unit[0, -2] = 1.0
-    folded_out = np.concatenate([output[0, :-1] * scale, [length_scale], [output[0, -1] * scale + shift]])
-    return np.concatenate([hidden, length_unit]), folded_out[None, :].astype(np.float32)
-
-
 def fit_distilled(
     features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe, progress: bool = False, prior: ChatPrior | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,11 +95,6 @@ def fit_distilled(
     logits = with_chat_prior(teacher_targets(teacher_win_rates), labelled, prior)
     hidden, output = fit_student(features, logits, recipe, progress)
     return fold_length(hidden, output, features, logits, recipe.length_weight)
-
-
-def student_features(embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
-    """The head's inputs: the runtime's static embeddings and the length feature, as float32."""
-    return np.concatenate([embeddings, length_feature(prompts)[:, None]], axis=1).astype(np.float32)
 
 
 def fit_student(
@@ -185,15 +156,6 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
     }
 
 
-def reference_win_rates(checkpoint: Path, prompts: list[str], embed: Any) -> np.ndarray:
-    """The student's win rates computed in float64 from the checkpoint's arrays (the export's parity reference)."""
-    hidden = np.load(checkpoint / HEAD_FILE, allow_pickle=False).astype(np.float64)
-    output = np.load(checkpoint / HEAD_OUT_FILE, allow_pickle=False).astype(np.float64)
-    features = student_features(embed(prompts), prompts).astype(np.float64)
-    activations = np.maximum(features @ hidden[:, :-1].T + hidden[:, -1], 0.0)
-    return 1.0 / (1.0 + np.exp(-(activations @ output[0, :-1] + output[0, -1])))
-
-
 def distill_command(args: Any) -> dict[str, Any]:
     """``edgeroute train distilled``: fit the fast tier to a teacher bundle's win rates on a prompt set."""
     import shutil
@@ -201,7 +163,7 @@ def distill_command(args: Any) -> dict[str, Any]:
     from edgeroute.runtime import Router
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
-    from edgeroute.export.training.crossval import static_features
+    from edgeroute.export.training.features import static_features
     from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE
 
     from edgeroute.export.training.chat_prompts import labelled_chat_prompts

@@ -27,11 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
-from edgeroute.runtime.scoring.router import cut_prompt
 
-from edgeroute.export.exporter import ENCODER_FOLDER, HEAD_FILE
+from edgeroute.export.encoders import ENCODER_FOLDER
 from edgeroute.export.onnx_graphs import SentenceEmbedding
-from edgeroute.export.training.distill import HEAD_OUT_FILE, fold_length
+from edgeroute.export.training.features import as_scored, fold_length  # noqa: F401 - as_scored re-exported
+from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,6 @@ class ProbeRecipe:
     ridge: float = 3.0
     length_weight: float = 1.0
     batch_size: int = 64
-
-
-def as_scored(prompts: list[str], max_length: int | None) -> list[str]:
-    """The prompts cut as ``Router`` cuts them before scoring (so the length feature matches serving)."""
-    return [cut_prompt(prompt, max_length) for prompt in prompts]
 
 
 def truncated_encoder(encoder_dir: Path, layers: int) -> tuple[Any, Any]:
@@ -139,7 +134,7 @@ def probe_command(args: Any) -> dict[str, Any]:
     """``edgeroute train probe``: the transformer tier on every row of a data folder; writes a checkpoint."""
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
-    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.encoders import minilm_dir
 
     recipe = ProbeRecipe(layers=args.layers)
     data = load_protocol_data(Path(args.data))
@@ -171,7 +166,7 @@ def probe_command(args: Any) -> dict[str, Any]:
 
 def reference_win_rates(checkpoint: Path, prompts: list[str]) -> np.ndarray:
     """The probe's win rates from the checkpoint in PyTorch + float64, one prompt at a time (export parity)."""
-    from edgeroute.export.training import distill
+    from edgeroute.export.training import features
 
     recipe = json.loads((checkpoint / "training.json").read_text(encoding="utf-8"))["recipe"]
     tokenizer, model = truncated_encoder(checkpoint / ENCODER_FOLDER, int(recipe["layers"]))
@@ -179,4 +174,4 @@ def reference_win_rates(checkpoint: Path, prompts: list[str]) -> np.ndarray:
     def embed(batch: list[str]) -> np.ndarray:
         return np.concatenate([encoder_embeddings(tokenizer, model, [p], int(recipe["max_length"])) for p in batch])
 
-    return distill.reference_win_rates(checkpoint, as_scored(prompts, int(recipe["max_length"])), embed)
+    return features.reference_win_rates(checkpoint, as_scored(prompts, int(recipe["max_length"])), embed)

@@ -16,7 +16,7 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
     from edgeroute.export.training.crossval import golden_labels
-    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.encoders import minilm_dir
     from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, save_teacher, train_teacher
 
     data = load_protocol_data(data_dir)
@@ -35,7 +35,7 @@ def train_final_finetuned(data_dir: Path, out: Path, recipe: Any, n_chat: int = 
     """
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
-    from edgeroute.export.exporter import minilm_dir
+    from edgeroute.export.encoders import minilm_dir
     from edgeroute.export.training.crossval import golden_labels
     from edgeroute.export.training.finetune import TokenizedPrompts, template_labelled_rows, train_finetuned
     from edgeroute.export.training.teacher import load_classifier, save_teacher

@@ -14,6 +14,7 @@ from edgeroute.runtime.errors import InvalidInputError, InvalidThresholdError
 
 Tier = Literal["strong", "weak"]
 TIERS: tuple[Tier, Tier] = ("strong", "weak")
+_TARGET_KEYS = ("rank", "cost", "candidates")
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,25 @@ class Decision:
     fallback: str | None = None
     # The strong-call budget's state when the budget set the threshold (``serve --strong-share``).
     budget: BudgetState | None = None
+    # N targets (runtime/scoring/targets.py): the chosen target's place in the order (0: the most capable),
+    # its estimated USD for this request, and each target's predicted win rate against the most capable one.
+    # None for two-model decisions, whose JSON shape stays as it was.
+    rank: int | None = None
+    cost: float | None = None
+    candidates: Mapping[str, float] | None = None
 
     def to_dict(self, rounded: bool = False) -> dict[str, Any]:
-        """The decision's JSON shape (the same keys everywhere); ``rounded``: win rate and threshold
-        to 6 decimals and ``score_us`` to 0.1, for human-facing output."""
+        """The decision's JSON shape (the same keys everywhere; ``rank``, ``cost`` and ``candidates`` only for
+        N-target decisions); ``rounded``: win rate and threshold to 6 decimals and ``score_us`` to 0.1."""
         # Field by field rather than dataclasses.asdict (a recursive deep copy): this runs on every request.
         data = dict(self.__dict__)
+        for key in _TARGET_KEYS:
+            if data[key] is None:
+                del data[key]
         if self.budget is not None:
             data["budget"] = dict(self.budget.__dict__)
+        if self.candidates is not None:
+            data["candidates"] = dict(self.candidates)
         if rounded:
             for key in ("win_rate", "threshold"):
                 if data[key] is not None:
@@ -61,6 +73,8 @@ class Decision:
             data["score_us"] = round(data["score_us"], 1)
             if data["budget"] is not None:
                 data["budget"] = {key: round(value, 6) for key, value in data["budget"].items()}
+            if "candidates" in data:
+                data["candidates"] = {key: round(value, 6) for key, value in data["candidates"].items()}
         return data
 
     def headers(self) -> dict[str, str]:
@@ -68,6 +82,8 @@ class Decision:
         numbers as in ``to_dict(rounded=True)``, None left out."""
         flat: dict[str, Any] = {}
         for key, value in self.to_dict(rounded=True).items():
+            if key == "candidates":  # model names are no header names: the body's ``edgeroute`` object has them
+                continue
             if isinstance(value, dict):  # the budget: x-edgeroute-budget-target, ...
                 flat.update({f"{key}-{inner}": item for inner, item in value.items()})
             elif value is not None:
@@ -78,6 +94,18 @@ class Decision:
         """The decision after ``kind`` failed the chosen model's call: the other tier gets the request."""
         other = other_tier(self.tier)
         return replace(self, tier=other, model=names[other], fallback=f"{kind} on {self.model}")
+
+    def moved_to(self, rank: int, model: str, kind: str) -> Decision:
+        """The N-target decision after ``kind`` failed the chosen model's call: target ``rank`` gets the request."""
+        failed = f"{kind} on {self.model}"
+        return replace(
+            self, tier=tier_of_rank(rank), model=model, rank=rank, fallback=f"{self.fallback}; {failed}" if self.fallback else failed
+        )
+
+
+def tier_of_rank(rank: int) -> Tier:
+    """An N-target decision's tier: ``strong`` for the most capable target, ``weak`` for every cheaper one."""
+    return "strong" if rank == 0 else "weak"
 
 
 def other_tier(tier: Tier) -> Tier:

@@ -40,10 +40,11 @@ from edgeroute.runtime.errors import (
     UnsupportedSchemaError,
 )
 
+from edgeroute.runtime.scoring.kinds import RouterKind, kind_names
+from edgeroute.runtime.scoring.kinds import router_kind as router_kind_named
 from edgeroute.runtime.scoring.layout import MANIFEST_NAME
 
 SCHEMA_VERSION = 1
-ROUTER_KINDS = ("bert", "mf")
 PRECISIONS = ("fp32", "int8", "fp16")
 EMBEDDER_KINDS = ("onnx", "openai", "static")
 # Bundle file names are plain names inside the bundle folder: no separators, no "..".
@@ -329,7 +330,7 @@ class Manifest(Section):
     golden: Any = None
 
     def _fields(self) -> dict[str, Any]:
-        section = "classifier" if self.kind == "bert" else "embedder"
+        section = _kind(self.kind, self.path).encoder_section
         # A remote embedder's tokenizer section is not modelled: it stays in `extra` as written.
         return {
             "schema_version": self.schema_version,
@@ -406,6 +407,16 @@ class Manifest(Section):
         return path
 
 
+def _kind(name: str, manifest_path: Path) -> RouterKind:
+    """The registered kind of a manifest; ``ManifestError`` naming the file when none is called ``name``."""
+    kind = router_kind_named(name)
+    if kind is None:
+        raise ManifestError(
+            f"{manifest_path}: 'kind' must be one of {kind_names()}, got {name!r}; re-export the bundle with `edgeroute export`"
+        )
+    return kind
+
+
 def _json(value: Any) -> Any:
     """A section value as JSON data: sections as dicts, tuples as lists, mappings copied."""
     if isinstance(value, Section):
@@ -418,7 +429,7 @@ def _json(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- parsing
-class _Checker:
+class ManifestChecker:
     """Validation bound to one manifest file: every error names that file and the fix."""
 
     def __init__(self, manifest_path: Path) -> None:
@@ -484,7 +495,7 @@ def _split(raw: Mapping[str, Any], modelled: set[str] | tuple[str, ...]) -> dict
 
 def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -> Manifest:
     """Validate manifest JSON data and return it typed; raise ``ManifestError`` (or ``UnsupportedSchemaError``)."""
-    check = _Checker(manifest_path)
+    check = ManifestChecker(manifest_path)
     check.require(isinstance(data, dict), "top level is not a JSON object")
     version = data.get("schema_version")
     check.require(_is_int(version), "'schema_version' is missing or not an integer")
@@ -494,19 +505,19 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
             f"({SCHEMA_VERSION}); upgrade edgeroute: in your clone, git pull && pip install ."
         )
     kind = data.get("kind")
-    check.require(kind in ROUTER_KINDS, f"'kind' must be one of {ROUTER_KINDS}, got {kind!r}")
+    router_kind = router_kind_named(kind) if isinstance(kind, str) else None
+    check.require(router_kind is not None, f"'kind' must be one of {kind_names()}, got {kind!r}")
+    assert router_kind is not None
     check.require(isinstance(data.get("name"), str), "'name' is missing")
     check.label(data["name"], "name")
     files = _parse_files(data.get("files"), check)
-    section = "classifier" if kind == "bert" else "embedder"
+    section = router_kind.encoder_section
     raw_encoder = data.get(section)
     check.require(isinstance(raw_encoder, dict), f"'{section}' is missing")
-    if kind == "mf":
-        check.require(raw_encoder.get("kind") in EMBEDDER_KINDS, "'embedder.kind' must be 'onnx', 'openai' or 'static'")
-    remote = kind == "mf" and raw_encoder.get("kind") == "openai"
-    tokenizer = None if remote else _parse_tokenizer(data.get("tokenizer"), check, files)  # remote: none of its own
-    encoder: EncoderSpec = _parse_classifier(raw_encoder, check, files) if kind == "bert" else _parse_embedder(raw_encoder, check, files)
-    head = _parse_head(data.get("head"), check, files) if kind == "mf" else None
+    encoder = router_kind.parse_encoder(raw_encoder, check, files)
+    has_tokenizer = router_kind.has_tokenizer(raw_encoder)
+    tokenizer = _parse_tokenizer(data.get("tokenizer"), check, files) if has_tokenizer else None
+    head = router_kind.parse_head(data.get("head"), check, files)
     modelled = {
         "schema_version",
         "name",
@@ -520,7 +531,7 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
         "parity",
         "golden",
         section,
-        *(() if remote else ("tokenizer",)),
+        *(("tokenizer",) if has_tokenizer else ()),
         *(("head",) if head else ()),
     }
     return Manifest(
@@ -543,7 +554,7 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
     )
 
 
-def _parse_files(files: Any, check: _Checker) -> dict[str, FileEntry]:
+def _parse_files(files: Any, check: ManifestChecker) -> dict[str, FileEntry]:
     check.require(isinstance(files, dict) and bool(files), "'files' is missing or empty")
     entries: dict[str, FileEntry] = {}
     for file_name, entry in files.items():
@@ -555,7 +566,7 @@ def _parse_files(files: Any, check: _Checker) -> dict[str, FileEntry]:
     return entries
 
 
-def _parse_tokenizer(tokenizer: Any, check: _Checker, files: Mapping[str, Any]) -> TokenizerSpec:
+def _parse_tokenizer(tokenizer: Any, check: ManifestChecker, files: Mapping[str, Any]) -> TokenizerSpec:
     check.require(isinstance(tokenizer, dict), "'tokenizer' is missing")
     file_name = check.file_name(tokenizer.get("file"), files)
     max_length = tokenizer.get("max_length")
@@ -563,7 +574,7 @@ def _parse_tokenizer(tokenizer: Any, check: _Checker, files: Mapping[str, Any]) 
     return TokenizerSpec(file=file_name, max_length=max_length, **_split(tokenizer, ("file", "max_length")))
 
 
-def _graph_fields(encoder: dict[str, Any], section: str, check: _Checker, files: Mapping[str, Any]) -> dict[str, Any]:
+def _graph_fields(encoder: dict[str, Any], section: str, check: ManifestChecker, files: Mapping[str, Any]) -> dict[str, Any]:
     """``graphs``, ``inputs`` and ``output`` of an ONNX encoder section, checked."""
     graphs: Any = encoder.get("graphs")
     check.require(isinstance(graphs, dict) and bool(graphs), f"'{section}.graphs' is missing or empty")
@@ -579,7 +590,7 @@ def _graph_fields(encoder: dict[str, Any], section: str, check: _Checker, files:
     return {"graphs": dict(graphs), "inputs": tuple(inputs), "output": encoder["output"]}
 
 
-def _parse_classifier(encoder: dict[str, Any], check: _Checker, files: Mapping[str, Any]) -> ClassifierSpec:
+def parse_classifier(encoder: dict[str, Any], check: ManifestChecker, files: Mapping[str, Any]) -> ClassifierSpec:
     graph_fields = _graph_fields(encoder, "classifier", check, files)
     win_rate: Any = encoder.get("win_rate")
     labels: Any = win_rate.get("labels") if isinstance(win_rate, dict) else None
@@ -595,8 +606,9 @@ def _parse_classifier(encoder: dict[str, Any], check: _Checker, files: Mapping[s
     return ClassifierSpec(**graph_fields, win_rate=spec, **_split(encoder, ("graphs", "inputs", "output", "win_rate")))
 
 
-def _parse_embedder(encoder: dict[str, Any], check: _Checker, files: Mapping[str, Any]) -> EmbedderSpec:
-    kind = encoder["kind"]  # checked by the caller: one of EMBEDDER_KINDS
+def parse_embedder(encoder: dict[str, Any], check: ManifestChecker, files: Mapping[str, Any]) -> EmbedderSpec:
+    kind = encoder.get("kind")
+    check.require(kind in EMBEDDER_KINDS, "'embedder.kind' must be 'onnx', 'openai' or 'static'")
     if kind == "static":
         file_name = check.file_name(encoder.get("file"), files)
         return StaticEmbedderSpec(
@@ -616,7 +628,7 @@ def _parse_embedder(encoder: dict[str, Any], check: _Checker, files: Mapping[str
 _HEAD_KEYS = ("kind", "file", "output_file", "model_names", "default_strong", "default_weak", "aliases", "win_rate")
 
 
-def _parse_head(head: Any, check: _Checker, files: Mapping[str, Any]) -> HeadSpec:
+def parse_mf_head(head: Any, check: ManifestChecker, files: Mapping[str, Any]) -> HeadSpec:
     check.require(isinstance(head, dict), "'head' is missing")
     kind = head.get("kind")
     check.require(kind in (None, "mlp"), f"'head.kind' must be 'mlp' (a distilled MLP) or absent (a folded MF matrix), got {kind!r}")
@@ -654,7 +666,7 @@ def _parse_head(head: Any, check: _Checker, files: Mapping[str, Any]) -> HeadSpe
     )
 
 
-def _parse_models(models: Any, check: _Checker) -> ModelPair | None:
+def _parse_models(models: Any, check: ManifestChecker) -> ModelPair | None:
     check.require(
         models is None
         or (isinstance(models, dict) and all(isinstance(models.get(role), (str, type(None))) for role in ("strong", "weak"))),
@@ -668,7 +680,7 @@ def _parse_models(models: Any, check: _Checker) -> ModelPair | None:
     return ModelPair(strong=models.get("strong"), weak=models.get("weak"), **_split(models, ("strong", "weak")))
 
 
-def _parse_source(source: Any, check: _Checker) -> SourceInfo | None:
+def _parse_source(source: Any, check: ManifestChecker) -> SourceInfo | None:
     if source is None:
         return None
     check.require(isinstance(source, dict), "'source' must be an object (or absent)")
@@ -683,7 +695,7 @@ def _parse_source(source: Any, check: _Checker) -> SourceInfo | None:
     )
 
 
-def _parse_calibration(calibration: Any, check: _Checker) -> CalibrationSpec | None:
+def _parse_calibration(calibration: Any, check: ManifestChecker) -> CalibrationSpec | None:
     if calibration is None:
         return None
     check.require(isinstance(calibration, dict), "'calibration' must be an object (or absent)")
@@ -716,7 +728,7 @@ def _is_unit_number(value: Any) -> bool:
     return 0.0 <= number <= 1.0
 
 
-def _parse_quantization(quantization: Any, check: _Checker) -> dict[str, QuantizationSpec] | None:
+def _parse_quantization(quantization: Any, check: ManifestChecker) -> dict[str, QuantizationSpec] | None:
     check.require(
         quantization is None or (isinstance(quantization, dict) and all(isinstance(v, dict) for v in quantization.values())),
         "'quantization' must map each precision to an object of settings",
@@ -731,7 +743,7 @@ def _parse_quantization(quantization: Any, check: _Checker) -> dict[str, Quantiz
     }
 
 
-def _parse_parity(parity: Any, check: _Checker) -> ParitySpec | None:
+def _parse_parity(parity: Any, check: ManifestChecker) -> ParitySpec | None:
     if parity is None:
         return None
     check.require(isinstance(parity, dict), "'parity' must be an object (or absent)")

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -23,9 +23,10 @@ from edgeroute.runtime.errors import (
     InvalidPromptError,
 )
 from edgeroute.runtime.scoring.encoders import is_tokenizer_panic
+from edgeroute.runtime.scoring.kinds import router_kind
 from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.manifest import Manifest, StaticEmbedderSpec, read_manifest
-from edgeroute.runtime.scoring.scorers import LoadOptions, Scorer, scorer_for
+from edgeroute.runtime.scoring.scorers import LoadOptions, PerModelScorer, Scorer, scorer_for
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
 _ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -238,6 +239,34 @@ class Router:
             rows = order[start : start + bucket_size]
             rates[rows] = self._win_rates([cleaned[i] for i in rows])
         return rates
+
+    @property
+    def scores_every_model(self) -> bool:
+        """Whether this router scores every model it knows (a folded MF head), so that it can route among N targets."""
+        kind = router_kind(self.kind)
+        return kind is not None and kind.scores_every_model(self.manifest)
+
+    def model_rows(self, models: Sequence[str]) -> np.ndarray:
+        """The head's rows for ``models`` (checked once, e.g. when a server loads its targets), for ``model_scores``."""
+        return self._per_model().model_rows(models, self.manifest.folder)
+
+    def model_scores(self, prompts: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """Each model's score per prompt, ``[prompts, models]``, for the rows ``model_rows`` gave."""
+        cleaned = [self._prepare(prompt, position) for position, prompt in enumerate(prompts)]
+        scores = self._per_model().model_scores(cleaned, rows)
+        if not np.isfinite(scores).all():
+            raise BundleCorruptError(f"{self.manifest.folder}: the router produced non-finite model scores; re-export the bundle")
+        return scores
+
+    def _per_model(self) -> PerModelScorer:
+        """The scorer, when it scores every model; ``ConfigurationError`` naming the bundle otherwise."""
+        if not self.scores_every_model:
+            pair = f"strong {self.strong_model!r} vs weak {self.weak_model!r}"
+            raise ConfigurationError(
+                f"{self.manifest.folder}: this router predicts one pair ({pair}), not a score per model; "
+                "route among N targets with an MF router (edgeroute export mf), or configure two targets"
+            )
+        return cast(PerModelScorer, self.scorer)
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """MF routers: the prompt embeddings the head scores, one row per prompt."""

@@ -1,6 +1,6 @@
 """Scorers: what turns prompts into win rates, one class per kind of bundle.
 
-``scorer_for(manifest)`` picks the class from the typed manifest and ``build`` checks and loads
+``scorer_for(manifest)`` picks the class from the kind's entry in ``runtime/scoring/kinds.py`` and ``build`` checks and loads
 everything the bundle needs (graphs, tokenizer, tables, head), so that ``Router.load`` reads as
 "read manifest, pick scorer, build":
 
@@ -40,6 +40,7 @@ from edgeroute.runtime.errors import (
     UnknownModelError,
 )
 from edgeroute.runtime.scoring.heads import MLPHead
+from edgeroute.runtime.scoring.kinds import router_kind
 from edgeroute.runtime.scoring.manifest import (
     PRECISIONS,
     ClassifierSpec,
@@ -86,6 +87,18 @@ class Scorer(Protocol):
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
         """One win rate per prompt, float64."""
+        ...
+
+
+class PerModelScorer(Scorer, Protocol):
+    """A scorer with a score for every model it knows (``RouterKind.scores_every_model``): N-model routing."""
+
+    def model_rows(self, models: Sequence[str], folder: Path) -> np.ndarray:
+        """The head's rows for ``models``, in that order."""
+        ...
+
+    def model_scores(self, prompts: list[str], rows: np.ndarray) -> np.ndarray:
+        """``[prompts, models]`` scores for those rows."""
         ...
 
 
@@ -152,6 +165,10 @@ class MFScorer(_EmbedderScorer):
     ) -> None:
         super().__init__(embedder, precision, strong_model, weak_model, encoder)
         self.difference = difference
+        # Every model's row (N-model routing, runtime/scoring/targets.py), set by build.
+        self.matrix = difference[None, :]
+        self.model_names: tuple[str, ...] = (strong_model,)
+        self.aliases: dict[str, str] = {}
 
     @classmethod
     def build(cls, manifest: Manifest, options: LoadOptions) -> MFScorer:
@@ -161,7 +178,27 @@ class MFScorer(_EmbedderScorer):
         matrix = load_array(manifest, head.file, len(head.model_names), _dim(manifest)).astype(np.float32)
         # Folded head: score(model) = row · embedding, so the pair's logit is one dot product.
         difference = matrix[head.model_names.index(strong)] - matrix[head.model_names.index(weak)]
-        return cls(embedder, difference, precision, strong, weak, encoder)
+        scorer = cls(embedder, difference, precision, strong, weak, encoder)
+        scorer.matrix, scorer.model_names, scorer.aliases = matrix, head.model_names, dict(head.aliases or {})
+        return scorer
+
+    def model_rows(self, models: Sequence[str], folder: Path) -> np.ndarray:
+        """The folded matrix's rows for ``models`` (aliases resolved), in that order; ``UnknownModelError`` naming the bundle."""
+        rows = []
+        for model in models:
+            name = resolve_name(model, self.model_names, self.aliases)
+            if name is None:
+                shown = ", ".join(self.model_names[:8]) + (" …" if len(self.model_names) > 8 else "")
+                raise UnknownModelError(
+                    f"model {model!r} is not in this MF router's {len(self.model_names)} models ({shown}); "
+                    f"see `edgeroute info {folder}` for all names, or set the target's router_model"
+                )
+            rows.append(self.model_names.index(name))
+        return self.matrix[rows]
+
+    def model_scores(self, prompts: list[str], rows: np.ndarray) -> np.ndarray:
+        """Each model's MF score per prompt, ``[prompts, models]`` (the win rate of a over b is sigmoid(s_a - s_b))."""
+        return (np.asarray(self._embed(prompts), dtype=np.float32) @ rows.T).astype(np.float64)
 
     def win_rates(self, prompts: list[str]) -> np.ndarray:
         """sigmoid of the pair's score difference, one dot product per prompt."""
@@ -220,10 +257,11 @@ class MLPScorer(_EmbedderScorer):
 
 
 def scorer_for(manifest: Manifest) -> Callable[[Manifest, LoadOptions], Scorer]:
-    """The ``build`` of the scorer class for this bundle's kind."""
-    if manifest.kind == "bert":
-        return ClassifierScorer.build
-    return MLPScorer.build if _head(manifest).kind == "mlp" else MFScorer.build
+    """The ``build`` of the scorer class for this bundle's kind (``runtime/scoring/kinds.py``)."""
+    kind = router_kind(manifest.kind)
+    if kind is None:
+        raise ManifestError(f"{manifest.path}: no router kind {manifest.kind!r} is registered here; upgrade edgeroute or register the kind")
+    return kind.scorer(manifest)
 
 
 # ------------------------------------------------------------------ embedders

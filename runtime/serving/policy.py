@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,20 +20,16 @@ from edgeroute.runtime.scoring.decision import BudgetState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
-from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
+from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold, tier_of_rank
+from edgeroute.runtime.scoring.kinds import routellm_kinds
 from edgeroute.runtime.scoring.lru import LRUCache
+from edgeroute.runtime.scoring.targets import Targets
 from edgeroute.runtime.scoring.router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
 # "-sPCT" is the share form: router-NAME-s30 sends 30% of calls strong, through the bundle's calibration.
 _MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?:s(?P<share>\d+(?:\.\d*)?)|(?P<threshold>\d+(?:\.\d*)?|\.\d+)))?$")
-# RouteLLM's router kinds as its users name them, each to the bundles that score on its scale: a `bert`
-# classifier, and an `mf` matrix factorization (a folded MF head, not a distilled MLP on another scale).
-ROUTELLM_KINDS: dict[str, Callable[[Router], bool]] = {
-    "bert": lambda router: router.kind == "bert",
-    "mf": lambda router: router.kind == "mf" and router.manifest.head is not None and router.manifest.head.kind is None,
-}
 
 
 @dataclass(frozen=True)
@@ -133,8 +130,10 @@ class RouterSet:
         self.default = shipped_default if shipped_default in self._routers else next(iter(self._routers))
         # RouteLLM users write router-bert-… / router-mf-…: the first router that scores on that kind's scale.
         self._aliases = {"default": self.default}
-        for kind, scores_like in ROUTELLM_KINDS.items():
-            match = next((name for name, router in self._routers.items() if scores_like(router)), None)
+        # Each RouteLLM kind (runtime/scoring/kinds.py) to the bundles that score on its threshold scale.
+        self._routellm_kinds = routellm_kinds()
+        for kind, scores_like in self._routellm_kinds.items():
+            match = next((name for name, router in self._routers.items() if scores_like(router.manifest)), None)
             if match is not None:
                 self._aliases[kind] = match
 
@@ -149,7 +148,7 @@ class RouterSet:
         if not isinstance(name, str):
             raise InvalidInputError(f"'router' must be a string naming a loaded router (loaded: {', '.join(self.known())})")
         resolved = self._aliases.get(name, name)
-        if resolved not in self._routers and name in ROUTELLM_KINDS:
+        if resolved not in self._routers and name in self._routellm_kinds:
             raise InvalidInputError(
                 f"router {name!r} names RouteLLM's {name} router, and no bundle of that kind is loaded here "
                 f"(its thresholds would not fit another kind's scores); load one with --router, or name a loaded router: "
@@ -195,6 +194,7 @@ class RoutingPolicy:
         budget: BudgetSettings | None = None,
         tenant_shares: Mapping[str, float] | None = None,
         budget_store: WindowStore | None = None,
+        targets: Targets | None = None,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -223,6 +223,14 @@ class RoutingPolicy:
             raise ConfigurationError("--budget-store shares a strong-call budget: give --strong-share (or keys with a strong_share)")
         self.budget_store = budget_store
         self._syncs: dict[tuple[str, str | None], SharedWindowSync] = {}
+        self.targets = targets
+        # N targets: each loaded router's head rows for them, checked now (a router that predicts one pair is refused).
+        self._target_rows = {} if targets is None else {name: routers.get(name).model_rows(targets.scored_as) for name in routers.names}
+        if targets is not None and (budget is not None or self.tenant_budgets):
+            raise ConfigurationError(
+                "a strong-call budget holds the share of the strong model of two; with N targets, set the "
+                "policy's threshold or cost weight (edgeroute calibrate --target-cost) instead of --strong-share"
+            )
 
     # ---------------------------------------------------------------- the strong-call budget
     def budget_settings(self, tenant: str | None = None) -> BudgetSettings | None:
@@ -268,6 +276,10 @@ class RoutingPolicy:
         request's tenant and the request names neither a threshold nor a strong share)."""
         if self.budget_settings(tenant) is not None and threshold is None and strong_pct is None:
             return None
+        if self.targets is not None:  # the pair's calibration says nothing about N targets
+            if strong_pct is not None:
+                raise InvalidInputError("the strong-share form (router-NAME-sPCT, strong_pct) needs two targets; give a threshold")
+            return self.targets.threshold if threshold is None else check_threshold(threshold)
         return resolve_threshold(router, threshold, strong_pct)
 
     # ---------------------------------------------------------------- helpers
@@ -298,14 +310,57 @@ class RoutingPolicy:
             raise InvalidPromptError("the message to route on has no text")
         return router, text, self.request_threshold(router, threshold, strong_pct, tenant)
 
-    def _decide(self, request: _Pending, win_rate: float | None, score_us: float, fallback: str | None) -> Decision:
+    def _decide(self, request: _Pending, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
         router, threshold = request.router, request.threshold
+        if self.targets is not None:
+            return self._decide_target(request, win_rate, score_us, fallback)
         if fallback is not None or win_rate is None:  # the router was not heard: the default model
             tier = self.default_model
             budget = None if threshold is not None else self.budget_for(router, request.tenant).state()
             shown = threshold if budget is None else budget.threshold
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
         return self.scored(router, win_rate, threshold, score_us, request.text, request.counted, request.tenant)
+
+    def _decide_target(self, request: _Pending, scores: Any, score_us: float, fallback: str | None) -> Decision:
+        """An N-target decision: the policy's choice from the router's per-model scores, or the default
+        (the most capable target for ``default_model='strong'``, else the last) when the router was not heard."""
+        targets = self.targets
+        assert targets is not None
+        if fallback is not None or scores is None:
+            rank = 0 if self.default_model == "strong" else len(targets.names) - 1
+            return Decision(
+                request.router.name, tier_of_rank(rank), targets.names[rank], None, request.threshold, score_us, fallback, rank=rank
+            )
+        return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us)
+
+    def scored_targets(self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float) -> Decision:
+        """The N-target decision for a prompt of ``chars`` characters whose per-model ``scores`` ``router`` gave."""
+        targets = self.targets
+        assert targets is not None
+        choice = targets.choose(scores, chars, threshold)
+        shown = threshold if targets.policy == "cheapest_acceptable" else None
+        return Decision(
+            router.name,
+            tier_of_rank(choice.index),
+            targets.names[choice.index],
+            choice.top_win_rate,
+            shown,
+            score_us,
+            rank=choice.index,
+            cost=choice.cost,
+            candidates=dict(zip(targets.names, choice.quality)),
+        )
+
+    def score_fn(self, router: Router) -> Callable[[str], Any]:
+        """What scores one prompt for a decision: the pair's win rate, or with N targets each target's score."""
+        if self.targets is None:
+            return router.strong_win_rate
+        rows = self._target_rows[router.name]
+        return lambda text: router.model_scores([text], rows)[0]
+
+    def score_targets(self, router: Router, prompts: list[str]) -> Any:
+        """``[prompts, targets]`` scores of a batch (N targets)."""
+        return router.model_scores(prompts, self._target_rows[router.name])
 
     def scored(
         self,
@@ -343,7 +398,7 @@ class RoutingPolicy:
         loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct, tenant)
         return _Pending(key, loaded, text, chosen_threshold, time.perf_counter(), counted, tenant)
 
-    def _finish(self, request: _Pending, win_rate: float | None, fallback: str | None) -> Decision:
+    def _finish(self, request: _Pending, win_rate: Any, fallback: str | None) -> Decision:
         score_us = (time.perf_counter() - request.started) * 1e6
         decision = self._decide(request, win_rate, score_us, fallback)
         self._remember(request.key, decision)
@@ -365,22 +420,22 @@ class RoutingPolicy:
             return request
         return self._finish(request, *self._score(request.router, request.text))
 
-    def _score(self, router: Router, text: str) -> tuple[float | None, str | None]:
+    def _score(self, router: Router, text: str) -> tuple[Any, str | None]:
         """The win rate, or why there is none: in the caller's thread without a budget or for an
         inline router (its budget checked after), else on a pool thread that the budget times out."""
         if self.score_budget_s is None or router.scores_inline:
             return self._score_here(router, text)
         try:
-            return self._pool.submit(router.strong_win_rate, text).result(self.score_budget_s), None
+            return self._pool.submit(self.score_fn(router), text).result(self.score_budget_s), None
         except FutureTimeout:
             return None, "score_budget_exceeded"
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
 
-    def _score_here(self, router: Router, text: str) -> tuple[float | None, str | None]:
+    def _score_here(self, router: Router, text: str) -> tuple[Any, str | None]:
         started = time.perf_counter()
         try:
-            rate = router.strong_win_rate(text)
+            rate = self.score_fn(router)(text)
         except EdgerouteError as exc:
             return None, f"router_error: {type(exc).__name__}"
         if self.score_budget_s is not None and time.perf_counter() - started > self.score_budget_s:
@@ -409,7 +464,7 @@ class RoutingPolicy:
             return request
         if request.router.scores_inline:
             return self._finish(request, *self._score_here(request.router, request.text))
-        future = asyncio.get_running_loop().run_in_executor(self._pool, request.router.strong_win_rate, request.text)
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(request.router), request.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
         except asyncio.TimeoutError:
@@ -419,11 +474,12 @@ class RoutingPolicy:
         return self._finish(request, win_rate, fallback)
 
     async def ascore(self, router: Router, prompts: list[str]) -> Any:
-        """``router.strong_win_rates(prompts)`` from a coroutine: on the policy's thread pool, or on the
-        loop for one prompt of a router that scores inline (a batch could hold the loop for ms)."""
+        """``router.strong_win_rates(prompts)`` (with N targets: ``score_targets``) from a coroutine: on the policy's
+        thread pool, or on the loop for one prompt of a router that scores inline (a batch could hold the loop for ms)."""
+        score = router.strong_win_rates if self.targets is None else partial(self.score_targets, router)
         if router.scores_inline and len(prompts) == 1:
-            return router.strong_win_rates(prompts)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, router.strong_win_rates, prompts)
+            return score(prompts)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, score, prompts)
 
     def close(self) -> None:
         """Stop the scoring threads and the budget store's."""

@@ -179,7 +179,14 @@ def with_upstream_keys(config: ServerConfig) -> ServerConfig:
         upstream = getattr(config, role)
         upstream.check(role)
         resolved[role] = replace(upstream, api_key=upstream.key())
-    return replace(config, **resolved)
+    config = replace(config, **resolved)
+    if config.targets is not None:
+        keys = [upstream.key() for _, upstream in config.upstream_roles()]
+        for role, upstream in config.upstream_roles():
+            upstream.check(role)
+        targets = tuple(replace(target, api_key=key) for target, key in zip(config.targets.targets, keys))
+        config = replace(config, targets=replace(config.targets, targets=targets))
+    return config
 
 
 def app_builder(args: dict[str, Any]) -> Any:

@@ -31,6 +31,7 @@ from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.coalesce import CoalescedWrites
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
+from edgeroute.runtime.scoring.targets import Targets
 from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.keys import KeySet
@@ -115,6 +116,28 @@ class ServerConfig:
     threads: int | None = None
     log_prompts: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # N targets (serve --config, runtime/scoring/targets.py), most capable first; None: the strong/weak pair.
+    # A target without a base URL of its own uses the strong upstream's base URL and key variable.
+    targets: Targets | None = None
+
+    def target_upstreams(self) -> list[UpstreamConfig]:
+        """Each target's upstream, in the targets' order (empty for two models)."""
+        if self.targets is None:
+            return []
+        return [
+            UpstreamConfig(target.name, target.base_url, target.api_key_env, target.api_key)
+            if target.base_url
+            else UpstreamConfig(
+                target.name, self.strong.base_url, target.api_key_env or self.strong.api_key_env, target.api_key or self.strong.api_key
+            )
+            for target in self.targets.targets
+        ]
+
+    def upstream_roles(self) -> list[tuple[str, UpstreamConfig]]:
+        """(role, upstream) of every upstream the server calls: strong and weak, or each target by name."""
+        if self.targets is None:
+            return [("strong", self.strong), ("weak", self.weak)]
+        return [(f"target {upstream.model!r}", upstream) for upstream in self.target_upstreams()]
 
 
 def openai_error(status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -354,6 +377,8 @@ class Handlers:
         started = time.perf_counter()
         rates = await self.policy.ascore(router, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
+        if self.policy.targets is not None:
+            return [self.policy.scored_targets(router, row, len(text), threshold, score_us) for row, text in zip(rates, cleaned)]
         settings = self.policy.budget_settings(tenant)
         weight = settings.batch_weight if settings is not None else 0
         step = max(1, math.ceil(len(rates) / weight)) if counted and weight else 0
@@ -389,6 +414,8 @@ class Handlers:
 
     async def health(self, _: Any) -> Any:
         """Status and loaded routers; open without the token (load balancers probe it; it names no secret)."""
+        if self.config.targets is not None:
+            return self._json({"status": "ok", "routers": self.routers.names, "targets": self.config.targets.names})
         return self._json(
             {"status": "ok", "routers": self.routers.names, "strong_model": self.config.strong.model, "weak_model": self.config.weak.model}
         )
@@ -414,7 +441,7 @@ def _budget_labels(router: str, tenant: str | None) -> dict[str, str]:
 
 def check_upstreams(config: ServerConfig) -> None:
     """Refuse upstream settings that cannot work, and say which upstream is sent no API key."""
-    for role, upstream in (("strong", config.strong), ("weak", config.weak)):
+    for role, upstream in config.upstream_roles():
         upstream.check(role)
         if upstream.key_variable() is None:
             log.warning("%s upstream %s: no API key is sent (name its key variable to send one)", role, upstream.base_url)
@@ -440,6 +467,7 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         default_model=config.default_model,
         tenant_shares=None if config.keys is None else config.keys.shares(),
         budget_store=None if config.budget_store is None else open_store(config.budget_store),
+        targets=config.targets,
         budget=None
         if config.strong_share is None
         else BudgetSettings(
@@ -447,7 +475,9 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         ),
     )
     metrics = Metrics()
-    relay = UpstreamRelay(config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics, config.upstream_client)
+    relay = UpstreamRelay(
+        config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics, config.upstream_client, config.target_upstreams()
+    )
     handlers = Handlers(config, routers, policy, metrics, relay)
 
     @contextlib.asynccontextmanager
@@ -485,7 +515,8 @@ def shutdown_grace_s(config: ServerConfig) -> float:
     """Seconds that in-flight requests get at SIGTERM: by default an upstream call, its fallback, and 5 s."""
     if config.shutdown_grace_s is not None:
         return config.shutdown_grace_s
-    return config.upstream_timeout_s * (2 if config.fallback else 1) + 5.0
+    calls = (2 if config.targets is None else len(config.targets.targets)) if config.fallback else 1
+    return config.upstream_timeout_s * calls + 5.0
 
 
 def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:

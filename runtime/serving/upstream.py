@@ -39,11 +39,13 @@ KindOf = Callable[[Exception], "str | None"]
 
 @dataclass(frozen=True)
 class Fallback:
-    """The fallback rule for one front end: on or off, the tiers' model names, how to name a failure.
+    """The fallback rule for one front end: on or off, the models' names, how to name a failure.
 
     ``kind_of`` names an upstream failure (``upstream_timeout``, ...) or returns None for an
     exception that is no upstream failure (re-raised as is). ``on_failure(kind)`` and
-    ``on_fallback(kind)`` let the server count them.
+    ``on_fallback(kind)`` let the server count them. Two models (``order`` empty): the other tier
+    gets the request once. N targets (``order``: their names, most capable first): the next target
+    in order, wrapping around, until each was tried once (``Targets.fallback_order``).
     """
 
     enabled: bool
@@ -51,9 +53,15 @@ class Fallback:
     kind_of: KindOf
     on_failure: Callable[[str], None] | None = None
     on_fallback: Callable[[str], None] | None = None
+    order: Sequence[str] = ()
+
+    @property
+    def attempts(self) -> int:
+        """Calls a request may cost: the chosen model and each one it may fall back to."""
+        return len(self.order) if self.order else 2
 
     def after(self, decision: Decision, error: Exception) -> Decision:
-        """The decision that sends the request to the other model; re-raises ``error`` when the rule says no."""
+        """The decision that sends the request to the next model; re-raises ``error`` when the rule says no."""
         kind = self.kind_of(error)
         if kind is None:
             raise error
@@ -63,37 +71,40 @@ class Fallback:
             raise error
         if self.on_fallback:
             self.on_fallback(kind)
-        return decision.fallen_back(self.names, kind)
+        if decision.rank is None:
+            return decision.fallen_back(self.names, kind)
+        following = (decision.rank + 1) % len(self.order)
+        return decision.moved_to(following, self.order[following], kind)
 
     def failed_again(self, error: Exception) -> None:
-        """Count the other model's failure too (then the caller re-raises it)."""
+        """Count the last model's failure too (then the caller re-raises it)."""
         kind = self.kind_of(error)
         if kind is not None and self.on_failure:
             self.on_failure(kind)
 
     def call(self, decision: Decision, call: Callable[[Decision], T]) -> tuple[Decision, T]:
-        """``call(decision)``, and once more with the other model when the rule allows."""
-        try:
-            return decision, call(decision)
-        except Exception as error:  # noqa: BLE001 - after() re-raises what is not an upstream fault
-            fallen = self.after(decision, error)
-        try:
-            return fallen, call(fallen)
-        except Exception as error:
-            self.failed_again(error)
-            raise
+        """``call(decision)``, and again with the next model while the rule allows."""
+        for attempt in range(self.attempts):
+            try:
+                return decision, call(decision)
+            except Exception as error:  # noqa: BLE001 - after() re-raises what is not an upstream fault
+                if attempt == self.attempts - 1:
+                    self.failed_again(error)
+                    raise
+                decision = self.after(decision, error)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def acall(self, decision: Decision, call: Callable[[Decision], Awaitable[T]]) -> tuple[Decision, T]:
         """``call`` for coroutines."""
-        try:
-            return decision, await call(decision)
-        except Exception as error:  # noqa: BLE001 - after() re-raises what is not an upstream fault
-            fallen = self.after(decision, error)
-        try:
-            return fallen, await call(fallen)
-        except Exception as error:
-            self.failed_again(error)
-            raise
+        for attempt in range(self.attempts):
+            try:
+                return decision, await call(decision)
+            except Exception as error:  # noqa: BLE001 - after() re-raises what is not an upstream fault
+                if attempt == self.attempts - 1:
+                    self.failed_again(error)
+                    raise
+                decision = self.after(decision, error)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # ---------------------------------------------------------------- the server's upstream client
@@ -320,13 +331,21 @@ class UpstreamRelay:
     """
 
     def __init__(
-        self, strong: UpstreamConfig, weak: UpstreamConfig, timeout_s: float, fallback: bool, metrics: Any, client: str = "auto"
+        self,
+        strong: UpstreamConfig,
+        weak: UpstreamConfig,
+        timeout_s: float,
+        fallback: bool,
+        metrics: Any,
+        client: str = "auto",
+        targets: Sequence[UpstreamConfig] = (),
     ) -> None:
         from edgeroute.runtime.serving.http1 import lean_client_fits
 
         self.aiohttp = require_extra("aiohttp", "serve", "edgeroute serve")
-        self.upstreams = {"strong": strong, "weak": weak}
-        self.names = {tier: upstream.model for tier, upstream in self.upstreams.items()}
+        # Slots: "strong"/"weak" for two models; "0".."N-1" (the targets' order) for N targets.
+        self.upstreams = {str(rank): upstream for rank, upstream in enumerate(targets)} or {"strong": strong, "weak": weak}
+        self.names = {slot: upstream.model for slot, upstream in self.upstreams.items()}
         self.urls = {tier: upstream.base_url.rstrip("/") + "/chat/completions" for tier, upstream in self.upstreams.items()}
         self.proxies = {tier: env_proxy(url) for tier, url in self.urls.items()}
         self.lean = {tier: client == "auto" and lean_client_fits(self.urls[tier], self.proxies[tier]) for tier in self.urls}
@@ -337,6 +356,7 @@ class UpstreamRelay:
             lambda error: error.kind if isinstance(error, UpstreamError) else None,
             on_failure=lambda kind: metrics.inc("edgeroute_errors_total", kind=kind),
             on_fallback=lambda kind: metrics.inc("edgeroute_fallbacks_total", reason=kind),
+            order=[upstream.model for upstream in targets],
         )
         # Timeouts first: aiohttp's read timeout is both an asyncio.TimeoutError and a ClientError.
         self.timeouts: tuple[type[BaseException], ...] = (asyncio.TimeoutError,)
@@ -429,7 +449,7 @@ class UpstreamRelay:
             raise UpstreamError("upstream_timeout", 504, f"upstream {upstream.model} timed out") from None
 
     async def call(self, tier: str, payload: dict[str, Any], stream: bool) -> Any:
-        """The tier's answer: a JSON object, or for streams an ``UpstreamStream``."""
+        """The answer of the slot's upstream (``slot_of``): a JSON object, or for streams an ``UpstreamStream``."""
         upstream = self.upstreams[tier]
         started = time.perf_counter()
         response = await self.within_deadline(upstream, self.send(tier, payload))
@@ -473,4 +493,9 @@ class UpstreamRelay:
 
     async def call_with_fallback(self, decision: Decision, payload: dict[str, Any], stream: bool) -> tuple[Decision, Any]:
         """The decided tier's answer, or the other tier's by the fallback rule."""
-        return await self.fallback.acall(decision, lambda d: self.call(d.tier, payload, stream))
+        return await self.fallback.acall(decision, lambda d: self.call(slot_of(d), payload, stream))
+
+
+def slot_of(decision: Decision) -> str:
+    """The relay slot of a decision's model: its tier for two models, its rank among N targets."""
+    return decision.tier if decision.rank is None else str(decision.rank)
