@@ -246,6 +246,13 @@ def _add_serve_command(commands: Any) -> None:
         metavar="TOML",
         help="N targets, most capable first, with costs and a policy (README 'More than two models'); replaces --strong-*/--weak-*",
     )
+    serve.add_argument(
+        "--target-cost",
+        type=float,
+        default=None,
+        metavar="USD",
+        help="with --config: hold this average estimated cost per request on live traffic (a spend budget over --budget-window requests)",
+    )
     serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
     serve.add_argument(
         "--check-upstreams", action="store_true", help="at start, refuse an upstream whose host and port take no TCP connection"
@@ -774,6 +781,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         targets=None if args.config is None else load_targets(args.config),
+        target_cost=args.target_cost,
     )
     if args.check_upstreams:
         for role, upstream in config.upstream_roles():

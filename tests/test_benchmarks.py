@@ -150,3 +150,14 @@ def test_hostile_peers_harness_reports_every_attack(tmp_path):
         peers.write_section(report, peers.markdown(document))
     text = report.read_text()
     assert text.count(peers.MARK_START) == 1 and "earlier text" in text and "| header_flood |" in text
+
+
+def test_n_target_benchmark_on_generated_prompts(tmp_path):
+    targets = _load("targets")
+    document = targets.run(None, 400)
+    for policy in ("cheapest_acceptable", "quality_per_cost"):
+        part = document[policy]
+        assert len(part["curve"]["points"]) == 41 and [p["fraction"] for p in part["at"]] == [0.1, 0.25, 0.5, 0.75]
+        assert set(part["spend"]) >= {"target_usd", "fixed", "budget", "rolling"}
+    report = targets.report(document)
+    assert "Synthetic benchmark: no labelled data over more than two models ships here." in report

@@ -174,3 +174,25 @@ def test_the_quality_cost_curve_on_a_synthetic_benchmark_where_the_best_choice_i
     assert gain > 0.02 and np.mean([p["accuracy"] - p["length"] for p in middle]) > 0.0
     result = calibrate_cost(n_model_router, targets, prompts, target_cost=float(np.mean([p["mean_cost"] for p in middle])))
     assert result["mean_cost_usd"] <= result["target_cost_usd"] and math.isclose(sum(result["shares"].values()), 1.0)
+
+
+def test_the_spend_budget_holds_the_average_cost_through_a_shift_in_traffic():
+    from edgeroute.runtime.serving.spend import SpendBudget
+
+    rng = np.random.default_rng(4)
+    easy = rng.normal(scale=1.5, size=(3000, 3)) - [0.0, 0.5, 1.0]
+    hard = rng.normal(scale=1.5, size=(3000, 3)) - [0.0, 2.0, 4.0]  # the cheap targets fall behind: a fixed setting spends more
+    chars = rng.integers(50, 1500, size=6000)
+    wanted = 0.0015
+    fixed = Targets(PRICED.targets, threshold=calibrate_for_cost(PRICED, easy, chars[:3000], wanted), output_tokens=100)
+    budget = SpendBudget(PRICED, wanted, window=1000)
+    spent = []
+    for row, length in zip(np.concatenate([easy, hard]), chars):
+        choice = budget.admit(row, int(length)).choose(row, int(length))
+        budget.spent(choice.cost)
+        spent.append(choice.cost)
+    drifted = fixed.mean_cost(hard, chars[3000:])
+    assert drifted > 1.3 * wanted  # without the budget the shift costs more
+    assert abs(np.mean(spent[-1500:]) - wanted) < 0.1 * wanted
+    state = budget.state()
+    assert state.target == wanted and state.window == 1000 and abs(state.observed_share - wanted) < 0.15 * wanted

@@ -111,6 +111,9 @@ def test_train_mf_on_many_models_then_export(tmp_path, encoder_dir):
     router = Router.load(manifest.parent)
     hard, easy = router.strong_win_rates(["integrate this hard function #500", "say hi #501"])
     assert hard > easy  # learned: the strong model wins the hard prompts
+    # N targets from the same preference log: a score for every model, the pair's win rate their difference.
+    scores = router.model_scores(["integrate this hard function #500", "say hi #501"], router.model_rows(models))
+    assert scores.shape == (2, 3) and np.allclose(1 / (1 + np.exp(-(scores[:, 0] - scores[:, 2]))), [hard, easy], atol=1e-5)
 
 
 def test_train_needs_the_pair_in_the_data(layout, encoder_dir, tmp_path):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from edgeroute.runtime.scoring.decision import BudgetState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
+from edgeroute.runtime.serving.spend import SpendBudget
 from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold, tier_of_rank
 from edgeroute.runtime.scoring.kinds import routellm_kinds
@@ -195,6 +196,8 @@ class RoutingPolicy:
         tenant_shares: Mapping[str, float] | None = None,
         budget_store: WindowStore | None = None,
         targets: Targets | None = None,
+        target_cost: float | None = None,
+        spend_window: int = 1000,
     ) -> None:
         if route_on not in ROUTE_ON:
             raise InvalidInputError(f"route_on must be one of {ROUTE_ON}, got {route_on!r}")
@@ -226,6 +229,13 @@ class RoutingPolicy:
         self.targets = targets
         # N targets: each loaded router's head rows for them, checked now (a router that predicts one pair is refused).
         self._target_rows = {} if targets is None else {name: routers.get(name).model_rows(targets.scored_as) for name in routers.names}
+        # A spend budget per router (runtime/serving/spend.py) when a target cost per request is set.
+        self.target_cost, self.spend_window = target_cost, spend_window
+        self._spend: dict[str, SpendBudget] = {}
+        if target_cost is not None:
+            if targets is None:
+                raise ConfigurationError("--target-cost holds a spend per request among N targets: give the targets file (--config)")
+            SpendBudget(targets, target_cost, spend_window)  # refuses bad settings now, not on a request
         if targets is not None and (budget is not None or self.tenant_budgets):
             raise ConfigurationError(
                 "a strong-call budget holds the share of the strong model of two; with N targets, set the "
@@ -279,7 +289,9 @@ class RoutingPolicy:
         if self.targets is not None:  # the pair's calibration says nothing about N targets
             if strong_pct is not None:
                 raise InvalidInputError("the strong-share form (router-NAME-sPCT, strong_pct) needs two targets; give a threshold")
-            return self.targets.threshold if threshold is None else check_threshold(threshold)
+            if threshold is None:
+                return None if self.target_cost is not None else self.targets.threshold
+            return check_threshold(threshold)
         return resolve_threshold(router, threshold, strong_pct)
 
     # ---------------------------------------------------------------- helpers
@@ -334,22 +346,43 @@ class RoutingPolicy:
         return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us)
 
     def scored_targets(self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float) -> Decision:
-        """The N-target decision for a prompt of ``chars`` characters whose per-model ``scores`` ``router`` gave."""
+        """The N-target decision for a prompt of ``chars`` characters whose per-model ``scores`` ``router`` gave;
+        ``threshold`` None with a target cost: the router's spend budget sets the policy (and records the choice)."""
         targets = self.targets
         assert targets is not None
+        spend = self.spend_budget(router) if threshold is None and self.target_cost is not None else None
+        if spend is not None:
+            targets = spend.admit(scores, chars)
+            threshold = targets.threshold
         choice = targets.choose(scores, chars, threshold)
-        shown = threshold if targets.policy == "cheapest_acceptable" else None
+        if spend is not None:
+            spend.spent(choice.cost)
         return Decision(
             router.name,
             tier_of_rank(choice.index),
             targets.names[choice.index],
             choice.top_win_rate,
-            shown,
+            threshold if targets.policy == "cheapest_acceptable" else None,
             score_us,
+            budget=None if spend is None else spend.state(),
             rank=choice.index,
             cost=choice.cost,
             candidates=dict(zip(targets.names, choice.quality)),
         )
+
+    def spend_budget(self, router: Router) -> SpendBudget:
+        """``router``'s spend budget (one per router: scores of different routers are on different scales)."""
+        assert self.targets is not None and self.target_cost is not None
+        with self._lock:
+            if router.name not in self._spend:
+                self._spend[router.name] = SpendBudget(self.targets, self.target_cost, self.spend_window)
+            return self._spend[router.name]
+
+    def spend_states(self) -> dict[str, BudgetState]:
+        """Router name -> its spend budget's state, for ``/metrics``."""
+        with self._lock:
+            budgets = dict(self._spend)
+        return {name: budget.state() for name, budget in budgets.items()}
 
     def score_fn(self, router: Router) -> Callable[[str], Any]:
         """What scores one prompt for a decision: the pair's win rate, or with N targets each target's score."""

@@ -35,6 +35,9 @@ class Metrics:
             "edgeroute_budget_threshold": "The threshold the strong-call budget applies now.",
             "edgeroute_budget_resets": "Times a shift in the traffic mix cut the strong-call budget's window short.",
             "edgeroute_budget_store_up": "1 when the last exchange with the shared budget store (serve --budget-store) worked.",
+            "edgeroute_spend_target_usd": "The spend budget's target: average estimated USD per request (serve --target-cost).",
+            "edgeroute_spend_observed_usd": "Average estimated USD per request of the spend budget's recent decisions.",
+            "edgeroute_spend_setting": "The threshold or cost weight the spend budget applies now.",
         }
 
     def inc(self, name: str, **labels: str) -> None:

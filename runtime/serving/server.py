@@ -119,6 +119,8 @@ class ServerConfig:
     # N targets (serve --config, runtime/scoring/targets.py), most capable first; None: the strong/weak pair.
     # A target without a base URL of its own uses the strong upstream's base URL and key variable.
     targets: Targets | None = None
+    # N targets: an average estimated cost per request (USD) held on live traffic (runtime/serving/spend.py).
+    target_cost: float | None = None
 
     def target_upstreams(self) -> list[UpstreamConfig]:
         """Each target's upstream, in the targets' order (empty for two models)."""
@@ -429,6 +431,10 @@ class Handlers:
             self.metrics.set_gauge("edgeroute_strong_share_observed", state.observed_share, **labels)
             self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, **labels)
             self.metrics.set_gauge("edgeroute_budget_resets", state.resets, **labels)
+        for router, state in self.policy.spend_states().items():
+            self.metrics.set_gauge("edgeroute_spend_target_usd", state.target, router=router)
+            self.metrics.set_gauge("edgeroute_spend_observed_usd", state.observed_share, router=router)
+            self.metrics.set_gauge("edgeroute_spend_setting", state.threshold, router=router)
         for owner, up in self.policy.budget_store_up().items():
             self.metrics.set_gauge("edgeroute_budget_store_up", float(up), **_budget_labels(*owner))
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -468,6 +474,8 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
         tenant_shares=None if config.keys is None else config.keys.shares(),
         budget_store=None if config.budget_store is None else open_store(config.budget_store),
         targets=config.targets,
+        target_cost=config.target_cost,
+        spend_window=config.budget_window,
         budget=None
         if config.strong_share is None
         else BudgetSettings(
