@@ -234,7 +234,13 @@ def _add_serve_command(commands: Any) -> None:
     serve.add_argument("--port", type=port_number, default=6060, help="0..65535; 0 picks a free port (default 6060)")
     for role, model in (("strong", "gpt-4-1106-preview"), ("weak", "mixtral-8x7b-instruct-v0.1")):
         serve.add_argument(f"--{role}-model", default=model, dest=f"{role}_upstream_model", help=f"{role} model name at its endpoint")
-        serve.add_argument(f"--{role}-base-url", default="https://api.openai.com/v1", help="OpenAI-compatible base URL")
+        serve.add_argument(f"--{role}-base-url", default="https://api.openai.com/v1", help="the upstream's base URL")
+        serve.add_argument(
+            f"--{role}-format",
+            choices=["openai", "anthropic"],
+            default="openai",
+            help="the upstream's API: OpenAI chat completions, or Anthropic Messages (requests, answers and streams translated)",
+        )
         serve.add_argument(
             f"--{role}-api-key-env",
             default=None,
@@ -247,73 +253,60 @@ def _add_serve_command(commands: Any) -> None:
         help="N targets, most capable first, with costs and a policy (README 'More than two models'); replaces --strong-*/--weak-*",
     )
     serve.add_argument(
-        "--target-cost",
-        type=float,
-        default=None,
-        metavar="USD",
-        help="with --config: hold this average estimated cost per request on live traffic (a spend budget over --budget-window requests)",
-    )
-    serve.add_argument("--no-fallback", action="store_true", help="do not retry failed upstream calls on the other model")
-    serve.add_argument(
         "--check-upstreams", action="store_true", help="at start, refuse an upstream whose host and port take no TCP connection"
     )
-    serve.add_argument(
-        "--strong-share",
-        type=strong_share,
-        default=None,
-        help="hold this share of strong calls on live traffic: the threshold follows the running "
-        "quantile of recent win rates (requests with their own threshold are exempt)",
-    )
-    serve.add_argument("--budget-window", type=int, default=1000, help="win rates the --strong-share budget keeps")
-    serve.add_argument(
-        "--budget-floor",
-        type=float,
-        default=None,
-        help="lowest threshold the --strong-share budget sets (default: the bundle's calibrated threshold for 90%% strong calls)",
-    )
-    serve.add_argument(
-        "--budget-ceiling",
-        type=float,
-        default=None,
-        help="highest threshold the --strong-share budget sets (default: the bundle's calibrated threshold for 10%% strong calls)",
-    )
-    serve.add_argument(
-        "--budget-counts-route",
-        action="store_true",
-        help="let /v1/route calls (decisions only) enter the --strong-share window too; a batch counts at most 8 prompts",
-    )
-    serve.add_argument("--upstream-timeout", type=float, default=60.0, help="seconds")
-    serve.add_argument(
-        "--upstream-client",
-        choices=["auto", "aiohttp"],
-        default="auto",
-        help="auto (default): plain-http upstreams without a proxy get edgeroute's lean HTTP/1.1 client, "
-        "the others aiohttp; aiohttp: every upstream gets aiohttp",
-    )
-    serve.add_argument(
-        "--client-timeout",
-        type=float,
-        default=30.0,
-        help="seconds a client gets to send the request headers, and again the body (default 30)",
-    )
-    serve.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=None,
-        help="seconds in-flight requests get at SIGTERM (default: 2 x upstream timeout + 5, time for an upstream call and its fallback)",
-    )
-    serve.add_argument("--route-on", choices=["last_user", "conversation"], default="last_user")
-    serve.add_argument("--sticky", action="store_true", help="keep a conversation on the model of its first turn")
-    serve.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    serve.add_argument("--threads", type=int, default=None)
+    _add_config_flags(serve)
     _add_serve_limits(serve)
     _add_serve_engine(serve)
 
 
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``ServerConfig``'s fields that carry one (``server.flag``): type, choices and default from the field."""
+    from dataclasses import MISSING, fields
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from edgeroute.runtime.serving.config import ServerConfig
+
+    # Targets (numpy) is named for type checkers only; no flag has that type.
+    hints = get_type_hints(ServerConfig, localns={"Targets": object})
+    parsers: dict[str, Callable[[str], Any]] = {"share": strong_share}
+    for config_field in fields(ServerConfig):
+        meta = config_field.metadata
+        if "flag" not in meta:
+            continue
+        default = config_field.default if config_field.default is not MISSING else None
+        options: dict[str, Any] = {"dest": config_field.name, "help": meta["help"]}
+        if meta.get("metavar"):
+            options["metavar"] = meta["metavar"]
+        kind = hints[config_field.name]
+        if kind is bool:
+            options.update(action="store_false" if meta.get("inverse") else "store_true", default=default)
+        elif meta.get("repeat"):
+            options.update(action="append", default=None)
+        else:
+            # X, Literal[...], or either of them | None
+            values = [kind] if get_origin(kind) is Literal else [arg for arg in get_args(kind) if arg is not type(None)] or [kind]
+            if get_origin(values[0]) is Literal:
+                options["choices"] = list(get_args(values[0]))
+            else:
+                options["type"] = parsers[meta["parse"]] if "parse" in meta else values[0]
+            options["default"] = default
+        parser.add_argument(meta["flag"], **options)
+
+
+def config_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``ServerConfig`` keyword arguments of the flagged fields, from parsed ``serve`` arguments."""
+    from dataclasses import fields
+
+    from edgeroute.runtime.serving.config import ServerConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(ServerConfig) if "flag" in f.metadata}
+    # None: the flag was not given and its field keeps its default (a repeatable flag's default is None in argparse).
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items() if value is not None}
+
+
 def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
     """``edgeroute serve``: scoring budget, auth and the bounds on what one request may cost."""
-    serve.add_argument("--score-budget-ms", type=float, default=None, help="past this scoring time, use --default-model and record it")
-    serve.add_argument("--default-model", choices=["strong", "weak"], default="weak")
     serve.add_argument("--auth-token-env", default=None, help="require 'Authorization: Bearer $VAR' on every request but GET /health")
     serve.add_argument(
         "--keys-file",
@@ -321,20 +314,6 @@ def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
         help="TOML file of teams' API keys (name, sha256 of the token, optional strong_share: a budget per team); "
         "each authenticates like the --auth-token-env token",
     )
-    serve.add_argument(
-        "--budget-store",
-        default=None,
-        help="redis://HOST:6379/0: one strong-call budget window shared by every replica [redis extra]",
-    )
-    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument(
-        "--max-prompt-chars",
-        type=int,
-        default=100_000,
-        help="characters of message text per request, content parts included (default 100000)",
-    )
-    serve.add_argument("--max-messages", type=int, default=1000, help="messages per chat request")
-    serve.add_argument("--cors-origin", action="append", default=[], help="allowed CORS origin; none by default")
 
 
 def _add_serve_engine(serve: argparse.ArgumentParser) -> None:
@@ -754,34 +733,13 @@ def _run_serve(args: argparse.Namespace) -> int:
         if not token:
             raise ConfigurationError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
     config = ServerConfig(
-        strong=UpstreamConfig(args.strong_upstream_model, args.strong_base_url, args.strong_api_key_env),
-        weak=UpstreamConfig(args.weak_upstream_model, args.weak_base_url, args.weak_api_key_env),
+        strong=UpstreamConfig(args.strong_upstream_model, args.strong_base_url, args.strong_api_key_env, format=args.strong_format),
+        weak=UpstreamConfig(args.weak_upstream_model, args.weak_base_url, args.weak_api_key_env, format=args.weak_format),
         routers=args.routers or (),
-        fallback=not args.no_fallback,
-        upstream_timeout_s=args.upstream_timeout,
-        upstream_client=args.upstream_client,
-        client_timeout_s=args.client_timeout,
-        shutdown_grace_s=args.shutdown_grace,
-        route_on=args.route_on,
-        sticky=args.sticky,
-        score_budget_ms=args.score_budget_ms,
-        default_model=args.default_model,
         auth_token=token,
         keys=None if args.keys_file is None else read_keys_file(args.keys_file),
-        budget_store=args.budget_store,
-        max_body_bytes=args.max_body_bytes,
-        max_prompt_chars=args.max_prompt_chars,
-        max_messages=args.max_messages,
-        strong_share=args.strong_share,
-        budget_window=args.budget_window,
-        budget_floor=args.budget_floor,
-        budget_ceiling=args.budget_ceiling,
-        budget_counts_route=args.budget_counts_route,
-        cors_origins=args.cors_origin,
-        device=args.device,
-        threads=args.threads,
         targets=None if args.config is None else load_targets(args.config),
-        target_cost=args.target_cost,
+        **config_from_flags(args),
     )
     if args.check_upstreams:
         for role, upstream in config.upstream_roles():

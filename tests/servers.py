@@ -323,3 +323,70 @@ def realistic_prompts(count: int, seed: int) -> list[str]:
 
 if __name__ == "__main__":
     main()
+
+
+class FakeAnthropic:
+    """A loopback Anthropic Messages API (POST /v1/messages): records each request's body and headers, answers
+    with a message or its event stream (in small, odd-sized pieces); ``behaviour`` "529", "400" or "error_event"."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.behaviour = "ok"
+        self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.headers.clear()
+        self.behaviour = "ok"
+
+    async def _messages(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.behaviour == "529":
+            return JSONResponse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, status_code=529)
+        if self.behaviour == "400":
+            message = "max_tokens: 999999 > 4096, which is the maximum allowed"
+            return JSONResponse({"type": "error", "error": {"type": "invalid_request_error", "message": message}}, status_code=400)
+        text = f"claude says: {body['messages'][-1]['content'][:20]}"
+        if body.get("stream"):
+            return StreamingResponse(self._events(body["model"], text), media_type="text/event-stream")
+        return JSONResponse(
+            {
+                "id": "msg_01",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 12, "output_tokens": 5},
+            }
+        )
+
+    async def _events(self, model: str, text: str):
+        events = [
+            (
+                "message_start",
+                {"type": "message_start", "message": {"id": "msg_02", "type": "message", "role": "assistant", "model": model}},
+            ),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+            *[
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text[i : i + 5]}},
+                )
+                for i in range(0, len(text), 5)
+            ],
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 5}}),
+        ]
+        if self.behaviour == "error_event":
+            events.append(("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        else:
+            events.append(("message_stop", {"type": "message_stop"}))
+        raw = b"".join(f"event: {name}\r\ndata: {json.dumps(data)}\r\n\r\n".encode() for name, data in events)
+        for start in range(0, len(raw), 37):  # pieces that cut events (and a \r\n) anywhere
+            yield raw[start : start + 37]
+            await asyncio.sleep(0)

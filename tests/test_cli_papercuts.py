@@ -360,3 +360,23 @@ def test_serve_check_upstreams_refuses_an_upstream_that_takes_no_connection():
         2,
         f"edgeroute: error: strong upstream {url} is not reachable (ConnectionRefusedError); start it or fix --strong-base-url",
     )
+
+
+@pytest.mark.runtime_only
+def test_serve_flags_are_derived_from_the_config_fields_with_one_default_each():
+    from dataclasses import MISSING, fields
+
+    from edgeroute.runtime.cli import build_parser, config_from_flags
+    from edgeroute.runtime.serving.config import ServerConfig
+
+    flagged = [f for f in fields(ServerConfig) if "flag" in f.metadata]
+    assert len(flagged) >= 20
+    args = build_parser().parse_args(["serve"])
+    given = config_from_flags(args)
+    for config_field in flagged:  # no flag given: each field keeps the one default it declares
+        default = config_field.default if config_field.default is not MISSING else config_field.default_factory()  # type: ignore[misc]
+        assert given.get(config_field.name, default) == default, config_field.name
+    args = build_parser().parse_args(["serve", "--no-fallback", "--cors-origin", "a", "--cors-origin", "b", "--upstream-client", "aiohttp"])
+    assert config_from_flags(args).items() >= {"fallback": False, "cors_origins": ("a", "b"), "upstream_client": "aiohttp"}.items()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--device", "tpu"])

@@ -346,7 +346,6 @@ def test_slow_clients_are_cut_off(upstream, routers, parser):
 def test_server_timeouts_are_checked(field, value, message):
     from edgeroute.runtime import ConfigurationError
 
-    config = ServerConfig(UpstreamConfig("s", "http://x/v1"), UpstreamConfig("w", "http://x/v1"), **{field: value})
-    with pytest.raises(ConfigurationError) as caught:
-        uvicorn_config(config, None)
+    with pytest.raises(ConfigurationError) as caught:  # refused when the configuration is built, before uvicorn's
+        ServerConfig(UpstreamConfig("s", "http://x/v1"), UpstreamConfig("w", "http://x/v1"), **{field: value})
     assert str(caught.value) == message

@@ -137,6 +137,13 @@ class Router:
         self.weak_model = scorer.weak_model
         self.encoder = scorer.encoder
         self._max_length = manifest.max_length
+        # Characters of conversation worth sending to the router: enough to fill its token window
+        # (about 4 characters a token, with margin); read per request by the routing policy.
+        self.max_chars = 8 * (manifest.max_length or 512)
+        self.name: str = manifest.name
+        # True for a static-table router: microseconds of CPU, bounded by the prompt cut, no graph, no network.
+        # Servers call such a router on their event loop: a thread-pool hop costs more than the scoring.
+        self.scores_inline: bool = isinstance(manifest.encoder, StaticEmbedderSpec)
         # Sorted once: the server resolves a threshold on every request.
         points = manifest.calibration.points() if manifest.calibration else []
         self._calibration = ([p for p, _ in points], [t for _, t in points]) if points else None
@@ -185,20 +192,8 @@ class Router:
 
     # ----------------------------------------------------------------- scoring
     @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
     def kind(self) -> str:
         return self.manifest.kind
-
-    @property
-    def scores_inline(self) -> bool:
-        """True for a static-table router: microseconds of CPU, bounded by the prompt cut, no graph, no network.
-
-        Servers call such a router on their event loop: a thread-pool hop costs more than the scoring.
-        """
-        return isinstance(self.manifest.encoder, StaticEmbedderSpec)
 
     def strong_win_rate(self, prompt: str) -> float:
         """Predicted probability that the strong model beats the weak one on ``prompt``."""

@@ -36,7 +36,7 @@ POLICIES = ("cheapest_acceptable", "quality_per_cost")
 # Characters per token for a cost estimate before any tokenizer of the target's own has run.
 CHARS_PER_TOKEN = 4.0
 MAX_TARGETS = 64  # a RouteLLM MF checkpoint scores 64 Arena models
-_TARGET_KEYS = ("name", "router_model", "base_url", "api_key_env", "input_cost", "output_cost")
+_TARGET_KEYS = ("name", "router_model", "base_url", "api_key_env", "format", "input_cost", "output_cost")
 _TOP_KEYS = ("policy", "threshold", "cost_weight", "output_tokens", "target")
 
 
@@ -54,6 +54,7 @@ class Target:
     api_key_env: str | None = None
     input_cost: float = 0.0
     output_cost: float = 0.0
+    format: str = "openai"  # the upstream's wire format: "openai" (chat completions) or "anthropic" (Messages)
     # The key itself, resolved where the configuration was built (Ray Serve replicas get it with their configuration); never printed.
     api_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -223,7 +224,7 @@ def targets_from_mapping(document: Mapping[str, Any], source: str = "targets") -
             raise ConfigurationError(
                 f"{source}: target {position + 1} needs a 'name' and only the keys {list(_TARGET_KEYS)} (got {sorted(table)})"
             )
-        for key in ("router_model", "base_url", "api_key_env"):
+        for key in ("router_model", "base_url", "api_key_env", "format"):
             if table.get(key) is not None and not isinstance(table[key], str):
                 raise ConfigurationError(f"{source}: target {table['name']!r}: {key} must be a string")
         targets.append(Target(**{key: table[key] for key in _TARGET_KEYS if key in table}))

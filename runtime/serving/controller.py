@@ -24,7 +24,15 @@ from typing import Any, Literal
 from edgeroute.runtime.errors import ConfigurationError, require_extra
 from edgeroute.runtime.scoring.decision import Decision
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
-from edgeroute.runtime.serving.upstream import Fallback
+from edgeroute.runtime.serving.fallback import Fallback
+from edgeroute.runtime.serving.upstream.failures import (
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 
 @dataclass(frozen=True)
@@ -98,20 +106,27 @@ class _MalformedResponse(ValueError):
     """The upstream answered 200 with something that is not a chat completion."""
 
 
-def upstream_failure_kind(error: Exception) -> str | None:
-    """The server's name (``upstream_timeout``, ``upstream_error``, ...) for an OpenAI SDK failure, or None."""
+def as_upstream_failure(error: Exception) -> UpstreamError | None:
+    """An OpenAI SDK failure as the server's typed upstream failure (runtime/serving/upstream/failures.py), or None
+    for an exception that is no upstream failure; the one place the controller maps them."""
     openai = require_extra("openai", "openai", "edgeroute's controller")
     if isinstance(error, openai.APITimeoutError):  # before APIConnectionError, its base class
-        return "upstream_timeout"
+        return UpstreamTimeout(str(error))
     if isinstance(error, openai.APIConnectionError):
-        return "upstream_unreachable"
+        return UpstreamUnreachable(str(error))
     if isinstance(error, openai.RateLimitError):
-        return "upstream_rate_limited"
+        return UpstreamRateLimited(str(error))
     if isinstance(error, openai.APIStatusError):
-        return "upstream_error" if error.status_code >= 500 else None
+        return UpstreamFailed(str(error)) if error.status_code >= 500 else None
     if isinstance(error, (openai.APIResponseValidationError, json.JSONDecodeError, _MalformedResponse)):
-        return "upstream_malformed"
+        return UpstreamMalformed(str(error))
     return None
+
+
+def upstream_failure_kind(error: Exception) -> str | None:
+    """The fallback rule's name (``upstream_timeout``, ``upstream_error``, ...) for an OpenAI SDK failure, or None."""
+    failure = as_upstream_failure(error)
+    return None if failure is None else failure.kind
 
 
 def _checked(response: Any, stream: bool) -> Any:

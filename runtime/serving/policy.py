@@ -317,7 +317,7 @@ class RoutingPolicy:
 
     def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None, tenant: str | None):
         router = self.routers.get(router_name or self.routers.default)
-        text = routing_text(messages, self.route_on, max_chars=_max_chars(router))
+        text = routing_text(messages, self.route_on, max_chars=router.max_chars)
         if not text.strip():
             raise InvalidPromptError("the message to route on has no text")
         return router, text, self.request_threshold(router, threshold, strong_pct, tenant)
@@ -521,8 +521,3 @@ class RoutingPolicy:
             syncs = list(self._syncs.values())
         for sync in syncs:
             sync.stop()
-
-
-def _max_chars(router: Router) -> int:
-    # Enough characters to fill the router's token window (about 4 characters a token, with margin).
-    return 8 * (router.manifest.max_length or 512)

@@ -20,21 +20,18 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from edgeroute.runtime.scoring.decision import Decision
-from edgeroute.runtime.errors import ConfigurationError, InvalidInputError, require_extra
+from edgeroute.runtime.errors import InvalidInputError, require_extra
 from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.coalesce import CoalescedWrites
 from edgeroute.runtime.serving.prometheus import Metrics
 from edgeroute.runtime.scoring.router import clean_prompt
-from edgeroute.runtime.scoring.targets import Targets
 from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
-from edgeroute.runtime.serving.keys import KeySet
+from edgeroute.runtime.serving.config import ServerConfig
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
@@ -72,74 +69,6 @@ HEADERS_TOO_LARGE = (
     + f"content-length: {len(_HEADERS_TOO_LARGE_BODY)}\r\n\r\n".encode()
     + _HEADERS_TOO_LARGE_BODY
 )
-
-
-@dataclass
-class ServerConfig:
-    """Everything ``create_app`` needs; the CLI fills it from flags."""
-
-    strong: UpstreamConfig
-    weak: UpstreamConfig
-    routers: Sequence[str | Path] = ()
-    fallback: bool = True
-    upstream_timeout_s: float = 60.0
-    # "auto": plain-http upstreams without a proxy get the lean HTTP/1.1 client, the others aiohttp.
-    upstream_client: Literal["auto", "aiohttp"] = "auto"
-    route_on: Literal["last_user", "conversation"] = "last_user"
-    sticky: bool = False
-    score_budget_ms: float | None = None
-    default_model: Literal["strong", "weak"] = "weak"
-    auth_token: str | None = None
-    # Teams' API keys (serve --keys-file, runtime/serving/keys.py): each authenticates, and one with a
-    # strong_share of its own has a strong-call budget held on its traffic alone.
-    keys: KeySet | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_messages: int = 1000
-    max_batch: int = 1024
-    # Characters of message text per request. A router reads at most its first max_length tokens
-    # (a few thousand characters); this bounds what is parsed and relayed. Raise it for long-context upstreams.
-    max_prompt_chars: int = 100_000
-    # A strong-call budget held on live traffic (runtime/serving/budget.py): None keeps the calibrated threshold.
-    strong_share: float | None = None
-    budget_window: int = 1000
-    # The budget's threshold never goes below the floor, nor above the ceiling; None: the bundle's calibrated
-    # thresholds for 90% and 10% strong calls.
-    budget_floor: float | None = None
-    budget_ceiling: float | None = None
-    budget_counts_route: bool = False  # whether /v1/route calls (no LLM call) enter the budget's window
-    # A store every replica's budget window lives in (runtime/serving/budget_store.py): redis://HOST:6379/0.
-    budget_store: str | None = None
-    client_timeout_s: float = 30.0  # to send the request headers, and then the body
-    shutdown_grace_s: float | None = None  # None: long enough for an upstream call and its fallback
-    cors_origins: Sequence[str] = ()
-    device: str = "cpu"
-    threads: int | None = None
-    log_prompts: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-    # N targets (serve --config, runtime/scoring/targets.py), most capable first; None: the strong/weak pair.
-    # A target without a base URL of its own uses the strong upstream's base URL and key variable.
-    targets: Targets | None = None
-    # N targets: an average estimated cost per request (USD) held on live traffic (runtime/serving/spend.py).
-    target_cost: float | None = None
-
-    def target_upstreams(self) -> list[UpstreamConfig]:
-        """Each target's upstream, in the targets' order (empty for two models)."""
-        if self.targets is None:
-            return []
-        return [
-            UpstreamConfig(target.name, target.base_url, target.api_key_env, target.api_key)
-            if target.base_url
-            else UpstreamConfig(
-                target.name, self.strong.base_url, target.api_key_env or self.strong.api_key_env, target.api_key or self.strong.api_key
-            )
-            for target in self.targets.targets
-        ]
-
-    def upstream_roles(self) -> list[tuple[str, UpstreamConfig]]:
-        """(role, upstream) of every upstream the server calls: strong and weak, or each target by name."""
-        if self.targets is None:
-            return [("strong", self.strong), ("weak", self.weak)]
-        return [(f"target {upstream.model!r}", upstream) for upstream in self.target_upstreams()]
 
 
 def openai_error(status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -633,12 +562,6 @@ def uvicorn_config(
     """The uvicorn settings of ``edgeroute serve``: client timeouts and a shutdown grace that fits the upstream
     timeout; ``parser`` (``h11`` or ``httptools``) overrides ``http_parser()``."""
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
-    for name in ("upstream_timeout_s", "client_timeout_s", "shutdown_grace_s"):
-        value = getattr(config, name)
-        if value is None and name == "shutdown_grace_s":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ConfigurationError(f"{name.replace('_s', '').replace('_', ' ')} must be a positive number of seconds")
     # Keep-alive longer than clients' pools keep idle connections: otherwise a client can reuse a
     # connection in the instant the server closes it, and the request fails with a read error.
     return uvicorn.Config(
