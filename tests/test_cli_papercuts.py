@@ -374,7 +374,7 @@ def test_serve_flags_are_derived_from_the_config_fields_with_one_default_each():
     args = build_parser().parse_args(["serve"])
     given = config_from_flags(args)
     for config_field in flagged:  # no flag given: each field keeps the one default it declares
-        default = config_field.default if config_field.default is not MISSING else config_field.default_factory()  # type: ignore[misc]
+        default = config_field.default if config_field.default is not MISSING else config_field.default_factory()
         assert given.get(config_field.name, default) == default, config_field.name
     args = build_parser().parse_args(["serve", "--no-fallback", "--cors-origin", "a", "--cors-origin", "b", "--upstream-client", "aiohttp"])
     assert config_from_flags(args).items() >= {"fallback": False, "cors_origins": ("a", "b"), "upstream_client": "aiohttp"}.items()

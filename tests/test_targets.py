@@ -120,7 +120,7 @@ def test_targets_file_round_trip_and_errors(tmp_path: Path):
     with pytest.raises(ConfigurationError, match="policy must be one of"):
         targets_from_mapping({"policy": "fastest", "target": [{"name": "a"}, {"name": "b"}]}, "t.toml")
     path.write_text("[[target]\n")
-    with pytest.raises(ConfigurationError, match="not a TOML file"):
+    with pytest.raises(ConfigurationError, match="not a TOML targets file"):
         load_targets(path)
 
 

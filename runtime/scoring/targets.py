@@ -22,7 +22,6 @@ today's strong/weak shorthand.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeroute.runtime.errors import ConfigurationError
+from edgeroute.runtime.tomlfile import read_toml
 
 POLICIES = ("cheapest_acceptable", "quality_per_cost")
 # Characters per token for a cost estimate before any tokenizer of the target's own has run.
@@ -200,12 +200,7 @@ def calibrate_for_cost(targets: Targets, scores: np.ndarray, input_chars: Any, t
 def load_targets(path: str | Path) -> Targets:
     """The targets of a TOML file: ``policy``, ``threshold``, ``cost_weight``, ``output_tokens`` and ``[[target]]`` tables."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot read the targets file ({type(exc).__name__}); check the path") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: not a TOML file ({exc}); see README 'More than two models'") from None
+    document = read_toml(path, "targets file", "see README 'More than two models' for the format")
     return targets_from_mapping(document, str(path))
 
 

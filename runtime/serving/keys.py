@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeroute.runtime.errors import ConfigurationError
+from edgeroute.runtime.tomlfile import read_toml
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _EMPTY_TOKEN_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -60,12 +60,7 @@ class KeySet:
 def read_keys_file(path: str | Path) -> KeySet:
     """Parse and check a keys file; a mistake raises ``ConfigurationError`` naming the file, the key and the fix."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot read the keys file ({exc.strerror or exc})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"{path}: not a TOML keys file ({exc}); see runtime/serving/keys.py for the format") from None
+    document = read_toml(path, "keys file", "see runtime/serving/keys.py for the format")
     entries = document.get("key")
     if not isinstance(entries, list) or not entries or set(document) != {"key"}:
         raise ConfigurationError(f"{path}: a keys file holds one or more [[key]] tables and nothing else (name, sha256, strong_share)")
