@@ -196,3 +196,30 @@ def test_the_spend_budget_holds_the_average_cost_through_a_shift_in_traffic():
     assert abs(np.mean(spent[-1500:]) - wanted) < 0.1 * wanted
     state = budget.state()
     assert state.target == wanted and state.window == 1000 and abs(state.observed_share - wanted) < 0.15 * wanted
+
+
+def test_router_route_targets_gives_the_n_target_decision(n_model_router):
+    targets = Targets(PRICED.targets, threshold=0.7, output_tokens=100)
+    for prompt in PROMPTS:
+        decision = n_model_router.route_targets(prompt, targets)
+        row = n_model_router.model_scores([prompt], n_model_router.model_rows(targets.scored_as))[0]
+        choice = targets.choose(row, len(prompt))
+        assert (decision.rank, decision.model, decision.cost) == (choice.index, targets.names[choice.index], choice.cost)
+        assert decision.tier == ("strong" if choice.index == 0 else "weak") and decision.threshold == 0.7
+        assert set(decision.to_dict()) == {
+            "router",
+            "tier",
+            "model",
+            "win_rate",
+            "threshold",
+            "score_us",
+            "fallback",
+            "budget",
+            "rank",
+            "cost",
+            "candidates",
+        }
+    from edgeroute.runtime.errors import InvalidThresholdError
+
+    with pytest.raises(InvalidThresholdError):
+        n_model_router.route_targets("hi", targets, threshold=1.5)

@@ -158,3 +158,22 @@ def test_calibrate_target_cost_and_the_quality_cost_curve_from_the_cli(bundle, u
     printed = capsys.readouterr().out
     assert "cheapest_acceptable over large-llm, medium-llm, small-llm" in printed and "random" in printed
     assert len(json.loads(out.read_text())["points"]) == 41
+
+
+def test_the_controller_routes_among_the_same_targets(bundle, upstreams, monkeypatch):
+    from edgeroute.runtime.serving.controller import Controller, Endpoint
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    for fake in upstreams:
+        fake.reset()
+    router = Router.load(bundle)
+    targets = _targets(upstreams)
+    expected = [router.route_targets(p, targets).model for p in PROMPTS]
+    client = Controller(Endpoint("unused-strong"), Endpoint("unused-weak"), routers=[str(bundle)], targets=targets)
+    for prompt, model in zip(PROMPTS, expected):
+        answer = client.chat.completions.create(model="router-three-models", messages=[{"role": "user", "content": prompt}])
+        assert answer.choices[0].message.content == f"answer from {model}" and answer.routing["model"] == model
+        assert answer.routing["rank"] == NAMES.index(model)
+    upstreams[2].behaviour[NAMES[2]] = "500"  # the cheapest fails: down the order, wrapping to the most capable
+    answer = client.chat.completions.create(model="router-three-models-1.0", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content == f"answer from {NAMES[0]}" and answer.routing["fallback"] == f"upstream_error on {NAMES[2]}"

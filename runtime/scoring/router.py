@@ -14,7 +14,7 @@ from typing import Any, Callable, cast
 
 import numpy as np
 
-from edgeroute.runtime.scoring.decision import Decision, decision_for, resolve_threshold
+from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
 from edgeroute.runtime.errors import (
     BundleCorruptError,
     BundleNotFoundError,
@@ -27,6 +27,7 @@ from edgeroute.runtime.scoring.kinds import router_kind
 from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.manifest import Manifest, StaticEmbedderSpec, read_manifest
 from edgeroute.runtime.scoring.scorers import LoadOptions, PerModelScorer, Scorer, scorer_for
+from edgeroute.runtime.scoring.targets import Targets, decision_for_targets
 
 # A router name (as opposed to a path) is one plain folder name inside models/.
 _ROUTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -287,6 +288,16 @@ class Router:
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6
         return decision_for(self.name, win_rate, chosen, score_us, {"strong": self.strong_model, "weak": self.weak_model})
+
+    def route_targets(self, prompt: str, targets: Targets, threshold: float | None = None) -> Decision:
+        """The N-target decision for ``prompt`` (``runtime/scoring/targets.py``): the targets' policy over this router's
+        score of each target; ``threshold`` (cheapest acceptable) defaults to the targets' own. MF routers only."""
+        rows = self.model_rows(targets.scored_as)
+        chosen = None if threshold is None else check_threshold(threshold)
+        started = time.perf_counter()
+        scores = self.model_scores([prompt], rows)[0]
+        score_us = (time.perf_counter() - started) * 1e6
+        return decision_for_targets(self.name, targets, scores, len(self._prepare(prompt)), chosen, score_us)
 
     def threshold_for(self, strong_pct: float) -> float:
         """Threshold that sends a share ``strong_pct`` of prompts to the strong model.

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeroute.runtime.errors import ConfigurationError
+from edgeroute.runtime.scoring.decision import BudgetState, Decision, tier_of_rank
 from edgeroute.runtime.tomlfile import read_toml
 
 POLICIES = ("cheapest_acceptable", "quality_per_cost")
@@ -168,6 +169,26 @@ class Targets:
         chosen = self.choose_many(scores, input_chars, threshold, cost_weight)
         costs = self.costs(input_chars)
         return float(costs[np.arange(len(chosen)), chosen].mean())
+
+
+def decision_for_targets(
+    router: str, targets: Targets, scores: Any, chars: int, threshold: float | None, score_us: float, budget: BudgetState | None = None
+) -> Decision:
+    """The N-target ``Decision`` for a prompt of ``chars`` characters and the router's per-target ``scores``: the chosen
+    target, its rank and estimated cost, every target's predicted win rate against the most capable one."""
+    choice = targets.choose(scores, chars, threshold)
+    return Decision(
+        router,
+        tier_of_rank(choice.index),
+        targets.names[choice.index],
+        choice.top_win_rate,
+        (targets.threshold if threshold is None else threshold) if targets.policy == "cheapest_acceptable" else None,
+        score_us,
+        budget=budget,
+        rank=choice.index,
+        cost=choice.cost,
+        candidates=dict(zip(targets.names, choice.quality)),
+    )
 
 
 def calibrate_for_cost(targets: Targets, scores: np.ndarray, input_chars: Any, target_cost: float) -> float:

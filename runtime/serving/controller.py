@@ -8,8 +8,10 @@
 
 Needs the ``openai`` extra. No client is created until the first request. Upstream timeouts,
 connection failures, 429s, 5xx and malformed answers are retried once on the other model by the
-same rule as ``edgeroute serve`` (``upstream.Fallback``; ``fallback=False`` turns it off);
-``routing["fallback"]`` says why.
+same rule as ``edgeroute serve`` (``runtime/serving/fallback.py``; ``fallback=False`` turns it off);
+``routing["fallback"]`` says why. ``targets=Targets(...)`` (``runtime/scoring/targets.py``) routes among
+N models with an MF router, as ``serve --config`` does: each target's base URL and key variable, the
+strong endpoint's where a target names none, and fallback down the order.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any, Literal
 from edgeroute.runtime.errors import ConfigurationError, require_extra
 from edgeroute.runtime.scoring.decision import Decision
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
-from edgeroute.runtime.serving.fallback import Fallback
+from edgeroute.runtime.scoring.targets import Targets
+from edgeroute.runtime.serving.fallback import Fallback, slot_of
 from edgeroute.runtime.serving.upstream.failures import (
     UpstreamError,
     UpstreamFailed,
@@ -67,9 +70,12 @@ class _Routed:
         device: str = "cpu",
         threads: int | None = None,
         fallback: bool = True,
+        targets: Targets | None = None,
     ) -> None:
         require_extra("openai", "openai", "edgeroute's controller")
-        self.endpoints = {"strong": strong, "weak": weak}
+        # Slots as the server's relay has them: strong/weak, or "0".."N-1" for N targets (each target's base URL
+        # and key variable, the strong endpoint's where the target names none).
+        self.endpoints = {"strong": strong, "weak": weak} if targets is None else _target_endpoints(targets, strong)
         self.policy = RoutingPolicy(
             RouterSet(routers, device=device, threads=threads),
             strong.model,
@@ -78,8 +84,10 @@ class _Routed:
             sticky=sticky,
             score_budget_ms=score_budget_ms,
             default_model=default_model,
+            targets=targets,
         )
-        self.fallback = Fallback(fallback, self.policy.names, upstream_failure_kind)
+        order = () if targets is None else targets.names
+        self.fallback = Fallback(fallback, self.policy.names, upstream_failure_kind, order=order)
         self._clients: dict[str, Any] = {}
 
     def _targets(self, model: str | None, router: str | None, threshold: float | None) -> tuple[str | None, float | None]:
@@ -100,6 +108,20 @@ class _Routed:
                 base_url=endpoint.base_url, api_key=endpoint.resolved_key(), timeout=endpoint.timeout_s, max_retries=0
             )
         return self._clients[role]
+
+
+def _target_endpoints(targets: Targets, default: Endpoint) -> dict[str, Endpoint]:
+    """Each target's endpoint by its rank ("0" is the most capable)."""
+    return {
+        str(rank): Endpoint(
+            target.name,
+            base_url=target.base_url or default.base_url,
+            api_key=target.api_key or (None if target.api_key_env or target.base_url else default.api_key),
+            api_key_env=target.api_key_env or default.api_key_env,
+            timeout_s=default.timeout_s,
+        )
+        for rank, target in enumerate(targets.targets)
+    }
 
 
 class _MalformedResponse(ValueError):
@@ -184,7 +206,8 @@ class _Completions:
         stream = bool(kwargs.get("stream"))
 
         def call(d: Decision) -> Any:
-            return _checked(owner._client(d.tier, "OpenAI").chat.completions.create(model=d.model, messages=messages, **kwargs), stream)
+            client = owner._client(slot_of(d), "OpenAI")
+            return _checked(client.chat.completions.create(model=d.model, messages=messages, **kwargs), stream)
 
         decision, response = owner.fallback.call(decision, call)
         return _attach(response, decision, stream)
@@ -212,7 +235,7 @@ class _AsyncCompletions:
 
         async def call(d: Decision) -> Any:
             return _checked(
-                await owner._client(d.tier, "AsyncOpenAI").chat.completions.create(model=d.model, messages=messages, **kwargs), stream
+                await owner._client(slot_of(d), "AsyncOpenAI").chat.completions.create(model=d.model, messages=messages, **kwargs), stream
             )
 
         decision, response = await owner.fallback.acall(decision, call)

@@ -90,3 +90,8 @@ class Fallback:
                     raise
                 decision = self.after(decision, error)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def slot_of(decision: Decision) -> str:
+    """Which configured model a decision names: its tier for two models, its rank among N targets."""
+    return decision.tier if decision.rank is None else str(decision.rank)

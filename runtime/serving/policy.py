@@ -24,7 +24,7 @@ from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, Invalid
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold, tier_of_rank
 from edgeroute.runtime.scoring.kinds import routellm_kinds
 from edgeroute.runtime.scoring.lru import LRUCache
-from edgeroute.runtime.scoring.targets import Targets
+from edgeroute.runtime.scoring.targets import Targets, decision_for_targets
 from edgeroute.runtime.scoring.router import Router, default_router_name
 
 ROUTE_ON = ("last_user", "conversation")
@@ -353,22 +353,11 @@ class RoutingPolicy:
         spend = self.spend_budget(router) if threshold is None and self.target_cost is not None else None
         if spend is not None:
             targets = spend.admit(scores, chars)
-            threshold = targets.threshold
-        choice = targets.choose(scores, chars, threshold)
-        if spend is not None:
-            spend.spent(choice.cost)
-        return Decision(
-            router.name,
-            tier_of_rank(choice.index),
-            targets.names[choice.index],
-            choice.top_win_rate,
-            threshold if targets.policy == "cheapest_acceptable" else None,
-            score_us,
-            budget=None if spend is None else spend.state(),
-            rank=choice.index,
-            cost=choice.cost,
-            candidates=dict(zip(targets.names, choice.quality)),
-        )
+        decision = decision_for_targets(router.name, targets, scores, chars, threshold, score_us)
+        if spend is None:
+            return decision
+        spend.spent(decision.cost or 0.0)
+        return replace(decision, budget=spend.state())
 
     def spend_budget(self, router: Router) -> SpendBudget:
         """``router``'s spend budget (one per router: scores of different routers are on different scales)."""

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
         rejection,
         sanitized_upstream_message,
     )
-    from edgeroute.runtime.serving.upstream.relay import MAX_ANSWER_BYTES, UpstreamRelay, UpstreamStream, UpstreamStreamBroken, slot_of
+    from edgeroute.runtime.serving.fallback import slot_of
+    from edgeroute.runtime.serving.upstream.relay import MAX_ANSWER_BYTES, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
     from edgeroute.runtime.serving.upstream.transport import AiohttpAnswer, AiohttpTransport, Answer, LeanTransport, Transport
     from edgeroute.runtime.serving.upstream.wire import AnthropicMessages, OpenAIChat, WireFormat, encode_upstream_body, reencodable_answer
 
@@ -79,7 +80,7 @@ _LAZY = {
     "reencodable_answer": "edgeroute.runtime.serving.upstream.wire",
     "rejection": "edgeroute.runtime.serving.upstream.failures",
     "sanitized_upstream_message": "edgeroute.runtime.serving.upstream.failures",
-    "slot_of": "edgeroute.runtime.serving.upstream.relay",
+    "slot_of": "edgeroute.runtime.serving.fallback",
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from edgeroute.runtime.scoring.decision import Decision
-from edgeroute.runtime.serving.fallback import Fallback
+from edgeroute.runtime.serving.fallback import Fallback, slot_of
 from edgeroute.runtime.serving.upstream.config import UpstreamConfig, env_proxy
 from edgeroute.runtime.serving.upstream.failures import (
     RequestNotRelayable,
@@ -225,8 +225,3 @@ class UpstreamRelay:
     async def call_with_fallback(self, decision: Decision, payload: dict[str, Any], stream: bool) -> tuple[Decision, Any]:
         """The decided model's answer, or another's by the fallback rule."""
         return await self.fallback.acall(decision, lambda d: self.call(slot_of(d), payload, stream))
-
-
-def slot_of(decision: Decision) -> str:
-    """The relay slot of a decision's model: its tier for two models, its rank among N targets."""
-    return decision.tier if decision.rank is None else str(decision.rank)
