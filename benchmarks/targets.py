@@ -93,7 +93,7 @@ def spend_replay(policy: Targets, scores: np.ndarray, chars: np.ndarray, wanted:
     fixed = replace(policy, **{key: setting})
     chosen = fixed.choose_many(scores, chars)
     fixed_costs = policy.costs(chars)[np.arange(len(chars)), chosen]
-    budget, budget_costs = SpendBudget(policy, wanted, window=WINDOW), []
+    budget, budget_costs = SpendBudget(policy, wanted, window=WINDOW, background=False), []
     for row, length in zip(scores, chars):
         choice = budget.admit(row, int(length)).choose(row, int(length))
         budget.spent(choice.cost)

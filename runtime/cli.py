@@ -747,9 +747,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             upstream.probe(role)
     if args.engine == "ray":
         from edgeroute.runtime.serving.ray_serve import APP_NAME, Placement, ReplicaOptions, run
-        from edgeroute.runtime.serving.server import uvicorn_config
 
-        uvicorn_config(config, None, args.host, args.port)  # the same checks of the timeouts as the uvicorn engine
         options = ReplicaOptions.from_flags(args.replicas, args.min_replicas, args.max_replicas, args.replica_cpus)
         placement = Placement(args.app_name or APP_NAME, args.route_prefix or "/", bool(args.replace))
         run(config, options, host=args.host, port=args.port, address=args.ray_address, placement=placement)

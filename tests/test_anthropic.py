@@ -122,6 +122,21 @@ def test_a_stream_converts_the_same_in_any_chunking():
         MessagesStream("claude-x").feed(b"data: {not json\n\n")
 
 
+def test_stream_chunking_edge_cases_and_malformed_events():
+    event = _events({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x" * 50}}).replace(b"\n", b"\r\n")
+    cut = event.index(b"\r\n\r\n") + 1  # a CRLF cut between two chunks
+    stream = MessagesStream("claude-x")
+    assert stream.feed(event[:cut]) == b"" and b'"content": "' in stream.feed(event[cut:])
+    many = event * (2 * (1 << 20) // len(event))  # over a MiB of complete events in one read: none left over
+    assert MessagesStream("claude-x").feed(many).count(b"chat.completion.chunk") == many.count(b"event: ")
+    with pytest.raises(UpstreamMalformed, match="over 1048576 bytes"):
+        MessagesStream("claude-x").feed(b"data: " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(UpstreamMalformed, match="not JSON"):
+        MessagesStream("claude-x").feed(b"data: " + b"[" * 100_000 + b"\n\n")
+    with pytest.raises(UpstreamMalformed, match="a text block without text"):
+        WIRE.answer({"type": "message", "content": [{"type": "text", "text": 5}]}, "claude-x")
+
+
 # ---------------------------------------------------------------- end to end
 openai = pytest.importorskip("openai")
 pytest.importorskip("starlette")

@@ -185,7 +185,7 @@ def test_the_spend_budget_holds_the_average_cost_through_a_shift_in_traffic():
     chars = rng.integers(50, 1500, size=6000)
     wanted = 0.0015
     fixed = Targets(PRICED.targets, threshold=calibrate_for_cost(PRICED, easy, chars[:3000], wanted), output_tokens=100)
-    budget = SpendBudget(PRICED, wanted, window=1000)
+    budget = SpendBudget(PRICED, wanted, window=1000, background=False)
     spent = []
     for row, length in zip(np.concatenate([easy, hard]), chars):
         choice = budget.admit(row, int(length)).choose(row, int(length))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,40 @@ def test_the_controller_routes_among_the_same_targets(bundle, upstreams, monkeyp
         answer = client.chat.completions.create(model="router-three-models", messages=[{"role": "user", "content": prompt}])
         assert answer.choices[0].message.content == f"answer from {model}" and answer.routing["model"] == model
         assert answer.routing["rank"] == NAMES.index(model)
+    assert {a for fake in upstreams for a in fake.authorizations} == {"Bearer no-key"}  # no OpenAI key to loopback hosts
     upstreams[2].behaviour[NAMES[2]] = "500"  # the cheapest fails: down the order, wrapping to the most capable
     answer = client.chat.completions.create(model="router-three-models-1.0", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == f"answer from {NAMES[0]}" and answer.routing["fallback"] == f"upstream_error on {NAMES[2]}"
+
+
+def test_the_spend_budget_counts_chat_calls_not_decisions_only(bundle, upstreams):
+    import httpx
+
+    with _server(bundle, upstreams, target_cost=0.00005) as (client, url):
+        for _ in range(3):
+            httpx.post(url + "/v1/route", json={"prompts": PROMPTS})
+        metrics = httpx.get(url + "/metrics").text
+        assert "edgeroute_spend_target_usd" not in metrics or 'edgeroute_spend_observed_usd{router="three-models"} 0' in metrics
+        for prompt in PROMPTS:
+            answer = client.chat.completions.create(model="router-three-models", messages=[{"role": "user", "content": prompt}])
+        budget = answer.model_extra["edgeroute"]["budget"]
+        assert budget["window"] == len(PROMPTS) and budget["target"] == 0.00005
+        assert 'edgeroute_spend_target_usd{router="three-models"} 5e-05' in httpx.get(url + "/metrics").text
+        refused = httpx.post(url + "/v1/route", json={"prompt": "hi", "threshold": 0.5})
+        assert refused.status_code == 200  # cheapest_acceptable takes a request's threshold
+
+
+def test_a_threshold_is_refused_where_the_policy_has_none(bundle, upstreams):
+    import httpx
+
+    from edgeroute.runtime.serving.server import create_app
+
+    targets = replace(_targets(upstreams), policy="quality_per_cost", cost_weight=10.0)
+    config = server_config(upstreams[0], routers=[str(bundle)], targets=targets)
+    with serving(create_app(config, RouterSet([str(bundle)]))) as url:
+        answer = httpx.post(url + "/v1/route", json={"prompt": "hi", "threshold": 0.5})
+        assert answer.status_code == 400
+        assert (
+            answer.json()["error"]["message"] == "a threshold sets the cheapest_acceptable rule; these targets choose by quality_per_cost"
+        )
+        assert httpx.post(url + "/v1/route", json={"prompt": "hi"}).json()["decisions"][0]["threshold"] is None

@@ -52,7 +52,7 @@ class Decision:
     # None for two-model decisions, whose JSON shape stays as it was.
     rank: int | None = None
     cost: float | None = None
-    candidates: Mapping[str, float] | None = None
+    candidates: tuple[tuple[str, float], ...] | None = None  # (target, predicted win rate against the most capable)
 
     def to_dict(self, rounded: bool = False) -> dict[str, Any]:
         """The decision's JSON shape (the same keys everywhere; ``rank``, ``cost`` and ``candidates`` only for
@@ -96,11 +96,11 @@ class Decision:
         return replace(self, tier=other, model=names[other], fallback=f"{kind} on {self.model}")
 
     def moved_to(self, rank: int, model: str, kind: str) -> Decision:
-        """The N-target decision after ``kind`` failed the chosen model's call: target ``rank`` gets the request."""
+        """The N-target decision after ``kind`` failed the chosen model's call: target ``rank`` gets the request
+        (its cost is not estimated again: ``cost`` goes; the spend budget counted the planned target)."""
         failed = f"{kind} on {self.model}"
-        return replace(
-            self, tier=tier_of_rank(rank), model=model, rank=rank, fallback=f"{self.fallback}; {failed}" if self.fallback else failed
-        )
+        chain = f"{self.fallback}; {failed}" if self.fallback else failed
+        return replace(self, tier=tier_of_rank(rank), model=model, rank=rank, cost=None, fallback=chain)
 
 
 def tier_of_rank(rank: int) -> Tier:

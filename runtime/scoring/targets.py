@@ -187,7 +187,7 @@ def decision_for_targets(
         budget=budget,
         rank=choice.index,
         cost=choice.cost,
-        candidates=dict(zip(targets.names, choice.quality)),
+        candidates=tuple(zip(targets.names, choice.quality)),
     )
 
 

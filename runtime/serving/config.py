@@ -54,7 +54,7 @@ class ServerConfig:
         default=None, metadata=flag("--score-budget-ms", "past this scoring time, use --default-model and record it")
     )
     default_model: Literal["strong", "weak"] = field(default="weak", metadata=flag("--default-model"))
-    auth_token: str | None = None  # serve --auth-token-env names the variable holding it
+    auth_token: str | None = field(default=None, repr=False)  # serve --auth-token-env names the variable holding it
     # Teams' API keys (serve --keys-file, runtime/serving/keys.py): each authenticates, and one with a
     # strong_share of its own has a strong-call budget held on its traffic alone.
     keys: KeySet | None = None

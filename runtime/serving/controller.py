@@ -28,6 +28,7 @@ from edgeroute.runtime.scoring.decision import Decision
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
 from edgeroute.runtime.scoring.targets import Targets
 from edgeroute.runtime.serving.fallback import Fallback, slot_of
+from edgeroute.runtime.serving.upstream.config import UpstreamConfig
 from edgeroute.runtime.serving.upstream.failures import (
     UpstreamError,
     UpstreamFailed,
@@ -111,17 +112,25 @@ class _Routed:
 
 
 def _target_endpoints(targets: Targets, default: Endpoint) -> dict[str, Endpoint]:
-    """Each target's endpoint by its rank ("0" is the most capable)."""
-    return {
-        str(rank): Endpoint(
-            target.name,
-            base_url=target.base_url or default.base_url,
-            api_key=target.api_key or (None if target.api_key_env or target.base_url else default.api_key),
-            api_key_env=target.api_key_env or default.api_key_env,
-            timeout_s=default.timeout_s,
+    """Each target's endpoint by its rank ("0" is the most capable), keys by the server's rule: a target on the
+    default endpoint's host gets its key; one with a base URL of its own gets its named variable, or the key
+    variable of its host (api.openai.com's), or none."""
+    endpoints = {}
+    for rank, target in enumerate(targets.targets):
+        if target.format != "openai":
+            raise ConfigurationError(
+                f"target {target.name!r} speaks {target.format!r}; the controller calls its models through the OpenAI SDK: "
+                "route to it with edgeroute serve, which translates"
+            )
+        if not target.base_url:
+            key, variable = target.api_key or default.api_key, target.api_key_env or default.api_key_env
+        else:
+            variable = UpstreamConfig(target.name, target.base_url, target.api_key_env).key_variable()
+            key = target.api_key or ("no-key" if variable is None else None)  # the SDK sends a bearer token: not a secret
+        endpoints[str(rank)] = Endpoint(
+            target.name, target.base_url or default.base_url, key, variable or default.api_key_env, default.timeout_s
         )
-        for rank, target in enumerate(targets.targets)
-    }
+    return endpoints
 
 
 class _MalformedResponse(ValueError):

@@ -3,8 +3,8 @@ one's call failed, shared by the server (``UpstreamRelay``) and the controller.
 
 Transient failures (``FALLBACK_KINDS``: timeouts, unreachable, rate limited, 5xx, malformed answers)
 move the request on; a rejected request (4xx) is not retried, since the next model would reject it too.
-Two models: the other tier gets it once. N targets: the next target in order, wrapping around, until
-each was tried once (``Targets.fallback_order``). The decision records why (``fallback``).
+Two models: the other tier gets it once. N targets: the next target in order, wrapping around, up to
+``MAX_ATTEMPTS`` calls in all (``Targets.fallback_order``). The decision records why (``fallback``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from edgeroute.runtime.scoring.decision import Decision
 # Upstream failures worth retrying on another model (the ``kind`` of runtime/serving/upstream/failures.py's classes).
 FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error", "upstream_malformed"})
 
+# N targets: the chosen model and at most two more, so that a request's cost stays bounded (calls, time,
+# a rate-limit storm multiplied) however many targets are configured.
+MAX_ATTEMPTS = 3
 T = TypeVar("T")
 KindOf = Callable[[Exception], "str | None"]
 
@@ -30,7 +33,7 @@ class Fallback:
     exception that is no upstream failure (re-raised as is). ``on_failure(kind)`` and
     ``on_fallback(kind)`` let the server count them. Two models (``order`` empty): the other tier
     gets the request once. N targets (``order``: their names, most capable first): the next target
-    in order, wrapping around, until each was tried once (``Targets.fallback_order``).
+    in order, wrapping around, up to ``MAX_ATTEMPTS`` calls in all.
     """
 
     enabled: bool
@@ -42,8 +45,8 @@ class Fallback:
 
     @property
     def attempts(self) -> int:
-        """Calls a request may cost: the chosen model and each one it may fall back to."""
-        return len(self.order) if self.order else 2
+        """Calls a request may cost: the chosen model and those it may fall back to (at most ``MAX_ATTEMPTS``)."""
+        return min(len(self.order), MAX_ATTEMPTS) if self.order else 2
 
     def after(self, decision: Decision, error: Exception) -> Decision:
         """The decision that sends the request to the next model; re-raises ``error`` when the rule says no."""

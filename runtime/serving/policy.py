@@ -291,6 +291,8 @@ class RoutingPolicy:
                 raise InvalidInputError("the strong-share form (router-NAME-sPCT, strong_pct) needs two targets; give a threshold")
             if threshold is None:
                 return None if self.target_cost is not None else self.targets.threshold
+            if self.targets.policy != "cheapest_acceptable":
+                raise InvalidInputError(f"a threshold sets the cheapest_acceptable rule; these targets choose by {self.targets.policy}")
             return check_threshold(threshold)
         return resolve_threshold(router, threshold, strong_pct)
 
@@ -343,20 +345,23 @@ class RoutingPolicy:
             return Decision(
                 request.router.name, tier_of_rank(rank), targets.names[rank], None, request.threshold, score_us, fallback, rank=rank
             )
-        return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us)
+        return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us, request.counted)
 
-    def scored_targets(self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float) -> Decision:
+    def scored_targets(
+        self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float, counted: bool = True
+    ) -> Decision:
         """The N-target decision for a prompt of ``chars`` characters whose per-model ``scores`` ``router`` gave;
         ``threshold`` None with a target cost: the router's spend budget sets the policy (and records the choice)."""
         targets = self.targets
         assert targets is not None
         spend = self.spend_budget(router) if threshold is None and self.target_cost is not None else None
         if spend is not None:
-            targets = spend.admit(scores, chars)
+            targets = spend.admit(scores, chars, counted)
         decision = decision_for_targets(router.name, targets, scores, chars, threshold, score_us)
         if spend is None:
             return decision
-        spend.spent(decision.cost or 0.0)
+        if counted:
+            spend.spent(decision.cost or 0.0)
         return replace(decision, budget=spend.state())
 
     def spend_budget(self, router: Router) -> SpendBudget:

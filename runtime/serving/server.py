@@ -32,6 +32,7 @@ from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.config import ServerConfig
+from edgeroute.runtime.serving.fallback import MAX_ATTEMPTS
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
@@ -308,11 +309,14 @@ class Handlers:
         started = time.perf_counter()
         rates = await self.policy.ascore(router, cleaned)
         score_us = (time.perf_counter() - started) * 1e6 / len(rates)
-        if self.policy.targets is not None:
-            return [self.policy.scored_targets(router, row, len(text), threshold, score_us) for row, text in zip(rates, cleaned)]
         settings = self.policy.budget_settings(tenant)
         weight = settings.batch_weight if settings is not None else 0
         step = max(1, math.ceil(len(rates) / weight)) if counted and weight else 0
+        if self.policy.targets is not None:
+            return [
+                self.policy.scored_targets(router, row, len(text), threshold, score_us, bool(step) and index % step == 0)
+                for index, (row, text) in enumerate(zip(rates, cleaned))
+            ]
         return [
             self.policy.scored(router, float(rate), threshold, score_us, text, bool(step) and index % step == 0, tenant)
             for index, (rate, text) in enumerate(zip(rates, cleaned))
@@ -382,17 +386,9 @@ def check_upstreams(config: ServerConfig) -> None:
             log.warning("%s upstream %s: no API key is sent (name its key variable to send one)", role, upstream.base_url)
 
 
-def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
-    """Build the ASGI app. Routers load here, once; a router or upstream setting that cannot work raises now."""
-    require_extra("starlette", "serve", "edgeroute serve")
-    require_extra("aiohttp", "serve", "edgeroute serve")
-    check_upstreams(config)
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.routing import Route
-
-    routers = routers or RouterSet(config.routers or None, device=config.device, threads=config.threads)
-    policy = RoutingPolicy(
+def policy_for(config: ServerConfig, routers: RouterSet) -> RoutingPolicy:
+    """The routing policy a server with ``config`` runs: models, stickiness, scoring budget, strong-call or spend budget."""
+    return RoutingPolicy(
         routers,
         config.strong.model,
         config.weak.model,
@@ -411,6 +407,19 @@ def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
             config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling, config.budget_counts_route
         ),
     )
+
+
+def create_app(config: ServerConfig, routers: RouterSet | None = None) -> Any:
+    """Build the ASGI app. Routers load here, once; a router or upstream setting that cannot work raises now."""
+    require_extra("starlette", "serve", "edgeroute serve")
+    require_extra("aiohttp", "serve", "edgeroute serve")
+    check_upstreams(config)
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    routers = routers or RouterSet(config.routers or None, device=config.device, threads=config.threads)
+    policy = policy_for(config, routers)
     metrics = Metrics()
     relay = UpstreamRelay(
         config.strong, config.weak, config.upstream_timeout_s, config.fallback, metrics, config.upstream_client, config.target_upstreams()
@@ -452,7 +461,7 @@ def shutdown_grace_s(config: ServerConfig) -> float:
     """Seconds that in-flight requests get at SIGTERM: by default an upstream call, its fallback, and 5 s."""
     if config.shutdown_grace_s is not None:
         return config.shutdown_grace_s
-    calls = (2 if config.targets is None else len(config.targets.targets)) if config.fallback else 1
+    calls = (2 if config.targets is None else min(len(config.targets.targets), MAX_ATTEMPTS)) if config.fallback else 1
     return config.upstream_timeout_s * calls + 5.0
 
 
@@ -582,8 +591,7 @@ def uvicorn_config(
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 6060, log_level: str = "info") -> None:
     """Load the routers, then serve until interrupted (SIGINT/SIGTERM finish in-flight requests)."""
     uvicorn = require_extra("uvicorn", "serve", "edgeroute serve")
-    uvicorn_config(config, None, host, port, log_level)  # settings are checked before the routers load
-    app = create_app(config)
+    app = create_app(config)  # the configuration checked itself when built (ServerConfig.__post_init__)
     server = uvicorn.Server(uvicorn_config(config, app, host, port, log_level))
     # What is loaded by now (modules, routers) lives as long as the process: frozen out of the collector's
     # sight, full collections stop walking it. With the shipped static router loaded, one took 26.7 ms

@@ -29,7 +29,9 @@ RECALIBRATE_EVERY = 50
 class SpendBudget:
     """Keeps the average estimated USD per request near ``target_cost`` by re-setting the policy on a sliding window."""
 
-    def __init__(self, targets: Targets, target_cost: float, window: int = 1000, every: int = RECALIBRATE_EVERY) -> None:
+    def __init__(
+        self, targets: Targets, target_cost: float, window: int = 1000, every: int = RECALIBRATE_EVERY, background: bool = True
+    ) -> None:
         if isinstance(target_cost, bool) or not isinstance(target_cost, (int, float)) or not math.isfinite(target_cost) or target_cost <= 0:
             raise InvalidInputError(f"target cost must be a positive number of USD per request, got {target_cost!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < MIN_OBSERVATIONS:
@@ -42,35 +44,50 @@ class SpendBudget:
         self._spent: deque[float] = deque(maxlen=window)
         self._since = 0
         self._lock = threading.Lock()
+        # A re-fit takes milliseconds to tenths of a second (64 targets): off the caller's thread (a server's
+        # event loop), one at a time, on a copy of the window; ``background=False`` re-fits in place (replays).
+        self.background, self._fitting = background, False
 
     @property
     def setting(self) -> float:
         """The threshold or cost weight the policy applies now."""
         return float(getattr(self._tuned, self._key))
 
-    def admit(self, scores: np.ndarray, chars: int) -> Targets:
-        """Record a request's scores and length; the targets (with the current setting) to decide it with."""
+    def admit(self, scores: np.ndarray, chars: int, counted: bool = True) -> Targets:
+        """The targets (with the current setting) to decide a request with; its scores and length join the window
+        when it is ``counted`` (decisions-only calls are not)."""
         with self._lock:
+            if not counted:
+                return self._tuned
             self._scores.append(np.asarray(scores, dtype=np.float64))
             self._chars.append(float(chars))
             self._since += 1
-            if len(self._scores) >= MIN_OBSERVATIONS and self._since >= self.every:
-                self._since = 0
-                self._recalibrate()
-            return self._tuned
+            due = len(self._scores) >= MIN_OBSERVATIONS and self._since >= self.every and not self._fitting
+            if due:
+                self._since, self._fitting = 0, True
+                window = (np.stack(self._scores), np.fromiter(self._chars, dtype=np.float64))
+            tuned = self._tuned
+        if due:
+            if self.background:
+                threading.Thread(target=self._refit, args=window, name="edgeroute-spend-fit", daemon=True).start()
+            else:
+                self._refit(*window)
+                tuned = self._tuned
+        return tuned
 
     def spent(self, cost: float) -> None:
         """Record the chosen target's estimated cost (what the observed average is made of)."""
         with self._lock:
             self._spent.append(cost)
 
-    def _recalibrate(self) -> None:
-        scores, chars = np.stack(self._scores), np.fromiter(self._chars, dtype=np.float64)
+    def _refit(self, scores: np.ndarray, chars: np.ndarray) -> None:
         try:
             setting = calibrate_for_cost(self.targets, scores, chars, self.target_cost)
         except ConfigurationError:  # the target is below the cheapest possible on this window: spend the least
             setting = 1.0 if self._key == "threshold" else 1e15
-        self._tuned = replace(self.targets, **{self._key: setting})
+        tuned = replace(self.targets, **{self._key: setting})
+        with self._lock:
+            self._tuned, self._fitting = tuned, False
 
     def state(self) -> BudgetState:
         """The budget as the decision and ``/metrics`` report it: target and observed are USD per request,

@@ -62,20 +62,29 @@ class UpstreamStream:
         convert: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._response, self._errors, self._convert = response, errors, convert
-        self.first = first if convert is None else convert(first)
+        self.first = self._converted(first)
         self.content_type: str = (response.content_type or "text/event-stream") if convert is None else "text/event-stream"
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The bytes after ``first``."""
         try:
             while chunk := await self._response.readany():
-                yield chunk if self._convert is None else self._convert(chunk)
+                yield self._converted(chunk)
         except (*self._errors, UpstreamError) as exc:
             raise UpstreamStreamBroken(type(exc).__name__) from None
 
     async def aclose(self) -> None:
         """Release the connection (closed unless the body was read to its end)."""
         self._response.release()
+
+    def _converted(self, chunk: bytes) -> bytes:
+        """``chunk`` in OpenAI's event format; a converter's own failure is the upstream's (``UpstreamMalformed``)."""
+        if self._convert is None:
+            return chunk
+        try:
+            return self._convert(chunk)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise UpstreamMalformed(f"a stream event could not be translated ({type(exc).__name__})") from None
 
 
 class UpstreamRelay:
@@ -191,7 +200,9 @@ class UpstreamRelay:
             body = await self.within_deadline(upstream, self.read(upstream, response))
             try:
                 data = wire.answer(reencodable_answer(body), upstream.model)
-            except (ValueError, RecursionError):
+            except UpstreamError:
+                raise
+            except (ValueError, TypeError, AttributeError, RecursionError):
                 raise _malformed(upstream) from None
             self.metrics.observe("edgeroute_upstream_seconds", time.perf_counter() - started, model=upstream.model)
             return data

@@ -86,10 +86,23 @@ class OpenAIChat:
         return None
 
 
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
-_PASSED = ("temperature", "top_p", "metadata")
-# OpenAI parameters with no Messages equivalent that change nothing about the answer's content: dropped.
-_IGNORED = {"model", "messages", "stream", "stop", "max_tokens", "max_completion_tokens", "n", "user", "stream_options", *_PASSED}
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+_PASSED = ("temperature", "top_p")
+# OpenAI parameters with no Messages equivalent that change nothing about the answer's text: dropped
+# (``metadata``: Anthropic's takes only a user id; ``stream_options``: no usage chunk is added to a translated stream).
+_IGNORED = {
+    "model",
+    "messages",
+    "stream",
+    "stop",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "user",
+    "stream_options",
+    "metadata",
+    *_PASSED,
+}
 
 
 class AnthropicMessages:
@@ -122,7 +135,7 @@ class AnthropicMessages:
         content = data.get("content")
         if data.get("type") != "message" or not isinstance(content, list):
             raise UpstreamMalformed(f"upstream {model} sent no Messages answer")
-        text = "".join(block.get("text", "") for block in content if isinstance(block, Mapping) and block.get("type") == "text")
+        text = "".join(_block_text(block, model) for block in content if isinstance(block, Mapping) and block.get("type") == "text")
         usage: Mapping[str, Any] = data["usage"] if isinstance(data.get("usage"), Mapping) else {}
         prompt, completion = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
         return {
@@ -144,8 +157,16 @@ class AnthropicMessages:
         return MessagesStream(model).feed
 
 
+def _block_text(block: Mapping[str, Any], model: str) -> str:
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise UpstreamMalformed(f"upstream {model} sent a text block without text")
+    return text
+
+
 def _max_tokens(payload: Mapping[str, Any]) -> int:
-    value = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    value = payload.get("max_completion_tokens")
+    value = payload.get("max_tokens") if value is None else value
     if value is None:
         return DEFAULT_MAX_TOKENS
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -206,15 +227,15 @@ class MessagesStream:
 
     def feed(self, data: bytes) -> bytes:
         """The OpenAI events for the complete Anthropic events in what arrived so far; a stream that ends without
-        ``message_stop`` ends without ``[DONE]``, as a broken OpenAI stream would."""
-        self._buffer += data.replace(b"\r\n", b"\n")
+        ``message_stop`` ends without ``[DONE]``, as a broken OpenAI stream would. Linear in what arrives: one
+        split per chunk; only an unfinished event is kept, and it may not grow past ``MAX_EVENT_BYTES``."""
+        pending = self._buffer + data
+        held = b"\r" if pending.endswith(b"\r") else b""  # the first half of a CRLF cut by the chunking
+        events = pending[: len(pending) - len(held)].replace(b"\r\n", b"\n").split(b"\n\n")
+        self._buffer = events.pop() + held
         if len(self._buffer) > MAX_EVENT_BYTES:
             raise UpstreamMalformed(f"upstream {self.model} sent a stream event over {MAX_EVENT_BYTES} bytes")
-        out = []
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            out.append(self._convert(event))
-        return b"".join(out)
+        return b"".join(self._convert(event) for event in events)
 
     def _convert(self, event: bytes) -> bytes:
         lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
@@ -222,7 +243,7 @@ class MessagesStream:
             return b""  # a comment or a bare event name
         try:
             data = json.loads(b"\n".join(lines))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UpstreamMalformed(f"upstream {self.model} sent a stream event that is not JSON") from None
         kind = data.get("type") if isinstance(data, Mapping) else None
         if kind == "message_start":
