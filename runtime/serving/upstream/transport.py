@@ -104,9 +104,11 @@ class AiohttpTransport:
         return self._session
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, proxy: str | None) -> Answer:
+        """POST through the shared session (and ``proxy``); the answer once its headers arrived."""
         return AiohttpAnswer(await self.session().post(url, data=body, proxy=proxy, headers=dict(headers)))
 
     async def aclose(self) -> None:
+        """Close the session and its connections."""
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -130,10 +132,12 @@ class LeanTransport:
         return self._pool
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, proxy: str | None) -> Answer:
+        """POST on a pooled connection (no proxy: ``lean_client_fits`` gave this upstream the lean client)."""
         answer: Answer = await self.pool().post(url, headers, body)
         return answer
 
     async def aclose(self) -> None:
+        """Close the pool's connections."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None

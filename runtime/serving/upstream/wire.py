@@ -74,15 +74,19 @@ class OpenAIChat:
     name, path = "openai", "/chat/completions"
 
     def headers(self, key: str | None) -> dict[str, str]:
+        """``Authorization: Bearer KEY`` when there is a key."""
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def encode(self, payload: dict[str, Any], model: str) -> bytes:
+        """The client's request with the upstream's model name."""
         return encode_upstream_body(payload, model)
 
     def answer(self, data: dict[str, Any], model: str) -> dict[str, Any]:
+        """The answer as it came."""
         return data
 
     def stream_converter(self, model: str) -> Callable[[bytes], bytes] | None:
+        """None: the stream passes through byte for byte."""
         return None
 
 
@@ -111,9 +115,11 @@ class AnthropicMessages:
     name, path = "anthropic", "/messages"
 
     def headers(self, key: str | None) -> dict[str, str]:
+        """The API version, and ``x-api-key`` when there is a key."""
         return {"anthropic-version": ANTHROPIC_VERSION, **({"x-api-key": key} if key else {})}
 
     def encode(self, payload: dict[str, Any], model: str) -> bytes:
+        """The chat request as a Messages request; ``RequestNotRelayable`` naming what Messages cannot express."""
         unsupported = sorted(key for key in payload if key not in _IGNORED and payload[key] is not None)
         if unsupported:
             raise RequestNotRelayable(f"{', '.join(unsupported)}: not relayable to an Anthropic Messages upstream")
@@ -132,6 +138,7 @@ class AnthropicMessages:
         return _dumps(body)
 
     def answer(self, data: dict[str, Any], model: str) -> dict[str, Any]:
+        """A Messages answer as a chat completion (text blocks joined, ``stop_reason`` and usage renamed)."""
         content = data.get("content")
         if data.get("type") != "message" or not isinstance(content, list):
             raise UpstreamMalformed(f"upstream {model} sent no Messages answer")
@@ -154,6 +161,7 @@ class AnthropicMessages:
         }
 
     def stream_converter(self, model: str) -> Callable[[bytes], bytes] | None:
+        """A fresh ``MessagesStream``'s ``feed``: Messages events in, chat completion chunks out."""
         return MessagesStream(model).feed
 
 
