@@ -185,3 +185,18 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path):
     (tmp_path / "b.py").write_text("def f():\n    import a\n")
     (tmp_path / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n")
     assert _cycles(_import_graph(tmp_path, "")) == [["a", "b"]]
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """``pip install .`` installs only the packages pyproject.toml lists: a new folder left out works in a clone
+    and fails once installed."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("edgeroute", *init.parent.relative_to(root).parts))
+        for folder in ("runtime", "export")
+        for init in (root / folder).rglob("__init__.py")
+    }
+    assert found - listed == set()
