@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.scoring.router import Router
-from edgeroute.runtime.scoring.targets import Targets, calibrate_for_cost
+from edgeroute.runtime.scoring.targets import Scored, Targets, calibrate_for_cost
 
 
 def target_scores(router: Router, targets: Targets, prompts: Sequence[str], batch: int = 256) -> np.ndarray:
@@ -65,14 +65,15 @@ def curve_points(
 ) -> list[tuple[CurvePoint, np.ndarray]]:
     """The policy's quality-cost curve and each point's choices: ``correct[n, targets]`` is 1 when that target
     answered prompt n correctly."""
-    costs = targets.costs(chars)
+    scored = Scored.of(targets, scores, chars)
+    costs = scored.costs
     if targets.policy == "cheapest_acceptable":
         settings = np.linspace(0.0, 1.0, steps)
-        chosen = [targets.choose_many(scores, chars, threshold=t) for t in settings]
+        chosen = [targets.pick(scored, threshold=t) for t in settings]
     else:
         top = max(float(costs.max()), 1e-12)
         settings = np.concatenate([[0.0], np.geomspace(1e-3 / top, 1e3 / top, steps - 1)])
-        chosen = [targets.choose_many(scores, chars, cost_weight=w) for w in settings]
+        chosen = [targets.pick(scored, cost_weight=w) for w in settings]
     rows = np.arange(len(chars))
     return [(CurvePoint(float(s), float(costs[rows, c].mean()), float(correct[rows, c].mean())), c) for s, c in zip(settings, chosen)]
 

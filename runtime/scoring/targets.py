@@ -130,8 +130,10 @@ class Targets:
 
     def fallback_order(self, index: int) -> list[int]:
         """The targets to try after ``index`` failed: the next ones in order, wrapping around."""
-        count = len(self.targets)
-        return [(index + step) % count for step in range(1, count)]
+        order = [next_target(index, len(self.targets))]
+        while len(order) < len(self.targets) - 1:
+            order.append(next_target(order[-1], len(self.targets)))
+        return order
 
     def costs(self, input_chars: Any) -> np.ndarray:
         """Estimated USD per request: ``[n, targets]`` for ``n`` character counts."""
@@ -142,33 +144,54 @@ class Targets:
         self, scores: np.ndarray, input_chars: Any, threshold: float | None = None, cost_weight: float | None = None
     ) -> np.ndarray:
         """The chosen target index per prompt, from ``[n, targets]`` router scores (logits)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        quality = _sigmoid(scores - scores[:, :1])  # P(target beats the most capable one)
-        costs = self.costs(input_chars)
+        return self.pick(Scored.of(self, scores, input_chars), threshold, cost_weight)
+
+    def pick(self, scored: Scored, threshold: float | None = None, cost_weight: float | None = None) -> np.ndarray:
+        """The chosen target index per prompt of prompts already ``Scored`` (the one rule both policies are written in)."""
         if self.policy == "cheapest_acceptable":
             limit = self.threshold if threshold is None else threshold
-            acceptable = _sigmoid(scores[:, :1] - scores) < limit  # P(the most capable one beats the target) under the threshold
+            acceptable = scored.beaten < limit  # P(the most capable one beats the target) under the threshold
             acceptable[:, 0] = True
-            value = np.where(acceptable, -costs, -np.inf)
+            value = np.where(acceptable, -scored.costs, -np.inf)
         else:
             weight = self.cost_weight if cost_weight is None else cost_weight
-            value = quality - weight * costs
+            value = scored.quality - weight * scored.costs
         # Ties go to the later target (the cheaper one when costs are equal): argmax over the reversed order.
         return (value.shape[1] - 1 - np.argmax(value[:, ::-1], axis=1)).astype(np.int64)
 
     def choose(self, scores: Sequence[float], input_chars: int, threshold: float | None = None) -> Choice:
         """The choice for one prompt, with every target's predicted quality and the chosen cost."""
-        row = np.asarray(scores, dtype=np.float64)[None, :]
-        index = int(self.choose_many(row, input_chars, threshold)[0])
-        quality = _sigmoid(row[0] - row[0, 0])
-        cost = float(self.costs(input_chars)[0, index])
-        return Choice(index, tuple(float(q) for q in quality), cost, float(_sigmoid(row[0, 0] - row[0, -1])))
+        scored = Scored.of(self, np.asarray(scores, dtype=np.float64)[None, :], input_chars)
+        index = int(self.pick(scored, threshold)[0])
+        return Choice(index, tuple(float(q) for q in scored.quality[0]), float(scored.costs[0, index]), float(scored.beaten[0, -1]))
 
     def mean_cost(self, scores: np.ndarray, input_chars: Any, threshold: float | None = None, cost_weight: float | None = None) -> float:
         """The average estimated USD per request of the choices on these prompts."""
-        chosen = self.choose_many(scores, input_chars, threshold, cost_weight)
-        costs = self.costs(input_chars)
-        return float(costs[np.arange(len(chosen)), chosen].mean())
+        return Scored.of(self, scores, input_chars).mean_cost(self, threshold, cost_weight)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Prompts' router scores with what every choice among the targets reads, worked out once."""
+
+    quality: np.ndarray  # [n, targets]: P(target beats the most capable one)
+    beaten: np.ndarray  # [n, targets]: P(the most capable one beats the target)
+    costs: np.ndarray  # [n, targets]: estimated USD per request
+
+    @classmethod
+    def of(cls, targets: Targets, scores: Any, input_chars: Any) -> Scored:
+        scores = np.asarray(scores, dtype=np.float64)
+        return cls(_sigmoid(scores - scores[:, :1]), _sigmoid(scores[:, :1] - scores), targets.costs(input_chars))
+
+    def mean_cost(self, targets: Targets, threshold: float | None = None, cost_weight: float | None = None) -> float:
+        """The average estimated USD per request of ``targets``' choices with this setting."""
+        chosen = targets.pick(self, threshold, cost_weight)
+        return float(self.costs[np.arange(len(chosen)), chosen].mean())
+
+
+def next_target(rank: int, count: int) -> int:
+    """The fallback rule over ``count`` targets: after target ``rank`` failed, the next in order, wrapping around."""
+    return (rank + 1) % count
 
 
 def decision_for_targets(
@@ -194,8 +217,8 @@ def decision_for_targets(
 def calibrate_for_cost(targets: Targets, scores: np.ndarray, input_chars: Any, target_cost: float) -> float:
     """The threshold (cheapest acceptable) or cost weight (quality per cost) whose choices on these prompts
     average at most ``target_cost`` USD per request, as close to it as 60 bisection steps get."""
-    costs = targets.costs(input_chars)
-    cheapest, dearest = float(costs.min(axis=1).mean()), float(costs.max(axis=1).mean())
+    scored = Scored.of(targets, scores, input_chars)
+    cheapest, dearest = float(scored.costs.min(axis=1).mean()), float(scored.costs.max(axis=1).mean())
     if not _number_in(target_cost, 0.0, math.inf) or target_cost < cheapest - 1e-15:
         raise ConfigurationError(
             f"target cost {target_cost!r} USD per request is below the cheapest possible on these prompts ({cheapest:.3g}); "
@@ -203,18 +226,13 @@ def calibrate_for_cost(targets: Targets, scores: np.ndarray, input_chars: Any, t
         )
     if target_cost >= dearest:  # nothing to save: threshold 0 and weight 0 both keep the most capable choice
         return 0.0
-    if targets.policy == "cheapest_acceptable":  # a higher threshold accepts more cheap targets: cost falls
-        low, high = 0.0, 1.0
-        for _ in range(60):
-            middle = (low + high) / 2
-            low, high = (low, middle) if targets.mean_cost(scores, input_chars, threshold=middle) <= target_cost else (middle, high)
-        return high
-    low, high = 0.0, 1.0
-    while targets.mean_cost(scores, input_chars, cost_weight=high) > target_cost and high < 1e15:
+    key = "threshold" if targets.policy == "cheapest_acceptable" else "cost_weight"
+    low, high = 0.0, 1.0  # a higher threshold accepts more cheap targets, a higher weight prices them in: cost falls
+    while key == "cost_weight" and scored.mean_cost(targets, cost_weight=high) > target_cost and high < 1e15:
         low, high = high, high * 4
     for _ in range(60):
         middle = (low + high) / 2
-        low, high = (low, middle) if targets.mean_cost(scores, input_chars, cost_weight=middle) <= target_cost else (middle, high)
+        low, high = (low, middle) if scored.mean_cost(targets, **{key: middle}) <= target_cost else (middle, high)
     return high
 
 

@@ -4,7 +4,7 @@ one's call failed, shared by the server (``UpstreamRelay``) and the controller.
 Transient failures (``FALLBACK_KINDS``: timeouts, unreachable, rate limited, 5xx, malformed answers)
 move the request on; a rejected request (4xx) is not retried, since the next model would reject it too.
 Two models: the other tier gets it once. N targets: the next target in order, wrapping around, up to
-``MAX_ATTEMPTS`` calls in all (``Targets.fallback_order``). The decision records why (``fallback``).
+``MAX_ATTEMPTS`` calls in all (``targets.next_target``). The decision records why (``fallback``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,28 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.scoring.targets import next_target
+from edgeroute.runtime.serving.upstream.failures import (
+    UpstreamFailed,
+    UpstreamMalformed,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
-# Upstream failures worth retrying on another model (the ``kind`` of runtime/serving/upstream/failures.py's classes).
-FALLBACK_KINDS = frozenset({"upstream_timeout", "upstream_unreachable", "upstream_rate_limited", "upstream_error", "upstream_malformed"})
+# Upstream failures worth retrying on another model (a rejected request is not: the next model would reject it too).
+FALLBACK_KINDS = frozenset(c.KIND for c in (UpstreamTimeout, UpstreamUnreachable, UpstreamRateLimited, UpstreamFailed, UpstreamMalformed))
 
 # N targets: the chosen model and at most two more, so that a request's cost stays bounded (calls, time,
 # a rate-limit storm multiplied) however many targets are configured.
 MAX_ATTEMPTS = 3
+
+
+def attempts_for(targets: int) -> int:
+    """Upstream calls one request may cost with fallback on: two models (``targets`` 0), or N targets."""
+    return min(targets, MAX_ATTEMPTS) if targets else 2
+
+
 T = TypeVar("T")
 KindOf = Callable[[Exception], "str | None"]
 
@@ -46,7 +61,7 @@ class Fallback:
     @property
     def attempts(self) -> int:
         """Calls a request may cost: the chosen model and those it may fall back to (at most ``MAX_ATTEMPTS``)."""
-        return min(len(self.order), MAX_ATTEMPTS) if self.order else 2
+        return attempts_for(len(self.order))
 
     def after(self, decision: Decision, error: Exception) -> Decision:
         """The decision that sends the request to the next model; re-raises ``error`` when the rule says no."""
@@ -61,7 +76,7 @@ class Fallback:
             self.on_fallback(kind)
         if decision.rank is None:
             return decision.fallen_back(self.names, kind)
-        following = (decision.rank + 1) % len(self.order)
+        following = next_target(decision.rank, len(self.order))
         return decision.moved_to(following, self.order[following], kind)
 
     def failed_again(self, error: Exception) -> None:

@@ -32,7 +32,7 @@ from edgeroute.runtime.scoring.router import clean_prompt
 from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.config import ServerConfig
-from edgeroute.runtime.serving.fallback import MAX_ATTEMPTS
+from edgeroute.runtime.serving.fallback import attempts_for
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
@@ -461,7 +461,7 @@ def shutdown_grace_s(config: ServerConfig) -> float:
     """Seconds that in-flight requests get at SIGTERM: by default an upstream call, its fallback, and 5 s."""
     if config.shutdown_grace_s is not None:
         return config.shutdown_grace_s
-    calls = (2 if config.targets is None else min(len(config.targets.targets), MAX_ATTEMPTS)) if config.fallback else 1
+    calls = attempts_for(0 if config.targets is None else len(config.targets.targets)) if config.fallback else 1
     return config.upstream_timeout_s * calls + 5.0
 
 

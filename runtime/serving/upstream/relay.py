@@ -108,7 +108,6 @@ class UpstreamRelay:
 
         self.aiohttp_transport = AiohttpTransport(timeout_s)
         self.lean_transport = LeanTransport(timeout_s)
-        self.aiohttp = self.aiohttp_transport.aiohttp
         # Slots: "strong"/"weak" for two models; "0".."N-1" (the targets' order) for N targets.
         self.upstreams = {str(rank): upstream for rank, upstream in enumerate(targets)} or {"strong": strong, "weak": weak}
         self.names = {slot: upstream.model for slot, upstream in self.upstreams.items()}
@@ -135,10 +134,6 @@ class UpstreamRelay:
     def transport(self, slot: str) -> Transport:
         """The slot's transport."""
         return self.lean_transport if self.lean[slot] else self.aiohttp_transport
-
-    def session(self) -> Any:
-        """aiohttp's shared session (created on first use inside the running event loop)."""
-        return self.aiohttp_transport.session()
 
     def pool(self) -> Any:
         """The lean client's connection pool (created on first use inside the running event loop)."""
