@@ -407,9 +407,9 @@ class Manifest(Section):
         return path
 
 
-def _kind(name: str, manifest_path: Path) -> RouterKind:
+def _kind(name: Any, manifest_path: Path) -> RouterKind:
     """The registered kind of a manifest; ``ManifestError`` naming the file when none is called ``name``."""
-    kind = router_kind_named(name)
+    kind = router_kind_named(name) if isinstance(name, str) else None
     if kind is None:
         raise ManifestError(
             f"{manifest_path}: 'kind' must be one of {kind_names()}, got {name!r}; re-export the bundle with `edgeroute export`"
@@ -505,9 +505,7 @@ def parse_manifest(data: Any, manifest_path: Path, folder: Path | None = None) -
             f"({SCHEMA_VERSION}); upgrade edgeroute: in your clone, git pull && pip install ."
         )
     kind = data.get("kind")
-    router_kind = router_kind_named(kind) if isinstance(kind, str) else None
-    check.require(router_kind is not None, f"'kind' must be one of {kind_names()}, got {kind!r}")
-    assert router_kind is not None
+    router_kind = _kind(kind, manifest_path)
     check.require(isinstance(data.get("name"), str), "'name' is missing")
     check.label(data["name"], "name")
     files = _parse_files(data.get("files"), check)

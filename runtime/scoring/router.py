@@ -145,6 +145,9 @@ class Router:
         # True for a static-table router: microseconds of CPU, bounded by the prompt cut, no graph, no network.
         # Servers call such a router on their event loop: a thread-pool hop costs more than the scoring.
         self.scores_inline: bool = isinstance(manifest.encoder, StaticEmbedderSpec)
+        # Whether it scores every model it knows (a folded MF head), so that it can route among N targets.
+        kind = router_kind(manifest.kind)
+        self.scores_every_model: bool = kind is not None and kind.scores_every_model(manifest)
         # Sorted once: the server resolves a threshold on every request.
         points = manifest.calibration.points() if manifest.calibration else []
         self._calibration = ([p for p, _ in points], [t for _, t in points]) if points else None
@@ -235,12 +238,6 @@ class Router:
             rows = order[start : start + bucket_size]
             rates[rows] = self._win_rates([cleaned[i] for i in rows])
         return rates
-
-    @property
-    def scores_every_model(self) -> bool:
-        """Whether this router scores every model it knows (a folded MF head), so that it can route among N targets."""
-        kind = router_kind(self.kind)
-        return kind is not None and kind.scores_every_model(self.manifest)
 
     def model_rows(self, models: Sequence[str]) -> np.ndarray:
         """The head's rows for ``models`` (checked once, e.g. when a server loads its targets), for ``model_scores``."""
