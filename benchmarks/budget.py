@@ -25,6 +25,7 @@ import numpy as np
 from edgeroute.runtime import Router, default_router_name
 from edgeroute.runtime.evaluation.data import BenchmarkData, benchmark_of, load_protocol_data
 from edgeroute.runtime.serving.budget import DEFAULT_DRIFT_PROBE, DEFAULT_WINDOW, StrongShareBudget
+from edgeroute.runtime.scoring.decision import threshold_for_share
 
 RESULTS = Path(__file__).parent / "results"
 SEGMENTS = ("MMLU", "GSM8K", "chat")
@@ -161,7 +162,7 @@ def run(data_dir: Path, router_name: str, target: float, segment: int, window: i
     data = load_protocol_data(data_dir)
     router = Router.load(router_name)
     stream, stream_rates, calibration_rates = stream_win_rates(data, router, segment, seed)
-    fixed = float(np.quantile(calibration_rates, 1.0 - target))
+    fixed = threshold_for_share(np.sort(calibration_rates), target)
     decisions = replay(stream_rates, fixed, target, window)
     summary = summarize(decisions, data.strong_quality[stream], data.weak_quality[stream], target, segment)
     labelled, chat = stream_rates[: 2 * segment], stream_rates[2 * segment :]

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeroute.runtime.scoring.decision import threshold_for_share
+
 # Short and long, easy and hard, several domains and scripts: enough spread for win rates to vary.
 HANDWRITTEN_PROMPTS = [
     "Hi!",
@@ -167,7 +169,8 @@ def _share_figures(reference: np.ndarray, candidate: np.ndarray) -> dict[str, An
     """Decision agreement at the thresholds a calibration would set (reference quantiles for 10%..90%
     strong calls) and Spearman's rank correlation: the fixed thresholds 0.1..0.9 say little about a
     router whose win rates all lie in a narrow band."""
-    shares = {str(t): float(np.quantile(reference, 1.0 - t)) for t in PARITY_THRESHOLDS}
+    ordered = np.sort(reference)
+    shares = {str(t): threshold_for_share(ordered, t) for t in PARITY_THRESHOLDS}
     agreement = {share: float(np.mean((reference >= t) == (candidate >= t))) for share, t in shares.items()}
     ranks = [np.argsort(np.argsort(values, kind="stable")) for values in (reference, candidate)]
     rank_correlation = float(np.corrcoef(*ranks)[0, 1]) if len(reference) > 1 and np.ptp(ranks[0]) else 1.0

@@ -92,7 +92,12 @@ def _add_route_command(commands: Any) -> None:
         "--threshold", type=float, default=None, help="strong when win rate >= threshold (default: calibrated 50%% strong, else 0.5)"
     )
     choice.add_argument(
-        "--strong-pct", type=strong_share, default=None, help="share of prompts to send to the strong model, from the calibration table"
+        "--strong-share",
+        "--strong-pct",
+        type=strong_share,
+        default=None,
+        dest="strong_share",
+        help="share of prompts to send to the strong model, from the calibration table (--strong-pct: its old name)",
     )
     _add_load_options(route)
 
@@ -203,7 +208,13 @@ def _add_calibrate_command(commands: Any) -> None:
         "--scores", action="append", help="`edgeroute score` output (.jsonl / .parquet): calibrate on its win rates; repeat for several"
     )
     wanted = calibrate.add_mutually_exclusive_group(required=True)
-    wanted.add_argument("--strong-pct", type=strong_share, help="wanted share of strong calls, strictly between 0 and 1")
+    wanted.add_argument(
+        "--strong-share",
+        "--strong-pct",
+        type=strong_share,
+        dest="strong_share",
+        help="wanted share of strong calls, strictly between 0 and 1 (--strong-pct: its old name)",
+    )
     wanted.add_argument(
         "--target-cost",
         type=float,
@@ -434,7 +445,7 @@ def _run_route(args: argparse.Namespace) -> int:
 
     prompts = _read_prompts(args.prompts, args.jsonl)
     router = _load_router(args, args.router)
-    threshold = resolve_threshold(router, args.threshold, args.strong_pct)
+    threshold = resolve_threshold(router, args.threshold, args.strong_share)
     for prompt in prompts:
         print(json.dumps(router.route(prompt, threshold).to_dict(rounded=True)))
     return EXIT_OK
@@ -622,9 +633,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
         rates = read_win_rates(args.scores, router=router.name)
         description = args.description or ", ".join(Path(s).name for s in args.scores)
-        result = calibrate_win_rates(router, rates, args.strong_pct, write, description, out=out)
+        result = calibrate_win_rates(router, rates, args.strong_share, write, description, out=out)
     else:
-        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_pct, write, args.description, args.column, out)
+        result = calibrate(router, [Path(p) for p in args.prompts], args.strong_share, write, args.description, args.column, out)
     print(json.dumps(result, indent=2))
     return EXIT_OK
 

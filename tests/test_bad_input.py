@@ -92,7 +92,7 @@ def test_huge_integer_threshold_is_a_threshold_error(router):
 def test_huge_integer_strong_pct_is_an_input_error(mf_router_calibrated):
     with pytest.raises(InvalidInputError) as caught:
         mf_router_calibrated.threshold_for(10**400)
-    assert str(caught.value) == "strong_pct must be a number in [0, 1], got an integer too large for a float"
+    assert str(caught.value) == "strong_share must be a number in [0, 1], got an integer too large for a float"
 
 
 @pytest.mark.parametrize("bucket_size", [-1, 0, "8", None, 2.5, True])

@@ -231,9 +231,9 @@ def test_sigterm_during_score_leaves_no_partial_file(tmp_path):
 @pytest.mark.parametrize(
     "args, flag",
     [
-        (["route", "--strong-pct", "0", "hi"], "--strong-pct"),
-        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "1"], "--strong-pct"),
-        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "0"], "--strong-pct"),
+        (["route", "--strong-pct", "0", "hi"], "--strong-share/--strong-pct"),
+        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "1"], "--strong-share/--strong-pct"),
+        (["calibrate", "--router", STATIC, "--prompts", "x.txt", "--strong-pct", "0"], "--strong-share/--strong-pct"),
         (["score", "--input", "x.txt", "--output", "o.jsonl", "--strong-share", "0"], "--strong-share/--strong-pct"),
         (["serve", "--strong-share", "1.5"], "--strong-share"),
     ],

@@ -71,7 +71,7 @@ def test_threshold_resolver_order():
     assert resolve_threshold(router, 0.2) == 0.2
     assert resolve_threshold(router, None, 0.3) == pytest.approx(0.7)
     assert resolve_threshold(router) == 0.42
-    with pytest.raises(InvalidInputError, match="either threshold or strong_pct"):
+    with pytest.raises(InvalidInputError, match="either threshold or strong_share"):
         resolve_threshold(router, 0.2, 0.3)
     with pytest.raises(InvalidThresholdError):
         resolve_threshold(router, float("nan"))
@@ -193,3 +193,54 @@ def test_error_table(error, status, kind):
 
 def test_unexpected_errors_are_not_in_the_table():
     assert error_reply(KeyError("prompt text")) is None and error_reply(RuntimeError()) is None
+
+
+def test_one_threshold_for_share_rule_is_numpys_quantile_to_the_last_bit():
+    np = pytest.importorskip("numpy")
+    from edgeroute.runtime.scoring.decision import threshold_for_share, threshold_from_table
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        rates = rng.random(int(rng.integers(1, 300)))
+        if trial % 2:
+            rates = np.round(rates, 2)  # ties
+        ordered = np.sort(rates)
+        for share in (0.0, 0.1, 0.37, 0.5, 0.9, 1.0):
+            assert threshold_for_share(ordered, share) == float(np.quantile(rates, 1.0 - share))
+    shares, thresholds = [0.1, 0.3, 0.5, 0.9], [0.8, 0.55, 0.4, 0.05]
+    for share in np.linspace(0.1, 0.9, 33):
+        assert threshold_from_table(shares, thresholds, float(share)) == float(np.interp(share, shares, thresholds))
+    with pytest.raises(InvalidInputError, match=r"^strong share must be in \[0, 1\], got 1.5$"):
+        threshold_for_share([0.1, 0.2], 1.5)
+
+
+def test_the_budget_calibration_and_parity_take_thresholds_by_the_one_rule():
+    # No other quantile, rank or interpolation of win rates is left where a share becomes a threshold.
+    sources = {name: (RUNTIME / name).read_text() for name in ("serving/budget.py", "evaluation/report.py", "scoring/router.py")}
+    for name, source in sources.items():
+        assert "np.quantile" not in source and "np.interp" not in source and "math.ceil" not in source, name
+        assert "threshold_for_share" in source or "threshold_from_table" in source, name
+    parity = (RUNTIME.parent / "export" / "parity.py").read_text()  # its other quantile is a p99 of differences
+    assert "np.quantile(reference" not in parity and "threshold_for_share(ordered, t)" in parity
+
+
+def test_the_budget_threshold_is_the_rule_on_its_window():
+    np = pytest.importorskip("numpy")
+    from edgeroute.runtime.scoring.decision import threshold_for_share
+    from edgeroute.runtime.serving.budget import StrongShareBudget
+
+    budget = StrongShareBudget(target=0.3, window=200, start_threshold=0.5)
+    rates = np.random.default_rng(3).random(150)
+    for rate in rates:
+        budget.admit(float(rate))
+    assert budget.threshold() == threshold_for_share(np.sort(rates), 0.3)
+
+
+def test_strong_pct_is_strong_shares_old_name_still_accepted():
+    from edgeroute.runtime.scoring.decision import old_share_name
+
+    assert old_share_name(0.3, None) == 0.3
+    with pytest.warns(DeprecationWarning, match="strong_pct is now called strong_share"):
+        assert old_share_name(None, 0.2) == 0.2
+    with pytest.raises(InvalidInputError, match="^give strong_share or its old name strong_pct, not both$"):
+        old_share_name(0.3, 0.2)

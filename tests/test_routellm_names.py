@@ -68,4 +68,10 @@ def test_share_form_in_the_model_string_routes_at_the_calibrated_threshold(upstr
         assert shared["edgeroute"]["threshold"] == pytest.approx(0.7)  # between the 10% (0.9) and 50% (0.5) points
         both = httpx.post(url + "/v1/chat/completions", json={"model": "router-bert-s30", "strong_pct": 0.3, "messages": messages})
         assert both.status_code == 400
-        assert both.json()["error"]["message"] == "give the share either in the model name (router-NAME-sPCT) or as strong_pct, not both"
+        assert both.json()["error"]["message"] == "give the share either in the model name (router-NAME-sPCT) or as strong_share, not both"
+        body = {"model": "router-bert", "messages": messages}
+        new, old = ({**body, key: 0.3} for key in ("strong_share", "strong_pct"))  # strong_pct: the old name, still accepted
+        thresholds = [httpx.post(url + "/v1/chat/completions", json=b).json()["edgeroute"]["threshold"] for b in (new, old)]
+        assert thresholds == [pytest.approx(0.7)] * 2
+        twice = httpx.post(url + "/v1/route", json={"prompt": "hi", "strong_share": 0.3, "strong_pct": 0.3}).json()
+        assert twice["error"]["message"] == "give strong_share or its old name strong_pct, not both"

@@ -88,7 +88,7 @@ def test_deep_nesting_is_400(server, path):
         ({"prompt": "hi", "threshold": 10**400}, "threshold must be a number in [0, 1], got an integer too large for a float"),
         (
             {"prompt": "hi", "router": "mf_calibrated", "strong_pct": 10**400},
-            "strong_pct must be a number in [0, 1], got an integer too large for a float",
+            "strong_share must be a number in [0, 1], got an integer too large for a float",
         ),
         ('{"prompt": "hi", "threshold": ' + "9" * 5000 + "}", "request body is not valid JSON"),  # past Python's limit
         ({"prompt": "hi", "router": ["mf"]}, "'router' must be a string naming a loaded router"),
@@ -111,7 +111,7 @@ def test_route_argument_errors_are_clean_400s(server, body, message):
         ),
         (
             {"model": "router-mf_calibrated", "messages": USER, "strong_pct": 10**400},
-            "strong_pct must be a number in [0, 1], got an integer too large for a float",
+            "strong_share must be a number in [0, 1], got an integer too large for a float",
         ),
     ],
 )
@@ -263,7 +263,7 @@ def test_unexpected_exception_is_a_counted_json_500_without_prompt_in_log(upstre
     async def broken(*args, **kwargs):
         raise KeyError("my secret prompt")
 
-    app.state.policy.adecide = broken
+    app.state.policy.adecide_parsed = broken  # the server decides on the request it parsed once
     with serving(app) as url, caplog.at_level(logging.ERROR, logger="edgeroute.server"):
         error = _error(httpx.post(url + CHAT, json={"model": "router-bert-0", "messages": USER}), 500)
         assert error == {

@@ -23,6 +23,7 @@ from edgeroute.runtime.evaluation.data import (
     select_split,
 )
 from edgeroute.runtime.errors import InvalidInputError, require_extra
+from edgeroute.runtime.scoring.decision import threshold_for_share
 from edgeroute.runtime.scoring.layout import MANIFEST_NAME
 from edgeroute.runtime.scoring.manifest import write_manifest
 from edgeroute.runtime.evaluation.curves import RoutingCurve, optimal_curve, random_router_metrics, routing_curve, summarize
@@ -205,13 +206,6 @@ def read_prompts(sources: Sequence[Path], column: str = "prompt") -> list[str]:
     return prompts
 
 
-def threshold_for_share(win_rates: np.ndarray, strong_share: float) -> float:
-    """RouteLLM's quantile rule: the threshold above which a share ``strong_share`` of win rates lie."""
-    if not 0.0 <= strong_share <= 1.0:
-        raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
-    return float(np.quantile(win_rates, 1.0 - strong_share))
-
-
 def calibrate(
     router: Router,
     sources: Sequence[Path],
@@ -246,11 +240,12 @@ def calibrate_win_rates(
     ``provenance`` adds fields to the stored table (a hash of the prompts, when known); ``out``: write a
     calibrated copy of the bundle there instead of changing the bundle itself."""
     target = calibration_target(router.manifest.folder, out) if write else router.manifest.folder
-    table = {str(share): threshold_for_share(rates, share) for share in CALIBRATION_SHARES}
+    ordered = np.sort(rates)
+    table = {str(share): threshold_for_share(ordered, share) for share in CALIBRATION_SHARES}
     result = {
         "router": router.name,
-        "strong_pct": strong_share,
-        "threshold": threshold_for_share(rates, strong_share),
+        "strong_share": strong_share,
+        "threshold": threshold_for_share(ordered, strong_share),
         "n_prompts": len(rates),
     }
     if write:

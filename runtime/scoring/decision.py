@@ -4,9 +4,11 @@ the controller and the server alike. Light on purpose: no onnxruntime, no tokeni
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -143,21 +145,59 @@ def check_threshold(threshold: Any) -> float:
     return value
 
 
+def threshold_for_share(sorted_rates: Sequence[float], strong_share: float) -> float:
+    """The one threshold-for-share rule (RouteLLM's): the ``1 - strong_share`` quantile of win rates sorted
+    ascending, linear between neighbours, equal to ``numpy.quantile``'s default to the last bit. Calibration,
+    the live strong-call budget and the parity report all use it; constant time on sorted rates."""
+    if isinstance(strong_share, bool) or not isinstance(strong_share, numbers.Real) or not 0.0 <= strong_share <= 1.0:
+        raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
+    if not len(sorted_rates):
+        raise InvalidInputError("no win rates to take a threshold from")
+    position = (1.0 - float(strong_share)) * (len(sorted_rates) - 1)
+    low = math.floor(position)
+    below, above = float(sorted_rates[low]), float(sorted_rates[min(low + 1, len(sorted_rates) - 1)])
+    fraction = position - low
+    # numpy's lerp: from the nearer end, so that equal neighbours give exactly their value.
+    return below + (above - below) * fraction if fraction < 0.5 else above - (above - below) * (1.0 - fraction)
+
+
+def threshold_from_table(shares: Sequence[float], thresholds: Sequence[float], strong_share: float) -> float:
+    """A calibration table's threshold for ``strong_share`` (shares ascending, their thresholds descending):
+    linear between the table's points, as the quantiles it holds are between win rates."""
+    index = bisect.bisect_left(shares, strong_share)
+    if index < len(shares) and shares[index] == strong_share:
+        return float(thresholds[index])
+    low, high = index - 1, index
+    slope = (thresholds[high] - thresholds[low]) / (shares[high] - shares[low])  # numpy.interp's order, to the last bit
+    return float(slope * (strong_share - shares[low]) + thresholds[low])
+
+
 class Calibrated(Protocol):
     """What the threshold resolver needs of a router."""
 
-    def threshold_for(self, strong_pct: float) -> float: ...
+    def threshold_for(self, strong_share: float) -> float: ...
 
     def default_threshold(self) -> float: ...
 
 
-def resolve_threshold(router: Calibrated, threshold: Any = None, strong_pct: Any = None) -> float:
-    """The threshold to decide with: an explicit ``threshold``, else ``strong_pct`` through the
+def old_share_name(strong_share: Any, strong_pct: Any, warn: bool = True) -> Any:
+    """``strong_share``, or ``strong_pct``, its old name: still accepted (``warn``: with a ``DeprecationWarning``)."""
+    if strong_pct is None:
+        return strong_share
+    if strong_share is not None:
+        raise InvalidInputError("give strong_share or its old name strong_pct, not both")
+    if warn:
+        warnings.warn("strong_pct is now called strong_share", DeprecationWarning, stacklevel=3)
+    return strong_pct
+
+
+def resolve_threshold(router: Calibrated, threshold: Any = None, strong_share: Any = None) -> float:
+    """The threshold to decide with: an explicit ``threshold``, else ``strong_share`` through the
     router's calibration table, else the router's default (calibrated 50% strong, else 0.5)."""
-    if threshold is not None and strong_pct is not None:
-        raise InvalidInputError("give either threshold or strong_pct, not both")
+    if threshold is not None and strong_share is not None:
+        raise InvalidInputError("give either threshold or strong_share, not both")
     if threshold is not None:
         return check_threshold(threshold)
-    if strong_pct is not None:
-        return router.threshold_for(strong_pct)
+    if strong_share is not None:
+        return router.threshold_for(strong_share)
     return router.default_threshold()

@@ -14,7 +14,14 @@ from typing import Any, Callable, cast
 
 import numpy as np
 
-from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold
+from edgeroute.runtime.scoring.decision import (
+    Decision,
+    check_threshold,
+    decision_for,
+    old_share_name,
+    resolve_threshold,
+    threshold_from_table,
+)
 from edgeroute.runtime.errors import (
     BundleCorruptError,
     BundleNotFoundError,
@@ -274,13 +281,16 @@ class Router:
             prompt = cut_prompt(prompt, self._max_length)
         return clean_prompt(prompt, position)
 
-    def route(self, prompt: str, threshold: float | None = None, strong_pct: float | None = None) -> Decision:
+    def route(
+        self, prompt: str, threshold: float | None = None, strong_share: float | None = None, *, strong_pct: float | None = None
+    ) -> Decision:
         """Strong when the win rate is at least the threshold (RouteLLM's rule), else weak.
 
-        The threshold is ``threshold``, else the one for ``strong_pct`` strong calls, else
+        The threshold is ``threshold``, else the one for ``strong_share`` strong calls, else
         ``default_threshold()``, as in ``edgeroute route`` (``decision.resolve_threshold``).
+        ``strong_pct`` is ``strong_share``'s old name, still accepted.
         """
-        chosen = resolve_threshold(self, threshold, strong_pct)
+        chosen = resolve_threshold(self, threshold, old_share_name(strong_share, strong_pct))
         started = time.perf_counter()
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6
@@ -296,26 +306,26 @@ class Router:
         score_us = (time.perf_counter() - started) * 1e6
         return decision_for_targets(self.name, targets, scores, len(self._prepare(prompt)), chosen, score_us)
 
-    def threshold_for(self, strong_pct: float) -> float:
-        """Threshold that sends a share ``strong_pct`` of prompts to the strong model.
+    def threshold_for(self, strong_share: float) -> float:
+        """Threshold that sends a share ``strong_share`` of prompts to the strong model.
 
         Read from the manifest's calibration table (linear between its points); raises
         ``InvalidInputError`` when the bundle is not calibrated or the share is off its range.
         """
         if self._calibration is None:
             raise InvalidInputError(f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` or pass a threshold")
-        if isinstance(strong_pct, bool) or not isinstance(strong_pct, (int, float)):
-            raise InvalidInputError(f"strong_pct must be a number, got {type(strong_pct).__name__}")
+        if isinstance(strong_share, bool) or not isinstance(strong_share, (int, float)):
+            raise InvalidInputError(f"strong_share must be a number, got {type(strong_share).__name__}")
         try:
-            strong_pct = float(strong_pct)
+            strong_share = float(strong_share)
         except OverflowError:  # an int with hundreds of digits
-            raise InvalidInputError("strong_pct must be a number in [0, 1], got an integer too large for a float") from None
-        if not math.isfinite(strong_pct):
-            raise InvalidInputError(f"strong_pct must be a number, got {strong_pct!r}")
+            raise InvalidInputError("strong_share must be a number in [0, 1], got an integer too large for a float") from None
+        if not math.isfinite(strong_share):
+            raise InvalidInputError(f"strong_share must be a number, got {strong_share!r}")
         shares, thresholds = self._calibration
-        if not shares[0] <= strong_pct <= shares[-1]:
-            raise InvalidInputError(f"strong_pct must be within the calibrated range [{shares[0]}, {shares[-1]}], got {strong_pct}")
-        return float(np.interp(strong_pct, shares, thresholds))
+        if not shares[0] <= strong_share <= shares[-1]:
+            raise InvalidInputError(f"strong_share must be within the calibrated range [{shares[0]}, {shares[-1]}], got {strong_share}")
+        return threshold_from_table(shares, thresholds, strong_share)
 
     def calibrated_shares(self) -> list[float]:
         """The strong shares of the manifest's calibration table, ascending; ``InvalidInputError`` when there is none."""

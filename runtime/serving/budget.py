@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from edgeroute.runtime.scoring.decision import BudgetState, is_strong
+from edgeroute.runtime.scoring.decision import BudgetState, is_strong, threshold_for_share
 from edgeroute.runtime.errors import InvalidInputError
 
 DEFAULT_WINDOW = 1000
@@ -118,9 +118,7 @@ class StrongShareBudget:
         count = len(values)
         if count < MIN_OBSERVATIONS:
             return self._start
-        # The smallest window value with at most `target` of the window at or above it.
-        rank = min(count - 1, max(0, math.ceil((1.0 - self.target) * count)))
-        return min(max(values[rank], self.floor), self.ceiling)
+        return min(max(threshold_for_share(values, self.target), self.floor), self.ceiling)
 
     def admit(self, win_rate: float, key: str | None = None, counted: bool = True) -> float:
         """The threshold for this prompt (decided before it joins the window); then record it, unless it is not

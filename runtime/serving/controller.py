@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeroute.runtime.errors import ConfigurationError, require_extra
-from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.scoring.decision import Decision, old_share_name
 from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
 from edgeroute.runtime.scoring.targets import Targets
 from edgeroute.runtime.serving.fallback import Fallback, slot_of
@@ -95,8 +95,8 @@ class _Routed:
         # RouteLLM's two spellings: model="router-NAME-T", or router=/threshold= keywords.
         if model is not None and router is None:
             parsed = parse_model_field(model, self.policy.routers.known())
-            if parsed.strong_pct is not None and threshold is None:  # router-NAME-sPCT: the bundle's calibrated threshold
-                return parsed.router, self.policy.routers.get(parsed.router).threshold_for(parsed.strong_pct)
+            if parsed.strong_share is not None and threshold is None:  # router-NAME-sPCT: the bundle's calibrated threshold
+                return parsed.router, self.policy.routers.get(parsed.router).threshold_for(parsed.strong_share)
             return parsed.router, parsed.threshold if threshold is None else threshold
         return router, threshold
 
@@ -205,13 +205,15 @@ class _Completions:
         model: str | None = None,
         router: str | None = None,
         threshold: float | None = None,
+        strong_share: float | None = None,
         strong_pct: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Route on ``messages`` and call the chosen model; all other keywords pass through."""
+        """Route on ``messages`` and call the chosen model; all other keywords pass through.
+        ``strong_share``: send that share strong by the bundle's calibration (``strong_pct``: its old name)."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
-        decision = owner.policy.decide(messages, router_name, chosen, strong_pct)
+        decision = owner.policy.decide(messages, router_name, chosen, old_share_name(strong_share, strong_pct))
         stream = bool(kwargs.get("stream"))
 
         def call(d: Decision) -> Any:
@@ -233,13 +235,14 @@ class _AsyncCompletions:
         model: str | None = None,
         router: str | None = None,
         threshold: float | None = None,
+        strong_share: float | None = None,
         strong_pct: float | None = None,
         **kwargs: Any,
     ) -> Any:
         """Async twin of ``Controller.chat.completions.create``."""
         owner = self._owner
         router_name, chosen = owner._targets(model, router, threshold)
-        decision = await owner.policy.adecide(messages, router_name, chosen, strong_pct)
+        decision = await owner.policy.adecide(messages, router_name, chosen, old_share_name(strong_share, strong_pct))
         stream = bool(kwargs.get("stream"))
 
         async def call(d: Decision) -> Any:

@@ -1,5 +1,6 @@
-"""Routing policy shared by the controller and the server: model-field parsing, the text to
-score, sticky conversations, the scoring time budget, and the ``Decision`` for a request."""
+"""Routing policy shared by the controller and the server: model-field parsing, a chat request parsed
+once (``parse``: router, messages read by ``chat.read_chat``, threshold), sticky conversations, the
+scoring time budget, and the ``Decision`` for a request."""
 
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ from edgeroute.runtime.scoring.decision import BudgetState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.serving.spend import SpendBudget
-from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
+from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError
 from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold, tier_of_rank
 from edgeroute.runtime.scoring.kinds import routellm_kinds
 from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.targets import Targets, decision_for_targets
 from edgeroute.runtime.scoring.router import Router, default_router_name
+from edgeroute.runtime.serving.chat import ROUTE_ON, ChatLimits, ChatRequest, read_chat
 
-ROUTE_ON = ("last_user", "conversation")
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
 # "-sPCT" is the share form: router-NAME-s30 sends 30% of calls strong, through the bundle's calibration.
 _MODEL_FIELD = re.compile(r"^router-(?P<name>[A-Za-z0-9._-]+?)(?:-(?:s(?P<share>\d+(?:\.\d*)?)|(?P<threshold>\d+(?:\.\d*)?|\.\d+)))?$")
@@ -39,7 +40,7 @@ class ModelField:
 
     router: str
     threshold: float | None
-    strong_pct: float | None = None
+    strong_share: float | None = None
 
 
 def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelField:
@@ -64,56 +65,6 @@ def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelFie
             raise InvalidInputError(f"model {model!r}: the share form 'router-NAME-sPCT' takes a percentage strictly between 0 and 100")
         return ModelField(match.group("name"), None, float(share) / 100.0)
     return ModelField(match.group("name"), check_threshold(float(threshold)) if threshold is not None else None)
-
-
-def _message_text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        texts = [part.get("text", "") for part in content if isinstance(part, Mapping) and part.get("type") == "text"]
-        for text in texts:
-            if not isinstance(text, str):
-                raise InvalidPromptError(f"a text content part's 'text' must be a string, got {type(text).__name__}")
-        return "\n".join(texts)
-    return ""
-
-
-def message_chars(messages: Any) -> int:
-    """Characters of text in ``messages``: string contents and text content parts (for size limits)."""
-    if not isinstance(messages, list):
-        return 0
-    total = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, Mapping) else None
-        if isinstance(content, str):
-            total += len(content)
-        elif isinstance(content, list):
-            total += sum(len(part["text"]) for part in content if isinstance(part, Mapping) and isinstance(part.get("text"), str))
-    return total
-
-
-def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 2048) -> str:
-    """The text a router scores: the last user message (RouteLLM's choice), or the recent
-    conversation, newest turns kept, up to ``max_chars`` characters."""
-    if not isinstance(messages, list) or not messages:
-        raise InvalidPromptError("'messages' must be a non-empty list of chat messages")
-    if not all(isinstance(m, Mapping) for m in messages):
-        raise InvalidPromptError("every message must be an object with 'role' and 'content'")
-    if route_on == "last_user":
-        for message in reversed(messages):
-            if message.get("role") == "user":
-                return _message_text(message)
-        raise InvalidPromptError("no message with role 'user' to route on")
-    parts: list[str] = []
-    used = 0
-    for message in reversed(messages):
-        text = f"{message.get('role', 'user')}: {_message_text(message)}"
-        if parts and used + len(text) > max_chars:
-            break
-        parts.append(text[-max_chars:])
-        used += len(text)
-    return "\n".join(reversed(parts))
 
 
 class RouterSet:
@@ -161,16 +112,28 @@ class RouterSet:
 
 
 @dataclass(frozen=True)
-class _Pending:
-    """A chat request between preparation and its score: sticky key, router, text, threshold, start time."""
+class ParsedChat:
+    """A chat request parsed once (``RoutingPolicy.parse``): its router, its messages read, and its threshold
+    (None: a budget sets it), with whose budget counts it."""
 
-    key: str | None
     router: Router
-    text: str
+    chat: ChatRequest
     threshold: float | None
-    started: float
     counted: bool = True  # whether the strong-call budget counts it (route-only calls opt in)
     tenant: str | None = None  # the API key's name (serve --keys-file): whose budget it counts in
+
+    @property
+    def text(self) -> str:
+        return self.chat.text
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A parsed chat request on its way to a score: its sticky key and when scoring started."""
+
+    request: ParsedChat
+    key: str | None
+    started: float
 
 
 class RoutingPolicy:
@@ -281,50 +244,40 @@ class RoutingPolicy:
             budgets = dict(self._budgets)
         return {owner: budget.state() for owner, budget in budgets.items()}
 
-    def request_threshold(self, router: Router, threshold: Any = None, strong_pct: Any = None, tenant: str | None = None) -> float | None:
+    def request_threshold(self, router: Router, threshold: Any = None, strong_share: Any = None, tenant: str | None = None) -> float | None:
         """The threshold a request asks for, or None when the budget is to set it (a budget runs for the
         request's tenant and the request names neither a threshold nor a strong share)."""
-        if self.budget_settings(tenant) is not None and threshold is None and strong_pct is None:
+        if self.budget_settings(tenant) is not None and threshold is None and strong_share is None:
             return None
         if self.targets is not None:  # the pair's calibration says nothing about N targets
-            if strong_pct is not None:
-                raise InvalidInputError("the strong-share form (router-NAME-sPCT, strong_pct) needs two targets; give a threshold")
+            if strong_share is not None:
+                raise InvalidInputError("the strong-share form (router-NAME-sPCT, strong_share) needs two targets; give a threshold")
             if threshold is None:
                 return None if self.target_cost is not None else self.targets.threshold
             if self.targets.policy != "cheapest_acceptable":
                 raise InvalidInputError(f"a threshold sets the cheapest_acceptable rule; these targets choose by {self.targets.policy}")
             return check_threshold(threshold)
-        return resolve_threshold(router, threshold, strong_pct)
+        return resolve_threshold(router, threshold, strong_share)
 
     # ---------------------------------------------------------------- helpers
-    @staticmethod
-    def _conversation_key(messages: list[Mapping[str, Any]]) -> str | None:
-        # A conversation is known by its opening: system prompt(s) and first user message.
-        opening = []
-        for message in messages:
-            opening.append(f"{message.get('role')}\x00{_message_text(message)}")
-            if message.get("role") == "user":
-                return hashlib.sha256("\x01".join(opening).encode("utf-8", "replace")).hexdigest()
-        return None
+    def parse(
+        self,
+        messages: Any,
+        router: str | Router | None = None,
+        threshold: Any = None,
+        strong_share: Any = None,
+        tenant: str | None = None,
+        limits: ChatLimits | None = None,
+        counted: bool = True,
+    ) -> ParsedChat:
+        """Everything a decision needs from a chat request, each part worked out once: the router (a loaded
+        one, or looked up by name), the messages read in one walk (``read_chat``; ``limits`` bound them), and
+        the threshold. Input errors raise ``InvalidInputError``."""
+        loaded = router if isinstance(router, Router) else self.routers.get(router or self.routers.default)
+        chat = read_chat(messages, self.route_on, loaded.max_chars, limits)
+        return ParsedChat(loaded, chat, self.request_threshold(loaded, threshold, strong_share, tenant), counted, tenant)
 
-    def _remember(self, key: str | None, decision: Decision) -> None:
-        if key is None:
-            return
-        self._sticky.put(key, decision)
-
-    def _recall(self, key: str | None) -> Decision | None:
-        if key is None:
-            return None
-        return self._sticky.get(key)
-
-    def _prepare(self, messages: Any, router_name: str | None, threshold: float | None, strong_pct: float | None, tenant: str | None):
-        router = self.routers.get(router_name or self.routers.default)
-        text = routing_text(messages, self.route_on, max_chars=router.max_chars)
-        if not text.strip():
-            raise InvalidPromptError("the message to route on has no text")
-        return router, text, self.request_threshold(router, threshold, strong_pct, tenant)
-
-    def _decide(self, request: _Pending, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
+    def _decide(self, request: ParsedChat, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
         router, threshold = request.router, request.threshold
         if self.targets is not None:
             return self._decide_target(request, win_rate, score_us, fallback)
@@ -335,7 +288,7 @@ class RoutingPolicy:
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
         return self.scored(router, win_rate, threshold, score_us, request.text, request.counted, request.tenant)
 
-    def _decide_target(self, request: _Pending, scores: Any, score_us: float, fallback: str | None) -> Decision:
+    def _decide_target(self, request: ParsedChat, scores: Any, score_us: float, fallback: str | None) -> Decision:
         """An N-target decision: the policy's choice from the router's per-model scores, or the default
         (the most capable target for ``default_model='strong'``, else the last) when the router was not heard."""
         targets = self.targets
@@ -409,43 +362,42 @@ class RoutingPolicy:
         decision = decision_for(router.name, win_rate, budget.admit(win_rate, key, counted), score_us, self.names)
         return replace(decision, budget=budget.state())
 
-    def _begin(
-        self,
-        messages: Any,
-        router: str | None,
-        threshold: float | None,
-        strong_pct: float | None,
-        counted: bool = True,
-        tenant: str | None = None,
-    ) -> Decision | _Pending:
-        """The remembered decision of a sticky conversation, or the request made ready to score."""
-        key, remembered = self._sticky_lookup(messages, tenant)
+    def _begin(self, request: ParsedChat) -> Decision | _Pending:
+        """The remembered decision of a sticky conversation, or the request on its way to a score."""
+        key = self._sticky_key(request)
+        remembered = None if key is None else self._sticky.get(key)
         if remembered is not None:
             return remembered
-        loaded, text, chosen_threshold = self._prepare(messages, router, threshold, strong_pct, tenant)
-        return _Pending(key, loaded, text, chosen_threshold, time.perf_counter(), counted, tenant)
+        return _Pending(request, key, time.perf_counter())
 
-    def _finish(self, request: _Pending, win_rate: Any, fallback: str | None) -> Decision:
-        score_us = (time.perf_counter() - request.started) * 1e6
-        decision = self._decide(request, win_rate, score_us, fallback)
-        self._remember(request.key, decision)
+    def _finish(self, pending: _Pending, win_rate: Any, fallback: str | None) -> Decision:
+        score_us = (time.perf_counter() - pending.started) * 1e6
+        decision = self._decide(pending.request, win_rate, score_us, fallback)
+        if pending.key is not None:
+            self._sticky.put(pending.key, decision)
         return decision
 
-    def _sticky_lookup(self, messages: Any, tenant: str | None = None) -> tuple[str | None, Decision | None]:
-        if not self.sticky or not isinstance(messages, list):
-            return None, None
-        key = self._conversation_key([m for m in messages if isinstance(m, Mapping)])
-        if key is not None and tenant is not None:  # one team never sees (nor counts in) another's remembered decisions
-            key = f"{tenant} {key}"
-        return key, self._recall(key)
+    def _sticky_key(self, request: ParsedChat) -> str | None:
+        if not self.sticky:
+            return None
+        key = request.chat.conversation_key()
+        if key is not None and request.tenant is not None:  # one team never sees (nor counts in) another's remembered decisions
+            key = f"{request.tenant} {key}"
+        return key
 
     # ---------------------------------------------------------------- decide
-    def decide(self, messages: Any, router: str | None = None, threshold: float | None = None, strong_pct: float | None = None) -> Decision:
+    def decide(
+        self, messages: Any, router: str | None = None, threshold: float | None = None, strong_share: float | None = None
+    ) -> Decision:
         """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
-        request = self._begin(messages, router, threshold, strong_pct)
-        if isinstance(request, Decision):
-            return request
-        return self._finish(request, *self._score(request.router, request.text))
+        return self.decide_parsed(self.parse(messages, router, threshold, strong_share))
+
+    def decide_parsed(self, request: ParsedChat) -> Decision:
+        """``decide`` for a request ``parse`` read."""
+        pending = self._begin(request)
+        if isinstance(pending, Decision):
+            return pending
+        return self._finish(pending, *self._score(request.router, request.text))
 
     def _score(self, router: Router, text: str) -> tuple[Any, str | None]:
         """The win rate, or why there is none: in the caller's thread without a budget or for an
@@ -474,23 +426,27 @@ class RoutingPolicy:
         messages: Any,
         router: str | None = None,
         threshold: float | None = None,
-        strong_pct: float | None = None,
+        strong_share: float | None = None,
         counted: bool = True,
         tenant: str | None = None,
     ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
+        ``counted``: whether the strong-call budget counts this request (False for decisions-only calls);
+        ``tenant``: the caller's API key name (``serve --keys-file``), whose budget counts it."""
+        return await self.adecide_parsed(self.parse(messages, router, threshold, strong_share, tenant, counted=counted))
+
+    async def adecide_parsed(self, request: ParsedChat) -> Decision:
+        """``adecide`` for a request ``parse`` read.
 
         A static-table router (``Router.scores_inline``) scores on the loop: tens of microseconds for
         plain text (a few hundred for a full non-ASCII cut), less than the hop to a thread and back.
         Its budget is checked after the fact: past it, the decision falls back as a timed-out one would.
-        ``counted``: whether the strong-call budget counts this request (False for decisions-only calls);
-        ``tenant``: the caller's API key name (``serve --keys-file``), whose budget counts it.
         """
-        request = self._begin(messages, router, threshold, strong_pct, counted, tenant)
-        if isinstance(request, Decision):
-            return request
+        pending = self._begin(request)
+        if isinstance(pending, Decision):
+            return pending
         if request.router.scores_inline:
-            return self._finish(request, *self._score_here(request.router, request.text))
+            return self._finish(pending, *self._score_here(request.router, request.text))
         future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(request.router), request.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
@@ -498,7 +454,7 @@ class RoutingPolicy:
             win_rate, fallback = None, "score_budget_exceeded"
         except EdgerouteError as exc:
             win_rate, fallback = None, f"router_error: {type(exc).__name__}"
-        return self._finish(request, win_rate, fallback)
+        return self._finish(pending, win_rate, fallback)
 
     async def ascore(self, router: Router, prompts: list[str]) -> Any:
         """``router.strong_win_rates(prompts)`` (with N targets: ``score_targets``) from a coroutine: on the policy's

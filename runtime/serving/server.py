@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from edgeroute.runtime.scoring.decision import Decision
+from edgeroute.runtime.scoring.decision import Decision, old_share_name
 from edgeroute.runtime.errors import InvalidInputError, require_extra
 from edgeroute.runtime.serving.http_errors import HTTPFailure, error_reply
 from edgeroute.runtime.serving.coalesce import CoalescedWrites
@@ -33,7 +33,8 @@ from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.config import ServerConfig
 from edgeroute.runtime.serving.fallback import attempts_for
-from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, message_chars, parse_model_field
+from edgeroute.runtime.serving.chat import ChatLimits
+from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
 __all__ = [
@@ -117,6 +118,13 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
+def requested_share(payload: dict[str, Any], pop: bool = False) -> Any:
+    """The strong share a request body names (``strong_share``, or its old name ``strong_pct``);
+    ``pop`` takes them out (a chat body goes upstream without them)."""
+    take = payload.pop if pop else payload.get
+    return old_share_name(take("strong_share", None), take("strong_pct", None), warn=False)
+
+
 class Handlers:
     """The endpoints' handlers over one policy, relay and metrics. Handlers raise; ``guarded``
     turns what they raise into an OpenAI-style answer by ``http_errors.ERROR_TABLE``."""
@@ -128,6 +136,7 @@ class Handlers:
         self.config, self.routers, self.policy, self.metrics, self.relay = config, routers, policy, metrics, relay
         self._json, self._text, self._stream = JSONResponse, PlainTextResponse, StreamingResponse
         self._disconnect = ClientDisconnect
+        self.limits = ChatLimits(config.max_messages, config.max_prompt_chars)
 
     # ---------------------------------------------------------------- answers and errors
     def ok(self, endpoint: str, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -223,14 +232,6 @@ class Handlers:
             raise HTTPFailure(400, "request body must be a JSON object", "invalid_request_error")
         return payload
 
-    def check_messages(self, messages: Any) -> None:
-        """Refuse more messages or characters than the limits allow."""
-        if isinstance(messages, list) and len(messages) > self.config.max_messages:
-            raise InvalidInputError(f"'messages' holds {len(messages)} messages; the limit is {self.config.max_messages}")
-        total = message_chars(messages)
-        if total > self.config.max_prompt_chars:
-            raise InvalidInputError(f"the messages hold {total} characters; the limit is {self.config.max_prompt_chars}")
-
     def count_decision(self, decision: Decision) -> None:
         """Count a decision, its scoring time and its fallback, if any."""
         self.metrics.inc("edgeroute_decisions_total", router=decision.router, model=str(decision.model))
@@ -242,19 +243,17 @@ class Handlers:
     async def decide_chat(self, request: Any) -> tuple[dict[str, Any], Decision, bool]:
         """The request's payload, its decision, and whether it streams."""
         payload = await self.read_json(request)
-        messages = payload.get("messages")
-        self.check_messages(messages)
         stream = payload.get("stream", False)
         if stream is not None and not isinstance(stream, bool):
             raise InvalidInputError(f"'stream' must be true or false, got {type(stream).__name__}")
         parsed = parse_model_field(payload.get("model"), self.routers.known())
-        strong_pct = payload.pop("strong_pct", None)
-        if parsed.strong_pct is not None:
-            if strong_pct is not None:
-                raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_pct, not both")
-            strong_pct = parsed.strong_pct
-        decision = await self.policy.adecide(messages, parsed.router, parsed.threshold, strong_pct, tenant=request.scope[TENANT])
-        return payload, decision, bool(stream)
+        share = requested_share(payload, pop=True)
+        if parsed.strong_share is not None:
+            if share is not None:
+                raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_share, not both")
+            share = parsed.strong_share
+        chat = self.policy.parse(payload.get("messages"), parsed.router, parsed.threshold, share, request.scope[TENANT], self.limits)
+        return payload, await self.policy.adecide_parsed(chat), bool(stream)
 
     async def chat_completions(self, request: Any) -> Any:
         """Route, then forward to the chosen upstream (its fallback by the rule); the decision rides along."""
@@ -327,13 +326,14 @@ class Handlers:
         payload = await self.read_json(request)
         tenant = request.scope[TENANT]
         router = self.routers.get(payload.get("router") or self.routers.default)
-        threshold = self.policy.request_threshold(router, payload.get("threshold"), payload.get("strong_pct"), tenant)
         settings = self.policy.budget_settings(tenant)
         counted = settings is not None and settings.count_route_calls
         if "messages" in payload:
-            self.check_messages(payload["messages"])
-            decisions = [await self.policy.adecide(payload["messages"], router.name, threshold, counted=counted, tenant=tenant)]
+            share = requested_share(payload)
+            chat = self.policy.parse(payload["messages"], router, payload.get("threshold"), share, tenant, self.limits, counted)
+            decisions = [await self.policy.adecide_parsed(chat)]
         else:
+            threshold = self.policy.request_threshold(router, payload.get("threshold"), requested_share(payload), tenant)
             decisions = await self.score_prompts(router, payload, threshold, counted, tenant)
         for decision in decisions:
             self.count_decision(decision)
