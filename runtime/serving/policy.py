@@ -122,10 +122,6 @@ class ParsedChat:
     counted: bool = True  # whether the strong-call budget counts it (route-only calls opt in)
     tenant: str | None = None  # the API key's name (serve --keys-file): whose budget it counts in
 
-    @property
-    def text(self) -> str:
-        return self.chat.text
-
 
 @dataclass(frozen=True)
 class _Pending:
@@ -274,8 +270,8 @@ class RoutingPolicy:
         one, or looked up by name), the messages read in one walk (``read_chat``; ``limits`` bound them), and
         the threshold. Input errors raise ``InvalidInputError``."""
         loaded = router if isinstance(router, Router) else self.routers.get(router or self.routers.default)
-        chat = read_chat(messages, self.route_on, loaded.max_chars, limits)
-        return ParsedChat(loaded, chat, self.request_threshold(loaded, threshold, strong_share, tenant), counted, tenant)
+        chosen = self.request_threshold(loaded, threshold, strong_share, tenant)
+        return ParsedChat(loaded, read_chat(messages, self.route_on, loaded.max_chars, limits), chosen, counted, tenant)
 
     def _decide(self, request: ParsedChat, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
         router, threshold = request.router, request.threshold
@@ -286,7 +282,7 @@ class RoutingPolicy:
             budget = None if threshold is not None else self.budget_for(router, request.tenant).state()
             shown = threshold if budget is None else budget.threshold
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
-        return self.scored(router, win_rate, threshold, score_us, request.text, request.counted, request.tenant)
+        return self.scored(router, win_rate, threshold, score_us, request.chat.text, request.counted, request.tenant)
 
     def _decide_target(self, request: ParsedChat, scores: Any, score_us: float, fallback: str | None) -> Decision:
         """An N-target decision: the policy's choice from the router's per-model scores, or the default
@@ -298,7 +294,7 @@ class RoutingPolicy:
             return Decision(
                 request.router.name, tier_of_rank(rank), targets.names[rank], None, request.threshold, score_us, fallback, rank=rank
             )
-        return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us, request.counted)
+        return self.scored_targets(request.router, scores, len(request.chat.text), request.threshold, score_us, request.counted)
 
     def scored_targets(
         self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float, counted: bool = True
@@ -364,7 +360,7 @@ class RoutingPolicy:
 
     def _begin(self, request: ParsedChat) -> Decision | _Pending:
         """The remembered decision of a sticky conversation, or the request on its way to a score."""
-        key = self._sticky_key(request)
+        key = self._sticky_key(request) if self.sticky else None
         remembered = None if key is None else self._sticky.get(key)
         if remembered is not None:
             return remembered
@@ -378,8 +374,6 @@ class RoutingPolicy:
         return decision
 
     def _sticky_key(self, request: ParsedChat) -> str | None:
-        if not self.sticky:
-            return None
         key = request.chat.conversation_key()
         if key is not None and request.tenant is not None:  # one team never sees (nor counts in) another's remembered decisions
             key = f"{request.tenant} {key}"
@@ -397,7 +391,7 @@ class RoutingPolicy:
         pending = self._begin(request)
         if isinstance(pending, Decision):
             return pending
-        return self._finish(pending, *self._score(request.router, request.text))
+        return self._finish(pending, *self._score(request.router, request.chat.text))
 
     def _score(self, router: Router, text: str) -> tuple[Any, str | None]:
         """The win rate, or why there is none: in the caller's thread without a budget or for an
@@ -446,8 +440,8 @@ class RoutingPolicy:
         if isinstance(pending, Decision):
             return pending
         if request.router.scores_inline:
-            return self._finish(pending, *self._score_here(request.router, request.text))
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(request.router), request.text)
+            return self._finish(pending, *self._score_here(request.router, request.chat.text))
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(request.router), request.chat.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
         except asyncio.TimeoutError:

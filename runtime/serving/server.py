@@ -247,7 +247,7 @@ class Handlers:
         if stream is not None and not isinstance(stream, bool):
             raise InvalidInputError(f"'stream' must be true or false, got {type(stream).__name__}")
         parsed = parse_model_field(payload.get("model"), self.routers.known())
-        share = requested_share(payload, pop=True)
+        share = requested_share(payload, pop=True) if "strong_share" in payload or "strong_pct" in payload else None
         if parsed.strong_share is not None:
             if share is not None:
                 raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_share, not both")
