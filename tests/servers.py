@@ -15,6 +15,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
+# A Messages stream opens with the input tokens (and one output token so far), as Anthropic's does.
+USAGE_AT_START = {"input_tokens": 12, "output_tokens": 1}
+
+
 class FakeUpstream:
     """Records the model each request asked for; ``behaviour[model]`` makes it stall, fail or misbehave.
 
@@ -368,7 +372,10 @@ class FakeAnthropic:
         events = [
             (
                 "message_start",
-                {"type": "message_start", "message": {"id": "msg_02", "type": "message", "role": "assistant", "model": model}},
+                {
+                    "type": "message_start",
+                    "message": {"id": "msg_02", "type": "message", "role": "assistant", "model": model, "usage": USAGE_AT_START},
+                },
             ),
             ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
             ("ping", {"type": "ping"}),

@@ -192,6 +192,20 @@ def test_streams_are_translated_to_openai_chunks(client, anthropic):
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
+def test_a_translated_stream_ends_with_openais_usage_chunk_when_asked(client, anthropic):
+    messages = [{"role": "user", "content": "Tell me a story"}]
+    model = "router-static-distilled-gpt4-mixtral-0.0"
+    chunks = list(client.chat.completions.create(model=model, messages=messages, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) == {
+        "prompt_tokens": 12,
+        "completion_tokens": 5,
+        "total_tokens": 17,
+    }
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == "claude says: Tell me a story"
+    plain = list(client.chat.completions.create(model=model, messages=messages, stream=True))
+    assert all(c.usage is None for c in plain) and plain[-1].choices[0].finish_reason == "length"
+
+
 def test_an_overloaded_anthropic_upstream_falls_back_and_a_rejection_is_relayed(client, anthropic, upstream):
     anthropic.behaviour = "529"
     answer = client.chat.completions.create(model="router-static-distilled-gpt4-mixtral-0.0", messages=[{"role": "user", "content": "hi"}])

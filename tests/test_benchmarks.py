@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -161,3 +162,23 @@ def test_n_target_benchmark_on_generated_prompts(tmp_path):
         assert set(part["spend"]) >= {"target_usd", "fixed", "budget", "rolling"}
     report = targets.report(document)
     assert "Synthetic benchmark: no labelled data over more than two models ships here." in report
+
+
+def test_math_features_of_a_word_problem_and_the_report_table():
+    math_features = _load("math_features")
+    row = math_features.math_row("Tom buys 3 apples at $1.50 each. He sells half. How many are left?")
+    assert len(row) == len(math_features.MATH_FEATURES)
+    named = dict(zip(math_features.MATH_FEATURES, row))
+    assert named["log numbers"] == pytest.approx(np.log1p(2)) and named["has a decimal"] == 1.0 and named["has a percent sign"] == 0.0
+    assert named["log operations"] == pytest.approx(np.log1p(6))  # buys, $, each, sells, half, left
+    summary = {
+        name: {
+            **{c: 0.5 for c in math_features.COLUMNS},
+            "content": {c: {"mean": 0.5} for c in math_features.COLUMNS},
+            "pairs": 0.5,
+            "spearman": 0.0,
+        }
+        for name in ("a", "b")
+    }
+    table = math_features.report(summary, ["a", "b"], 0.01)
+    assert "| a | 0.500 / 0.500 / 0.500 / 0.500 | 0.500 / 0.500 / 0.500 / 0.500 | 0.50 | +0.00 |" in table

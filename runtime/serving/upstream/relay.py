@@ -207,7 +207,7 @@ class UpstreamRelay:
             first = await self.within_deadline(upstream, self.first_chunk(upstream, response))
             if not first.lstrip().startswith(SSE_START):  # an empty or non-SSE body is no stream: same as non-streaming
                 raise _malformed(upstream)
-            relayed = UpstreamStream(response, first, self.timeouts + self.failures, wire.stream_converter(upstream.model))
+            relayed = UpstreamStream(response, first, self.timeouts + self.failures, wire.stream_converter(upstream.model, payload))
         except BaseException:  # cancelled too: the lean client's connections are only ever freed by release()
             response.release()
             raise

@@ -47,8 +47,9 @@ class WireFormat(Protocol):
         """The upstream's parsed answer as an OpenAI chat completion; ``UpstreamMalformed`` when it is none."""
         ...
 
-    def stream_converter(self, model: str) -> Callable[[bytes], bytes] | None:
-        """A function turning the upstream's stream bytes into OpenAI's, called on each chunk as it arrives; None: bytes pass through."""
+    def stream_converter(self, model: str, payload: Mapping[str, Any]) -> Callable[[bytes], bytes] | None:
+        """A function turning the upstream's stream bytes into OpenAI's, called on each chunk as it arrives, for the
+        client's request ``payload`` (its ``stream_options``); None: bytes pass through."""
         ...
 
 
@@ -85,7 +86,7 @@ class OpenAIChat:
         """The answer as it came."""
         return data
 
-    def stream_converter(self, model: str) -> Callable[[bytes], bytes] | None:
+    def stream_converter(self, model: str, payload: Mapping[str, Any]) -> Callable[[bytes], bytes] | None:
         """None: the stream passes through byte for byte."""
         return None
 
@@ -93,7 +94,7 @@ class OpenAIChat:
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
 _PASSED = ("temperature", "top_p")
 # OpenAI parameters with no Messages equivalent that change nothing about the answer's text: dropped
-# (``metadata``: Anthropic's takes only a user id; ``stream_options``: no usage chunk is added to a translated stream).
+# (``metadata``: Anthropic's takes only a user id; ``stream_options``: read by ``stream_converter``, not sent).
 _IGNORED = {
     "model",
     "messages",
@@ -160,9 +161,11 @@ class AnthropicMessages:
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
 
-    def stream_converter(self, model: str) -> Callable[[bytes], bytes] | None:
-        """A fresh ``MessagesStream``'s ``feed``: Messages events in, chat completion chunks out."""
-        return MessagesStream(model).feed
+    def stream_converter(self, model: str, payload: Mapping[str, Any]) -> Callable[[bytes], bytes] | None:
+        """A fresh ``MessagesStream``'s ``feed``: Messages events in, chat completion chunks out (and OpenAI's usage
+        chunk before ``[DONE]`` when the client asked for it with ``stream_options.include_usage``)."""
+        options = payload.get("stream_options")
+        return MessagesStream(model, isinstance(options, Mapping) and options.get("include_usage") is True).feed
 
 
 def _block_text(block: Mapping[str, Any], model: str) -> str:
@@ -229,9 +232,10 @@ def _anthropic_messages(messages: Any) -> tuple[str, list[dict[str, Any]]]:
 class MessagesStream:
     """Anthropic's Messages events, fed in any chunking, written out as OpenAI chat completion chunks."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, include_usage: bool = False) -> None:
         self.model, self.id, self._buffer = model, "", b""
         self.created = int(time.time())
+        self.include_usage, self.input_tokens, self.output_tokens = include_usage, 0, 0
 
     def feed(self, data: bytes) -> bytes:
         """The OpenAI events for the complete Anthropic events in what arrived so far; a stream that ends without
@@ -257,6 +261,7 @@ class MessagesStream:
         if kind == "message_start":
             message = data.get("message") if isinstance(data.get("message"), Mapping) else {}
             self.id = str(message.get("id", ""))
+            self._count_usage(message.get("usage"))
             return self._chunk({"role": "assistant", "content": ""}, None)
         if kind == "content_block_delta":
             delta = data.get("delta") if isinstance(data.get("delta"), Mapping) else {}
@@ -264,21 +269,31 @@ class MessagesStream:
             return self._chunk({"content": text}, None) if isinstance(text, str) else b""
         if kind == "message_delta":
             delta = data.get("delta") if isinstance(data.get("delta"), Mapping) else {}
+            self._count_usage(data.get("usage"))
             return self._chunk({}, _FINISH.get(str(delta.get("stop_reason")), "stop"))
         if kind == "message_stop":
-            return b"data: [DONE]\n\n"
+            return (self._usage_chunk() if self.include_usage else b"") + b"data: [DONE]\n\n"
         if kind == "error":
             raise UpstreamMalformed(f"upstream {self.model} ended its stream with an error event")
         return b""  # ping, content_block_start/stop
 
+    def _count_usage(self, usage: Any) -> None:
+        # message_start holds the input tokens; message_delta the output tokens so far (cumulative).
+        if isinstance(usage, Mapping):
+            self.input_tokens = _count(usage.get("input_tokens")) or self.input_tokens
+            self.output_tokens = _count(usage.get("output_tokens")) or self.output_tokens
+
+    def _usage_chunk(self) -> bytes:
+        """OpenAI's last chunk for ``include_usage``: no choices, the request's token counts."""
+        usage = {"prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return b"data: " + _dumps({**self._envelope(), "choices": [], "usage": usage}) + b"\n\n"
+
+    def _envelope(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> bytes:
-        chunk = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+        chunk = {**self._envelope(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         return b"data: " + _dumps(chunk) + b"\n\n"
 
 
