@@ -195,7 +195,7 @@ def test_the_spend_budget_holds_the_average_cost_through_a_shift_in_traffic():
     assert drifted > 1.3 * wanted  # without the budget the shift costs more
     assert abs(np.mean(spent[-1500:]) - wanted) < 0.1 * wanted
     state = budget.state()
-    assert state.target == wanted and state.window == 1000 and abs(state.observed_share - wanted) < 0.15 * wanted
+    assert state.target_usd == wanted and state.window == 1000 and abs(state.observed_usd - wanted) < 0.15 * wanted
 
 
 def test_router_route_targets_gives_the_n_target_decision(n_model_router):

@@ -192,7 +192,7 @@ def test_the_spend_budget_counts_chat_calls_not_decisions_only(bundle, upstreams
         for prompt in PROMPTS:
             answer = client.chat.completions.create(model="router-three-models", messages=[{"role": "user", "content": prompt}])
         budget = answer.model_extra["edgeroute"]["budget"]
-        assert budget["window"] == len(PROMPTS) and budget["target"] == 0.00005
+        assert budget["window"] == len(PROMPTS) and budget["target_usd"] == 0.00005
         assert 'edgeroute_spend_target_usd{router="three-models"} 5e-05' in httpx.get(url + "/metrics").text
         refused = httpx.post(url + "/v1/route", json={"prompt": "hi", "threshold": 0.5})
         assert refused.status_code == 200  # cheapest_acceptable takes a request's threshold

@@ -32,6 +32,18 @@ class BudgetState:
 
 
 @dataclass(frozen=True)
+class SpendState:
+    """A spend budget's state (``serve --target-cost``, ``runtime/serving/spend.py``): its target and the average
+    it observed, in estimated USD per request, the policy's setting it applies now (threshold or cost weight),
+    and the window's size."""
+
+    target_usd: float
+    observed_usd: float
+    setting: float
+    window: int
+
+
+@dataclass(frozen=True)
 class Decision:
     """Which tier and model get a prompt, and why.
 
@@ -47,8 +59,9 @@ class Decision:
     threshold: float | None
     score_us: float
     fallback: str | None = None
-    # The strong-call budget's state when the budget set the threshold (``serve --strong-share``).
-    budget: BudgetState | None = None
+    # The budget's state when a budget set the threshold: the strong-call budget's (``serve --strong-share``),
+    # or with N targets the spend budget's (``serve --target-cost``).
+    budget: BudgetState | SpendState | None = None
     # N targets (runtime/scoring/targets.py): the chosen target's place in the order (0: the most capable),
     # its estimated USD for this request, and each target's predicted win rate against the most capable one.
     # None for two-model decisions, whose JSON shape stays as it was.

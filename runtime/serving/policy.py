@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from edgeroute.runtime.scoring.decision import BudgetState
+from edgeroute.runtime.scoring.decision import BudgetState, SpendState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.serving.spend import SpendBudget
@@ -321,7 +321,7 @@ class RoutingPolicy:
                 self._spend[router.name] = SpendBudget(self.targets, self.target_cost, self.spend_window)
             return self._spend[router.name]
 
-    def spend_states(self) -> dict[str, BudgetState]:
+    def spend_states(self) -> dict[str, SpendState]:
         """Router name -> its spend budget's state, for ``/metrics``."""
         with self._lock:
             budgets = dict(self._spend)

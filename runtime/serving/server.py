@@ -365,9 +365,9 @@ class Handlers:
             self.metrics.set_gauge("edgeroute_budget_threshold", state.threshold, **labels)
             self.metrics.set_gauge("edgeroute_budget_resets", state.resets, **labels)
         for router, state in self.policy.spend_states().items():
-            self.metrics.set_gauge("edgeroute_spend_target_usd", state.target, router=router)
-            self.metrics.set_gauge("edgeroute_spend_observed_usd", state.observed_share, router=router)
-            self.metrics.set_gauge("edgeroute_spend_setting", state.threshold, router=router)
+            self.metrics.set_gauge("edgeroute_spend_target_usd", state.target_usd, router=router)
+            self.metrics.set_gauge("edgeroute_spend_observed_usd", state.observed_usd, router=router)
+            self.metrics.set_gauge("edgeroute_spend_setting", state.setting, router=router)
         for owner, up in self.policy.budget_store_up().items():
             self.metrics.set_gauge("edgeroute_budget_store_up", float(up), **_budget_labels(*owner))
         return self._text(self.metrics.render(), media_type="text/plain; version=0.0.4")

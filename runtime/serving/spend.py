@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from edgeroute.runtime.errors import ConfigurationError, InvalidInputError
-from edgeroute.runtime.scoring.decision import BudgetState
+from edgeroute.runtime.scoring.decision import SpendState
 from edgeroute.runtime.scoring.targets import Targets, calibrate_for_cost
 
 MIN_OBSERVATIONS = 50
@@ -89,9 +89,8 @@ class SpendBudget:
         with self._lock:
             self._tuned, self._fitting = tuned, False
 
-    def state(self) -> BudgetState:
-        """The budget as the decision and ``/metrics`` report it: target and observed are USD per request,
-        ``threshold`` the policy's setting (threshold or cost weight)."""
+    def state(self) -> SpendState:
+        """The budget as the decision and ``/metrics`` report it."""
         with self._lock:
             observed = float(np.mean(self._spent)) if self._spent else 0.0
-            return BudgetState(self.target_cost, observed, self.setting, len(self._scores))
+            return SpendState(self.target_cost, observed, self.setting, len(self._scores))
