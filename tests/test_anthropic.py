@@ -122,6 +122,20 @@ def test_a_stream_converts_the_same_in_any_chunking():
         MessagesStream("claude-x").feed(b"data: {not json\n\n")
 
 
+def test_the_usage_chunk_counts_what_the_events_said_zero_included():
+    raw = _events(
+        {"type": "message_start", "message": {"id": "msg_3", "usage": {"input_tokens": 9, "output_tokens": 1}}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 0}},
+        {"type": "message_stop"},
+    )
+    written = MessagesStream("claude-x", include_usage=True).feed(raw)
+    chunks = [json.loads(line[6:]) for line in written.split(b"\n\n") if line.startswith(b"data: {")]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {"prompt_tokens": 9, "completion_tokens": 0, "total_tokens": 9}
+    bare = _events({"type": "message_start", "message": {"id": "m"}}, {"type": "message_stop"})
+    last = MessagesStream("claude-x", include_usage=True).feed(bare).split(b"\n\n")[-3]
+    assert json.loads(last[6:])["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
 def test_stream_chunking_edge_cases_and_malformed_events():
     event = _events({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x" * 50}}).replace(b"\n", b"\r\n")
     cut = event.index(b"\r\n\r\n") + 1  # a CRLF cut between two chunks

@@ -244,3 +244,13 @@ def test_strong_pct_is_strong_shares_old_name_still_accepted():
         assert old_share_name(None, 0.2) == 0.2
     with pytest.raises(InvalidInputError, match="^give strong_share or its old name strong_pct, not both$"):
         old_share_name(0.3, 0.2)
+
+
+def test_a_calibration_table_read_off_its_range_is_numpys_end_value():
+    np = pytest.importorskip("numpy")
+    from edgeroute.runtime.scoring.decision import threshold_from_table
+
+    shares, thresholds = [0.1, 0.5, 0.9], [0.8, 0.4, 0.1]
+    for share in (0.0, 0.05, 0.1, 0.9, 0.95, 1.0):
+        assert threshold_from_table(shares, thresholds, share) == float(np.interp(share, shares, thresholds))
+    assert np.isnan(threshold_from_table(shares, thresholds, float("nan")))

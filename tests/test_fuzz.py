@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeroute.runtime import InvalidInputError, Router
-from edgeroute.runtime.serving.chat import read_chat
-from edgeroute.runtime.serving.policy import parse_model_field
+from edgeroute.runtime.serving.policy import parse_model_field, routing_text
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(
@@ -71,7 +70,7 @@ def test_any_batch_scores_or_names_the_bad_position(routers, batch):
 def test_any_messages_value_gives_text_or_an_input_error(messages):
     for mode in ("last_user", "conversation"):
         try:
-            text = read_chat(messages, mode).text
+            text = routing_text(messages, mode)
         except InvalidInputError:
             continue
         assert isinstance(text, str)

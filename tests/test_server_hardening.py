@@ -146,6 +146,15 @@ def test_content_parts_count_against_the_prompt_limit(upstream, routers):
         assert error["message"] == "the messages hold 120 characters; the limit is 100"
 
 
+def test_chat_errors_keep_their_order_limits_first_then_the_request_then_the_messages(upstream, routers):
+    with serving(create_app(_config(upstream, max_messages=2), routers)) as url:
+        three = USER * 3
+        for body in ({"model": "router-bert-0", "messages": three, "stream": "yes"}, {"model": "gpt-4", "messages": three}):
+            assert _error(httpx.post(url + CHAT, json=body), 400)["message"] == "'messages' holds 3 messages; the limit is 2"
+        error = _error(httpx.post(url + CHAT, json={"model": "router-mf_calibrated-s99", "messages": []}), 400)
+        assert error["message"] == "'messages' must be a non-empty list of chat messages"
+
+
 def test_default_prompt_limit_is_sized_for_a_router():
     assert ServerConfig(UpstreamConfig("s", "http://x/v1"), UpstreamConfig("w", "http://x/v1")).max_prompt_chars == 100_000
 

@@ -245,6 +245,7 @@ def calibrate_win_rates(
     result = {
         "router": router.name,
         "strong_share": strong_share,
+        "strong_pct": strong_share,  # the old name of the same figure, kept for scripts that read it
         "threshold": threshold_for_share(ordered, strong_share),
         "n_prompts": len(rates),
     }

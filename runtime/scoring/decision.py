@@ -160,7 +160,8 @@ def check_threshold(threshold: Any) -> float:
 
 def threshold_for_share(sorted_rates: Sequence[float], strong_share: float) -> float:
     """The one threshold-for-share rule (RouteLLM's): the ``1 - strong_share`` quantile of win rates sorted
-    ascending, linear between neighbours, equal to ``numpy.quantile``'s default to the last bit. Calibration,
+    ascending, linear between neighbours, equal to ``numpy.quantile``'s default to the last bit on finite float64
+    rates (the rates every caller passes; the arithmetic is Python's float64 whatever the input's type). Calibration,
     the live strong-call budget and the parity report all use it; constant time on sorted rates."""
     if isinstance(strong_share, bool) or not isinstance(strong_share, numbers.Real) or not 0.0 <= strong_share <= 1.0:
         raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
@@ -177,6 +178,10 @@ def threshold_for_share(sorted_rates: Sequence[float], strong_share: float) -> f
 def threshold_from_table(shares: Sequence[float], thresholds: Sequence[float], strong_share: float) -> float:
     """A calibration table's threshold for ``strong_share`` (shares ascending, their thresholds descending):
     linear between the table's points, as the quantiles it holds are between win rates."""
+    if math.isnan(strong_share):
+        return math.nan
+    if strong_share <= shares[0] or strong_share >= shares[-1]:  # numpy.interp's ends: the end values
+        return float(thresholds[0] if strong_share <= shares[0] else thresholds[-1])
     index = bisect.bisect_left(shares, strong_share)
     if index < len(shares) and shares[index] == strong_share:
         return float(thresholds[index])
@@ -204,9 +209,11 @@ def old_share_name(strong_share: Any, strong_pct: Any, warn: bool = True) -> Any
     return strong_pct
 
 
-def resolve_threshold(router: Calibrated, threshold: Any = None, strong_share: Any = None) -> float:
-    """The threshold to decide with: an explicit ``threshold``, else ``strong_share`` through the
-    router's calibration table, else the router's default (calibrated 50% strong, else 0.5)."""
+def resolve_threshold(router: Calibrated, threshold: Any = None, strong_share: Any = None, *, strong_pct: Any = None) -> float:
+    """The threshold to decide with: an explicit ``threshold``, else ``strong_share`` (``strong_pct``: its old name)
+    through the router's calibration table, else the router's default (calibrated 50% strong, else 0.5)."""
+    if strong_pct is not None:
+        strong_share = old_share_name(strong_share, strong_pct)
     if threshold is not None and strong_share is not None:
         raise InvalidInputError("give either threshold or strong_share, not both")
     if threshold is not None:

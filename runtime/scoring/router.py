@@ -306,12 +306,14 @@ class Router:
         score_us = (time.perf_counter() - started) * 1e6
         return decision_for_targets(self.name, targets, scores, len(self._prepare(prompt)), chosen, score_us)
 
-    def threshold_for(self, strong_share: float) -> float:
-        """Threshold that sends a share ``strong_share`` of prompts to the strong model.
+    def threshold_for(self, strong_share: float | None = None, *, strong_pct: float | None = None) -> float:
+        """Threshold that sends a share ``strong_share`` of prompts to the strong model (``strong_pct``: its old name).
 
         Read from the manifest's calibration table (linear between its points); raises
         ``InvalidInputError`` when the bundle is not calibrated or the share is off its range.
         """
+        if strong_pct is not None:
+            strong_share = old_share_name(strong_share, strong_pct)
         if self._calibration is None:
             raise InvalidInputError(f"router {self.name!r} has no calibration table; run `edgeroute calibrate --write` or pass a threshold")
         if isinstance(strong_share, bool) or not isinstance(strong_share, (int, float)):

@@ -23,20 +23,40 @@ class ChatLimits:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What routing needs from a chat request's messages, read once: the text to score, the characters
-    of text in every message, and where the conversation's opening ends (for ``conversation_key``)."""
+    """A chat request's messages, walked once (``read_chat``): the characters of text in every message, and where
+    the first and last user messages are. The walk refuses only what breaks the limits: a sticky conversation
+    is known by its opening alone, so its remembered decision stands whatever its newest turn holds; the
+    text to score (``routing_text``) is checked when a decision is to be made."""
 
-    text: str
+    messages: Any
     chars: int
-    messages: Sequence[Mapping[str, Any]]
+    objects: bool  # every message is an object
     first_user: int | None
+    last_user: int | None
 
     def conversation_key(self) -> str | None:
         """The sticky key: a hash of the opening (system prompts and first user message); None without one."""
         if self.first_user is None:
             return None
-        opening = [f"{message.get('role')}\x00{message_text(message)}" for message in self.messages[: self.first_user + 1]]
-        return hashlib.sha256("\x01".join(opening).encode("utf-8", "replace")).hexdigest()
+        opening = self.messages[: self.first_user + 1]
+        parts = [f"{message.get('role')}\x00{message_text(message)}" for message in opening if isinstance(message, Mapping)]
+        return hashlib.sha256("\x01".join(parts).encode("utf-8", "replace")).hexdigest()
+
+    def routing_text(self, route_on: str = "last_user", max_chars: int = 2048) -> str:
+        """The text a router scores: the last user message (RouteLLM's choice), or the recent conversation, newest
+        turns kept, up to ``max_chars`` characters. ``InvalidPromptError`` for messages that are not a non-empty
+        list of objects or hold no user message."""
+        if not isinstance(self.messages, list) or not self.messages:
+            raise InvalidPromptError("'messages' must be a non-empty list of chat messages")
+        if not self.objects:
+            raise InvalidPromptError("every message must be an object with 'role' and 'content'")
+        if route_on == "conversation":
+            text = _conversation_text(self.messages, max_chars)
+        elif self.last_user is None:
+            raise InvalidPromptError("no message with role 'user' to route on")
+        else:
+            text = message_text(self.messages[self.last_user])
+        return text
 
 
 def message_text(message: Mapping[str, Any]) -> str:
@@ -62,12 +82,8 @@ def _content_chars(content: Any) -> int:
     return 0
 
 
-def read_chat(messages: Any, route_on: str = "last_user", max_chars: int = 2048, limits: ChatLimits | None = None) -> ChatRequest:
-    """Read ``messages`` once. Raises ``InvalidInputError`` (fit for an HTTP 400) past ``limits``, and
-    ``InvalidPromptError`` for messages that are not a non-empty list of objects or hold no text to route on.
-
-    ``route_on``: score the last user message (RouteLLM's choice) or the recent conversation, newest turns
-    kept, up to ``max_chars`` characters."""
+def read_chat(messages: Any, limits: ChatLimits | None = None) -> ChatRequest:
+    """Walk ``messages`` once; ``InvalidInputError`` (fit for an HTTP 400) past ``limits``."""
     if limits is not None and isinstance(messages, list) and len(messages) > limits.max_messages:
         raise InvalidInputError(f"'messages' holds {len(messages)} messages; the limit is {limits.max_messages}")
     chars, objects, first_user, last_user = 0, True, None, None
@@ -81,20 +97,17 @@ def read_chat(messages: Any, route_on: str = "last_user", max_chars: int = 2048,
             last_user = index
     if limits is not None and chars > limits.max_chars:
         raise InvalidInputError(f"the messages hold {chars} characters; the limit is {limits.max_chars}")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidPromptError("'messages' must be a non-empty list of chat messages")
-    if not objects:
-        raise InvalidPromptError("every message must be an object with 'role' and 'content'")
-    text = _conversation_text(messages, max_chars) if route_on == "conversation" else _last_user_text(messages, last_user)
-    if not text.strip():
-        raise InvalidPromptError("the message to route on has no text")
-    return ChatRequest(text, chars, messages, first_user)
+    return ChatRequest(messages, chars, objects, first_user, last_user)
 
 
-def _last_user_text(messages: Sequence[Mapping[str, Any]], last_user: int | None) -> str:
-    if last_user is None:
-        raise InvalidPromptError("no message with role 'user' to route on")
-    return message_text(messages[last_user])
+def routing_text(messages: Any, route_on: str = "last_user", max_chars: int = 2048) -> str:
+    """``read_chat(messages).routing_text(route_on, max_chars)``: the text a router scores."""
+    return read_chat(messages).routing_text(route_on, max_chars)
+
+
+def message_chars(messages: Any) -> int:
+    """Characters of text in ``messages``: string contents and text content parts (for size limits)."""
+    return read_chat(messages).chars
 
 
 def _conversation_text(messages: Sequence[Mapping[str, Any]], max_chars: int) -> str:

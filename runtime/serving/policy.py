@@ -21,13 +21,21 @@ from edgeroute.runtime.scoring.decision import BudgetState, SpendState
 from edgeroute.runtime.serving.budget import BudgetSettings, StrongShareBudget
 from edgeroute.runtime.serving.budget_store import SharedWindowSync, WindowStore
 from edgeroute.runtime.serving.spend import SpendBudget
-from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError
-from edgeroute.runtime.scoring.decision import Decision, check_threshold, decision_for, resolve_threshold, tier_of_rank
+from edgeroute.runtime.errors import ConfigurationError, EdgerouteError, InvalidInputError, InvalidPromptError
+from edgeroute.runtime.scoring.decision import (
+    Decision,
+    check_threshold,
+    decision_for,
+    old_share_name,
+    resolve_threshold,
+    tier_of_rank,
+)
 from edgeroute.runtime.scoring.kinds import routellm_kinds
 from edgeroute.runtime.scoring.lru import LRUCache
 from edgeroute.runtime.scoring.targets import Targets, decision_for_targets
 from edgeroute.runtime.scoring.router import Router, default_router_name
 from edgeroute.runtime.serving.chat import ROUTE_ON, ChatLimits, ChatRequest, read_chat
+from edgeroute.runtime.serving.chat import message_chars, routing_text  # noqa: F401 (their home before chat.py)
 
 # The threshold part takes any decimal number, so that "router-mf-2" is a threshold error, not a router name.
 # "-sPCT" is the share form: router-NAME-s30 sends 30% of calls strong, through the bundle's calibration.
@@ -41,6 +49,11 @@ class ModelField:
     router: str
     threshold: float | None
     strong_share: float | None = None
+
+    @property
+    def strong_pct(self) -> float | None:
+        """``strong_share``'s old name."""
+        return self.strong_share
 
 
 def parse_model_field(model: Any, known_routers: Sequence[str] = ()) -> ModelField:
@@ -113,23 +126,32 @@ class RouterSet:
 
 @dataclass(frozen=True)
 class ParsedChat:
-    """A chat request parsed once (``RoutingPolicy.parse``): its router, its messages read, and its threshold
-    (None: a budget sets it), with whose budget counts it."""
+    """A chat request read once (``RoutingPolicy.parse``): its messages walked (``ChatRequest``) and what it asks
+    of the router, kept as asked until a decision is to be made (a sticky conversation's remembered decision
+    needs none of it). ``router``: a loaded router, a name, or None for the default; ``threshold`` and
+    ``strong_share`` as the request gave them, or with ``resolved`` the threshold already worked out."""
 
-    router: Router
     chat: ChatRequest
-    threshold: float | None
+    router: str | Router | None = None
+    threshold: Any = None
+    strong_share: Any = None
     counted: bool = True  # whether the strong-call budget counts it (route-only calls opt in)
     tenant: str | None = None  # the API key's name (serve --keys-file): whose budget it counts in
+    resolved: bool = False
 
 
 @dataclass(frozen=True)
 class _Pending:
-    """A parsed chat request on its way to a score: its sticky key and when scoring started."""
+    """A chat request on its way to a score: its router, text and threshold (None: the budget sets it), sticky key
+    and start time."""
 
-    request: ParsedChat
+    router: Router
+    text: str
+    threshold: float | None
     key: str | None
     started: float
+    counted: bool = True
+    tenant: str | None = None
 
 
 class RoutingPolicy:
@@ -265,15 +287,25 @@ class RoutingPolicy:
         tenant: str | None = None,
         limits: ChatLimits | None = None,
         counted: bool = True,
+        resolved: bool = False,
     ) -> ParsedChat:
-        """Everything a decision needs from a chat request, each part worked out once: the router (a loaded
-        one, or looked up by name), the messages read in one walk (``read_chat``; ``limits`` bound them), and
-        the threshold. Input errors raise ``InvalidInputError``."""
-        loaded = router if isinstance(router, Router) else self.routers.get(router or self.routers.default)
-        chosen = self.request_threshold(loaded, threshold, strong_share, tenant)
-        return ParsedChat(loaded, read_chat(messages, self.route_on, loaded.max_chars, limits), chosen, counted, tenant)
+        """A chat request read once: its messages walked (``read_chat``; ``limits`` bound them) and what it asks.
+        The router, the text and the threshold are each worked out once, by the decision (``decide_parsed``)."""
+        return ParsedChat(read_chat(messages, limits), router, threshold, strong_share, counted, tenant, resolved)
 
-    def _decide(self, request: ParsedChat, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
+    def _prepare(self, request: ParsedChat, key: str | None) -> _Pending:
+        """The router, the text to score and the threshold, in the order their errors are reported."""
+        router = request.router
+        loaded = router if isinstance(router, Router) else self.routers.get(router or self.routers.default)
+        text = request.chat.routing_text(self.route_on, loaded.max_chars)
+        if not text.strip():
+            raise InvalidPromptError("the message to route on has no text")
+        threshold = request.threshold
+        if not request.resolved:
+            threshold = self.request_threshold(loaded, threshold, request.strong_share, request.tenant)
+        return _Pending(loaded, text, threshold, key, time.perf_counter(), request.counted, request.tenant)
+
+    def _decide(self, request: _Pending, win_rate: Any, score_us: float, fallback: str | None) -> Decision:
         router, threshold = request.router, request.threshold
         if self.targets is not None:
             return self._decide_target(request, win_rate, score_us, fallback)
@@ -282,9 +314,9 @@ class RoutingPolicy:
             budget = None if threshold is not None else self.budget_for(router, request.tenant).state()
             shown = threshold if budget is None else budget.threshold
             return Decision(router.name, tier, self.names[tier], win_rate, shown, score_us, fallback, budget)
-        return self.scored(router, win_rate, threshold, score_us, request.chat.text, request.counted, request.tenant)
+        return self.scored(router, win_rate, threshold, score_us, request.text, request.counted, request.tenant)
 
-    def _decide_target(self, request: ParsedChat, scores: Any, score_us: float, fallback: str | None) -> Decision:
+    def _decide_target(self, request: _Pending, scores: Any, score_us: float, fallback: str | None) -> Decision:
         """An N-target decision: the policy's choice from the router's per-model scores, or the default
         (the most capable target for ``default_model='strong'``, else the last) when the router was not heard."""
         targets = self.targets
@@ -294,7 +326,7 @@ class RoutingPolicy:
             return Decision(
                 request.router.name, tier_of_rank(rank), targets.names[rank], None, request.threshold, score_us, fallback, rank=rank
             )
-        return self.scored_targets(request.router, scores, len(request.chat.text), request.threshold, score_us, request.counted)
+        return self.scored_targets(request.router, scores, len(request.text), request.threshold, score_us, request.counted)
 
     def scored_targets(
         self, router: Router, scores: Any, chars: int, threshold: float | None, score_us: float, counted: bool = True
@@ -359,16 +391,16 @@ class RoutingPolicy:
         return replace(decision, budget=budget.state())
 
     def _begin(self, request: ParsedChat) -> Decision | _Pending:
-        """The remembered decision of a sticky conversation, or the request on its way to a score."""
+        """The remembered decision of a sticky conversation, or the request made ready to score."""
         key = self._sticky_key(request) if self.sticky else None
         remembered = None if key is None else self._sticky.get(key)
         if remembered is not None:
             return remembered
-        return _Pending(request, key, time.perf_counter())
+        return self._prepare(request, key)
 
     def _finish(self, pending: _Pending, win_rate: Any, fallback: str | None) -> Decision:
         score_us = (time.perf_counter() - pending.started) * 1e6
-        decision = self._decide(pending.request, win_rate, score_us, fallback)
+        decision = self._decide(pending, win_rate, score_us, fallback)
         if pending.key is not None:
             self._sticky.put(pending.key, decision)
         return decision
@@ -381,17 +413,24 @@ class RoutingPolicy:
 
     # ---------------------------------------------------------------- decide
     def decide(
-        self, messages: Any, router: str | None = None, threshold: float | None = None, strong_share: float | None = None
+        self,
+        messages: Any,
+        router: str | None = None,
+        threshold: float | None = None,
+        strong_share: float | None = None,
+        *,
+        strong_pct: float | None = None,
     ) -> Decision:
-        """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``."""
-        return self.decide_parsed(self.parse(messages, router, threshold, strong_share))
+        """Decide for one chat request (blocking). Input errors raise ``InvalidInputError``.
+        ``strong_pct``: ``strong_share``'s old name, still accepted."""
+        return self.decide_parsed(self.parse(messages, router, threshold, old_share_name(strong_share, strong_pct)))
 
     def decide_parsed(self, request: ParsedChat) -> Decision:
         """``decide`` for a request ``parse`` read."""
         pending = self._begin(request)
         if isinstance(pending, Decision):
             return pending
-        return self._finish(pending, *self._score(request.router, request.chat.text))
+        return self._finish(pending, *self._score(pending.router, pending.text))
 
     def _score(self, router: Router, text: str) -> tuple[Any, str | None]:
         """The win rate, or why there is none: in the caller's thread without a budget or for an
@@ -423,11 +462,14 @@ class RoutingPolicy:
         strong_share: float | None = None,
         counted: bool = True,
         tenant: str | None = None,
+        *,
+        strong_pct: float | None = None,
     ) -> Decision:
         """``decide`` for coroutines: scoring runs on the thread pool, the event loop stays free.
         ``counted``: whether the strong-call budget counts this request (False for decisions-only calls);
         ``tenant``: the caller's API key name (``serve --keys-file``), whose budget counts it."""
-        return await self.adecide_parsed(self.parse(messages, router, threshold, strong_share, tenant, counted=counted))
+        share = old_share_name(strong_share, strong_pct)
+        return await self.adecide_parsed(self.parse(messages, router, threshold, share, tenant, counted=counted))
 
     async def adecide_parsed(self, request: ParsedChat) -> Decision:
         """``adecide`` for a request ``parse`` read.
@@ -439,9 +481,9 @@ class RoutingPolicy:
         pending = self._begin(request)
         if isinstance(pending, Decision):
             return pending
-        if request.router.scores_inline:
-            return self._finish(pending, *self._score_here(request.router, request.chat.text))
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(request.router), request.chat.text)
+        if pending.router.scores_inline:
+            return self._finish(pending, *self._score_here(pending.router, pending.text))
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self.score_fn(pending.router), pending.text)
         try:
             win_rate, fallback = await asyncio.wait_for(future, timeout=self.score_budget_s), None
         except asyncio.TimeoutError:

@@ -33,8 +33,8 @@ from edgeroute.runtime.serving.budget import BudgetSettings
 from edgeroute.runtime.serving.budget_store import open_store
 from edgeroute.runtime.serving.config import ServerConfig
 from edgeroute.runtime.serving.fallback import attempts_for
-from edgeroute.runtime.serving.chat import ChatLimits
-from edgeroute.runtime.serving.policy import RouterSet, RoutingPolicy, parse_model_field
+from edgeroute.runtime.serving.chat import ChatLimits, read_chat
+from edgeroute.runtime.serving.policy import ParsedChat, RouterSet, RoutingPolicy, parse_model_field
 from edgeroute.runtime.serving.upstream import UpstreamConfig, UpstreamError, UpstreamRelay, UpstreamStream, UpstreamStreamBroken
 
 __all__ = [
@@ -243,6 +243,7 @@ class Handlers:
     async def decide_chat(self, request: Any) -> tuple[dict[str, Any], Decision, bool]:
         """The request's payload, its decision, and whether it streams."""
         payload = await self.read_json(request)
+        chat = read_chat(payload.get("messages"), self.limits)
         stream = payload.get("stream", False)
         if stream is not None and not isinstance(stream, bool):
             raise InvalidInputError(f"'stream' must be true or false, got {type(stream).__name__}")
@@ -252,8 +253,8 @@ class Handlers:
             if share is not None:
                 raise InvalidInputError("give the share either in the model name (router-NAME-sPCT) or as strong_share, not both")
             share = parsed.strong_share
-        chat = self.policy.parse(payload.get("messages"), parsed.router, parsed.threshold, share, request.scope[TENANT], self.limits)
-        return payload, await self.policy.adecide_parsed(chat), bool(stream)
+        asked = ParsedChat(chat, parsed.router, parsed.threshold, share, tenant=request.scope[TENANT])
+        return payload, await self.policy.adecide_parsed(asked), bool(stream)
 
     async def chat_completions(self, request: Any) -> Any:
         """Route, then forward to the chosen upstream (its fallback by the rule); the decision rides along."""
@@ -328,12 +329,11 @@ class Handlers:
         router = self.routers.get(payload.get("router") or self.routers.default)
         settings = self.policy.budget_settings(tenant)
         counted = settings is not None and settings.count_route_calls
+        threshold = self.policy.request_threshold(router, payload.get("threshold"), requested_share(payload), tenant)
         if "messages" in payload:
-            share = requested_share(payload)
-            chat = self.policy.parse(payload["messages"], router, payload.get("threshold"), share, tenant, self.limits, counted)
-            decisions = [await self.policy.adecide_parsed(chat)]
+            asked = ParsedChat(read_chat(payload["messages"], self.limits), router, threshold, None, counted, tenant, resolved=True)
+            decisions = [await self.policy.adecide_parsed(asked)]
         else:
-            threshold = self.policy.request_threshold(router, payload.get("threshold"), requested_share(payload), tenant)
             decisions = await self.score_prompts(router, payload, threshold, counted, tenant)
         for decision in decisions:
             self.count_decision(decision)

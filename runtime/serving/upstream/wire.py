@@ -280,8 +280,10 @@ class MessagesStream:
     def _count_usage(self, usage: Any) -> None:
         # message_start holds the input tokens; message_delta the output tokens so far (cumulative).
         if isinstance(usage, Mapping):
-            self.input_tokens = _count(usage.get("input_tokens")) or self.input_tokens
-            self.output_tokens = _count(usage.get("output_tokens")) or self.output_tokens
+            if "input_tokens" in usage:
+                self.input_tokens = _count(usage["input_tokens"])
+            if "output_tokens" in usage:
+                self.output_tokens = _count(usage["output_tokens"])
 
     def _usage_chunk(self) -> bytes:
         """OpenAI's last chunk for ``include_usage``: no choices, the request's token counts."""
