@@ -163,13 +163,17 @@ def threshold_for_share(sorted_rates: Sequence[float], strong_share: float) -> f
     ascending, linear between neighbours, equal to ``numpy.quantile``'s default to the last bit on finite float64
     rates (the rates every caller passes; the arithmetic is Python's float64 whatever the input's type). Calibration,
     the live strong-call budget and the parity report all use it; constant time on sorted rates."""
-    if isinstance(strong_share, bool) or not isinstance(strong_share, numbers.Real) or not 0.0 <= strong_share <= 1.0:
+    # The exact-type test first: the live budget takes a threshold on every request.
+    if type(strong_share) is not float and (isinstance(strong_share, bool) or not isinstance(strong_share, numbers.Real)):
         raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
-    if not len(sorted_rates):
+    if not 0.0 <= strong_share <= 1.0:
+        raise InvalidInputError(f"strong share must be in [0, 1], got {strong_share}")
+    count = len(sorted_rates)
+    if not count:
         raise InvalidInputError("no win rates to take a threshold from")
-    position = (1.0 - float(strong_share)) * (len(sorted_rates) - 1)
-    low = math.floor(position)
-    below, above = float(sorted_rates[low]), float(sorted_rates[min(low + 1, len(sorted_rates) - 1)])
+    position = (1.0 - float(strong_share)) * (count - 1)
+    low = int(position)  # floor: the position is never negative
+    below, above = float(sorted_rates[low]), float(sorted_rates[min(low + 1, count - 1)])
     fraction = position - low
     # numpy's lerp: from the nearer end, so that equal neighbours give exactly their value.
     return below + (above - below) * fraction if fraction < 0.5 else above - (above - below) * (1.0 - fraction)
@@ -183,7 +187,7 @@ def threshold_from_table(shares: Sequence[float], thresholds: Sequence[float], s
     if strong_share <= shares[0] or strong_share >= shares[-1]:  # numpy.interp's ends: the end values
         return float(thresholds[0] if strong_share <= shares[0] else thresholds[-1])
     index = bisect.bisect_left(shares, strong_share)
-    if index < len(shares) and shares[index] == strong_share:
+    if shares[index] == strong_share:  # inside the ends, so index is a point of the table
         return float(thresholds[index])
     low, high = index - 1, index
     slope = (thresholds[high] - thresholds[low]) / (shares[high] - shares[low])  # numpy.interp's order, to the last bit

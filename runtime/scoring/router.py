@@ -290,7 +290,9 @@ class Router:
         ``default_threshold()``, as in ``edgeroute route`` (``decision.resolve_threshold``).
         ``strong_pct`` is ``strong_share``'s old name, still accepted.
         """
-        chosen = resolve_threshold(self, threshold, old_share_name(strong_share, strong_pct))
+        if strong_pct is not None:  # the warning names the caller's line
+            strong_share = old_share_name(strong_share, strong_pct)
+        chosen = resolve_threshold(self, threshold, strong_share)
         started = time.perf_counter()
         win_rate = self.strong_win_rate(prompt)
         score_us = (time.perf_counter() - started) * 1e6
