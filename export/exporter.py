@@ -527,6 +527,94 @@ def _resolve_embedder(embedder: str) -> tuple[str, Path | str]:
     return "onnx", path
 
 
+@dataclass
+class _StagedEmbedder:
+    """What an MF embedder stage put into the bundle, and how RouteLLM's reference embeds the parity prompts."""
+
+    sections: dict[str, Any]  # manifest sections: embedder, and tokenizer/optimization/quantization where it has them
+    files: list[str]
+    graphs: dict[str, str] = field(default_factory=dict)
+    reference_embed: Callable[[list[str]], np.ndarray] | None = None  # None: the embedder is remote, no parity
+
+
+def _onnx_embedder(
+    encoder: Any, tokenizer: Any, max_length: int, description: dict[str, Any], staging: Path, options: ExportOptions, progress: tqdm
+) -> _StagedEmbedder:
+    """Export a sentence encoder's graphs and tokenizer (MF routers and the probe tier share this)."""
+    input_names = _input_names(tokenizer)
+    module = SentenceEmbedding(encoder)
+    graphs, facts = _write_encoder_graphs(module, encoder.config, input_names, "sentence_embedding", staging, "embedder", options, progress)
+    embedder = {"kind": "onnx", **description, "graphs": graphs, "inputs": input_names, "output": "sentence_embedding"}
+    sections = {
+        "tokenizer": _save_tokenizer(tokenizer, staging, max_length),
+        "embedder": embedder,
+        "optimization": {"onnxruntime_fusions": facts.pop("onnxruntime_fusions")},
+        "quantization": facts,
+    }
+    reference = partial(_torch_forward, module, tokenizer, max_length=max_length)
+    return _StagedEmbedder(sections, [TOKENIZER_FILE, *graphs.values()], graphs, reference)
+
+
+def _stage_openai_embedder(
+    source: Path | str, checkpoint: Path, text_dim: int, staging: Path, options: ExportOptions, progress: tqdm
+) -> _StagedEmbedder:
+    progress.update(3)
+    return _StagedEmbedder({"embedder": {"kind": "openai", "model": source, "dim": text_dim}}, [])
+
+
+def _stage_static_embedder(
+    source: Path | str, checkpoint: Path, text_dim: int, staging: Path, options: ExportOptions, progress: tqdm
+) -> _StagedEmbedder:
+    from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
+
+    for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE):
+        if not (checkpoint / name).is_file():
+            raise CheckpointError(f"{checkpoint / name}: missing; train with `edgeroute train mf --encoder static`")
+    shutil.copyfile(checkpoint / STATIC_TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    # float16 storage halves the bundle; rows are averaged in float32 at scoring time.
+    table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
+    np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
+    max_length = options.max_length or 512
+    sections = {
+        "tokenizer": {"file": TOKENIZER_FILE, "max_length": max_length, "truncation": "longer prompts keep their first max_length tokens"},
+        "embedder": {
+            "kind": "static",
+            "file": STATIC_TABLE_FILE,
+            "dim": text_dim,
+            "storage": "float16",
+            "model": "all-MiniLM-L6-v2 distilled to static token embeddings (PCA, SIF weights)",
+            "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
+        },
+    }
+    progress.update(3)
+    return _StagedEmbedder(sections, [STATIC_TABLE_FILE, TOKENIZER_FILE], reference_embed=static_embedder(checkpoint, max_length))
+
+
+def _stage_local_embedder(
+    source: Path | str, checkpoint: Path, text_dim: int, staging: Path, options: ExportOptions, progress: tqdm
+) -> _StagedEmbedder:
+    from transformers import AutoModel
+
+    tokenizer, encoder = _load_hf(Path(source), AutoModel, optional=("pooler.",))
+    if encoder.config.hidden_size != text_dim:
+        raise CheckpointError(
+            f"{checkpoint}: text_dim is {text_dim} but the embedder {source} produces "
+            f"{encoder.config.hidden_size}-dimensional embeddings; pick the embedder it was trained on"
+        )
+    max_length = _max_length(Path(source), encoder, tokenizer, options.max_length)
+    model = "sentence-transformers/all-MiniLM-L6-v2" if Path(source) == minilm_dir() else Path(source).name
+    description = {"model": model, "dim": text_dim, "pooling": "mean over attention mask, then L2 normalization"}
+    return _onnx_embedder(encoder, tokenizer, max_length, description, staging, options, progress)
+
+
+# How each kind of MF prompt embedder is put into a bundle (`_resolve_embedder` names the kind).
+_MF_EMBEDDER_STAGES: dict[str, Callable[[Path | str, Path, int, Path, ExportOptions, tqdm], _StagedEmbedder]] = {
+    "openai": _stage_openai_embedder,
+    "static": _stage_static_embedder,
+    "onnx": _stage_local_embedder,
+}
+
+
 def export_mf(checkpoint: Path, options: ExportOptions, embedder: str = "minilm", model_names_file: Path | None = None) -> Path:
     """Export a RouteLLM MF router: the folded head plus its prompt embedder, to a bundle.
 
@@ -534,8 +622,6 @@ def export_mf(checkpoint: Path, options: ExportOptions, embedder: str = "minilm"
     a local sentence-encoder folder, or 'openai:MODEL' for a remote OpenAI-compatible endpoint
     (RouteLLM's own checkpoints use 'openai:text-embedding-3-small', text_dim 1536).
     """
-    from transformers import AutoModel
-
     checkpoint = Path(checkpoint)
     mf = read_mf_checkpoint(checkpoint, Path(model_names_file) if model_names_file else None)
     strong = options.strong_name or _default_member(mf.model_names, 0)
@@ -559,74 +645,14 @@ def export_mf(checkpoint: Path, options: ExportOptions, embedder: str = "minilm"
                 "folding": "row m = (classifier * normalize(P[m])) @ text_proj; score(m) = row m . embedding",
                 "win_rate": {"kind": "sigmoid_difference", "formula": "sigmoid(score(strong) - score(weak))"},
             }
-            files = [HEAD_FILE]
-            graphs: dict[str, str] = {}
-            # Embeds the parity prompts the way the reference (RouteLLM's own computation) would.
-            reference_embed: Callable[[list[str]], np.ndarray] | None = None
-            if embedder_kind == "openai":
-                manifest["embedder"] = {"kind": "openai", "model": embedder_source, "dim": mf.text_dim}
-                progress.update(3)
-            elif embedder_kind == "static":
-                from edgeroute.export.static import STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE, static_embedder
-
-                for name in (STATIC_TABLE_FILE, STATIC_TOKENIZER_FILE):
-                    if not (checkpoint / name).is_file():
-                        raise CheckpointError(f"{checkpoint / name}: missing; train with `edgeroute train mf --encoder static`")
-                shutil.copyfile(checkpoint / STATIC_TOKENIZER_FILE, staging / TOKENIZER_FILE)
-                # float16 storage halves the bundle; rows are averaged in float32 at scoring time.
-                table = np.load(checkpoint / STATIC_TABLE_FILE, allow_pickle=False)
-                np.save(staging / STATIC_TABLE_FILE, table.astype(np.float16), allow_pickle=False)
-                max_length = options.max_length or 512
-                manifest["tokenizer"] = {
-                    "file": TOKENIZER_FILE,
-                    "max_length": max_length,
-                    "truncation": "longer prompts keep their first max_length tokens",
-                }
-                manifest["embedder"] = {
-                    "kind": "static",
-                    "file": STATIC_TABLE_FILE,
-                    "dim": mf.text_dim,
-                    "storage": "float16",
-                    "model": "all-MiniLM-L6-v2 distilled to static token embeddings (PCA, SIF weights)",
-                    "pooling": "mean of the prompt's token rows (no special tokens), then L2 normalization",
-                }
-                files += [STATIC_TABLE_FILE, TOKENIZER_FILE]
-                progress.update(3)
-                reference_embed = static_embedder(checkpoint, max_length)
-            else:
-                tokenizer, encoder = _load_hf(Path(embedder_source), AutoModel, optional=("pooler.",))
-                if encoder.config.hidden_size != mf.text_dim:
-                    raise CheckpointError(
-                        f"{checkpoint}: text_dim is {mf.text_dim} but the embedder {embedder_source} produces "
-                        f"{encoder.config.hidden_size}-dimensional embeddings; pick the embedder it was trained on"
-                    )
-                max_length = _max_length(Path(embedder_source), encoder, tokenizer, options.max_length)
-                input_names = _input_names(tokenizer)
-                module = SentenceEmbedding(encoder)
-                graphs, facts = _write_encoder_graphs(
-                    module, encoder.config, input_names, "sentence_embedding", staging, "embedder", options, progress
-                )
-                manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
-                manifest["embedder"] = {
-                    "kind": "onnx",
-                    "model": Path(embedder_source).name if embedder != "minilm" else "sentence-transformers/all-MiniLM-L6-v2",
-                    "dim": mf.text_dim,
-                    "pooling": "mean over attention mask, then L2 normalization",
-                    "graphs": graphs,
-                    "inputs": input_names,
-                    "output": "sentence_embedding",
-                }
-                manifest["optimization"] = {"onnxruntime_fusions": facts.pop("onnxruntime_fusions")}
-                manifest["quantization"] = facts
-                files += [TOKENIZER_FILE, *graphs.values()]
-
-                reference_embed = partial(_torch_forward, module, tokenizer, max_length=max_length)
-
-            manifest["files"] = {name: {} for name in files}
+            staged = _MF_EMBEDDER_STAGES[embedder_kind](embedder_source, checkpoint, mf.text_dim, staging, options, progress)
+            manifest.update(staged.sections)
+            manifest["files"] = {name: {} for name in [HEAD_FILE, *staged.files]}
             write_manifest(staging, manifest)
             progress.set_description("verify parity")
-            reference = None if reference_embed is None else mf.reference_win_rate(reference_embed(PARITY_PROMPTS), strong, weak)
-            manifest["parity"] = _mf_parity(mf, staging, graphs, reference, options, strong, weak)
+            embed = staged.reference_embed
+            reference = None if embed is None else mf.reference_win_rate(embed(PARITY_PROMPTS), strong, weak)
+            manifest["parity"] = _mf_parity(mf, staging, staged.graphs, reference, options, strong, weak)
             if "golden" in manifest["parity"]:
                 manifest["golden"] = manifest["parity"].pop("golden")
             progress.update()
@@ -793,29 +819,21 @@ def export_probe(checkpoint: Path, options: ExportOptions) -> Path:
         )
     options.strong_name = options.strong_name or report["models"]["strong"]
     options.weak_name = options.weak_name or report["models"]["weak"]
+    description = {
+        "model": report["recipe"].get("encoder", ENCODER_FOLDER),
+        "dim": int(encoder.config.hidden_size),
+        "pooling": f"bottom {encoder.config.num_hidden_layers} layers; mean over attention mask, then L2 normalization",
+    }
     with _staged(options) as staging:
         with tqdm(total=4, desc="export", unit="step") as progress:
-            input_names = _input_names(tokenizer)
-            graphs, facts = _write_encoder_graphs(
-                SentenceEmbedding(encoder), encoder.config, input_names, "sentence_embedding", staging, "embedder", options, progress
-            )
+            staged = _onnx_embedder(encoder, tokenizer, max_length, description, staging, options, progress)
+            graphs = staged.graphs
             for name in (HEAD_FILE, HEAD_OUT_FILE):
                 shutil.copyfile(checkpoint / name, staging / name)
             manifest = _base_manifest("mf", options, checkpoint, "edgeroute-probe")
-            manifest["tokenizer"] = _save_tokenizer(tokenizer, staging, max_length)
-            manifest["embedder"] = {
-                "kind": "onnx",
-                "model": report["recipe"].get("encoder", ENCODER_FOLDER),
-                "dim": int(encoder.config.hidden_size),
-                "pooling": f"bottom {encoder.config.num_hidden_layers} layers; mean over attention mask, then L2 normalization",
-                "graphs": graphs,
-                "inputs": input_names,
-                "output": "sentence_embedding",
-            }
+            manifest.update(staged.sections)
             manifest["head"] = _mlp_head_section([options.strong_name, options.weak_name], None)
-            manifest["optimization"] = {"onnxruntime_fusions": facts.pop("onnxruntime_fusions")}
-            manifest["quantization"] = facts
-            manifest["files"] = {name: {} for name in [TOKENIZER_FILE, HEAD_FILE, HEAD_OUT_FILE, *graphs.values()]}
+            manifest["files"] = {name: {} for name in [HEAD_FILE, HEAD_OUT_FILE, *staged.files]}
             write_manifest(staging, manifest)
             progress.set_description("verify parity")
             reference = reference_win_rates(checkpoint, PARITY_PROMPTS)
