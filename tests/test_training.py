@@ -51,7 +51,9 @@ def test_train_bert_then_export_and_route(layout, encoder_dir, tmp_path):
         battles, tmp_path / "ckpt", STRONG, WEAK, encoder=encoder_dir, epochs=1, batch_size=16, learning_rate=1e-3, max_length=64
     )
     assert report.n_train > 0 and report.history and "val_apgr" in report.best
-    assert json.loads((tmp_path / "ckpt" / "training.json").read_text())["recipe"]["epochs"] == 1
+    recipe = json.loads((tmp_path / "ckpt" / "training.json").read_text())["recipe"]
+    assert recipe["epochs"] == 1
+    assert recipe["encoder"] == encoder_dir.name  # the folder's name: the manifest copies it, and carries no machine paths
     manifest = export_bert(
         tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle", precisions=("int8",), int8_min_share_agreement=0.0)
     )  # tiny model, near-tied
@@ -108,6 +110,7 @@ def test_train_mf_on_many_models_then_export(tmp_path, encoder_dir):
         ExportOptions(out=tmp_path / "bundle", precisions=("fp32",), strong_name="big", weak_name="small"),
         str(encoder_dir),
     )
+    assert json.loads(manifest.read_text())["source"]["training"]["recipe"]["encoder"] == encoder_dir.name  # no machine path
     router = Router.load(manifest.parent)
     hard, easy = router.strong_win_rates(["integrate this hard function #500", "say hi #501"])
     assert hard > easy  # learned: the strong model wins the hard prompts

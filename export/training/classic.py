@@ -60,12 +60,17 @@ def validation_apgr(win_rates: np.ndarray, labels: np.ndarray) -> float:
     return summarize(curve, strong_quality.mean(), weak_quality.mean())["apgr"]
 
 
-def _length_buckets(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Batches of similar length (less padding, much faster on CPU), in shuffled order."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
+def _keep_if_best(report: TrainReport, model: torch.nn.Module, best_state: dict[str, torch.Tensor]) -> None:
+    """Make the newest history entry the best, and copy the weights, when its validation APGR beats the best so far."""
+    apgr = report.history[-1]["val_apgr"]
+    if not report.best or (apgr == apgr and apgr > report.best["val_apgr"]):
+        report.best = dict(report.history[-1])
+        best_state.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def _encoder_name(encoder: str | Path | None) -> str:
+    """The encoder as training.json records it: its folder's name, never a path of this machine (manifests copy it)."""
+    return "minilm" if encoder in (None, "minilm") else Path(encoder).name
 
 
 def _encoder_dir(encoder: str | Path | None) -> Path:
@@ -89,7 +94,9 @@ def train_bert(
     evals_per_epoch: int = 2,
 ) -> TrainReport:
     """Fine-tune a BERT-family encoder as RouteLLM's 3-label router; keep the best validation APGR."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoTokenizer
+
+    from edgeroute.export.training.finetune import FineTuneRecipe, TokenizedPrompts, finetuned_win_rates, train_finetuned
 
     seed_everything(seed)
     indices, labels = battles.pair_labels(strong_model, weak_model)
@@ -97,79 +104,27 @@ def train_bert(
         raise InvalidInputError(f"no battles between {strong_model!r} and {weak_model!r} in the training data")
     split = battles.split[indices]
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
-    prompts = [battles.prompts[i] for i in indices]
     encoder_dir = _encoder_dir(encoder)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(encoder_dir),
-        num_labels=3,
-        local_files_only=True,
-        id2label={0: "strong wins", 1: "tie", 2: "weak wins"},
-        label2id={"strong wins": 0, "tie": 1, "weak wins": 2},
-    )
-    encoded = tokenizer(prompts, truncation=True, max_length=max_length)["input_ids"]
-    lengths = [len(ids) for ids in encoded]
-    rng = random.Random(seed)
+    tokens = TokenizedPrompts(tokenizer, [battles.prompts[i] for i in indices], max_length)
+    recipe = FineTuneRecipe(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, seed=seed)
+    report = TrainReport("bert", _bert_recipe_facts(recipe, encoder, strong_model, weak_model), len(train_rows), len(val_rows))
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)
-    total_steps = max(1, int(steps_per_epoch * epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * total_steps), total_steps)
     eval_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
-    recipe = {
-        "encoder": str(encoder or "minilm"),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "max_length": max_length,
-        "seed": seed,
-        "strong_model": strong_model,
-        "weak_model": weak_model,
-        "loss": "cross-entropy over RouteLLM's 3 labels",
-        "schedule": "AdamW, linear decay, 10% warm-up",
-    }
-    report = TrainReport("bert", recipe, len(train_rows), len(val_rows))
-    label_tensor = torch.as_tensor(labels)
+    best_state: dict[str, torch.Tensor] = {}
 
-    def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
-        return tokenizer.pad({"input_ids": [encoded[r] for r in rows]}, return_tensors="pt")
-
-    def predict(rows: np.ndarray) -> np.ndarray:
+    def evaluate(step: int, total: int, loss: float, model: Any) -> None:
+        if step % eval_every and step != total:
+            return
         model.eval()
-        win_rates = np.zeros(len(rows))
-        order = sorted(range(len(rows)), key=lambda i: lengths[rows[i]])
-        with torch.no_grad():
-            for start in range(0, len(order), 64):
-                chunk = order[start : start + 64]
-                logits = model(**batch_of([int(rows[i]) for i in chunk])).logits
-                win_rates[chunk] = torch.softmax(logits, dim=-1)[:, 0].numpy()
+        apgr = validation_apgr(finetuned_win_rates(model, tokens.subset(val_rows)), labels[val_rows]) if len(val_rows) else float("nan")
         model.train()
-        return win_rates
+        report.history.append({"step": step, "epoch": step / steps_per_epoch, "val_apgr": apgr, "loss": loss})
+        tqdm.write(f"step {step}: validation APGR {apgr:.4f}")
+        _keep_if_best(report, model, best_state)
 
-    best_state, step = None, 0
-    model.train()
-    with tqdm(total=total_steps, desc="train bert", unit="step") as progress:
-        while step < total_steps:
-            for batch_rows in _length_buckets([lengths[r] for r in train_rows], batch_size, rng):
-                rows = [int(train_rows[i]) for i in batch_rows]
-                loss = torch.nn.functional.cross_entropy(model(**batch_of(rows)).logits, label_tensor[rows])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-                step += 1
-                progress.update()
-                progress.set_postfix(loss=f"{loss.item():.3f}")
-                if step % eval_every == 0 or step == total_steps:
-                    apgr = validation_apgr(predict(val_rows), labels[val_rows]) if len(val_rows) else float("nan")
-                    report.history.append({"step": step, "epoch": step / steps_per_epoch, "val_apgr": apgr, "loss": float(loss.item())})
-                    progress.write(f"step {step}: validation APGR {apgr:.4f}")
-                    if not report.best or (apgr == apgr and apgr > report.best["val_apgr"]):
-                        report.best = dict(report.history[-1])
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if step >= total_steps:
-                    break
-    if best_state is not None:
+    model = train_finetuned(encoder_dir, tokens, labels, train_rows, recipe, "train bert", evaluate)
+    if best_state:
         model.load_state_dict(best_state)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
@@ -177,6 +132,22 @@ def train_bert(
     tokenizer.save_pretrained(str(out))
     report.save(out)
     return report
+
+
+def _bert_recipe_facts(recipe: Any, encoder: str | Path | None, strong_model: str, weak_model: str) -> dict[str, Any]:
+    """training.json's recipe of ``edgeroute train bert``."""
+    return {
+        "encoder": _encoder_name(encoder),
+        "epochs": recipe.epochs,
+        "batch_size": recipe.batch_size,
+        "learning_rate": recipe.learning_rate,
+        "max_length": recipe.max_length,
+        "seed": recipe.seed,
+        "strong_model": strong_model,
+        "weak_model": weak_model,
+        "loss": "cross-entropy over RouteLLM's 3 labels",
+        "schedule": "AdamW, linear decay, 10% warm-up",
+    }
 
 
 # ------------------------------------------------------------------------------ MF
@@ -255,7 +226,7 @@ def train_mf(
     model = _MFTrainer(len(names), dim, embeddings.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     recipe = {
-        "encoder": str(encoder or "minilm"),
+        "encoder": _encoder_name(encoder),
         "dim": dim,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -268,48 +239,63 @@ def train_mf(
         "loss": "BCE on decisive battles (RouteLLM MF)",
     }
     report = TrainReport("mf", recipe, len(train), len(val_labels))
-    best_state = None
+    best_state: dict[str, torch.Tensor] = {}
     generator = torch.Generator().manual_seed(seed)
     strong_row, weak_row = torch.tensor([index[strong_model]]), torch.tensor([index[weak_model]])
     for epoch in tqdm(range(1, epochs + 1), desc="train mf", unit="epoch"):
-        model.train()
         permutation = torch.randperm(len(train), generator=generator)
-        total = 0.0
-        for start in range(0, len(train), batch_size):
-            rows = permutation[start : start + batch_size]
-            logits = model(winners[rows], losers[rows], prompts[rows], noise)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(rows)
+        train_loss = _mf_epoch(model, optimizer, (winners, losers, prompts), permutation, batch_size, noise)
         model.eval()
         with torch.no_grad():
             logits = model(strong_row.expand(len(val_embeddings)), weak_row.expand(len(val_embeddings)), val_embeddings, 0.0)
         apgr = validation_apgr(torch.sigmoid(logits).numpy(), val_labels) if len(val_labels) else float("nan")
-        report.history.append({"epoch": epoch, "train_loss": total / max(1, len(train)), "val_apgr": apgr})
-        if not report.best or (apgr == apgr and apgr > report.best["val_apgr"]):
-            report.best = dict(report.history[-1])
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
+        report.history.append({"epoch": epoch, "train_loss": train_loss, "val_apgr": apgr})
+        _keep_if_best(report, model, best_state)
+    if best_state:
         model.load_state_dict(best_state)
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    state = model.state_dict()
-    save_file(
-        {
-            "P.weight": state["P.weight"].contiguous(),
-            "text_proj.0.weight": state["text_proj.weight"].contiguous(),
-            "classifier.0.weight": state["classifier.weight"].contiguous(),
-        },
-        str(out / "model.safetensors"),
-    )
-    config = {"dim": dim, "num_models": len(names), "text_dim": int(embeddings.shape[1]), "num_classes": 1, "use_proj": True}
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (out / MODEL_IDS_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    _save_mf_checkpoint(out, model, index, dim, int(embeddings.shape[1]))
     report.save(out)
     return report
+
+
+def _mf_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    battles: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    permutation: torch.Tensor,
+    batch_size: int,
+    noise: float,
+) -> float:
+    """One pass over the decisive battles (winner, loser, prompt embedding) in ``permutation``'s order; the mean loss."""
+    winners, losers, prompts = battles
+    model.train()
+    total = 0.0
+    for start in range(0, len(permutation), batch_size):
+        rows = permutation[start : start + batch_size]
+        logits = model(winners[rows], losers[rows], prompts[rows], noise)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(rows)
+    return total / max(1, len(permutation))
+
+
+def _save_mf_checkpoint(out: Path, model: torch.nn.Module, index: dict[str, int], dim: int, text_dim: int) -> None:
+    """RouteLLM's MF checkpoint layout: model.safetensors, config.json and the model ids."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    weights = {
+        "P.weight": state["P.weight"],
+        "text_proj.0.weight": state["text_proj.weight"],
+        "classifier.0.weight": state["classifier.weight"],
+    }
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(out / "model.safetensors"))
+    config = {"dim": dim, "num_models": len(index), "text_dim": text_dim, "num_classes": 1, "use_proj": True}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out / MODEL_IDS_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def run_train_command(args: Any) -> TrainReport:

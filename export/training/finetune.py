@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -65,10 +65,23 @@ class TokenizedPrompts:
         return dict(self.tokenizer.pad({"input_ids": [self.ids[r] for r in rows]}, return_tensors="pt"))
 
 
+# Called after every optimizer step with (step, total steps, that step's loss, the model in training mode).
+StepHook = Callable[[int, int, float, Any], None]
+
+
 def train_finetuned(
-    encoder_dir: Path, tokens: TokenizedPrompts, labels: np.ndarray, rows: np.ndarray, recipe: FineTuneRecipe, label: str = "fine-tune bert"
+    encoder_dir: Path,
+    tokens: TokenizedPrompts,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    recipe: FineTuneRecipe,
+    label: str = "fine-tune bert",
+    after_step: StepHook | None = None,
 ) -> Any:
-    """Fine-tune every layer of a fresh 3-label classifier on ``rows`` (cross-entropy over RouteLLM's labels)."""
+    """Fine-tune every layer of a fresh 3-label classifier on ``rows`` (cross-entropy over RouteLLM's labels).
+
+    ``after_step`` sees the model after each step (``edgeroute train bert`` evaluates and keeps its best step there).
+    """
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(recipe.seed)
@@ -90,6 +103,8 @@ def train_finetuned(
                 optimizer.zero_grad()
                 progress.update()
                 progress.set_postfix(loss=f"{loss.item():.3f}")
+                if after_step is not None:
+                    after_step(progress.n, total, float(loss.item()), model)
     return model.eval()
 
 
@@ -116,6 +131,7 @@ def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 
 __all__ = [
     "LABELS",
     "FineTuneRecipe",
+    "StepHook",
     "TokenizedPrompts",
     "finetuned_win_rates",
     "length_batches",
