@@ -20,7 +20,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from edgeroute.runtime.scoring.decision import Decision, old_share_name
@@ -465,6 +465,95 @@ def shutdown_grace_s(config: ServerConfig) -> float:
     return config.upstream_timeout_s * calls + 5.0
 
 
+class _HeaderTimer:
+    """Mixed into uvicorn's HTTP protocols: closes a connection whose request headers take over
+    ``header_timeout_s`` or pass ``MAX_HEADER_BYTES``; ``awaiting_headers()`` says whether headers are due."""
+
+    header_timeout_s: float
+    _header_timer: asyncio.TimerHandle | None = None
+    _header_bytes = 0  # of the request whose headers are arriving
+    loop: Any
+    transport: Any
+
+    def awaiting_headers(self) -> bool:
+        raise NotImplementedError
+
+    def connection_made(self, transport: Any) -> None:
+        # One send for a response's headers and body (see coalesce.py): 2 -> 1 system call per answer.
+        super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self.awaiting_headers():
+            # Neither parser bounds a header block (both keep copying it as it grows): past
+            # MAX_HEADER_BYTES, at most one read (256 KiB) later, the connection gets 431 and closes.
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse_headers()
+                return
+            self._arm()  # the headers of a request are arriving: they have the timeout from their first byte
+        else:
+            self._header_bytes = 0
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+    def _refuse_headers(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self._header_timer = None
+        if self.awaiting_headers() and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _httptools_header_timer() -> type:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderTimeoutHttpToolsProtocol(_HeaderTimer, HttpToolsProtocol):
+        _in_headers = True  # from the connection's opening, and from each message's first byte
+
+        def awaiting_headers(self) -> bool:
+            return self._in_headers
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers = True
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            super().on_headers_complete()
+
+    return HeaderTimeoutHttpToolsProtocol
+
+
+def _h11_header_timer() -> type:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11Protocol(_HeaderTimer, H11Protocol):
+        def awaiting_headers(self) -> bool:
+            return self.conn.their_state is h11.IDLE
+
+    return HeaderTimeoutH11Protocol
+
+
+# Each parser's protocol with the header timer; built on first use, so importing the server loads neither parser.
+_HEADER_TIMER_PROTOCOLS: dict[str, Callable[[], type]] = {"httptools": _httptools_header_timer, "h11": _h11_header_timer}
+
+
 def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
     """uvicorn's HTTP protocol (``h11`` or ``httptools``), closing connections that take over
     ``timeout_s`` to send a request's headers.
@@ -474,85 +563,8 @@ def header_timeout_protocol(timeout_s: float, parser: str = "h11") -> type:
     runs from a connection's opening, and from the first byte of each later request's headers,
     to the end of those headers.
     """
-
-    class HeaderTimer:
-        """The timer both parsers share; ``awaiting_headers()`` says whether a request's headers are due."""
-
-        _header_timer: asyncio.TimerHandle | None = None
-        _header_bytes = 0  # of the request whose headers are arriving
-        loop: Any
-        transport: Any
-
-        def awaiting_headers(self) -> bool:
-            raise NotImplementedError
-
-        def connection_made(self, transport: Any) -> None:
-            # One send for a response's headers and body (see coalesce.py): 2 -> 1 system call per answer.
-            super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[misc]
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)  # type: ignore[misc]
-            if self.awaiting_headers():
-                # Neither parser bounds a header block (both keep copying it as it grows): past
-                # MAX_HEADER_BYTES, at most one read (256 KiB) later, the connection gets 431 and closes.
-                self._header_bytes += len(data)
-                if self._header_bytes > MAX_HEADER_BYTES:
-                    self._refuse_headers()
-                    return
-                self._arm()  # the headers of a request are arriving: they have timeout_s from their first byte
-            else:
-                self._header_bytes = 0
-                if self._header_timer is not None:
-                    self._header_timer.cancel()
-                    self._header_timer = None
-
-        def _refuse_headers(self) -> None:
-            if not self.transport.is_closing():
-                self.transport.write(HEADERS_TOO_LARGE)
-                self.transport.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-            super().connection_lost(exc)  # type: ignore[misc]
-
-        def _arm(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(timeout_s, self._expire)
-
-        def _expire(self) -> None:
-            self._header_timer = None
-            if self.awaiting_headers() and not self.transport.is_closing():
-                self.transport.close()
-
-    if parser == "httptools":
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        class HeaderTimeoutHttpToolsProtocol(HeaderTimer, HttpToolsProtocol):
-            _in_headers = True  # from the connection's opening, and from each message's first byte
-
-            def awaiting_headers(self) -> bool:
-                return self._in_headers
-
-            def on_message_begin(self) -> None:
-                super().on_message_begin()
-                self._in_headers = True
-
-            def on_headers_complete(self) -> None:
-                self._in_headers = False
-                super().on_headers_complete()
-
-        return HeaderTimeoutHttpToolsProtocol
-
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderTimeoutH11Protocol(HeaderTimer, H11Protocol):
-        def awaiting_headers(self) -> bool:
-            return self.conn.their_state is h11.IDLE
-
-    return HeaderTimeoutH11Protocol
+    base = _HEADER_TIMER_PROTOCOLS["httptools" if parser == "httptools" else "h11"]()
+    return type(base.__name__, (base,), {"header_timeout_s": timeout_s})
 
 
 def http_parser() -> str:
