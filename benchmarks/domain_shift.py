@@ -72,85 +72,81 @@ def _head_difference(folder: Path, strong: str, weak: str) -> np.ndarray:
     return folded[checkpoint.model_names.index(strong)] - folded[checkpoint.model_names.index(weak)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument(
-        "--router", required=True, help="MF bundle whose embedder to use (the committed figures: the MiniLM MF router, int8)"
-    )
-    parser.add_argument("--splits", type=int, default=12)
-    parser.add_argument("--mf", action="store_true", help="also train the MF recipe per hold-out (export extra)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "domain_shift.md")
-    args = parser.parse_args()
+class DomainShift:
+    """MMLU and GSM8K embedded once; ``evaluate`` fits on every domain but a hold-out and scores the hold-out."""
 
-    mmlu = load_benchmark(args.data_dir, "mmlu")
-    gsm8k = load_benchmark(args.data_dir, "gsm8k")
-    domains = mmlu_domains(args.data_dir)
-    router = Router.load(args.router)
-    embeddings = embed(router, mmlu.prompts + gsm8k.prompts)
-    e_mmlu, e_gsm8k = embeddings[: len(mmlu)], embeddings[len(mmlu) :]
-    gsm8k_train = split_of(gsm8k) == "train"
-    target_mmlu = (mmlu.strong_quality > mmlu.weak_quality).astype(float)
-    target_gsm8k = (gsm8k.strong_quality > gsm8k.weak_quality).astype(float)
-    lengths = np.array([len(p) for p in mmlu.prompts], dtype=float)
-    groups = np.array(mmlu.groups)
+    def __init__(self, data_dir: Path, router: Router, with_mf: bool) -> None:
+        self.mmlu = load_benchmark(data_dir, "mmlu")
+        gsm8k = load_benchmark(data_dir, "gsm8k")
+        self.domains = mmlu_domains(data_dir)
+        embeddings = embed(router, self.mmlu.prompts + gsm8k.prompts)
+        self.e_mmlu, gsm8k_train = embeddings[: len(self.mmlu)], split_of(gsm8k) == "train"
+        self.e_gsm8k_train = embeddings[len(self.mmlu) :][gsm8k_train]
+        self.target_mmlu = (self.mmlu.strong_quality > self.mmlu.weak_quality).astype(float)
+        self.target_gsm8k_train = (gsm8k.strong_quality > gsm8k.weak_quality).astype(float)[gsm8k_train]
+        self.lengths = np.array([len(p) for p in self.mmlu.prompts], dtype=float)
+        self.groups = np.array(self.mmlu.groups)
+        self.with_mf = with_mf
 
-    def evaluate(held_out: set[str]) -> tuple[float, ...]:
-        test = np.isin(groups, sorted(held_out))
+    def evaluate(self, held_out: set[str]) -> tuple[float, ...]:
+        """APGR on the held-out domains: logistic regression, prompt length, and the MF recipe when asked."""
+        test = np.isin(self.groups, sorted(held_out))
         train = ~test
-        x = np.vstack([e_mmlu[train], e_gsm8k[gsm8k_train]])
-        y = np.concatenate([target_mmlu[train], target_gsm8k[gsm8k_train]])
+        x = np.vstack([self.e_mmlu[train], self.e_gsm8k_train])
+        y = np.concatenate([self.target_mmlu[train], self.target_gsm8k_train])
         w = fit_logistic(x, y)
-        scores = e_mmlu[test] @ w[:-1]
-        figures = (
-            apgr(scores, mmlu.strong_quality[test], mmlu.weak_quality[test]),
-            apgr(lengths[test], mmlu.strong_quality[test], mmlu.weak_quality[test]),
-        )
-        if not args.mf:
+        strong, weak = self.mmlu.strong_quality[test], self.mmlu.weak_quality[test]
+        figures = (apgr(self.e_mmlu[test] @ w[:-1], strong, weak), apgr(self.lengths[test], strong, weak))
+        if not self.with_mf:
             return figures
-        mf_scores = mf_recipe(mmlu, e_mmlu, train, test)
-        return (*figures, apgr(mf_scores, mmlu.strong_quality[test], mmlu.weak_quality[test]))
+        return (*figures, apgr(mf_recipe(self.mmlu, self.e_mmlu, train, test), strong, weak))
 
-    fixed = set(np.array(mmlu.groups)[split_of(mmlu, domains) == "test"])
-    fixed_row = evaluate(fixed)
-    rows = []
-    for seed in range(args.splits):
-        held_out = set(np.random.default_rng(seed).choice(domains, 10, replace=False))
-        rows.append(evaluate(held_out))
-    rows_array = np.array(rows)
-    columns = ["logistic regression APGR", "prompt-length APGR"] + (["MF recipe APGR"] if args.mf else [])
-    gain = {d: float(mmlu.strong_quality[groups == d].mean() - mmlu.weak_quality[groups == d].mean()) for d in domains}
+    def fixed_test_domains(self) -> set[str]:
+        """The domains of edgeroute's fixed test split."""
+        return set(self.groups[split_of(self.mmlu, self.domains) == "test"])
+
+    def gain(self) -> dict[str, float]:
+        """The strong model's accuracy advantage per domain."""
+        quality = self.mmlu
+        return {
+            d: float(quality.strong_quality[self.groups == d].mean() - quality.weak_quality[self.groups == d].mean()) for d in self.domains
+        }
+
+
+def markdown(
+    study: DomainShift, router_name: str, fixed: set[str], fixed_row: tuple[float, ...], rows: list[tuple[float, ...]]
+) -> list[str]:
+    """The report's lines: the hold-out table, then the strong model's gain per domain."""
+    rows_array, mf = np.array(rows), study.with_mf
+    columns = ["logistic regression APGR", "prompt-length APGR"] + (["MF recipe APGR"] if mf else [])
+    gain, groups = study.gain(), study.groups
+    mf_note = (
+        "The MF recipe column trains RouteLLM's MF head exactly as `edgeroute train mf` does (decisive battles, "
+        "dim 128, 100 epochs, epoch chosen on a 10% slice of the training domains) for each hold-out, on the "
+        "MMLU training domains only.\n"
+    )
+    spread = " | ".join(
+        f"**{rows_array[:, c].mean():.3f}** (min {rows_array[:, c].min():.3f}, max {rows_array[:, c].max():.3f})"
+        for c in range(len(columns))
+    )
     lines = [
         "# Routing on unseen MMLU subjects",
         "",
-        f"Measured by `benchmarks/domain_shift.py` ({len(mmlu)} MMLU prompts, {len(domains)} domains; embeddings from "
-        f"the embedder of `{router.name}`). A logistic regression on frozen embeddings predicts "
+        f"Measured by `benchmarks/domain_shift.py` ({len(study.mmlu)} MMLU prompts, {len(study.domains)} domains; embeddings from "
+        f"the embedder of `{router_name}`). A logistic regression on frozen embeddings predicts "
         "'strong model right and weak model wrong', trained on every other domain plus the GSM8K training slice; "
         "APGR on the 10 held-out domains.",
         "",
-        (
-            "The MF recipe column trains RouteLLM's MF head exactly as `edgeroute train mf` does (decisive battles, "
-            "dim 128, 100 epochs, epoch chosen on a 10% slice of the training domains) for each hold-out, on the "
-            "MMLU training domains only.\n"
-            if args.mf
-            else ""
-        ),
+        mf_note if mf else "",
         "| hold-out | " + " | ".join(columns) + " |",
         "|" + " --- |" * (len(columns) + 1),
         "| edgeroute's fixed test split | " + " | ".join(f"{v:.3f}" for v in fixed_row) + " |",
-    ]
-    lines += [f"| random 10 domains, seed {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(rows)]
-    lines += [
-        f"| **mean of {len(rows)} random hold-outs** | "
-        + " | ".join(
-            f"**{rows_array[:, c].mean():.3f}** (min {rows_array[:, c].min():.3f}, max {rows_array[:, c].max():.3f})"
-            for c in range(len(columns))
-        )
-        + " |",
+        *(f"| random 10 domains, seed {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(rows)),
+        f"| **mean of {len(rows)} random hold-outs** | {spread} |",
         "",
         "Random routing scores 0.5. On subjects it never saw, the logistic regression on these embeddings "
         f"averages {rows_array[:, 0].mean():.3f}"
-        + (f", RouteLLM's MF recipe on the same embeddings {rows_array[:, 2].mean():.3f}" if args.mf else "")
+        + (f", RouteLLM's MF recipe on the same embeddings {rows_array[:, 2].mean():.3f}" if mf else "")
         + ", with a wide spread from one hold-out to another: the strong model's advantage "
         "differs from domain to domain in ways the topic does not predict (for example "
         f"high_school_mathematics, where the weak model is better: gain {gain['high_school_mathematics']:+.3f}; "
@@ -162,8 +158,24 @@ def main() -> None:
         "| domain | prompts | gain |",
         "| --- | --- | --- |",
     ]
-    for domain in sorted(domains, key=lambda d: -gain[d]):
-        lines.append(f"| {domain} | {int((groups == domain).sum())} | {gain[domain]:+.3f} |")
+    return lines + [f"| {d} | {int((groups == d).sum())} | {gain[d]:+.3f} |" for d in sorted(study.domains, key=lambda d: -gain[d])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument(
+        "--router", required=True, help="MF bundle whose embedder to use (the committed figures: the MiniLM MF router, int8)"
+    )
+    parser.add_argument("--splits", type=int, default=12)
+    parser.add_argument("--mf", action="store_true", help="also train the MF recipe per hold-out (export extra)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "domain_shift.md")
+    args = parser.parse_args()
+    router = Router.load(args.router)
+    study = DomainShift(args.data_dir, router, args.mf)
+    fixed = study.fixed_test_domains()
+    held_outs = [set(np.random.default_rng(seed).choice(study.domains, 10, replace=False)) for seed in range(args.splits)]
+    lines = markdown(study, router.name, fixed, study.evaluate(fixed), [study.evaluate(held_out) for held_out in held_outs])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:20]))
