@@ -407,8 +407,14 @@ def _shipped_table(shipped: dict) -> list[str]:
 
 def markdown(document: dict) -> str:
     """The report: protocol, the table, fold-by-fold figures, shipped routers, everyday prompts."""
-    summary = document["summary"]
-    lines = [
+    lines = [*_protocol_section(document), *_fold_section(document), *_shipped_section(document)]
+    lines += ["", f"Baselines: {', '.join(BASELINES)}. Machine: {document['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def _protocol_section(document: dict) -> list[str]:
+    """The title, what each column means, the protocol, the cross-validated table and what it chose."""
+    return [
         "# Cross-validated routing quality",
         "",
         "Produced by `python benchmarks/quality.py --data-dir ../shared/data/routellm-evals` "
@@ -438,7 +444,7 @@ def markdown(document: dict) -> str:
         "| recipe | MMLU APGR | GSM8K APGR | MMLU→GSM8K | GSM8K→MMLU | content: MMLU | GSM8K | MMLU→GSM8K | GSM8K→MMLU "
         "| pairs | Spearman with length | protocol score |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        *[_row(name, rows) for name, rows in summary.items()],
+        *[_row(name, rows) for name, rows in document["summary"].items()],
         "",
         f"The protocol chose **{document['chosen_transformer']}** for the transformer tier (best probe: "
         f"{document['chosen_probe']}) and **{document['chosen_student']}** for the fast tier (among the chosen "
@@ -448,16 +454,26 @@ def markdown(document: dict) -> str:
         'and where it departs from these picks and why, is in the README ("Shipped routers").',
         "",
         "![cross-validated APGR, content APGR, pairs and length correlation](quality.png)",
+    ]
+
+
+def _fold_section(document: dict) -> list[str]:
+    """Every recipe's APGR fold by fold, and the recipes' settings."""
+    lines = [
         "",
         "## Fold by fold (APGR)",
         "",
         "| recipe | " + " | ".join(f"MMLU fold {k}" for k in range(5)) + " | " + " | ".join(f"GSM8K fold {k}" for k in range(5)) + " |",
         "| --- |" + " --- |" * 10,
     ]
-    for name, rows in summary.items():
+    for name, rows in document["summary"].items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for b in PROTOCOL_BENCHMARKS for v in rows[b]["folds"]) + " |")
-    lines += ["", "## Recipes", ""] + [f"- **{n}**: `{json.dumps(r)}`" for n, r in document["recipes"].items()]
-    lines += [
+    return lines + ["", "## Recipes", ""] + [f"- **{n}**: `{json.dumps(r)}`" for n, r in document["recipes"].items()]
+
+
+def _shipped_section(document: dict) -> list[str]:
+    """The shipped bundles' table and what they believe about everyday prompts."""
+    lines = [
         "",
         "## The shipped bundles",
         "",
@@ -481,8 +497,7 @@ def markdown(document: dict) -> str:
     for index, prompt in enumerate(EVERYDAY_PROMPTS):
         shown = prompt if len(prompt) < 70 else prompt[:67] + "..."
         lines.append(f"| {shown} | " + " | ".join(f"{rates[index]:.3f}" for rates in document["everyday"].values()) + " |")
-    lines += ["", f"Baselines: {', '.join(BASELINES)}. Machine: {document['machine']}.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":
