@@ -65,13 +65,40 @@ def cpu() -> dict[str, Any]:
     }
 
 
-def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> dict[str, Any]:
-    """Time every engine on every router; returns the JSON document."""
-    import ray
+def _timed_row(router: str, engine: str, actors: int | None, threads: int | str, seconds: float, n: int, identical: bool) -> dict[str, Any]:
+    return {
+        "router": router,
+        "engine": engine,
+        "actors": actors,
+        "threads": threads,
+        "seconds": seconds,
+        "prompts_per_s": n / seconds,
+        "identical_to_local": identical,
+    }
 
+
+def _time_engines(name: str, log: Path, folder: Path, n: int, batch_size: int, repeats: int) -> list[dict[str, Any]]:
+    """One router scored locally (all threads, then one) and on Ray per actor count; the best of ``repeats`` each."""
     from edgeroute.runtime import Router
     from edgeroute.runtime.serving.batch import score_file
     from edgeroute.runtime.serving.ray_batch import score_file_ray
+
+    local, single = folder / f"{name}.local.jsonl", folder / f"{name}.local1.jsonl"
+    seconds = min(score_file(Router.load(name), log, local, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
+    rows = [_timed_row(name, "local", None, "all", seconds, n, True)]
+    one_thread = Router.load(name, threads=1)
+    seconds = min(score_file(one_thread, log, single, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
+    rows.append(_timed_row(name, "local", None, 1, seconds, n, single.read_bytes() == local.read_bytes()))
+    for actors in ACTORS:
+        out = folder / f"{name}.ray{actors}.jsonl"
+        seconds = min(score_file_ray(name, log, out, batch_size=batch_size, actors=actors, progress=False).seconds for _ in range(repeats))
+        rows.append(_timed_row(name, "ray", actors, 1, seconds, n, out.read_bytes() == local.read_bytes()))
+    return rows
+
+
+def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> dict[str, Any]:
+    """Time every engine on every router; returns the JSON document."""
+    import ray
 
     prompts, source = load_prompts(count)
     rows: list[dict[str, Any]] = []
@@ -83,52 +110,7 @@ def run(count: int, routers: tuple[str, ...], batch_size: int, repeats: int) -> 
         cluster_start_s = time.perf_counter() - started
         try:
             for name in routers:
-                router = Router.load(name)
-                local = Path(folder) / f"{name}.local.jsonl"
-                seconds = min(score_file(router, log, local, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
-                rows.append(
-                    {
-                        "router": name,
-                        "engine": "local",
-                        "actors": None,
-                        "threads": "all",
-                        "seconds": seconds,
-                        "prompts_per_s": len(prompts) / seconds,
-                        "identical_to_local": True,
-                    }
-                )
-                single = Path(folder) / f"{name}.local1.jsonl"
-                seconds = min(
-                    score_file(Router.load(name, threads=1), log, single, chunk_size=batch_size, progress=False).seconds
-                    for _ in range(repeats)
-                )
-                rows.append(
-                    {
-                        "router": name,
-                        "engine": "local",
-                        "actors": None,
-                        "threads": 1,
-                        "seconds": seconds,
-                        "prompts_per_s": len(prompts) / seconds,
-                        "identical_to_local": single.read_bytes() == local.read_bytes(),
-                    }
-                )
-                for actors in ACTORS:
-                    out = Path(folder) / f"{name}.ray{actors}.jsonl"
-                    seconds = min(
-                        score_file_ray(name, log, out, batch_size=batch_size, actors=actors, progress=False).seconds for _ in range(repeats)
-                    )
-                    rows.append(
-                        {
-                            "router": name,
-                            "engine": "ray",
-                            "actors": actors,
-                            "threads": 1,
-                            "seconds": seconds,
-                            "prompts_per_s": len(prompts) / seconds,
-                            "identical_to_local": out.read_bytes() == local.read_bytes(),
-                        }
-                    )
+                rows += _time_engines(name, log, Path(folder), len(prompts), batch_size, repeats)
         finally:
             ray.shutdown()
     return {
