@@ -460,6 +460,30 @@ def default_static_bundle() -> str:
     raise SystemExit("no static-tier router is shipped; pass --static-bundle")
 
 
+def _interleaved_ns(
+    paths: dict[str, Callable[[list[str]], Any]], rounds: int, per_round: int
+) -> tuple[dict[str, dict[str, list[int]]], dict[str, list[float]]]:
+    """Batch-1 nanosecond samples of every path on every STATIC_LENGTHS prompt, in interleaved rounds; and each
+    path's medium-prompt p50 per round (the machine's speed in that round)."""
+    samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
+    round_p50s: dict[str, list[float]] = {name: [] for name in paths}
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for label, prompt in STATIC_LENGTHS.items():
+            batch1 = [prompt]
+            for name, function in paths.items():
+                for _ in range(20):
+                    function(batch1)
+                out = samples[name][label]
+                for _ in range(per_round):
+                    started = clock()
+                    function(batch1)
+                    out.append(clock() - started)
+                if label == "medium":
+                    round_p50s[name].append(statistics.median(out[-per_round:]) / 1e3)
+    return samples, round_p50s
+
+
 def static_tier(bundle: str, repeats: int, rounds: int = 10, batch: int = 128) -> dict[str, Any]:
     """The static tier's embedding step, 1 thread: tokenizer path vs chunk cache vs the tokenizer alone,
     and the whole router (embedding, MF head, sigmoid) with the chunk cache.
@@ -486,22 +510,7 @@ def static_tier(bundle: str, repeats: int, rounds: int = 10, batch: int = 128) -
         "tokenizer alone": lambda prompts: encode(prompts, add_special_tokens=False),
         "whole router (after)": Router.load(bundle, threads=1).strong_win_rates,
     }
-    samples: dict[str, dict[str, list[int]]] = {name: {label: [] for label in STATIC_LENGTHS} for name in paths}
-    round_p50s: dict[str, list[float]] = {name: [] for name in paths}  # medium prompt: the machine's speed per round
-    clock = time.perf_counter_ns
-    for _ in range(rounds):
-        for label, prompt in STATIC_LENGTHS.items():
-            batch1 = [prompt]
-            for name, function in paths.items():
-                for _ in range(20):
-                    function(batch1)
-                out = samples[name][label]
-                for _ in range(max(repeats // rounds, 1)):
-                    started = clock()
-                    function(batch1)
-                    out.append(clock() - started)
-                if label == "medium":
-                    round_p50s[name].append(statistics.median(out[-max(repeats // rounds, 1) :]) / 1e3)
+    samples, round_p50s = _interleaved_ns(paths, rounds, max(repeats // rounds, 1))
     prompts = [f"{MEDIUM} ({i})" for i in range(batch)]
     throughput = {}
     for name in ("tokenizer path (before)", "chunk cache (after)"):
@@ -541,6 +550,20 @@ def static_table(section: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_router_scorers(groups: dict[int, dict[str, Callable[[list[str]], Any]]], bundle: str | None, static_bundle: str | None) -> None:
+    """Whole routers beside the bare graphs: the static tier (one thread) and the shipped transformer tier per thread count."""
+    from edgeroute.runtime import Router
+
+    if static_bundle:
+        # The microsecond tier: a whole router (tokenize, static embedding, MF head, sigmoid), single-threaded.
+        static = Router.load(static_bundle, threads=1).strong_win_rates
+        for scorers in groups.values():
+            scorers["static router"] = static
+    if bundle:
+        for count, scorers in groups.items():
+            scorers[SHIPPED_TRANSFORMER] = Router.load(bundle, threads=count).strong_win_rates
+
+
 def run(
     checkpoint: Path | None,
     threads: int,
@@ -563,18 +586,7 @@ def run(
         model, tokenizer, graphs = build_graphs(checkpoint, folder)
         max_length = 128 if tiny else 256
         groups = {t: backends(model, tokenizer, graphs, folder, t, max_length) for t in thread_counts}
-        if static_bundle:
-            from edgeroute.runtime import Router
-
-            # The microsecond tier: a whole router (tokenize, static embedding, MF head, sigmoid), single-threaded.
-            static = Router.load(static_bundle, threads=1).strong_win_rates
-            for scorers in groups.values():
-                scorers["static router"] = static
-        if bundle:
-            from edgeroute.runtime import Router
-
-            for count, scorers in groups.items():
-                scorers[SHIPPED_TRANSFORMER] = Router.load(bundle, threads=count).strong_win_rates
+        add_router_scorers(groups, bundle, static_bundle)
         by_threads = interleaved_latency(groups, rounds, max(repeats // rounds, 1))
         top = groups[thread_counts[-1]]
         rates = throughput({name: top[name] for name in MAIN_BACKENDS if name in top}, throughput_seconds)
@@ -869,22 +881,22 @@ def markdown(document: dict[str, Any], server: dict[str, Any] | None) -> str:
         "",
     ]
     lines += variants_table(document) + [""] + recommendation(document)
-    lines += ["", "## CUDA", ""]
-    if document["cuda"]["rows"]:
-        lines += ["| backend | batch-1 medium p50 | batch-128 prompts/s |", "| --- | --- | --- |"]
-        lines += [
-            f"| {n} | {r['medium_batch1']['p50_us'] / 1e3:.3f} ms | {r['batch128_prompts_per_s']:.0f} |"
-            for n, r in document["cuda"]["rows"].items()
-        ]
-    else:
-        lines.append(
-            "Not measured on this machine: "
-            + "; ".join(document["cuda"]["skipped"])
-            + ". `benchmarks/gpu_check.sh` runs this harness on a GPU machine."
-        )
+    lines += ["", "## CUDA", "", *cuda_section(document["cuda"])]
     if server:
         lines += ["", "## Server overhead (summary of `server_overhead.md`)", "", *server_summary(server)]
     return "\n".join(lines) + "\n"
+
+
+def cuda_section(cuda: dict[str, Any]) -> list[str]:
+    """The CUDA rows, or why there are none."""
+    if not cuda["rows"]:
+        return [
+            "Not measured on this machine: "
+            + "; ".join(cuda["skipped"])
+            + ". `benchmarks/gpu_check.sh` runs this harness on a GPU machine."
+        ]
+    rows = [f"| {n} | {r['medium_batch1']['p50_us'] / 1e3:.3f} ms | {r['batch128_prompts_per_s']:.0f} |" for n, r in cuda["rows"].items()]
+    return ["| backend | batch-1 medium p50 | batch-128 prompts/s |", "| --- | --- | --- |", *rows]
 
 
 def server_summary(server: dict[str, Any]) -> list[str]:
