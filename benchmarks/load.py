@@ -52,6 +52,24 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+async def send_chat(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[int | str, bool, float, bool]:
+    """One chat request, streamed or not: (status or the transport error's name, complete answer, score_us, fell back)."""
+    try:
+        if body["stream"]:
+            async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+                data = b"".join([chunk async for chunk in response.aiter_raw()])
+                ok = response.status_code == 200 and data.endswith(b"[DONE]\n\n")
+                score = float(response.headers.get("x-edgeroute-score-us", "nan"))
+                return response.status_code, ok, score, "x-edgeroute-fallback" in response.headers
+        response = await client.post(url + "/v1/chat/completions", json=body)
+        payload = response.json()
+        routing = payload.get("edgeroute", {})
+        ok = response.status_code == 200 and bool(payload.get("choices"))
+        return response.status_code, ok, routing.get("score_us", float("nan")), bool(routing.get("fallback"))
+    except httpx.HTTPError as error:
+        return type(error).__name__, False, float("nan"), False
+
+
 async def drive(
     url: str, upstream: str, clients: int, requests: int, max_seconds: float, router: str, fault_window: tuple[float, float]
 ) -> dict[str, Any]:
@@ -83,23 +101,7 @@ async def drive(
                     "stream": rng.random() < 0.1,
                 }
                 sent = time.perf_counter()
-                try:
-                    if body["stream"]:
-                        async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-                            data = b"".join([chunk async for chunk in response.aiter_raw()])
-                            status = response.status_code
-                            ok = status == 200 and data.endswith(b"[DONE]\n\n")
-                            score = float(response.headers.get("x-edgeroute-score-us", "nan"))
-                            fallback = "x-edgeroute-fallback" in response.headers
-                    else:
-                        response = await client.post(url + "/v1/chat/completions", json=body)
-                        status = response.status_code
-                        payload = response.json()
-                        ok = status == 200 and bool(payload.get("choices"))
-                        routing = payload.get("edgeroute", {})
-                        score, fallback = routing.get("score_us", float("nan")), bool(routing.get("fallback"))
-                except httpx.HTTPError as error:
-                    status, ok, score, fallback = type(error).__name__, False, float("nan"), False
+                status, ok, score, fallback = await send_chat(client, url, body)
                 latencies.append(time.perf_counter() - sent)
                 key = str(status) if ok or status != 200 else "200-incomplete"
                 statuses[key] = statuses.get(key, 0) + 1
