@@ -225,13 +225,10 @@ def train_mf(
 
     model = _MFTrainer(len(names), dim, embeddings.shape[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    settings = {"dim": dim, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "weight_decay": weight_decay}
     recipe = {
         "encoder": _encoder_name(encoder),
-        "dim": dim,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "weight_decay": weight_decay,
+        **settings,
         "noise": noise,
         "seed": seed,
         "max_length": max_length,
