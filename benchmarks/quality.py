@@ -160,17 +160,19 @@ EVERYDAY_PROMPTS = [
 
 def protocol_data(data_dir: Path) -> tuple:
     """The labelled rows, their splits, the pair set and chat prompts appended as unlabeled rows, and the chat prior."""
-    from edgeroute.export.training.chat_prompts import labelled_chat_prompts
+    from edgeroute.export.training.chat_prompts import categorised_chat_prompts
     from edgeroute.export.training.crossval import append_unlabeled
     from edgeroute.export.training.distill import ChatPrior
 
     labelled = load_protocol_data(data_dir)
-    chat, hard = labelled_chat_prompts(PROTOCOL_CHAT_PROMPTS)
+    chat, hard, categories = categorised_chat_prompts(PROTOCOL_CHAT_PROMPTS)
     extra = {"pairs": pair_prompts(load_pairs(PAIRS_FILE)), "chat": chat}
     data, splits, rows = append_unlabeled(labelled, protocol_splits(labelled), extra)
     hard_rows = np.zeros(len(data), dtype=bool)
     hard_rows[np.flatnonzero(rows["chat"])[np.asarray(hard, dtype=bool)]] = True
-    return data, splits, np.flatnonzero(rows["pairs"]), ChatPrior(rows["chat"], hard_rows, 0.0)
+    category_rows = np.full(len(data), "", dtype=object)
+    category_rows[rows["chat"]] = categories
+    return data, splits, np.flatnonzero(rows["pairs"]), ChatPrior(rows["chat"], hard_rows, 0.0, category_rows)
 
 
 def transformer_rows(

@@ -387,7 +387,9 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
         report = json.loads(training_report.read_text(encoding="utf-8"))
         manifest["source"]["training"] = {key: report.get(key) for key in ("recipe", "n_train", "n_val", "best")}
         # What it learned from: the prompt mix, and a sketch of hashes that lets `edgeroute eval` spot in-sample sets.
-        manifest["source"]["training"].update({key: report[key] for key in ("prompts", "prompt_sketch", "generated_chat") if key in report})
+        manifest["source"]["training"].update(
+            {key: report[key] for key in ("prompts", "prompt_sketch", "generated_chat", "chat_labels") if key in report}
+        )
     return manifest
 
 

@@ -810,7 +810,15 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         "--chat-prompts",
         type=int,
         default=0,
-        help="generated chat-style prompts trained beside --data's, labelled by template (hard: strong wins, easy: tie; default 0)",
+        help="generated chat-style prompts trained beside --data's, labelled by template (--chat-labels; default 0)",
+    )
+    finetuned.add_argument(
+        "--chat-labels",
+        choices=("template", "gap-aware"),
+        default="gap-aware",
+        help="how a generated prompt's template becomes a label: 'template' (hard: strong wins, easy: tie) or 'gap-aware' "
+        "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
+        "easy: tie; default)",
     )
     distilled = train_kinds.add_parser(
         "distilled",

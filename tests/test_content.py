@@ -25,18 +25,21 @@ from edgeroute.runtime.evaluation.data import BenchmarkData, prompt_sketch, sket
 from edgeroute.runtime.evaluation.report import crossval_summary, in_sample_warnings
 
 PAIRS = Path(__file__).parent / "fixtures" / "content_pairs.jsonl"
+# Written by another author who saw neither the chat templates nor PAIRS; a check, never trained or tuned on.
+INDEPENDENT_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_independent.jsonl"
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
-def test_pair_set_is_length_balanced_across_chat_categories():
-    pairs = load_pairs(PAIRS)
+@pytest.mark.parametrize("path", [PAIRS, INDEPENDENT_PAIRS], ids=["project", "independent"])
+def test_pair_set_is_length_balanced_across_chat_categories(path):
+    pairs = load_pairs(path)
     assert len(pairs) >= 60 and {p.category for p in pairs} == CATEGORIES
     assert min(Counter(p.category for p in pairs).values()) >= 6
     for pair in pairs:
         assert abs(len(pair.hard) - len(pair.easy)) <= 0.15 * max(len(pair.hard), len(pair.easy))
     assert sum(len(p.easy) > len(p.hard) for p in pairs) == len(pairs) // 2  # the easy one is the longer in half
-    # so prompt length alone orders exactly half of the pairs correctly
-    assert pair_accuracy(prompt_lengths(pair_prompts(pairs))) == 0.5
+    # so prompt length alone orders half of the pairs correctly (one independent pair is of equal length: a tie)
+    assert abs(pair_accuracy(prompt_lengths(pair_prompts(pairs))) - 0.5) <= 0.5 / len(pairs)
 
 
 def test_pair_accuracy_counts_hard_above_easy_and_ties_as_half():
@@ -161,6 +164,39 @@ def test_labelled_chat_prompts_are_the_chat_prompts_with_their_template_kind():
     prompts, hard = labelled_chat_prompts(400, seed=3)
     assert prompts == chat_prompts(400, seed=3) and len(hard) == 400
     assert 0.35 < np.mean(hard) < 0.65
+
+
+def test_categorised_chat_prompts_are_the_chat_prompts_with_their_kind_and_category():
+    from edgeroute.export.training.chat_prompts import CATEGORIES, categorised_chat_prompts, labelled_chat_prompts
+
+    prompts, hard, categories = categorised_chat_prompts(400, seed=3)
+    assert (prompts, hard) == labelled_chat_prompts(400, seed=3)
+    assert set(categories) == set(CATEGORIES)
+
+
+def test_chat_label_rules_exactly():
+    from edgeroute.export.training.data import LABEL_STRONG_WINS as S, LABEL_TIE as T
+    from edgeroute.export.training.finetune import template_labels
+
+    hard = np.array([True, True, True, True, True, False, True, False])
+    categories = np.array(["math", "writing", "coding", "writing", "stem", "math", "reasoning", "writing"])
+    assert template_labels(hard).tolist() == [S, S, S, S, S, T, S, T]
+    # Gap-aware: hard math/reasoning/coding strong; every second other hard prompt (writing, writing, stem: the 2nd) tie.
+    assert template_labels(hard, categories, "gap-aware").tolist() == [S, S, S, T, S, T, S, T]
+    with pytest.raises(ValueError, match="^the gap-aware chat label rule needs each prompt's category$"):
+        template_labels(hard, None, "gap-aware")
+    with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware$"):
+        template_labels(hard, categories, "soft")
+
+
+def test_gap_category_auc_ranks_hard_prompts_across_categories():
+    from edgeroute.runtime.evaluation.content import PromptPair, gap_category_auc
+
+    pairs = [PromptPair(c, f"hard {c}", f"easy {c}") for c in ("math", "coding", "writing", "humanities", "stem")]
+    # hard math 0.9 and coding 0.5 against hard writing 0.7 and humanities 0.5: wins 1 + 1 + 0 + 0.5 of 4; stem and easy rows unread
+    rates = np.array([0.9, 0.0, 0.5, 0.0, 0.7, 0.0, 0.5, 0.0, 1.0, 1.0])
+    assert gap_category_auc(rates, pairs) == 0.625
+    assert np.isnan(gap_category_auc(rates[:4], pairs[:2]))
 
 
 def test_shipped_bert_knows_it_was_trained_on_the_shared_prompts(shared_data):

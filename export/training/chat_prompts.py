@@ -273,23 +273,29 @@ def _padded(text: str, rng: random.Random) -> str:
     return " ".join([text, *rng.sample(_PADDING, extra)]) if rng.random() < 0.5 else " ".join([*rng.sample(_PADDING, extra), text])
 
 
-def _candidates(rng: random.Random) -> Iterator[tuple[str, bool]]:
+def _candidates(rng: random.Random) -> Iterator[tuple[str, bool, str]]:
     while True:
         category = rng.choice(CATEGORIES)
         hard = rng.random() < 0.5
         templates = _HARD[category] if hard else _EASY[category]
-        yield _padded(_fill(rng.choice(templates), rng), rng), hard
+        yield _padded(_fill(rng.choice(templates), rng), rng), hard, category
+
+
+def categorised_chat_prompts(count: int = 6000, seed: int = 0) -> tuple[list[str], list[bool], list[str]]:
+    """``chat_prompts``, whether each came from a hard template, and each one's category (``CATEGORIES``)."""
+    rng = random.Random(seed)
+    seen: dict[str, tuple[bool, str]] = {}
+    for prompt, hard, category in _candidates(rng):
+        seen.setdefault(prompt, (hard, category))
+        if len(seen) >= count:
+            break
+    return list(seen), [hard for hard, _ in seen.values()], [category for _, category in seen.values()]
 
 
 def labelled_chat_prompts(count: int = 6000, seed: int = 0) -> tuple[list[str], list[bool]]:
     """``chat_prompts`` and, for each, whether it came from a hard template (the template's intended difficulty)."""
-    rng = random.Random(seed)
-    seen: dict[str, bool] = {}
-    for prompt, hard in _candidates(rng):
-        seen.setdefault(prompt, hard)
-        if len(seen) >= count:
-            break
-    return list(seen), list(seen.values())
+    prompts, hard, _ = categorised_chat_prompts(count, seed)
+    return prompts, hard
 
 
 def chat_prompts(count: int = 6000, seed: int = 0) -> list[str]:

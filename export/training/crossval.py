@@ -102,6 +102,7 @@ def finetuned_scores(
     max_train_rows: int | None = None,
     chat: ChatPrior | None = None,
     chat_rows: int = 0,
+    chat_rule: str = "template",
 ) -> dict[str, np.ndarray]:
     """The fine-tuned BERT recipe's win rates per split (cached in ``work_dir``).
 
@@ -109,7 +110,8 @@ def finetuned_scores(
     (what a student distils from); other rows stay NaN, which saves most of the scoring on 2 cores.
     ``max_train_rows``: train each split on a seeded sample of at most this many of its training rows (a
     cheaper stand-in for the full recipe; the shipped checkpoint trains on every row). ``chat_rows``: the
-    first that many of ``chat``'s generated prompts train beside them with their template labels.
+    first that many of ``chat``'s generated prompts train beside them with their template labels (``chat_rule``,
+    ``template_labels``).
     """
     from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, template_labels, train_finetuned
     from edgeroute.export.training.teacher import load_classifier
@@ -118,8 +120,11 @@ def finetuned_scores(
     labels, tokens, scores = golden_labels(data), None, {}
     chat_index = np.flatnonzero(chat.rows)[:chat_rows] if chat is not None else np.zeros(0, dtype=np.int64)
     if chat is not None:
-        labels[chat_index] = template_labels(chat.hard[chat_index])
+        categories = None if chat.categories is None else chat.categories[chat_index]
+        labels[chat_index] = template_labels(chat.hard[chat_index], categories, chat_rule)
     settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": len(chat_index)} if len(chat_index) else {})}
+    if chat_rule != "template":  # the earlier rule keeps its cache keys
+        settings["chat_labels"] = chat_rule
     for split, (train, test) in splits.items():
         path = work_dir / _cache_key(data, settings, f"finetuned-{split}")
         if not path.is_file():

@@ -59,12 +59,14 @@ class ChatPrior:
     """The generated chat prompts' template labels (hard or easy), blended into the teacher's targets.
 
     ``rows``: mask of the rows that hold generated chat prompts; ``hard``: per row, whether its template
-    was a hard one; ``weight``: 0 keeps the teacher's logits, 1 replaces them with the template label.
+    was a hard one; ``weight``: 0 keeps the teacher's logits, 1 replaces them with the template label;
+    ``categories``: per row, its chat category ("" off the chat rows), which the gap-aware label rule reads.
     """
 
     rows: np.ndarray
     hard: np.ndarray
     weight: float
+    categories: np.ndarray | None = None
 
 
 # The template label's place on the teacher's scale: its logit percentiles over the labelled training rows.

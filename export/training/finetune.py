@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from edgeroute.runtime.evaluation.content import GAP_CATEGORIES
+
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE
 from edgeroute.export.training.teacher import LABELS, batched_win_rates, load_classifier
 
@@ -108,19 +110,37 @@ def train_finetuned(
     return model.eval()
 
 
-def template_labelled_rows(count: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """``count`` generated chat prompts labelled by their template: hard ones "strong wins", easy ones "tie"."""
-    from edgeroute.export.training.chat_prompts import labelled_chat_prompts
+# Outside GAP_CATEGORIES (math, reasoning, coding: a weak open model most often fails there) a hard prompt is
+# labelled "strong wins" only every second time: the strong model's edge there is real but smaller, and a
+# router that puts a hard poem level with a hard proof sends the wrong prompts strong.
+CHAT_LABEL_RULES = ("template", "gap-aware")
+
+
+def template_labelled_rows(count: int, seed: int = 0, rule: str = "template") -> tuple[list[str], np.ndarray]:
+    """``count`` generated chat prompts labelled by their template (``template_labels``)."""
+    from edgeroute.export.training.chat_prompts import categorised_chat_prompts
 
     if count <= 0:
         return [], np.zeros(0, dtype=np.int64)
-    prompts, hard = labelled_chat_prompts(count, seed)
-    return prompts, template_labels(np.array(hard, dtype=bool))
+    prompts, hard, categories = categorised_chat_prompts(count, seed)
+    return prompts, template_labels(np.array(hard, dtype=bool), np.array(categories), rule)
 
 
-def template_labels(hard: np.ndarray) -> np.ndarray:
-    """RouteLLM labels for generated chat prompts: a hard template's "strong wins", an easy one's "tie"."""
-    return np.where(hard, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
+def template_labels(hard: np.ndarray, categories: np.ndarray | None = None, rule: str = "template") -> np.ndarray:
+    """RouteLLM labels for generated chat prompts, an easy template's always "tie".
+
+    ``template``: every hard template's "strong wins". ``gap-aware``: a hard template's "strong wins" in
+    ``GAP_CATEGORIES``, and in other categories every second hard prompt's (in order), the rest "tie".
+    """
+    if rule not in CHAT_LABEL_RULES:
+        raise ValueError(f"chat label rule {rule!r}: expected one of {', '.join(CHAT_LABEL_RULES)}")
+    strong = np.asarray(hard, dtype=bool).copy()
+    if rule == "gap-aware":
+        if categories is None:
+            raise ValueError("the gap-aware chat label rule needs each prompt's category")
+        other_hard = np.flatnonzero(strong & ~np.isin(categories, GAP_CATEGORIES))
+        strong[other_hard[1::2]] = False
+    return np.where(strong, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
 
 
 def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 64) -> np.ndarray:
@@ -130,6 +150,8 @@ def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 
 
 __all__ = [
     "LABELS",
+    "CHAT_LABEL_RULES",
+    "GAP_CATEGORIES",
     "FineTuneRecipe",
     "StepHook",
     "TokenizedPrompts",

@@ -147,12 +147,20 @@ def teacher_win_rates(model: Any, prefix: FrozenPrefix, batch_size: int = 256) -
 
 
 def save_teacher(
-    model: Any, tokenizer: Any, out: Path, recipe: Any, n_train: int, prompts: list[str] | None = None, generated_chat: int = 0
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    recipe: Any,
+    n_train: int,
+    prompts: list[str] | None = None,
+    generated_chat: int = 0,
+    chat_labels: str | None = None,
 ) -> Path:
     """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json).
 
     ``prompts``: the labelled training prompts, kept only as a sketch of hashes (``edgeroute eval`` warns on
-    in-sample sets); ``generated_chat``: template-labelled chat prompts trained beside them.
+    in-sample sets); ``generated_chat``: template-labelled chat prompts trained beside them, under the label
+    rule ``chat_labels``.
     """
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
@@ -164,6 +172,7 @@ def save_teacher(
         "recipe": {**asdict(recipe), "loss": "cross-entropy over RouteLLM's 3 labels", "schedule": "AdamW, linear decay, 10% warm-up"},
         "n_train": n_train,
         "generated_chat": generated_chat,
+        **({"chat_labels": chat_labels} if chat_labels else {}),
         "n_val": 0,
         "best": None,
     }

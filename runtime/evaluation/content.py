@@ -5,6 +5,8 @@
 - ``pair_accuracy``: the share of hard/easy prompt pairs of similar length (``load_pairs``) in
   which the hard prompt gets the higher win rate. Length alone gets about 0.5.
 - ``length_spearman``: the rank correlation of win rates with character count (1.0 for length).
+- ``gap_category_auc``: whether a pair set's hard math, reasoning and coding prompts outrank its hard
+  writing, roleplay and humanities prompts, where a strong model's edge over a weak one is smaller.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.evaluation.curves import routing_curve, summarize
 
 LENGTH_BINS = 5
+# Chat categories where a weak open model most often fails and a strong one does not (exact, multi-step work),
+# and those where both mostly answer well.
+GAP_CATEGORIES = ("math", "reasoning", "coding")
+LEVEL_CATEGORIES = ("writing", "roleplay", "humanities")
 # Within 15% of each other's length, as the pair set promises (checked on load).
 PAIR_LENGTH_TOLERANCE = 0.15
 
@@ -62,6 +68,17 @@ def pair_accuracy(win_rates: np.ndarray) -> float:
     """Share of pairs whose hard prompt scores higher; ``win_rates`` follows ``pair_prompts`` (ties count half)."""
     rates = np.asarray(win_rates, dtype=np.float64).reshape(-1, 2)
     return float(np.mean((rates[:, 0] > rates[:, 1]) + 0.5 * (rates[:, 0] == rates[:, 1])))
+
+
+def gap_category_auc(win_rates: np.ndarray, pairs: Sequence[PromptPair]) -> float:
+    """P(a hard prompt of ``GAP_CATEGORIES`` outranks a hard prompt of ``LEVEL_CATEGORIES``), ties half;
+    ``win_rates`` follows ``pair_prompts(pairs)``. NaN when either side has no pair."""
+    hard = np.asarray(win_rates, dtype=np.float64).reshape(-1, 2)[:, 0]
+    categories = np.array([pair.category for pair in pairs])
+    gap, level = hard[np.isin(categories, GAP_CATEGORIES)], hard[np.isin(categories, LEVEL_CATEGORIES)]
+    if not len(gap) or not len(level):
+        return float("nan")
+    return float(np.mean((gap[:, None] > level[None, :]) + 0.5 * (gap[:, None] == level[None, :])))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
