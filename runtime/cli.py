@@ -843,6 +843,12 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         "--chat-prompts", type=int, default=6000, help="generated chat-style prompts scored by the teacher beside --data's (default 6000)"
     )
     distilled.add_argument(
+        "--extra-prompts",
+        default=None,
+        help="a file of more unlabeled prompts for the teacher to score beside them (.txt one per line, .jsonl/.csv/.parquet "
+        "with a 'prompt' field), e.g. export/training/written_prompts.jsonl",
+    )
+    distilled.add_argument(
         "--chat-prior",
         type=float,
         default=0.0,

@@ -46,7 +46,16 @@ def static_bundle(tmp_path_factory, encoder_dir):
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory, layout, bert_bundle, static_bundle):
     folder = tmp_path_factory.mktemp("distilled")
-    args = SimpleNamespace(data=str(layout), teacher=str(bert_bundle), static_from=str(static_bundle), out=str(folder / "ckpt"), seed=0)
+    extra = folder / "written.txt"  # unlabeled prompts the teacher scores beside the data's
+    extra.write_text("Sort these three words alphabetically: pear, apple, fig.\nWhy is the sky blue?\nhello there\n")
+    args = SimpleNamespace(
+        data=str(layout),
+        teacher=str(bert_bundle),
+        static_from=str(static_bundle),
+        out=str(folder / "ckpt"),
+        seed=0,
+        extra_prompts=str(extra),
+    )
     distill_command(args)
     export_distilled(folder / "ckpt", ExportOptions(out=folder / "bundle"))
     return folder / "ckpt", folder / "bundle"
@@ -186,4 +195,6 @@ def test_manifests_carry_no_machine_paths(distilled):
 def test_distilled_bundle_keeps_its_tables_provenance(distilled, static_bundle):
     source = json.loads((static_bundle / "manifest.json").read_text())["embedder"]["model"]
     assert json.loads((distilled[1] / "manifest.json").read_text())["embedder"]["model"] == source
-    assert json.loads((distilled[0] / "training.json").read_text())["recipe"]["hidden"] == 64
+    report = json.loads((distilled[0] / "training.json").read_text())
+    assert report["recipe"]["hidden"] == 64
+    assert report["prompts"]["written"] == {"count": 3, "file": "written.txt"}  # the file's name only, no machine path

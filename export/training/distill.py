@@ -158,6 +158,13 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
     }
 
 
+def _extra_prompts(path: str | None) -> list[str]:
+    """Unlabeled prompts from a file (``.txt``, ``.jsonl``, ``.csv``, ``.parquet``: ``read_prompts``) that the teacher scores too."""
+    from edgeroute.runtime.evaluation.report import read_prompts
+
+    return read_prompts([Path(path)]) if path else []
+
+
 def distill_command(args: Any) -> dict[str, Any]:
     """``edgeroute train distilled``: fit the fast tier to a teacher bundle's win rates on a prompt set."""
     import shutil
@@ -182,9 +189,11 @@ def distill_command(args: Any) -> dict[str, Any]:
         chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
     )
     chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
-    prompts = data.prompts + chat
-    rows = np.arange(len(prompts)) >= len(data.prompts)
-    prior = ChatPrior(rows, np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool)]), recipe.chat_prior)
+    extra = _extra_prompts(getattr(args, "extra_prompts", None))
+    prompts = data.prompts + chat + extra
+    rows = (np.arange(len(prompts)) >= len(data.prompts)) & (np.arange(len(prompts)) < len(data.prompts) + len(chat))
+    hard_rows = np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool), np.zeros(len(extra), dtype=bool)])
+    prior = ChatPrior(rows, hard_rows, recipe.chat_prior)
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
@@ -198,6 +207,8 @@ def distill_command(args: Any) -> dict[str, Any]:
     shutil.copyfile(static.manifest.verify(static.manifest.tokenizer.file), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
     report["prompts"] = {"labelled": len(data.prompts), "generated_chat": n_chat, "generator": "export/training/chat_prompts.py"}
+    if extra:
+        report["prompts"]["written"] = {"count": len(extra), "file": Path(args.extra_prompts).name}
     report["prompt_sketch"] = prompt_sketch(prompts)
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
     report["static_from"] = static.name
