@@ -174,6 +174,20 @@ def test_categorised_chat_prompts_are_the_chat_prompts_with_their_kind_and_categ
     assert set(categories) == set(CATEGORIES)
 
 
+def test_written_distillation_prompts_share_no_six_word_run_with_either_pair_set():
+    import re
+
+    def runs(text: str) -> set[str]:
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        return {" ".join(words[i : i + 6]) for i in range(len(words) - 5)}
+
+    written = Path(__file__).resolve().parents[1] / "export" / "training" / "written_prompts.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in written.read_text(encoding="utf-8").splitlines()]
+    assert len(prompts) == len(set(prompts)) > 700
+    checked = set().union(*(runs(p) for path in (PAIRS, INDEPENDENT_PAIRS) for p in pair_prompts(load_pairs(path))))
+    assert not [p for p in prompts if runs(p) & checked]  # the pair sets stay a check of what was never distilled on
+
+
 def test_chat_label_rules_exactly():
     from edgeroute.export.training.data import LABEL_STRONG_WINS as S, LABEL_TIE as T
     from edgeroute.export.training.finetune import template_labels
