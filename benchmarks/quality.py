@@ -16,7 +16,7 @@ APGR columns, among the recipes that meet the content targets (pairs >= 0.8, |Sp
 does, among those that beat prompt length on content APGR and on the pairs.
 
 The frozen-encoder embeddings and the fine-tuned BERT's split models are cached in ``--work-dir``
-(a fresh run takes about 2.5 hours on 2 cores, most of it fine-tuning two BERT recipes once per split).
+(a fresh run takes about 3.5 hours on 2 cores, most of it fine-tuning three BERT recipes once per split).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ BERT = f"transformer tier: BERT fine-tuned, every layer ({BERT_ROWS:,} training 
 # wins, easy: tie), in the shipped checkpoint's proportion (3,000 beside 13,202 labelled rows).
 BERT_CHAT_ROWS = 570
 BERT_CHAT = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} template-labelled chat prompts ({BERT_ROWS:,} rows)"
+BERT_GAP = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} chat prompts with gap-aware labels ({BERT_ROWS:,} rows)"
 # Generated chat-style prompts (export/training/chat_prompts.py) that the fast tier is distilled on beside the labelled ones.
 CHAT_PROMPTS = 6000
 # The protocol distils each split's student on fewer of them: each split's teacher must score them (2 cores).
@@ -72,6 +73,7 @@ STUDENTS = (
     ("the fine-tuned BERT", 64, 0.5),
     ("the BERT + chat labels", 64, 0.0),
     ("the BERT + chat labels", 64, 0.5),
+    ("the BERT + gap-aware chat labels", 64, 0.0),
 )
 APGR_COLUMNS = ("mmlu", "gsm8k", "mmlu->gsm8k", "gsm8k->mmlu")
 
@@ -193,6 +195,9 @@ def transformer_rows(
         scores[SHIPPED_INT8] = probe_scores(embeddings, data, splits, probe, served)
     scores[BERT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS)
     scores[BERT_CHAT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS, chat, BERT_CHAT_ROWS)
+    scores[BERT_GAP] = finetuned_scores(
+        data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS, chat, BERT_CHAT_ROWS, "gap-aware"
+    )
     if with_finetuned:
         from edgeroute.export.training.crossval import teacher_scores
         from edgeroute.export.training.teacher import TeacherRecipe
@@ -225,7 +230,12 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_route
     data, splits, pair_rows, chat = protocol_data(data_dir)
     scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, work_dir, probe_router, with_finetuned)
     probe = probe_name(probe_recipe)
-    teacher_rows = {"the probe": probe, "the fine-tuned BERT": BERT, "the BERT + chat labels": BERT_CHAT}
+    teacher_rows = {
+        "the probe": probe,
+        "the fine-tuned BERT": BERT,
+        "the BERT + chat labels": BERT_CHAT,
+        "the BERT + gap-aware chat labels": BERT_GAP,
+    }
     fast, students = fast_rows(data, splits, chat, static_router, {label: scores[row] for label, row in teacher_rows.items()})
     summary = crossval_summary(data, splits, {**scores, **fast}, pair_rows)
     transformer = choose(summary, list(teacher_rows.values()))
@@ -241,6 +251,7 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_route
         "recipes": {
             BERT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS},
             BERT_CHAT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS, "chat_rows": BERT_CHAT_ROWS},
+            BERT_GAP: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS, "chat_rows": BERT_CHAT_ROWS, "chat_labels": "gap-aware"},
             probe: asdict(probe_recipe),
         },
     }
