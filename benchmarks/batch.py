@@ -86,8 +86,9 @@ def _time_engines(name: str, log: Path, folder: Path, n: int, batch_size: int, r
     local, single = folder / f"{name}.local.jsonl", folder / f"{name}.local1.jsonl"
     seconds = min(score_file(Router.load(name), log, local, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
     rows = [_timed_row(name, "local", None, "all", seconds, n, True)]
-    one_thread = Router.load(name, threads=1)
-    seconds = min(score_file(one_thread, log, single, chunk_size=batch_size, progress=False).seconds for _ in range(repeats))
+    seconds = min(
+        score_file(Router.load(name, threads=1), log, single, chunk_size=batch_size, progress=False).seconds for _ in range(repeats)
+    )
     rows.append(_timed_row(name, "local", None, 1, seconds, n, single.read_bytes() == local.read_bytes()))
     for actors in ACTORS:
         out = folder / f"{name}.ray{actors}.jsonl"

@@ -803,6 +803,28 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         "finetuned",
         help="the transformer tier: RouteLLM's BERT router, every layer of MiniLM fine-tuned on the 3 labels of every row of --data",
     )
+    _add_finetuned_options(finetuned)
+    distilled = train_kinds.add_parser(
+        "distilled",
+        help="the fast tier: a static-embedding MLP fitted to a teacher bundle's win rates on the prompts of --data "
+        "and on generated chat-style prompts",
+    )
+    probe = train_kinds.add_parser(
+        "probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom 4 layers, fitted on every row of --data"
+    )
+    probe.add_argument("--encoder", default=None, help="local sentence-encoder folder (default: packaged all-MiniLM-L6-v2)")
+    probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4)")
+    for sub in (teacher, finetuned, distilled, probe):
+        sub.add_argument("--data", required=True, help="a RouteLLM-layout folder (mmlu/, gsm8k/)")
+        sub.add_argument("--out", required=True, help="checkpoint folder to write")
+        if sub is not probe:  # the probe's fit is deterministic: no seed to set
+            sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    _add_distilled_options(distilled)
+
+
+def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
+    """``train finetuned``'s recipe options."""
     finetuned.add_argument("--epochs", type=float, default=1.5)
     finetuned.add_argument("--learning-rate", type=float, default=5e-5)
     finetuned.add_argument("--max-length", type=int, default=256, help="tokens kept per prompt (RouteLLM's rule: the first ones)")
@@ -820,22 +842,10 @@ def _add_recipe_commands(train_kinds: Any) -> None:
         "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
         "easy: tie; default)",
     )
-    distilled = train_kinds.add_parser(
-        "distilled",
-        help="the fast tier: a static-embedding MLP fitted to a teacher bundle's win rates on the prompts of --data "
-        "and on generated chat-style prompts",
-    )
-    probe = train_kinds.add_parser(
-        "probe", help="the transformer tier: a linear probe on MiniLM's frozen bottom 4 layers, fitted on every row of --data"
-    )
-    probe.add_argument("--encoder", default=None, help="local sentence-encoder folder (default: packaged all-MiniLM-L6-v2)")
-    probe.add_argument("--layers", type=int, default=4, help="bottom encoder layers kept (default 4)")
-    for sub in (teacher, finetuned, distilled, probe):
-        sub.add_argument("--data", required=True, help="a RouteLLM-layout folder (mmlu/, gsm8k/)")
-        sub.add_argument("--out", required=True, help="checkpoint folder to write")
-        if sub is not probe:  # the probe's fit is deterministic: no seed to set
-            sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
+def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
+    """``train distilled``'s teacher, student and prompt options."""
     distilled.add_argument("--teacher", required=True, help="teacher bundle (e.g. bert-minilm-gpt4-mixtral)")
     distilled.add_argument("--static-from", required=True, help="bundle whose static table and tokenizer to use")
     distilled.add_argument("--hidden", type=int, default=64, help="the student MLP's hidden units (default 64)")

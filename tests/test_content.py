@@ -156,6 +156,10 @@ def test_chat_prior_moves_only_chat_rows_toward_the_teachers_percentiles():
     np.testing.assert_allclose(blended[:5], logits[:5])  # labelled rows keep the teacher's targets
     np.testing.assert_allclose(blended[5:], [0.5 * 0.5 + 0.5 * high, 0.5 * 0.5 + 0.5 * low])
     np.testing.assert_allclose(with_chat_prior(logits, ~rows, ChatPrior(rows, hard, 0.0)), logits)
+    # Unlabeled prompts of another source (--extra-prompts) are neither chat rows nor anchors.
+    assert ChatPrior(rows, hard, 0.5).labelled_rows().tolist() == (~rows).tolist()
+    only_data = np.array([True] * 4 + [False] * 3)
+    assert ChatPrior(rows, hard, 0.5, labelled=only_data).labelled_rows() is only_data
 
 
 def test_labelled_chat_prompts_are_the_chat_prompts_with_their_template_kind():

@@ -60,13 +60,20 @@ class ChatPrior:
 
     ``rows``: mask of the rows that hold generated chat prompts; ``hard``: per row, whether its template
     was a hard one; ``weight``: 0 keeps the teacher's logits, 1 replaces them with the template label;
-    ``categories``: per row, its chat category ("" off the chat rows), which the gap-aware label rule reads.
+    ``categories``: per row, its chat category ("" off the chat rows), which the gap-aware label rule reads;
+    ``labelled``: the rows the template label's anchors come from (default: every row off ``rows``; unlabeled
+    prompts of other sources are neither).
     """
 
     rows: np.ndarray
     hard: np.ndarray
     weight: float
     categories: np.ndarray | None = None
+    labelled: np.ndarray | None = None
+
+    def labelled_rows(self) -> np.ndarray:
+        """The rows whose teacher logits place the template labels (their 10th and 90th percentiles)."""
+        return ~self.rows if self.labelled is None else self.labelled
 
 
 # The template label's place on the teacher's scale: its logit percentiles over the labelled training rows.
@@ -93,7 +100,7 @@ def fit_distilled(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fast tier's recipe: a student fitted to the teacher's logits (the chat prior blended in on its rows),
     then length folded in (``fold_length``)."""
-    labelled = ~prior.rows if prior is not None else np.ones(len(teacher_win_rates), dtype=bool)
+    labelled = np.ones(len(teacher_win_rates), dtype=bool) if prior is None else prior.labelled_rows()
     logits = with_chat_prior(teacher_targets(teacher_win_rates), labelled, prior)
     hidden, output = fit_student(features, logits, recipe, progress)
     return fold_length(hidden, output, features, logits, recipe.length_weight)
@@ -193,7 +200,7 @@ def distill_command(args: Any) -> dict[str, Any]:
     prompts = data.prompts + chat + extra
     rows = (np.arange(len(prompts)) >= len(data.prompts)) & (np.arange(len(prompts)) < len(data.prompts) + len(chat))
     hard_rows = np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool), np.zeros(len(extra), dtype=bool)])
-    prior = ChatPrior(rows, hard_rows, recipe.chat_prior)
+    prior = ChatPrior(rows, hard_rows, recipe.chat_prior, labelled=np.arange(len(prompts)) < len(data.prompts))
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
