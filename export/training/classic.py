@@ -112,12 +112,13 @@ def train_bert(
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)
     eval_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
     best_state: dict[str, torch.Tensor] = {}
+    val_tokens = tokens.subset(val_rows)
 
     def evaluate(step: int, total: int, loss: float, model: Any) -> None:
         if step % eval_every and step != total:
             return
         model.eval()
-        apgr = validation_apgr(finetuned_win_rates(model, tokens.subset(val_rows)), labels[val_rows]) if len(val_rows) else float("nan")
+        apgr = validation_apgr(finetuned_win_rates(model, val_tokens), labels[val_rows]) if len(val_rows) else float("nan")
         model.train()
         report.history.append({"step": step, "epoch": step / steps_per_epoch, "val_apgr": apgr, "loss": loss})
         tqdm.write(f"step {step}: validation APGR {apgr:.4f}")

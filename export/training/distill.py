@@ -198,9 +198,10 @@ def distill_command(args: Any) -> dict[str, Any]:
     chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
     extra = _extra_prompts(getattr(args, "extra_prompts", None))
     prompts = data.prompts + chat + extra
-    rows = (np.arange(len(prompts)) >= len(data.prompts)) & (np.arange(len(prompts)) < len(data.prompts) + len(chat))
-    hard_rows = np.concatenate([np.zeros(len(data.prompts), dtype=bool), np.asarray(hard, dtype=bool), np.zeros(len(extra), dtype=bool)])
-    prior = ChatPrior(rows, hard_rows, recipe.chat_prior, labelled=np.arange(len(prompts)) < len(data.prompts))
+    source = np.repeat([0, 1, 2], [len(data.prompts), len(chat), len(extra)])  # labelled, generated chat, written
+    hard_rows = np.zeros(len(prompts), dtype=bool)
+    hard_rows[source == 1] = np.asarray(hard, dtype=bool)
+    prior = ChatPrior(source == 1, hard_rows, recipe.chat_prior, labelled=source == 0)
     static = Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
