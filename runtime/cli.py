@@ -867,6 +867,16 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
     distilled.add_argument(
         "--length-weight", type=float, default=0.0, help="weight of prompt length in the target (benchmarks/quality.py chooses it)"
     )
+    distilled.add_argument(
+        "--tune-table",
+        type=float,
+        default=0.0,
+        metavar="LR",
+        help="fit the static table's rows with the head at this learning rate (the shipped fast tier: 3e-4; default 0: frozen)",
+    )
+    distilled.add_argument(
+        "--epochs", type=int, default=30, help="passes over the prompts (default 30; the shipped tuned-table recipe: 10)"
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -187,7 +187,7 @@ def test_written_distillation_prompts_share_no_six_word_run_with_either_pair_set
 
     written = Path(__file__).resolve().parents[1] / "export" / "training" / "written_prompts.jsonl"
     prompts = [json.loads(line)["prompt"] for line in written.read_text(encoding="utf-8").splitlines()]
-    assert len(prompts) == len(set(prompts)) > 700
+    assert len(prompts) == len(set(prompts)) > 2700
     checked = set().union(*(runs(p) for path in (PAIRS, INDEPENDENT_PAIRS) for p in pair_prompts(load_pairs(path))))
     assert not [p for p in prompts if runs(p) & checked]  # the pair sets stay a check of what was never distilled on
 
@@ -230,10 +230,10 @@ def test_shipped_bert_knows_it_was_trained_on_the_shared_prompts(shared_data):
 
 @pytest.mark.parametrize(
     "router, min_pairs, min_gap_auc",
-    [("bert-minilm-gpt4-mixtral", 0.9, 0.5), ("static-distilled-gpt4-mixtral", 0.65, 0.55)],
+    [("bert-minilm-gpt4-mixtral", 0.9, 0.5), ("static-distilled-gpt4-mixtral", 0.85, 0.6)],
 )
 def test_shipped_routers_keep_their_measured_floor_on_the_independent_pairs(router, min_pairs, min_gap_auc):
-    """Floors a little under what the shipped bundles measured (0.927 / 0.560 and 0.698 / 0.623), so a re-export
+    """Floors a little under what the shipped bundles measured (0.927 / 0.560 and 0.885 / 0.637), so a re-export
     that loses the chat-side ordering fails here (benchmarks/chat_categories.py measures it)."""
     from edgeroute.runtime import Router
     from edgeroute.runtime.evaluation.content import gap_category_auc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,14 +15,16 @@ from edgeroute.export.training.crossval import distilled_scores, golden_labels, 
 from edgeroute.export.training.distill import (
     StudentRecipe,
     distill_command,
+    fit_distilled,
     fit_student,
     fold_length,
     reference_win_rates,
     student_features,
 )
 from edgeroute.export.static import save_static, static_embedder
+from edgeroute.export.training.table_tuning import TokenRows, embed_rows
 from edgeroute.export.training.teacher import TeacherRecipe
-from edgeroute.runtime import ConfigurationError, ManifestError, Router
+from edgeroute.runtime import ConfigurationError, InvalidInputError, ManifestError, Router
 from edgeroute.runtime.evaluation.data import benchmark_of, cv_fold_of, load_protocol_data, protocol_splits
 from edgeroute.runtime.evaluation.report import BASELINES, crossval_summary
 from edgeroute.runtime.scoring.heads import MLPHead
@@ -182,8 +185,19 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
     features = student_features(router.embed(data.prompts), data.prompts)
     small = StudentRecipe(hidden=4, epochs=2)
     distilled = distilled_scores(features, splits, teacher, small, (0.0, 2.0))
-    for scores in (distilled[0.0], distilled[2.0], label_scores(features, splits, data, small)):
+    tuned = distilled_scores(
+        features,
+        splits,
+        teacher,
+        replace(small, table_learning_rate=0.05),
+        (0.0,),
+        None,
+        TokenRows.of(router, data.prompts),
+        router.scorer.embedder.table,
+    )
+    for scores in (distilled[0.0], distilled[2.0], tuned[0.0], label_scores(features, splits, data, small)):
         assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
+    assert not np.allclose(tuned[0.0]["fold0"], distilled[0.0]["fold0"])  # the split's tuned table scores every row
     assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
 
 
@@ -198,3 +212,42 @@ def test_distilled_bundle_keeps_its_tables_provenance(distilled, static_bundle):
     report = json.loads((distilled[0] / "training.json").read_text())
     assert report["recipe"]["hidden"] == 64
     assert report["prompts"]["written"] == {"count": 3, "file": "written.txt"}  # the file's name only, no machine path
+
+
+def test_token_rows_reproduce_the_runtime_static_embeddings(static_bundle):
+    router = Router.load(static_bundle)
+    prompts = [*PROMPTS, "naïve café ünïcode", "a" * 20000]
+    table = np.asarray(router.scorer.embedder.table)
+    np.testing.assert_allclose(embed_rows(table, TokenRows.of(router, prompts)), router.embed(prompts), atol=1e-6)
+
+
+def test_tuned_table_moves_only_the_rows_of_seen_tokens_and_exports_with_parity(layout, bert_bundle, static_bundle, tmp_path):
+    args = SimpleNamespace(
+        data=str(layout),
+        teacher=str(bert_bundle),
+        static_from=str(static_bundle),
+        out=str(tmp_path / "ckpt"),
+        seed=0,
+        tune_table=0.05,
+        epochs=2,
+    )
+    report = distill_command(args)
+    source = Router.load(static_bundle)
+    before = np.asarray(source.scorer.embedder.table, dtype=np.float16)
+    after = np.load(tmp_path / "ckpt" / "static_embeddings.npy")
+    moved = np.flatnonzero((after != before).any(axis=1))
+    seen = np.unique(np.concatenate(TokenRows.of(source, load_protocol_data(layout).prompts).ids))
+    assert len(moved) > 0 and set(moved) <= set(seen)
+    assert report["recipe"]["table_learning_rate"] == 0.05 and report["recipe"]["epochs"] == 2
+    assert report["static_model"].endswith(f"rows tuned with the head to {Router.load(bert_bundle).name}")
+    export_distilled(tmp_path / "ckpt", ExportOptions(out=tmp_path / "bundle"))
+    bundle = tmp_path / "bundle"
+    router = Router.load(bundle)
+    np.testing.assert_allclose(
+        router.strong_win_rates(PROMPTS), reference_win_rates(tmp_path / "ckpt", PROMPTS, static_embedder(bundle)), atol=1e-5
+    )
+
+
+def test_table_tuning_without_tokens_is_refused():
+    with pytest.raises(InvalidInputError, match=r"^table_learning_rate > 0 needs the prompts' tokens and the static table$"):
+        fit_distilled(np.zeros((4, 3), np.float32), np.full(4, 0.5), StudentRecipe(table_learning_rate=0.1))

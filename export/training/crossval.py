@@ -22,6 +22,7 @@ from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.finetune import FineTuneRecipe
 from edgeroute.export.training.distill import ChatPrior, StudentRecipe, fit_student, teacher_targets, with_chat_prior
+from edgeroute.export.training.table_tuning import TokenRows, embed_rows, fit_tuned_student, required
 from edgeroute.export.training.features import as_scored, fold_length, static_features, student_features  # noqa: F401 - static_features re-exported
 from edgeroute.export.training.probe import ProbeRecipe, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
@@ -192,13 +193,16 @@ def distilled_scores(
     recipe: StudentRecipe,
     length_weights: tuple[float, ...],
     prior: ChatPrior | None = None,
+    tokens: TokenRows | None = None,
+    table: np.ndarray | None = None,
 ) -> dict[float, dict[str, np.ndarray]]:
     """The fast tier's recipe per split: a student fitted to that split's teacher (never to a teacher that
     saw the split's test rows), then each length weight folded in (``fold_length``; one fit serves all).
 
     ``prior``: generated chat prompts (``prior.rows``) join every split's training rows (they need no labels:
     the split's teacher scores them), their template labels blended into the targets by ``prior.weight``
-    (``with_chat_prior``).
+    (``with_chat_prior``). ``recipe.table_learning_rate`` > 0: the static ``table`` is tuned with the head per
+    split from every row's ``tokens``, and every row is scored through that split's tuned table.
     """
     scores: dict[float, dict[str, np.ndarray]] = {weight: {} for weight in length_weights}
     for split, (train, _) in splits.items():
@@ -206,11 +210,23 @@ def distilled_scores(
         labelled = train & np.isfinite(teacher[split])
         train = (train | prior.rows if prior is not None else train) & np.isfinite(teacher[split])
         logits = with_chat_prior(teacher_targets(teacher[split]), labelled, prior)
-        hidden, output = fit_student(features[train], logits[train], recipe)
+        hidden, output, split_features = _fit_split_student(features, train, logits, recipe, tokens, table)
         for weight in length_weights:
-            folded = fold_length(hidden, output, features[train], logits[train], weight)
-            scores[weight][split] = MLPHead(*folded).feature_logits(features[:, :-1], features[:, -1])
+            folded = fold_length(hidden, output, split_features[train], logits[train], weight)
+            scores[weight][split] = MLPHead(*folded).feature_logits(split_features[:, :-1], split_features[:, -1])
     return scores
+
+
+def _fit_split_student(
+    features: np.ndarray, train: np.ndarray, logits: np.ndarray, recipe: StudentRecipe, tokens: TokenRows | None, table: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One split's head (and tuned table's features, else ``features``): (head, head_out, every row's features)."""
+    if recipe.table_learning_rate == 0.0:
+        return *fit_student(features[train], logits[train], recipe), features
+    tokens, table = required(tokens, table)
+    rows = np.flatnonzero(train)
+    tuned, hidden, output = fit_tuned_student(tokens.subset(rows), features[rows, -1], logits[rows], table, recipe)
+    return hidden, output, np.concatenate([embed_rows(tuned, tokens), features[:, -1:]], axis=1)
 
 
 def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData, recipe: StudentRecipe) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE  # noqa: F401 - HEAD_FILE: the first layer
 
 from edgeroute.export.training.features import fold_length, reference_win_rates, student_features  # noqa: F401 - re-exported
+from edgeroute.export.training.table_tuning import TokenRows, embed_rows, fit_tuned_student, required
 
 _CLIP = 1e-6
 
@@ -45,6 +46,8 @@ class StudentRecipe:
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    # Learning rate of the static table's rows, fitted with the head (``table_tuning``); 0 keeps the table frozen.
+    table_learning_rate: float = 0.0
     seed: int = 0
 
 
@@ -96,14 +99,28 @@ def with_chat_prior(logits: np.ndarray, labelled: np.ndarray, prior: ChatPrior |
 
 
 def fit_distilled(
-    features: np.ndarray, teacher_win_rates: np.ndarray, recipe: StudentRecipe, progress: bool = False, prior: ChatPrior | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    features: np.ndarray,
+    teacher_win_rates: np.ndarray,
+    recipe: StudentRecipe,
+    progress: bool = False,
+    prior: ChatPrior | None = None,
+    tokens: TokenRows | None = None,
+    table: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """The fast tier's recipe: a student fitted to the teacher's logits (the chat prior blended in on its rows),
-    then length folded in (``fold_length``)."""
+    then length folded in (``fold_length``). Returns (the tuned table, or None where it stays frozen; head; head_out).
+
+    With ``recipe.table_learning_rate`` > 0 the static ``table``'s rows are fitted with the head from each
+    prompt's ``tokens``, and the length fold reads the tuned table's embeddings.
+    """
     labelled = np.ones(len(teacher_win_rates), dtype=bool) if prior is None else prior.labelled_rows()
     logits = with_chat_prior(teacher_targets(teacher_win_rates), labelled, prior)
-    hidden, output = fit_student(features, logits, recipe, progress)
-    return fold_length(hidden, output, features, logits, recipe.length_weight)
+    if recipe.table_learning_rate == 0.0:
+        return None, *fold_length(*fit_student(features, logits, recipe, progress), features, logits, recipe.length_weight)
+    tokens, table = required(tokens, table)
+    tuned, hidden, output = fit_tuned_student(tokens, features[:, -1], logits, table, recipe, progress)
+    tuned_features = np.concatenate([embed_rows(tuned, tokens), features[:, -1:]], axis=1)
+    return tuned, *fold_length(hidden, output, tuned_features, logits, recipe.length_weight)
 
 
 def fit_student(
@@ -158,6 +175,7 @@ def student_report(recipe: StudentRecipe, teacher: str, n_prompts: int) -> dict[
             "loss": "MSE on the teacher's win-rate logit (chat prompts: blended with their template's label by chat_prior); "
             "then + length_weight x standardized log length outside the MLP",
             "features": "static embedding, log1p(chars)/8",
+            "table": "frozen" if recipe.table_learning_rate == 0.0 else "rows tuned with the head (table_learning_rate)",
         },
         "n_train": n_prompts,
         "n_val": 0,
@@ -194,6 +212,8 @@ def distill_command(args: Any) -> dict[str, Any]:
         length_weight=getattr(args, "length_weight", 0.0),
         hidden=getattr(args, "hidden", StudentRecipe.hidden),
         chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
+        table_learning_rate=getattr(args, "tune_table", 0.0),
+        epochs=getattr(args, "epochs", StudentRecipe.epochs),
     )
     chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
     extra = _extra_prompts(getattr(args, "extra_prompts", None))
@@ -208,10 +228,13 @@ def distill_command(args: Any) -> dict[str, Any]:
     rates = np.concatenate(
         [teacher.strong_win_rates(prompts[i : i + 256]) for i in tqdm(range(0, len(prompts), 256), desc="teacher win rates", unit="batch")]
     )
-    hidden, output = fit_distilled(static_features(static, prompts), rates, recipe, progress=True, prior=prior)
+    tokens = TokenRows.of(static, prompts) if recipe.table_learning_rate else None
+    tuned, hidden, output = fit_distilled(
+        static_features(static, prompts), rates, recipe, progress=True, prior=prior, tokens=tokens, table=table
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / STATIC_TABLE_FILE, table, allow_pickle=False)
+    np.save(out / STATIC_TABLE_FILE, table if tuned is None else tuned, allow_pickle=False)
     shutil.copyfile(static.manifest.verify(static.manifest.tokenizer.file), out / STATIC_TOKENIZER_FILE)
     report = student_report(recipe, teacher.name, len(prompts))
     report["prompts"] = {"labelled": len(data.prompts), "generated_chat": n_chat, "generator": "export/training/chat_prompts.py"}
@@ -221,7 +244,8 @@ def distill_command(args: Any) -> dict[str, Any]:
     report["models"] = {"strong": teacher.strong_model or data.strong_model, "weak": teacher.weak_model or data.weak_model}
     report["static_from"] = static.name
     # The table's own provenance travels on, so a bundle re-distilled from itself still says what its table is.
-    report["static_model"] = json.loads(static.manifest.path.read_text(encoding="utf-8"))["embedder"].get("model")
+    source_model = json.loads(static.manifest.path.read_text(encoding="utf-8"))["embedder"].get("model")
+    report["static_model"] = source_model if tuned is None else f"{source_model}; rows tuned with the head to {teacher.name}"
     save_student(out, hidden, output, report)
     return report
 
