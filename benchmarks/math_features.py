@@ -1,6 +1,6 @@
 """Do math features (numbers, operators, sentences) carry difficulty beyond prompt length? (issue 24)
 
-    python benchmarks/math_features.py --data-dir ../shared/data/routellm-evals [--ridge 0.01]
+    python benchmarks/math_features.py --data-dir ../shared/data/routellm-evals --static-router ckpt/static-src [--ridge 0.01]
 
 A linear probe (``fit_ridge``) fitted to the labels (the strong model correct and the weak one wrong),
 once per split of the quality protocol (``benchmarks/quality.py``: five MMLU folds grouped by subject, five
@@ -27,11 +27,10 @@ from quality import protocol_data  # noqa: E402
 
 from edgeroute.export.training.features import static_features  # noqa: E402
 from edgeroute.export.training.probe import fit_ridge  # noqa: E402
-from edgeroute.runtime import Router  # noqa: E402
+from edgeroute.export.training.table_tuning import frozen_static_router  # noqa: E402
 from edgeroute.runtime.evaluation.report import crossval_summary  # noqa: E402
 
 RESULTS = HERE / "results"
-FAST_TIER = "static-distilled-gpt4-mixtral"
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 OPERATION = re.compile(
     r"\b(?:times|twice|half|each|per|total|remaining|left|more than|less than|fewer|percent|average|altogether|every|after"
@@ -74,9 +73,9 @@ def math_row(prompt: str) -> list[float]:
     ]
 
 
-def variants(prompts: list[str]) -> dict[str, np.ndarray]:
-    """Feature sets: the fast tier's static embedding (with and without its length input) and the math features."""
-    router = Router.load(FAST_TIER)
+def variants(prompts: list[str], static_router: str) -> dict[str, np.ndarray]:
+    """Feature sets: a frozen static embedding (with and without its length input) and the math features."""
+    router = frozen_static_router(static_router)  # a table tuned on the shared prompts would read every split's test rows
     static = np.concatenate([static_features(router, prompts[i : i + 512]) for i in range(0, len(prompts), 512)]).astype(np.float64)
     embedding, length = static[:, :-1], static[:, -1:]
     math = np.array([math_row(p) for p in prompts], dtype=np.float64)
@@ -89,13 +88,13 @@ def variants(prompts: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def run(data_dir: Path, ridge: float) -> tuple[dict, list[str]]:
+def run(data_dir: Path, ridge: float, static_router: str) -> tuple[dict, list[str]]:
     """Each feature set's protocol summary (``crossval_summary``) and the names, in report order."""
     data, splits, pair_rows, _chat = protocol_data(data_dir)
     labelled = ~np.isnan(data.strong_quality)
     labels = np.where(labelled, data.strong_quality > data.weak_quality, 0.0).astype(np.float64)
     scores = {}
-    for name, features in variants(data.prompts).items():
+    for name, features in variants(data.prompts, static_router).items():
         fitted = {}
         for split, (train, _test) in splits.items():
             rows = train & labelled
@@ -110,7 +109,8 @@ def report(summary: dict, names: list[str], ridge: float) -> str:
     lines = [
         "# Math features beside the static embedding (issue 24)",
         "",
-        f"`python benchmarks/math_features.py --data-dir ../shared/data/routellm-evals --ridge {ridge}` ({_machine()}; no timing here).",
+        "`python benchmarks/math_features.py --data-dir ../shared/data/routellm-evals --static-router ckpt/static-src "
+        f"--ridge {ridge}` ({_machine()}; no timing here).",
         "",
         "Linear probe fitted to the labels per protocol split. Columns: MMLU / GSM8K fold means, MMLU→GSM8K, GSM8K→MMLU.",
         "Math features: " + ", ".join(MATH_FEATURES) + ".",
@@ -141,8 +141,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="RouteLLM-layout data (../shared/data/routellm-evals)")
     parser.add_argument("--ridge", type=float, default=0.01, help="ridge penalty per training row, on standardized features")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for math_features.md")
+    parser.add_argument(
+        "--static-router",
+        required=True,
+        help="a bundle with a frozen static table (ckpt/static-src in docs/training.md; not the shipped one)",
+    )
     args = parser.parse_args()
-    summary, names = run(args.data_dir, args.ridge)
+    summary, names = run(args.data_dir, args.ridge, args.static_router)
     text = report(summary, names, args.ridge)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "math_features.md").write_text(text)

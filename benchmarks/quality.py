@@ -216,9 +216,9 @@ def fast_rows(data, splits, chat, static_router: str, teachers: dict[str, dict])
     """Fast-tier students per split (``STUDENTS``): from each teacher, on the labelled rows alone or with the chat prompts,
     whose targets may blend in their template labels (``ChatPrior``)."""
     from edgeroute.export.training.crossval import distilled_scores, label_scores, static_features
-    from edgeroute.export.training.table_tuning import TokenRows
+    from edgeroute.export.training.table_tuning import TokenRows, frozen_static_router
 
-    router = Router.load(static_router)
+    router = frozen_static_router(static_router)  # a table tuned on the shared prompts would read every split's test rows
     features = static_features(router, data.prompts)
     tokens, table = TokenRows.of(router, data.prompts), np.asarray(router.scorer.embedder.table)
     scores, students = {}, []
@@ -318,8 +318,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--static-router",
-        default="static-distilled-gpt4-mixtral",
-        help="bundle whose static embeddings the fast tier reads (its table and tokenizer)",
+        default=None,
+        help="bundle whose frozen static table and tokenizer the fast tier's students read (not the shipped one: its table "
+        "was tuned on the shared prompts); docs/training.md's rebuild block extracts it to ckpt/static-src",
     )
     parser.add_argument(
         "--probe-router",
@@ -340,6 +341,8 @@ def main() -> None:
     print(f"cache: {args.work_dir} (reused across runs; delete it to recompute)", file=sys.stderr)
     if args.shipped_only:
         document = json.loads((args.out / "quality.json").read_text())
+    elif args.static_router is None:
+        parser.error("--static-router is needed for the protocol run (a bundle with a frozen static table, see its help)")
     else:
         document = run_protocol(args.data_dir, args.work_dir, args.static_router, args.probe_router, args.with_finetuned)
     from edgeroute.runtime.scoring.router import shipped_routers

@@ -872,10 +872,14 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="LR",
-        help="fit the static table's rows with the head at this learning rate (the shipped fast tier: 3e-4; default 0: frozen)",
+        help="fit the static table's rows with the head at this learning rate (default 0: frozen); the shipped fast tier is "
+        "--tune-table 3e-4 --epochs 10 --hidden 128 from a frozen table (docs/training.md)",
     )
     distilled.add_argument(
-        "--epochs", type=int, default=30, help="passes over the prompts (default 30; the shipped tuned-table recipe: 10)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the prompts (default 30, as the frozen-table recipe; the shipped tuned one: 10)",
     )
 
 

@@ -22,7 +22,7 @@ from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.finetune import FineTuneRecipe
 from edgeroute.export.training.distill import ChatPrior, StudentRecipe, fit_student, teacher_targets, with_chat_prior
-from edgeroute.export.training.table_tuning import TokenRows, embed_rows, fit_tuned_student, required
+from edgeroute.export.training.table_tuning import TokenRows, fit_tuned_student, tuned_features, tuning_inputs
 from edgeroute.export.training.features import as_scored, fold_length, static_features, student_features  # noqa: F401 - static_features re-exported
 from edgeroute.export.training.probe import ProbeRecipe, encoder_embeddings, fit_probe, truncated_encoder
 from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
@@ -223,10 +223,10 @@ def _fit_split_student(
     """One split's head (and tuned table's features, else ``features``): (head, head_out, every row's features)."""
     if recipe.table_learning_rate == 0.0:
         return *fit_student(features[train], logits[train], recipe), features
-    tokens, table = required(tokens, table)
+    tokens, table = tuning_inputs(tokens, table)
     rows = np.flatnonzero(train)
     tuned, hidden, output = fit_tuned_student(tokens.subset(rows), features[rows, -1], logits[rows], table, recipe)
-    return hidden, output, np.concatenate([embed_rows(tuned, tokens), features[:, -1:]], axis=1)
+    return hidden, output, tuned_features(tuned, tokens, features)
 
 
 def label_scores(features: np.ndarray, splits: Splits, data: BenchmarkData, recipe: StudentRecipe) -> dict[str, np.ndarray]:

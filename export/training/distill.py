@@ -26,14 +26,16 @@ from edgeroute.runtime.errors import InvalidInputError
 from edgeroute.runtime.scoring.layout import HEAD_FILE, HEAD_OUT_FILE  # noqa: F401 - HEAD_FILE: the first layer
 
 from edgeroute.export.training.features import fold_length, reference_win_rates, student_features  # noqa: F401 - re-exported
-from edgeroute.export.training.table_tuning import TokenRows, embed_rows, fit_tuned_student, required
+from edgeroute.export.training.student_loop import head_arrays, one_thread, run_epochs
+from edgeroute.export.training.table_tuning import TokenRows, fit_tuned_student, frozen_static_router, tuned_features, tuning_inputs
 
 _CLIP = 1e-6
 
 
 @dataclass(frozen=True)
 class StudentRecipe:
-    """How the MLP head is fitted (chosen on the cross-validation protocol, see benchmarks/quality.py)."""
+    """How the MLP head is fitted. The defaults are the frozen-table recipe the protocol chose (benchmarks/quality.py);
+    the shipped fast tier tunes its table (``hidden=128, table_learning_rate=3e-4, epochs=10``, docs/training.md)."""
 
     # 64 ties 256 on the protocol (benchmarks/results/quality.md) at a quarter of the head's scoring time.
     hidden: int = 64
@@ -117,43 +119,26 @@ def fit_distilled(
     logits = with_chat_prior(teacher_targets(teacher_win_rates), labelled, prior)
     if recipe.table_learning_rate == 0.0:
         return None, *fold_length(*fit_student(features, logits, recipe, progress), features, logits, recipe.length_weight)
-    tokens, table = required(tokens, table)
+    tokens, table = tuning_inputs(tokens, table)
     tuned, hidden, output = fit_tuned_student(tokens, features[:, -1], logits, table, recipe, progress)
-    tuned_features = np.concatenate([embed_rows(tuned, tokens), features[:, -1:]], axis=1)
-    return tuned, *fold_length(hidden, output, tuned_features, logits, recipe.length_weight)
+    return tuned, *fold_length(hidden, output, tuned_features(tuned, tokens, features), logits, recipe.length_weight)
 
 
 def fit_student(
     features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe = StudentRecipe(), progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit the MLP head by mean squared error on ``targets``; returns (``head.npy``, ``head_out.npy``) arrays."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 64-unit MLP on batches of 64: a second thread only waits (2x slower on 2 busy cores)
-    try:
-        return _fit_student(features, targets, recipe, progress)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread():
+        torch.manual_seed(recipe.seed)
+        net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1))
+        optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+        inputs, outputs = torch.from_numpy(features), torch.as_tensor(targets, dtype=torch.float32)
 
+        def loss_of(rows: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.mse_loss(net(inputs[rows]).squeeze(-1), outputs[rows])
 
-def _fit_student(features: np.ndarray, targets: np.ndarray, recipe: StudentRecipe, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    net = torch.nn.Sequential(torch.nn.Linear(features.shape[1], recipe.hidden), torch.nn.ReLU(), torch.nn.Linear(recipe.hidden, 1))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    inputs, outputs = torch.from_numpy(features), torch.as_tensor(targets, dtype=torch.float32)
-    for _ in tqdm(range(recipe.epochs), desc="fit student", unit="epoch", disable=not progress):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), recipe.batch_size):
-            rows = order[start : start + recipe.batch_size]
-            loss = torch.nn.functional.mse_loss(net(inputs[rows]).squeeze(-1), outputs[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    first, last = net[0], net[2]
-    # The runtime's layout: [W1 | length weight | b1] and [w2 | b2] (see runtime/scoring/heads.py).
-    hidden = torch.cat([first.weight, first.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
-    output = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
-    return hidden, output
+        run_epochs(loss_of, len(inputs), [optimizer], recipe.epochs, recipe.batch_size, recipe.seed, "fit student", progress)
+        return head_arrays(net[0], net[2])
 
 
 def save_student(out: Path, hidden: np.ndarray, output: np.ndarray, report: dict[str, Any]) -> Path:
@@ -203,18 +188,9 @@ def distill_command(args: Any) -> dict[str, Any]:
     from edgeroute.export.training.chat_prompts import labelled_chat_prompts
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
-    if not 0.0 <= getattr(args, "chat_prior", 0.0) <= 1.0:  # before the minutes of teacher scoring
-        raise InvalidInputError(f"--chat-prior must be in [0, 1], got {args.chat_prior}")
-    data = load_protocol_data(Path(args.data))
     n_chat = getattr(args, "chat_prompts", 0)
-    recipe = StudentRecipe(
-        seed=args.seed,
-        length_weight=getattr(args, "length_weight", 0.0),
-        hidden=getattr(args, "hidden", StudentRecipe.hidden),
-        chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
-        table_learning_rate=getattr(args, "tune_table", 0.0),
-        epochs=getattr(args, "epochs", StudentRecipe.epochs),
-    )
+    recipe = _checked_recipe(args, n_chat)  # before the minutes of teacher scoring
+    data = load_protocol_data(Path(args.data))
     chat, hard = labelled_chat_prompts(n_chat, seed=args.seed) if n_chat else ([], [])
     extra = _extra_prompts(getattr(args, "extra_prompts", None))
     prompts = data.prompts + chat + extra
@@ -222,7 +198,8 @@ def distill_command(args: Any) -> dict[str, Any]:
     hard_rows = np.zeros(len(prompts), dtype=bool)
     hard_rows[source == 1] = np.asarray(hard, dtype=bool)
     prior = ChatPrior(source == 1, hard_rows, recipe.chat_prior, labelled=source == 0)
-    static = Router.load(args.static_from)
+    # A table already tuned to a teacher would be tuned twice, on rows fitted to the same prompts.
+    static = frozen_static_router(args.static_from) if recipe.table_learning_rate else Router.load(args.static_from)
     table = _static_table(static)  # checked before the minutes of teacher scoring
     teacher = Router.load(args.teacher)
     rates = np.concatenate(
@@ -248,6 +225,22 @@ def distill_command(args: Any) -> dict[str, Any]:
     report["static_model"] = source_model if tuned is None else f"{source_model}; rows tuned with the head to {teacher.name}"
     save_student(out, hidden, output, report)
     return report
+
+
+def _checked_recipe(args: Any, n_chat: int) -> StudentRecipe:
+    """``train distilled``'s recipe from its options, refused before any work if an option is out of range."""
+    if not 0.0 <= getattr(args, "chat_prior", 0.0) <= 1.0:
+        raise InvalidInputError(f"--chat-prior must be in [0, 1], got {args.chat_prior}")
+    if getattr(args, "tune_table", 0.0) < 0.0:
+        raise InvalidInputError(f"--tune-table must be 0 (a frozen table) or a positive learning rate, got {args.tune_table}")
+    return StudentRecipe(
+        seed=args.seed,
+        length_weight=getattr(args, "length_weight", 0.0),
+        hidden=getattr(args, "hidden", StudentRecipe.hidden),
+        chat_prior=getattr(args, "chat_prior", 0.0) if n_chat else 0.0,
+        table_learning_rate=getattr(args, "tune_table", 0.0),
+        epochs=getattr(args, "epochs", None) or StudentRecipe.epochs,
+    )
 
 
 def _static_table(router: Any) -> np.ndarray:

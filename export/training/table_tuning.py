@@ -9,17 +9,20 @@ lookup, a sum, a normalization and the same MLP. Rows of tokens never seen keep 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from edgeroute.runtime import Router
 from edgeroute.runtime.errors import InvalidInputError
-from edgeroute.runtime.scoring.router import cut_prompt
+
+from edgeroute.export.checkpoints import CheckpointError
+from edgeroute.export.training.student_loop import head_arrays, one_thread, run_epochs
+from edgeroute.runtime.scoring.router import clean_prompt, cut_prompt
 
 if TYPE_CHECKING:  # distill imports this module
     from edgeroute.export.training.distill import StudentRecipe
@@ -33,9 +36,9 @@ class TokenRows:
 
     @classmethod
     def of(cls, router: Router, prompts: Sequence[str]) -> TokenRows:
-        """The ids ``router``'s static embedder sums for each of ``prompts``."""
+        """The ids ``router``'s static embedder sums for each of ``prompts`` (cut, then cleaned, as ``Router`` does)."""
         tokenizer = router.scorer.embedder.tokenizer  # type: ignore[union-attr]
-        cut = [cut_prompt(prompt, router.manifest.max_length) for prompt in prompts]
+        cut = [clean_prompt(cut_prompt(prompt, router.manifest.max_length), position) for position, prompt in enumerate(prompts)]
         return cls(tuple(np.asarray(encoding.ids, dtype=np.int64) for encoding in tokenizer.encode_batch(cut, add_special_tokens=False)))
 
     def subset(self, rows: np.ndarray) -> TokenRows:
@@ -50,11 +53,40 @@ class TokenRows:
         return torch.from_numpy(flat), torch.from_numpy(offsets)
 
 
-def required(tokens: TokenRows | None, table: np.ndarray | None) -> tuple[TokenRows, np.ndarray]:
+def tuning_inputs(tokens: TokenRows | None, table: np.ndarray | None) -> tuple[TokenRows, np.ndarray]:
     """``tokens`` and ``table``, which a tuned-table recipe cannot go without."""
     if tokens is None or table is None:
-        raise InvalidInputError("table_learning_rate > 0 needs the prompts' tokens and the static table")
+        raise InvalidInputError(
+            "table_learning_rate > 0 needs the prompts' tokens and the static table: pass tokens=TokenRows.of(router, prompts) "
+            "and table=router.scorer.embedder.table"
+        )
     return tokens, table
+
+
+def tuned_features(table: np.ndarray, tokens: TokenRows, features: np.ndarray) -> np.ndarray:
+    """``features`` (embedding columns, then the length feature) with the embedding columns read from a tuned ``table``."""
+    return np.concatenate([embed_rows(table, tokens), features[:, -1:]], axis=1)
+
+
+def table_learning_rate(router: Router) -> float:
+    """The learning rate its static table was tuned at when ``router`` was distilled (0.0: a frozen table)."""
+    manifest = json.loads(router.manifest.path.read_text(encoding="utf-8"))
+    recipe = manifest.get("source", {}).get("training", {}).get("recipe", {})
+    return float(recipe.get("table_learning_rate", 0.0))
+
+
+def frozen_static_router(path: str) -> Router:
+    """Load a static-embedder bundle whose table no teacher tuned: cross-validation on the shared prompts, or another
+    tuning, must not start from rows that were fitted to them."""
+    router = Router.load(path)
+    rate = table_learning_rate(router)
+    if rate > 0.0:
+        raise CheckpointError(
+            f"{router.manifest.path}: its static table was tuned to a teacher on the shared prompts (table_learning_rate {rate:g}); "
+            "pass a bundle with the frozen table, e.g. the last one before tuning: mkdir -p ckpt/static-src && git archive 3601661 "
+            "models/static-distilled-gpt4-mixtral | tar -x -C ckpt/static-src --strip-components=2 (needs the git history)"
+        )
+    return router
 
 
 def embed_rows(table: np.ndarray, tokens: TokenRows) -> np.ndarray:
@@ -87,40 +119,27 @@ def fit_tuned_student(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit the table's rows and the MLP head together by mean squared error on the standardized ``targets``.
 
-    ``recipe`` is a ``StudentRecipe`` (``table_learning_rate`` > 0). Returns the tuned table rounded to the
-    bundle's float16 and the (``head.npy``, ``head_out.npy``) arrays in the runtime's layout.
+    Returns the tuned table rounded to the bundle's float16 and the (``head.npy``, ``head_out.npy``) arrays.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small sparse batches: a second thread only waits
-    try:
-        return _fit(tokens, lengths, targets, table, recipe, progress)
-    finally:
-        torch.set_num_threads(threads)
+    spread = float(np.std(targets))
+    if not recipe.table_learning_rate > 0.0 or not spread > 0.0:
+        raise InvalidInputError(
+            f"table tuning needs a positive learning rate (got {recipe.table_learning_rate:g}) and teacher scores that "
+            f"differ (their spread is {spread:g}); pass --tune-table > 0 and a teacher that tells prompts apart"
+        )
+    with one_thread():
+        torch.manual_seed(recipe.seed)
+        net = _TunedStudent(table, recipe.hidden)
+        head_optimizer = torch.optim.AdamW(net.mlp.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+        table_optimizer = torch.optim.SparseAdam(list(net.bag.parameters()), lr=recipe.table_learning_rate)
+        length_inputs = torch.as_tensor(lengths, dtype=torch.float32)
+        # Standardized: the table's step size then means the same for any teacher's logit spread (fold_length
+        # puts the student back on the teacher's scale). Chosen on held-out fidelity to the teacher (docs/training.md).
+        outputs = torch.as_tensor((targets - np.mean(targets)) / spread, dtype=torch.float32)
 
+        def loss_of(rows: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.mse_loss(net(*tokens.batch(rows.numpy()), length_inputs[rows]), outputs[rows])
 
-def _fit(
-    tokens: TokenRows, lengths: np.ndarray, targets: np.ndarray, table: np.ndarray, recipe: StudentRecipe, progress: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    net = _TunedStudent(table, recipe.hidden)
-    head_optimizer = torch.optim.AdamW(net.mlp.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    table_optimizer = torch.optim.SparseAdam(list(net.bag.parameters()), lr=recipe.table_learning_rate)
-    length_inputs = torch.as_tensor(lengths, dtype=torch.float32)
-    # Standardized: the table's step size then means the same for any teacher's logit spread (fold_length
-    # puts the student back on the teacher's scale). Chosen on held-out fidelity to the teacher (docs/training.md).
-    outputs = torch.as_tensor((targets - targets.mean()) / targets.std(), dtype=torch.float32)
-    for _ in tqdm(range(recipe.epochs), desc="fit student and table", unit="epoch", disable=not progress):
-        order = torch.randperm(len(outputs), generator=generator).numpy()
-        for start in range(0, len(order), recipe.batch_size):
-            rows = order[start : start + recipe.batch_size]
-            loss = torch.nn.functional.mse_loss(net(*tokens.batch(rows), length_inputs[rows]), outputs[rows])
-            head_optimizer.zero_grad()
-            table_optimizer.zero_grad()
-            loss.backward()
-            head_optimizer.step()
-            table_optimizer.step()
-    first, last = net.mlp[0], net.mlp[2]
-    hidden = torch.cat([first.weight, first.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
-    output = torch.cat([last.weight, last.bias[:, None]], dim=1).detach().numpy().astype(np.float32)
-    return net.bag.weight.detach().numpy().astype(np.float16), hidden, output
+        optimizers = [head_optimizer, table_optimizer]
+        run_epochs(loss_of, len(outputs), optimizers, recipe.epochs, recipe.batch_size, recipe.seed, "fit student and table", progress)
+        return net.bag.weight.detach().numpy().astype(np.float16), *head_arrays(net.mlp[0], net.mlp[2])

@@ -175,6 +175,7 @@ class RoutingPolicy:
         sticky_capacity: int = 10_000,
         budget: BudgetSettings | None = None,
         tenant_shares: Mapping[str, float] | None = None,
+        tenant_settings: BudgetSettings | None = None,
         budget_store: WindowStore | None = None,
         targets: Targets | None = None,
         target_cost: float | None = None,
@@ -196,10 +197,10 @@ class RoutingPolicy:
         if budget is not None:
             budget.budget(0.5)  # refuses bad settings now, not on a request
         self.budget = budget
-        # Each tenant with a share of its own gets a budget of its own; the others share the server's.
-        self.tenant_budgets = {
-            name: replace(budget or BudgetSettings(share), target=share) for name, share in (tenant_shares or {}).items()
-        }
+        # Each tenant with a share of its own gets a budget of its own; the others share the server's. Without a
+        # server-wide budget, ``tenant_settings`` still carries serve's window, floor and ceiling to the tenants'.
+        base = budget or tenant_settings
+        self.tenant_budgets = {name: replace(base or BudgetSettings(share), target=share) for name, share in (tenant_shares or {}).items()}
         for settings in self.tenant_budgets.values():
             settings.budget(0.5)
         self._budgets: dict[tuple[str, str | None], StrongShareBudget] = {}

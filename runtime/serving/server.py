@@ -388,6 +388,10 @@ def check_upstreams(config: ServerConfig) -> None:
 
 def policy_for(config: ServerConfig, routers: RouterSet) -> RoutingPolicy:
     """The routing policy a server with ``config`` runs: models, stickiness, scoring budget, strong-call or spend budget."""
+    # serve's --budget-* options; the target is the server's --strong-share, or each key's own strong_share.
+    budget_options = BudgetSettings(
+        config.strong_share or 0.5, config.budget_window, config.budget_floor, config.budget_ceiling, config.budget_counts_route
+    )
     return RoutingPolicy(
         routers,
         config.strong.model,
@@ -401,11 +405,8 @@ def policy_for(config: ServerConfig, routers: RouterSet) -> RoutingPolicy:
         targets=config.targets,
         target_cost=config.target_cost,
         spend_window=config.budget_window,
-        budget=None
-        if config.strong_share is None
-        else BudgetSettings(
-            config.strong_share, config.budget_window, config.budget_floor, config.budget_ceiling, config.budget_counts_route
-        ),
+        budget=None if config.strong_share is None else budget_options,
+        tenant_settings=budget_options,
     )
 
 
