@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from checkpoints import make_mf_checkpoint
-from edgeroute.export import ExportOptions, export_distilled, export_mf
-from edgeroute.export.training.crossval import distilled_scores, golden_labels, label_scores, teacher_scores
+from edgeroute.export import CheckpointError, ExportOptions, export_distilled, export_mf
+from edgeroute.export.training.crossval import _fit_split_student, distilled_scores, golden_labels, label_scores, teacher_scores
 from edgeroute.export.training.distill import (
     StudentRecipe,
     distill_command,
@@ -22,7 +23,7 @@ from edgeroute.export.training.distill import (
     student_features,
 )
 from edgeroute.export.static import save_static, static_embedder
-from edgeroute.export.training.table_tuning import TokenRows, embed_rows
+from edgeroute.export.training.table_tuning import TokenRows, embed_rows, fit_tuned_student, frozen_static_router
 from edgeroute.export.training.teacher import TeacherRecipe
 from edgeroute.runtime import ConfigurationError, InvalidInputError, ManifestError, Router
 from edgeroute.runtime.evaluation.data import benchmark_of, cv_fold_of, load_protocol_data, protocol_splits
@@ -197,7 +198,11 @@ def test_teacher_and_student_recipes_run_per_split(layout, encoder_dir, tmp_path
     )
     for scores in (distilled[0.0], distilled[2.0], tuned[0.0], label_scores(features, splits, data, small)):
         assert set(scores) == set(splits) and all(np.isfinite(s).all() for s in scores.values())
-    assert not np.allclose(tuned[0.0]["fold0"], distilled[0.0]["fold0"])  # the split's tuned table scores every row
+    train, logits = splits["fold0"][0], np.log(teacher["fold0"] / (1.0 - teacher["fold0"]))
+    tokens, table = TokenRows.of(router, data.prompts), router.scorer.embedder.table
+    *_, split_features = _fit_split_student(features, train, logits, replace(small, table_learning_rate=0.05), tokens, table)
+    assert not np.allclose(split_features[:, :-1], features[:, :-1])  # every row is scored through the split's tuned table
+    np.testing.assert_array_equal(split_features[:, -1], features[:, -1])  # and the same length feature
     assert set(np.unique(golden_labels(data))) <= {0, 1, 2}
 
 
@@ -216,7 +221,7 @@ def test_distilled_bundle_keeps_its_tables_provenance(distilled, static_bundle):
 
 def test_token_rows_reproduce_the_runtime_static_embeddings(static_bundle):
     router = Router.load(static_bundle)
-    prompts = [*PROMPTS, "naïve café ünïcode", "a" * 20000]
+    prompts = [*PROMPTS, "naïve café ünïcode", "a" * 20000, "a lone surrogate \ud800 is replaced, as Router does"]
     table = np.asarray(router.scorer.embedder.table)
     np.testing.assert_allclose(embed_rows(table, TokenRows.of(router, prompts)), router.embed(prompts), atol=1e-6)
 
@@ -249,5 +254,30 @@ def test_tuned_table_moves_only_the_rows_of_seen_tokens_and_exports_with_parity(
 
 
 def test_table_tuning_without_tokens_is_refused():
-    with pytest.raises(InvalidInputError, match=r"^table_learning_rate > 0 needs the prompts' tokens and the static table$"):
+    message = (
+        "table_learning_rate > 0 needs the prompts' tokens and the static table: pass tokens=TokenRows.of(router, prompts) "
+        "and table=router.scorer.embedder.table"
+    )
+    with pytest.raises(InvalidInputError) as caught:
         fit_distilled(np.zeros((4, 3), np.float32), np.full(4, 0.5), StudentRecipe(table_learning_rate=0.1))
+    assert str(caught.value) == message
+
+
+def test_table_tuning_refuses_a_flat_teacher_and_a_table_tuned_before(static_bundle, tmp_path):
+    tokens = TokenRows((np.array([1, 2]), np.array([3])))
+    with pytest.raises(InvalidInputError) as caught:
+        fit_tuned_student(tokens, np.ones(2), np.full(2, 0.7), np.zeros((5, 4)), StudentRecipe(table_learning_rate=0.1))
+    assert str(caught.value) == (
+        "table tuning needs a positive learning rate (got 0.1) and teacher scores that differ (their spread is 0); "
+        "pass --tune-table > 0 and a teacher that tells prompts apart"
+    )
+    manifest = json.loads((static_bundle / "manifest.json").read_text())
+    manifest.setdefault("source", {}).setdefault("training", {})["recipe"] = {"table_learning_rate": 3e-4}
+    tuned = tmp_path / "tuned"
+    shutil.copytree(static_bundle, tuned)
+    (tuned / "manifest.json").write_text(json.dumps(manifest))
+    assert frozen_static_router(str(static_bundle)).name
+    with pytest.raises(
+        CheckpointError, match=r"its static table was tuned to a teacher on the shared prompts \(table_learning_rate 0.0003\)"
+    ):
+        frozen_static_router(str(tuned))
