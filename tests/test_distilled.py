@@ -47,19 +47,17 @@ def static_bundle(tmp_path_factory, encoder_dir):
     return export_mf(checkpoint, ExportOptions(out=folder / "bundle"), embedder="static").parent
 
 
+def _distill_args(layout, teacher, static, out, **options) -> SimpleNamespace:
+    """``edgeroute train distilled``'s parsed options for the tiny layout (seed 0), plus ``options``."""
+    return SimpleNamespace(data=str(layout), teacher=str(teacher), static_from=str(static), out=str(out), seed=0, **options)
+
+
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory, layout, bert_bundle, static_bundle):
     folder = tmp_path_factory.mktemp("distilled")
     extra = folder / "written.txt"  # unlabeled prompts the teacher scores beside the data's
     extra.write_text("Sort these three words alphabetically: pear, apple, fig.\nWhy is the sky blue?\nhello there\n")
-    args = SimpleNamespace(
-        data=str(layout),
-        teacher=str(bert_bundle),
-        static_from=str(static_bundle),
-        out=str(folder / "ckpt"),
-        seed=0,
-        extra_prompts=str(extra),
-    )
+    args = _distill_args(layout, bert_bundle, static_bundle, folder / "ckpt", extra_prompts=str(extra))
     distill_command(args)
     export_distilled(folder / "ckpt", ExportOptions(out=folder / "bundle"))
     return folder / "ckpt", folder / "bundle"
@@ -227,15 +225,7 @@ def test_token_rows_reproduce_the_runtime_static_embeddings(static_bundle):
 
 
 def test_tuned_table_moves_only_the_rows_of_seen_tokens_and_exports_with_parity(layout, bert_bundle, static_bundle, tmp_path):
-    args = SimpleNamespace(
-        data=str(layout),
-        teacher=str(bert_bundle),
-        static_from=str(static_bundle),
-        out=str(tmp_path / "ckpt"),
-        seed=0,
-        tune_table=0.05,
-        epochs=2,
-    )
+    args = _distill_args(layout, bert_bundle, static_bundle, tmp_path / "ckpt", tune_table=0.05, epochs=2)
     report = distill_command(args)
     source = Router.load(static_bundle)
     before = np.asarray(source.scorer.embedder.table, dtype=np.float16)
