@@ -7,7 +7,10 @@ For each pair set: *pairs*, the share of hard/easy pairs of similar length whose
 higher win rate; *gap AUC*, whether hard math, reasoning and coding prompts outrank hard writing, roleplay
 and humanities ones (a strong model's edge over a weak one is largest on exact, multi-step work); and the
 Spearman correlation of win rates with character count. Prompt length and random scores sit beside.
-Every prompt is scored alone (batch 1), as served.
+Every prompt is scored alone (batch 1), as served. The validation half of the written prompts
+(`export/training/written_prompts.jsonl`, the prompts with an intended difficulty that no recipe trains on;
+recipes are chosen there, the pair sets only report) has no pairs: its first column is the hard/easy AUC
+within each category, averaged over categories.
 """
 
 from __future__ import annotations
@@ -19,13 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from edgeroute.runtime import Router
-from edgeroute.runtime.evaluation.content import gap_category_auc, length_spearman, load_pairs, pair_accuracy, pair_prompts
+from edgeroute.export.training.chat_prompts import categorised_written_prompts
+from edgeroute.runtime.evaluation.content import (
+    category_gap_auc,
+    difficulty_auc,
+    gap_category_auc,
+    length_spearman,
+    load_pairs,
+    pair_accuracy,
+    pair_prompts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR_SETS = {
     "project pairs (64; same author as the training templates)": ROOT / "tests" / "fixtures" / "content_pairs.jsonl",
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
 }
+WRITTEN = "written prompts, validation half (949; two authors who saw neither pair set)"
 SHIPPED = ("bert-minilm-gpt4-mixtral", "static-distilled-gpt4-mixtral")
 
 
@@ -40,17 +53,33 @@ def random_figures(pairs: list, prompts: list[str], seeds: int = 200) -> dict[st
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
+def written_figures(rates: np.ndarray, hard: np.ndarray, categories: np.ndarray, prompts: list[str]) -> dict[str, float]:
+    """Hard/easy AUC within categories, gap-category AUC of the hard prompts and Spearman with length."""
+    return {
+        "pairs": difficulty_auc(rates, hard, categories),
+        "gap_auc": category_gap_auc(rates[hard], categories[hard]),
+        "spearman_length": length_spearman(rates, prompts),
+    }
+
+
+def _scores(routers: dict[str, Router], prompts: list[str]) -> dict[str, np.ndarray]:
+    """Every router's win rates, one prompt per call, and prompt length beside."""
+    scores = {label: np.array([router.strong_win_rates([p])[0] for p in prompts]) for label, router in routers.items()}
+    scores["prompt length (baseline)"] = np.array([len(p) for p in prompts], dtype=float)
+    return scores
+
+
 def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Every scorer's figures on every pair set: {pair set: {scorer: figures}}."""
+    """Every scorer's figures on every pair set and the written validation half: {set: {scorer: figures}}."""
     routers = {label: Router.load(path, threads=1) for label, path in bundles.items()}
     document: dict[str, dict[str, dict[str, float]]] = {}
     for name, path in PAIR_SETS.items():
         pairs = load_pairs(path)
         prompts = pair_prompts(pairs)
-        scores = {label: np.array([router.strong_win_rates([p])[0] for p in prompts]) for label, router in routers.items()}
-        scores["prompt length (baseline)"] = np.array([len(p) for p in prompts], dtype=float)
-        document[name] = {label: figures(rates, pairs, prompts) for label, rates in scores.items()}
+        document[name] = {label: figures(rates, pairs, prompts) for label, rates in _scores(routers, prompts).items()}
         document[name]["random (baseline, mean of 200 seeds)"] = random_figures(pairs, prompts)
+    prompts, hard, categories = categorised_written_prompts("validation")
+    document[WRITTEN] = {label: written_figures(rates, hard, categories, prompts) for label, rates in _scores(routers, prompts).items()}
     return document
 
 
@@ -58,7 +87,8 @@ def markdown(document: dict[str, dict[str, dict[str, float]]]) -> str:
     """One table per pair set."""
     lines = ["# Chat-style checks on two pair sets", "", __doc__.split("\n\n", 2)[2].strip(), ""]
     for name, rows in document.items():
-        lines += [f"## {name}", "", "| router | pairs | gap AUC (hard prompts) | Spearman with length |", "| --- | --- | --- | --- |"]
+        first = "hard/easy AUC within categories" if name == WRITTEN else "pairs"
+        lines += [f"## {name}", "", f"| router | {first} | gap AUC (hard prompts) | Spearman with length |", "| --- | --- | --- | --- |"]
         lines += [f"| {label} | {f['pairs']:.3f} | {f['gap_auc']:.3f} | {f['spearman_length']:+.2f} |" for label, f in rows.items()]
         lines.append("")
     return "\n".join(lines)

@@ -388,7 +388,7 @@ def _base_manifest(kind: str, options: ExportOptions, checkpoint: Path, source_f
         manifest["source"]["training"] = {key: report.get(key) for key in ("recipe", "n_train", "n_val", "best")}
         # What it learned from: the prompt mix, and a sketch of hashes that lets `edgeroute eval` spot in-sample sets.
         manifest["source"]["training"].update(
-            {key: report[key] for key in ("prompts", "prompt_sketch", "generated_chat", "chat_labels") if key in report}
+            {key: report[key] for key in ("prompts", "prompt_sketch", "generated_chat", "written_chat", "chat_labels") if key in report}
         )
     return manifest
 

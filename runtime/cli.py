@@ -842,6 +842,12 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
         "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
         "easy: tie; default)",
     )
+    finetuned.add_argument(
+        "--written-labels",
+        action="store_true",
+        help="also train on the half of export/training/written_prompts.jsonl's prompts that carry an intended difficulty "
+        "(labelled by --chat-labels; the other half is kept for validation)",
+    )
 
 
 def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:

@@ -207,6 +207,40 @@ def test_chat_label_rules_exactly():
         template_labels(hard, categories, "soft")
 
 
+def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_rule(tmp_path):
+    from edgeroute.export.training.chat_prompts import categorised_written_prompts, written_part
+    from edgeroute.export.training.data import LABEL_STRONG_WINS as S, LABEL_TIE as T
+    from edgeroute.export.training.finetune import written_labelled_rows
+
+    train, train_hard, train_categories = categorised_written_prompts("train")
+    validation, _, _ = categorised_written_prompts("validation")
+    assert len(train) > 900 and len(validation) > 900 and not set(train) & set(validation)
+    assert {written_part(p) for p in train} == {"train"} and written_part(validation[0]) == "validation"
+    prompts, labels = written_labelled_rows("gap-aware")
+    assert prompts == train and set(labels.tolist()) == {S, T}
+    gap = train_hard & np.isin(train_categories, ["math", "reasoning", "coding"])
+    assert (labels[gap] == S).all() and (labels[~train_hard] == T).all()
+    other_hard = labels[train_hard & ~gap]  # every second one "strong wins", the rest "tie"
+    assert abs(int((other_hard == S).sum()) - int((other_hard == T).sum())) <= 1
+    # Prompts without an intended difficulty (the earlier written ones) train no BERT and validate nothing.
+    file = tmp_path / "w.jsonl"
+    file.write_text('{"prompt": "a"}\n{"prompt": "b", "category": "math", "difficulty": "hard"}\n', encoding="utf-8")
+    assert categorised_written_prompts(written_part("b"), file)[0] == ["b"]
+    with pytest.raises(ValueError, match="^written prompt part 'test': expected one of train, validation$"):
+        categorised_written_prompts("test")
+
+
+def test_difficulty_and_gap_aucs_on_categorised_prompts():
+    from edgeroute.runtime.evaluation.content import category_gap_auc, difficulty_auc, rank_auc
+
+    assert rank_auc(np.array([0.9, 0.5]), np.array([0.5, 0.1])) == 0.875 and np.isnan(rank_auc(np.array([1.0]), np.array([])))
+    rates = np.array([0.9, 0.1, 0.4, 0.6, 0.7, 0.2])
+    hard = np.array([True, False, True, False, True, False])
+    categories = np.array(["math", "math", "writing", "writing", "stem", "stem"])
+    assert difficulty_auc(rates, hard, categories) == 2 / 3  # math 1, writing 0, stem 1
+    assert category_gap_auc(rates[hard], categories[hard]) == 1.0  # hard math 0.9 over hard writing 0.4; stem unread
+
+
 def test_gap_category_auc_ranks_hard_prompts_across_categories():
     from edgeroute.runtime.evaluation.content import PromptPair, gap_category_auc
 
@@ -245,3 +279,15 @@ def test_shipped_routers_keep_their_measured_floor_on_the_independent_pairs(rout
     assert pair_accuracy(rates) >= min_pairs
     assert gap_category_auc(rates, pairs) >= min_gap_auc
     assert abs(length_spearman(rates, prompts)) <= 0.5
+
+
+def test_train_finetuned_passes_written_labels_through(monkeypatch):
+    from edgeroute.export.training import recipes
+    from edgeroute.runtime.cli import build_parser
+
+    calls = []
+    monkeypatch.setattr(recipes, "train_final_finetuned", lambda *args: calls.append(args[3:]) or {})
+    argv = ["train", "finetuned", "--data", "d", "--out", "o", "--chat-prompts", "30", "--written-labels"]
+    recipes.run_recipe_command(build_parser().parse_args(argv))
+    recipes.run_recipe_command(build_parser().parse_args(argv[:-1]))
+    assert calls == [(30, "gap-aware", True), (30, "gap-aware", False)]

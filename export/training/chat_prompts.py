@@ -10,8 +10,13 @@ length alone does not tell the two apart.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 
@@ -301,3 +306,22 @@ def labelled_chat_prompts(count: int = 6000, seed: int = 0) -> tuple[list[str], 
 def chat_prompts(count: int = 6000, seed: int = 0) -> list[str]:
     """``count`` distinct chat-style prompts over ``CATEGORIES``, half from hard templates, in a fixed order per seed."""
     return labelled_chat_prompts(count, seed)[0]
+
+
+WRITTEN_PROMPTS = Path(__file__).with_name("written_prompts.jsonl")
+WRITTEN_PARTS = ("train", "validation")
+
+
+def written_part(prompt: str) -> str:
+    """Which half of the written prompts ``prompt`` falls in: a stable split by the hash of its text."""
+    return WRITTEN_PARTS[hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()[0] % 2]
+
+
+def categorised_written_prompts(part: str, path: Path = WRITTEN_PROMPTS) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The written prompts of ``part`` that carry an intended difficulty: (prompts, hard, categories), in file order."""
+    if part not in WRITTEN_PARTS:
+        raise ValueError(f"written prompt part {part!r}: expected one of {', '.join(WRITTEN_PARTS)}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [row for row in rows if row.get("difficulty") in ("easy", "hard") and written_part(row["prompt"]) == part]
+    hard = np.array([row["difficulty"] == "hard" for row in rows], dtype=bool)
+    return [row["prompt"] for row in rows], hard, np.array([row["category"] for row in rows])

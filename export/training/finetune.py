@@ -126,6 +126,17 @@ def template_labelled_rows(count: int, seed: int = 0, rule: str = "template") ->
     return prompts, template_labels(np.array(hard, dtype=bool), np.array(categories), rule)
 
 
+def written_labelled_rows(rule: str = "gap-aware") -> tuple[list[str], np.ndarray]:
+    """The training half of the written prompts with an intended difficulty, labelled like templates (``template_labels``).
+
+    The other half is kept for choosing recipes (``categorised_written_prompts("validation")``).
+    """
+    from edgeroute.export.training.chat_prompts import categorised_written_prompts
+
+    prompts, hard, categories = categorised_written_prompts("train")
+    return prompts, template_labels(hard, categories, rule)
+
+
 def template_labels(hard: np.ndarray, categories: np.ndarray | None = None, rule: str = "template") -> np.ndarray:
     """RouteLLM labels for generated chat prompts, an easy template's always "tie".
 
@@ -158,5 +169,6 @@ __all__ = [
     "finetuned_win_rates",
     "length_batches",
     "template_labelled_rows",
+    "written_labelled_rows",
     "train_finetuned",
 ]

@@ -27,28 +27,41 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
     return {"checkpoint": str(out), "n_train": len(data), "recipe": recipe.__dict__}
 
 
-def train_final_finetuned(data_dir: Path, out: Path, recipe: Any, n_chat: int = 0, chat_rule: str = "gap-aware") -> dict[str, Any]:
+def train_final_finetuned(
+    data_dir: Path, out: Path, recipe: Any, n_chat: int = 0, chat_rule: str = "gap-aware", written: bool = False
+) -> dict[str, Any]:
     """The shipped transformer tier's recipe (``FineTuneRecipe``) on every MMLU and GSM8K row; writes a BERT checkpoint.
 
     ``n_chat`` generated chat-style prompts join the rows with their template's label (``template_labels``
-    under ``chat_rule``), the only signal about chat prompts this project has without LLM answers.
+    under ``chat_rule``), the only signal about chat prompts this project has without LLM answers;
+    ``written`` adds the training half of the written prompts that carry an intended difficulty, labelled
+    by the same rule (``written_labelled_rows``).
     """
     from edgeroute.runtime.evaluation.data import load_protocol_data
 
     from edgeroute.export.encoders import minilm_dir
     from edgeroute.export.training.crossval import golden_labels
-    from edgeroute.export.training.finetune import TokenizedPrompts, template_labelled_rows, train_finetuned
+    from edgeroute.export.training.finetune import TokenizedPrompts, template_labelled_rows, train_finetuned, written_labelled_rows
     from edgeroute.export.training.teacher import load_classifier, save_teacher
 
     data = load_protocol_data(data_dir)
     chat, chat_labels = template_labelled_rows(n_chat, recipe.seed, chat_rule)
-    prompts = data.prompts + chat
+    own, own_labels = written_labelled_rows(chat_rule) if written else ([], np.zeros(0, dtype=np.int64))
+    prompts = data.prompts + chat + own
     tokenizer, _ = load_classifier(minilm_dir())
     tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
-    labels = np.concatenate([golden_labels(data), chat_labels])
+    labels = np.concatenate([golden_labels(data), chat_labels, own_labels])
     model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe)
-    save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat, chat_rule if n_chat else None)
-    return {"checkpoint": str(out), "n_train": len(data), "generated_chat": n_chat, "chat_labels": chat_rule, "recipe": recipe.__dict__}
+    labelled_chat = chat_rule if n_chat or own else None
+    save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat, labelled_chat, written_chat=len(own))
+    return {
+        "checkpoint": str(out),
+        "n_train": len(data),
+        "generated_chat": n_chat,
+        "written_chat": len(own),
+        "chat_labels": chat_rule,
+        "recipe": recipe.__dict__,
+    }
 
 
 def run_recipe_command(args: Any) -> dict[str, Any]:
@@ -61,7 +74,7 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
         from edgeroute.export.training.finetune import FineTuneRecipe
 
         recipe = FineTuneRecipe(epochs=args.epochs, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed)
-        return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels)
+        return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels)
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command
 

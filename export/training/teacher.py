@@ -155,12 +155,13 @@ def save_teacher(
     prompts: list[str] | None = None,
     generated_chat: int = 0,
     chat_labels: str | None = None,
+    written_chat: int = 0,
 ) -> Path:
     """Write a RouteLLM-format BERT checkpoint (model, tokenizer truncating at the training length, training.json).
 
     ``prompts``: the labelled training prompts, kept only as a sketch of hashes (``edgeroute eval`` warns on
     in-sample sets); ``generated_chat``: template-labelled chat prompts trained beside them, under the label
-    rule ``chat_labels``.
+    rule ``chat_labels``; ``written_chat``: written prompts trained beside them under the same rule.
     """
     from edgeroute.runtime.evaluation.data import prompt_sketch
 
@@ -172,6 +173,7 @@ def save_teacher(
         "recipe": {**asdict(recipe), "loss": "cross-entropy over RouteLLM's 3 labels", "schedule": "AdamW, linear decay, 10% warm-up"},
         "n_train": n_train,
         "generated_chat": generated_chat,
+        **({"written_chat": written_chat} if written_chat else {}),
         **({"chat_labels": chat_labels} if chat_labels else {}),
         "n_val": 0,
         "best": None,

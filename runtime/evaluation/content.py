@@ -70,15 +70,31 @@ def pair_accuracy(win_rates: np.ndarray) -> float:
     return float(np.mean((rates[:, 0] > rates[:, 1]) + 0.5 * (rates[:, 0] == rates[:, 1])))
 
 
-def gap_category_auc(win_rates: np.ndarray, pairs: Sequence[PromptPair]) -> float:
-    """P(a hard prompt of ``GAP_CATEGORIES`` outranks a hard prompt of ``LEVEL_CATEGORIES``), ties half;
-    ``win_rates`` follows ``pair_prompts(pairs)``. NaN when either side has no pair."""
-    hard = np.asarray(win_rates, dtype=np.float64).reshape(-1, 2)[:, 0]
-    categories = np.array([pair.category for pair in pairs])
-    gap, level = hard[np.isin(categories, GAP_CATEGORIES)], hard[np.isin(categories, LEVEL_CATEGORIES)]
-    if not len(gap) or not len(level):
+def rank_auc(higher: np.ndarray, lower: np.ndarray) -> float:
+    """P(a score of ``higher`` exceeds a score of ``lower``), ties half; NaN when either side is empty."""
+    higher, lower = np.asarray(higher, dtype=np.float64), np.asarray(lower, dtype=np.float64)
+    if not len(higher) or not len(lower):
         return float("nan")
-    return float(np.mean((gap[:, None] > level[None, :]) + 0.5 * (gap[:, None] == level[None, :])))
+    return float(np.mean((higher[:, None] > lower[None, :]) + 0.5 * (higher[:, None] == lower[None, :])))
+
+
+def category_gap_auc(hard_rates: np.ndarray, categories: np.ndarray) -> float:
+    """P(a hard prompt of ``GAP_CATEGORIES`` outranks a hard prompt of ``LEVEL_CATEGORIES``); both arrays cover hard prompts only."""
+    hard_rates, categories = np.asarray(hard_rates, dtype=np.float64), np.asarray(categories)
+    return rank_auc(hard_rates[np.isin(categories, GAP_CATEGORIES)], hard_rates[np.isin(categories, LEVEL_CATEGORIES)])
+
+
+def gap_category_auc(win_rates: np.ndarray, pairs: Sequence[PromptPair]) -> float:
+    """``category_gap_auc`` of a pair set's hard prompts; ``win_rates`` follows ``pair_prompts(pairs)``."""
+    hard = np.asarray(win_rates, dtype=np.float64).reshape(-1, 2)[:, 0]
+    return category_gap_auc(hard, np.array([pair.category for pair in pairs]))
+
+
+def difficulty_auc(win_rates: np.ndarray, hard: np.ndarray, categories: np.ndarray) -> float:
+    """The mean over categories of P(a hard prompt outranks an easy prompt of the same category), ties half."""
+    rates, hard, categories = np.asarray(win_rates, dtype=np.float64), np.asarray(hard, dtype=bool), np.asarray(categories)
+    aucs = [rank_auc(rates[(categories == c) & hard], rates[(categories == c) & ~hard]) for c in np.unique(categories)]
+    return float(np.nanmean(aucs))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
