@@ -10,7 +10,8 @@ Spearman correlation of win rates with character count. Prompt length and random
 Every prompt is scored alone (batch 1), as served. The validation half of the written prompts
 (`export/training/written_prompts.jsonl`, the prompts with an intended difficulty that no recipe trains on;
 recipes are chosen there, the pair sets only report) has no pairs: its first column is the hard/easy AUC
-within each category, averaged over categories.
+within each category, averaged over categories. The fast tier is distilled on every written prompt's teacher
+score (never its label), so there it measures how well it follows its teacher, not a held-out prompt.
 """
 
 from __future__ import annotations
