@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -39,6 +41,7 @@ PAIR_SETS = {
     "project pairs (64; same author as the training templates)": ROOT / "tests" / "fixtures" / "content_pairs.jsonl",
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
 }
+RANDOM = "random (baseline, mean of 200 seeds)"
 WRITTEN = "written prompts, validation half (949; two authors who saw neither pair set)"
 SHIPPED = ("bert-minilm-gpt4-mixtral", "static-distilled-gpt4-mixtral")
 
@@ -48,9 +51,9 @@ def figures(rates: np.ndarray, pairs: list, prompts: list[str]) -> dict[str, flo
     return {"pairs": pair_accuracy(rates), "gap_auc": gap_category_auc(rates, pairs), "spearman_length": length_spearman(rates, prompts)}
 
 
-def random_figures(pairs: list, prompts: list[str], seeds: int = 200) -> dict[str, float]:
-    """The figures of random scores, averaged over seeds (one seed's gap AUC on 24 x 24 prompts moves by 0.08)."""
-    runs = [figures(np.random.default_rng(seed).random(len(prompts)), pairs, prompts) for seed in range(seeds)]
+def random_figures(score: Callable[[np.ndarray], dict[str, float]], count: int, seeds: int = 200) -> dict[str, float]:
+    """The figures of random scores for ``count`` prompts, averaged over seeds (one seed's gap AUC on 24 x 24 prompts moves by 0.08)."""
+    runs = [score(np.random.default_rng(seed).random(count)) for seed in range(seeds)]
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
@@ -78,9 +81,11 @@ def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
         pairs = load_pairs(path)
         prompts = pair_prompts(pairs)
         document[name] = {label: figures(rates, pairs, prompts) for label, rates in _scores(routers, prompts).items()}
-        document[name]["random (baseline, mean of 200 seeds)"] = random_figures(pairs, prompts)
+        document[name][RANDOM] = random_figures(partial(figures, pairs=pairs, prompts=prompts), len(prompts))
     prompts, hard, categories = categorised_written_prompts("validation")
-    document[WRITTEN] = {label: written_figures(rates, hard, categories, prompts) for label, rates in _scores(routers, prompts).items()}
+    score = partial(written_figures, hard=hard, categories=categories, prompts=prompts)
+    document[WRITTEN] = {label: score(rates) for label, rates in _scores(routers, prompts).items()}
+    document[WRITTEN][RANDOM] = random_figures(score, len(prompts))
     return document
 
 

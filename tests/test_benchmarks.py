@@ -187,10 +187,12 @@ def test_math_features_of_a_word_problem_and_the_report_table():
 def test_chat_category_checks_on_both_pair_sets_with_their_baselines():
     chat_categories = _load("chat_categories")
     document = chat_categories.measure({})  # the baselines only: no bundle to load
-    assert list(document) == list(chat_categories.PAIR_SETS)
+    assert list(document) == [*chat_categories.PAIR_SETS, chat_categories.WRITTEN]
     for rows in document.values():
         length, random = rows["prompt length (baseline)"], rows["random (baseline, mean of 200 seeds)"]
-        assert length["spearman_length"] == 1.0 and abs(length["pairs"] - 0.5) < 0.02  # half the easy prompts are the longer
-        assert abs(random["pairs"] - 0.5) < 0.03 and abs(random["gap_auc"] - 0.5) < 0.03
+        assert length["spearman_length"] == 1.0 and abs(random["pairs"] - 0.5) < 0.03 and abs(random["gap_auc"] - 0.5) < 0.03
+    assert all(abs(document[name]["prompt length (baseline)"]["pairs"] - 0.5) < 0.02 for name in chat_categories.PAIR_SETS)
+    # The written prompts are not length-balanced: length tells their hard prompts from their easy ones 0.81 of the time.
+    assert round(document[chat_categories.WRITTEN]["prompt length (baseline)"]["pairs"], 3) == 0.809
     text = chat_categories.markdown(document)
     assert "## independent pairs (96; another author, who saw neither)" in text and "| prompt length (baseline) | 0.495 |" in text
