@@ -1,4 +1,5 @@
-"""Chat-style checks of routers on two hand-written pair sets; writes benchmarks/results/chat_categories.{md,json}.
+"""Chat-style checks of routers on two hand-written pair sets and the written prompts' validation half;
+writes benchmarks/results/chat_categories.{md,json}.
 
     python benchmarks/chat_categories.py                      # the shipped bundles
     python benchmarks/chat_categories.py --bundle "bert 3b8ccef=/tmp/old/bert-minilm-gpt4-mixtral"
@@ -90,8 +91,8 @@ def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def markdown(document: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One table per pair set."""
-    lines = ["# Chat-style checks on two pair sets", "", __doc__.split("\n\n", 2)[2].strip(), ""]
+    """One table per prompt set."""
+    lines = ["# Chat-style checks on two pair sets and the written validation half", "", __doc__.split("\n\n", 2)[2].strip(), ""]
     for name, rows in document.items():
         first = "hard/easy AUC within categories" if name == WRITTEN else "pairs"
         lines += [f"## {name}", "", f"| router | {first} | gap AUC (hard prompts) | Spearman with length |", "| --- | --- | --- | --- |"]
