@@ -210,7 +210,7 @@ def test_chat_label_rules_exactly():
 def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_rule(tmp_path):
     from edgeroute.export.training.chat_prompts import categorised_written_prompts, written_part
     from edgeroute.export.training.data import LABEL_STRONG_WINS as S, LABEL_TIE as T
-    from edgeroute.export.training.finetune import written_labelled_rows
+    from edgeroute.export.training.finetune import GAP_CATEGORIES, written_labelled_rows
 
     train, train_hard, train_categories = categorised_written_prompts("train")
     validation, _, _ = categorised_written_prompts("validation")
@@ -218,7 +218,7 @@ def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_ru
     assert {written_part(p) for p in train} == {"train"} and written_part(validation[0]) == "validation"
     prompts, labels = written_labelled_rows("gap-aware")
     assert prompts == train and set(labels.tolist()) == {S, T}
-    gap = train_hard & np.isin(train_categories, ["math", "reasoning", "coding"])
+    gap = train_hard & np.isin(train_categories, GAP_CATEGORIES)
     assert (labels[gap] == S).all() and (labels[~train_hard] == T).all()
     other_hard = labels[train_hard & ~gap]  # every second one "strong wins", the rest "tie"
     assert abs(int((other_hard == S).sum()) - int((other_hard == T).sum())) <= 1
