@@ -11,8 +11,10 @@ Spearman correlation of win rates with character count. Prompt length and random
 Every prompt is scored alone (batch 1), as served. The validation half of the written prompts
 (`export/training/written_prompts.jsonl`, the prompts with an intended difficulty that no recipe trains on;
 recipes are chosen there, the pair sets only report) has no pairs: its first column is the hard/easy AUC
-within each category, averaged over categories. The fast tier is distilled on every written prompt's teacher
-score (never its label), so there it measures how well it follows its teacher, not a held-out prompt.
+within each category, averaged over categories. Its hard prompts are longer than its easy ones (length alone
+scores 0.81 there), so it also gives both AUCs within length quintiles, where length alone scores about 0.5.
+The fast tier is distilled on every written prompt's teacher score (never its label), so there it measures
+how well it follows its teacher, not a held-out prompt.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from edgeroute.runtime import Router
 from edgeroute.export.training.chat_prompts import categorised_written_prompts
 from edgeroute.runtime.evaluation.content import (
     category_gap_auc,
+    content_difficulty_auc,
+    content_gap_auc,
     difficulty_auc,
     gap_category_auc,
     length_spearman,
@@ -44,6 +48,14 @@ PAIR_SETS = {
 }
 RANDOM = "random (baseline, mean of 200 seeds)"
 WRITTEN = "written prompts, validation half (949; two authors who saw neither pair set)"
+PAIR_COLUMNS = {"pairs": "pairs", "gap_auc": "gap AUC (hard prompts)", "spearman_length": "Spearman with length"}
+WRITTEN_COLUMNS = {
+    "pairs": "hard/easy AUC within categories",
+    "gap_auc": "gap AUC (hard prompts)",
+    "content_auc": "hard/easy AUC within categories and length quintiles",
+    "content_gap_auc": "gap AUC within length quintiles",
+    "spearman_length": "Spearman with length",
+}
 SHIPPED = ("bert-minilm-gpt4-mixtral", "static-distilled-gpt4-mixtral")
 
 
@@ -59,10 +71,14 @@ def random_figures(score: Callable[[np.ndarray], dict[str, float]], count: int, 
 
 
 def written_figures(rates: np.ndarray, hard: np.ndarray, categories: np.ndarray, prompts: list[str]) -> dict[str, float]:
-    """Hard/easy AUC within categories, gap-category AUC of the hard prompts and Spearman with length."""
+    """Hard/easy AUC within categories, gap-category AUC of the hard prompts, both also within length quintiles,
+    and Spearman with length."""
+    hard_prompts = [p for p, h in zip(prompts, hard) if h]
     return {
         "pairs": difficulty_auc(rates, hard, categories),
         "gap_auc": category_gap_auc(rates[hard], categories[hard]),
+        "content_auc": content_difficulty_auc(rates, hard, categories, prompts),
+        "content_gap_auc": content_gap_auc(rates[hard], categories[hard], hard_prompts),
         "spearman_length": length_spearman(rates, prompts),
     }
 
@@ -94,9 +110,11 @@ def markdown(document: dict[str, dict[str, dict[str, float]]]) -> str:
     """One table per prompt set."""
     lines = ["# Chat-style checks on two pair sets and the written validation half", "", __doc__.split("\n\n", 2)[2].strip(), ""]
     for name, rows in document.items():
-        first = "hard/easy AUC within categories" if name == WRITTEN else "pairs"
-        lines += [f"## {name}", "", f"| router | {first} | gap AUC (hard prompts) | Spearman with length |", "| --- | --- | --- | --- |"]
-        lines += [f"| {label} | {f['pairs']:.3f} | {f['gap_auc']:.3f} | {f['spearman_length']:+.2f} |" for label, f in rows.items()]
+        columns = WRITTEN_COLUMNS if name == WRITTEN else PAIR_COLUMNS
+        lines += [f"## {name}", "", "| router | " + " | ".join(columns.values()) + " |", "|" + " --- |" * (len(columns) + 1)]
+        for label, f in rows.items():
+            cells = [f"{f[key]:+.2f}" if key == "spearman_length" else f"{f[key]:.3f}" for key in columns]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -848,6 +848,12 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
         help="also train on the half of export/training/written_prompts.jsonl's prompts that carry an intended difficulty "
         "(labelled by --chat-labels; the other half is kept for validation)",
     )
+    finetuned.add_argument(
+        "--length-balance",
+        action="store_true",
+        help="weight rows so that within each source (MMLU, GSM8K, generated, written) every length quintile has the "
+        "source's label mix: length then predicts no label",
+    )
 
 
 def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:

@@ -241,6 +241,27 @@ def test_difficulty_and_gap_aucs_on_categorised_prompts():
     assert category_gap_auc(rates[hard], categories[hard]) == 1.0  # hard math 0.9 over hard writing 0.4; stem unread
 
 
+def test_content_aucs_give_length_about_half_and_read_content_within_length_bins():
+    from edgeroute.runtime.evaluation.content import content_difficulty_auc, content_gap_auc, difficulty_auc
+
+    # Ten math prompts, the four hard ones the longest: length alone orders every hard prompt above every easy
+    # one, yet each length quintile (two prompts) holds one kind only, so there is no pair to order.
+    prompts = ["x" * n for n in range(10, 20)]
+    hard = np.array([False] * 6 + [True] * 4)
+    categories = np.array(["math"] * 10)
+    length = np.arange(10, 20, dtype=float)
+    assert difficulty_auc(length, hard, categories) == 1.0
+    assert np.isnan(content_difficulty_auc(length, hard, categories, prompts))  # no bin holds both kinds
+    # Interleaved: each quintile holds one hard and one easy prompt; the hard one is the longer in two of five.
+    hard = np.array([True, False, False, True] * 2 + [True, False])
+    assert content_difficulty_auc(length, hard, categories, prompts) == 0.4
+    assert content_difficulty_auc(hard.astype(float), hard, categories, prompts) == 1.0
+    # Gap AUC within bins: hard math above hard writing in every bin, whatever the lengths.
+    gap_categories = np.array(["math", "writing"] * 5)
+    assert content_gap_auc(np.array([0.9, 0.1] * 5), gap_categories, prompts) == 1.0
+    assert content_gap_auc(length, gap_categories, prompts) == 0.0
+
+
 def test_gap_category_auc_ranks_hard_prompts_across_categories():
     from edgeroute.runtime.evaluation.content import PromptPair, gap_category_auc
 
@@ -291,3 +312,39 @@ def test_train_finetuned_passes_written_labels_through(monkeypatch):
     recipes.run_recipe_command(build_parser().parse_args(argv))
     recipes.run_recipe_command(build_parser().parse_args(argv[:-1]))
     assert calls == [(30, "gap-aware", True), (30, "gap-aware", False)]
+
+
+def test_train_finetuned_passes_length_balance_through_the_recipe(monkeypatch):
+    from edgeroute.export.training import recipes
+    from edgeroute.runtime.cli import build_parser
+
+    recipes_seen = []
+    monkeypatch.setattr(recipes, "train_final_finetuned", lambda *args: recipes_seen.append(args[2]) or {})
+    argv = ["train", "finetuned", "--data", "d", "--out", "o", "--length-balance"]
+    recipes.run_recipe_command(build_parser().parse_args(argv))
+    recipes.run_recipe_command(build_parser().parse_args(argv[:-1]))
+    assert [recipe.length_balance for recipe in recipes_seen] == [True, False]
+
+
+def test_length_balanced_weights_give_every_length_quintile_its_sources_label_mix():
+    from edgeroute.export.training.finetune import length_balanced_weights
+
+    rng = np.random.default_rng(0)
+    prompts = ["x" * int(n) for n in rng.integers(5, 500, 1000)]
+    chars = np.array([len(p) for p in prompts])
+    # Source "a": long prompts are "strong wins" (0) far more often; source "b": no length effect.
+    labels = np.where(rng.random(1000) < chars / 600, 0, 1)
+    sources = np.array(["a"] * 600 + ["b"] * 400)
+    labels[600:] = rng.integers(0, 2, 400)
+    weights = length_balanced_weights(prompts, labels, sources, max_weight=100.0)
+    for source in ("a", "b"):
+        rows = np.flatnonzero(sources == source)
+        assert abs(weights[rows].mean() - 1.0) < 1e-9  # sources keep their sizes
+        edges = np.quantile(chars[rows], [0.2, 0.4, 0.6, 0.8])
+        quintile = np.digitize(chars[rows], edges)
+        overall = np.mean(labels[rows] == 0)
+        for b in range(5):
+            members = rows[quintile == b]
+            assert abs(np.average(labels[members] == 0, weights=weights[members]) - overall) < 1e-9
+    clipped = length_balanced_weights(prompts, labels, sources, max_weight=2.0)
+    assert clipped.max() / clipped[sources == "a"].mean() <= 2.0 / 0.5 + 1e-9

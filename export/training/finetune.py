@@ -37,6 +37,9 @@ class FineTuneRecipe:
     weight_decay: float = 0.01
     warmup: float = 0.1
     seed: int = 0
+    # Weight rows so that, within each source, every length quintile has the source's label mix
+    # (``length_balanced_weights``): length then predicts no label, and only the prompt's content can.
+    length_balance: bool = False
 
 
 def length_batches(lengths: np.ndarray, rows: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -67,6 +70,38 @@ class TokenizedPrompts:
         return dict(self.tokenizer.pad({"input_ids": [self.ids[r] for r in rows]}, return_tensors="pt"))
 
 
+LENGTH_BINS = 5
+# Bounds a row's weight: the shortest written quintile holds 5% "strong wins" against 34% overall, and an
+# unbounded weight would let a handful of short prompts dominate every step they appear in.
+MAX_LENGTH_WEIGHT = 5.0
+
+
+def length_balanced_weights(
+    prompts: list[str], labels: np.ndarray, sources: np.ndarray, bins: int = LENGTH_BINS, max_weight: float = MAX_LENGTH_WEIGHT
+) -> np.ndarray:
+    """Per-row loss weights under which each source's length quintiles share that source's label mix.
+
+    A row of label ``y`` in quintile ``b`` of source ``s`` weighs ``P_s(y) / P_sb(y)``, clipped to
+    ``[1 / max_weight, max_weight]``, then scaled to mean 1 within its source (so sources keep their sizes).
+    Quintiles are of character count, the length that ``length_spearman`` and content APGR measure.
+    """
+    labels, sources = np.asarray(labels), np.asarray(sources)
+    chars = np.array([len(p) for p in prompts], dtype=np.float64)
+    weights = np.ones(len(prompts))
+    for source in np.unique(sources):
+        rows = np.flatnonzero(sources == source)
+        edges = np.quantile(chars[rows], np.linspace(0, 1, bins + 1)[1:-1])
+        quintile = np.digitize(chars[rows], edges)
+        for label in np.unique(labels[rows]):
+            overall = np.mean(labels[rows] == label)
+            for b in np.unique(quintile):
+                members = rows[(quintile == b) & (labels[rows] == label)]
+                weights[members] = overall / np.mean(labels[rows[quintile == b]] == label)
+        weights[rows] = np.clip(weights[rows], 1 / max_weight, max_weight)
+        weights[rows] /= weights[rows].mean()
+    return weights
+
+
 # Called after every optimizer step with (step, total steps, that step's loss, the model in training mode).
 StepHook = Callable[[int, int, float, Any], None]
 
@@ -79,9 +114,11 @@ def train_finetuned(
     recipe: FineTuneRecipe,
     label: str = "fine-tune bert",
     after_step: StepHook | None = None,
+    weights: np.ndarray | None = None,
 ) -> Any:
     """Fine-tune every layer of a fresh 3-label classifier on ``rows`` (cross-entropy over RouteLLM's labels).
 
+    ``weights``: one loss weight per prompt of ``tokens`` (e.g. ``length_balanced_weights``; default 1).
     ``after_step`` sees the model after each step (``edgeroute train bert`` evaluates and keeps its best step there).
     """
     from transformers import get_linear_schedule_with_warmup
@@ -93,11 +130,13 @@ def train_finetuned(
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup * total), total)
     targets = torch.as_tensor(labels)
+    row_weights = torch.as_tensor(np.ones(len(labels)) if weights is None else weights, dtype=torch.float32)
     model.train()
     with tqdm(total=total, desc=label, unit="step") as progress:
         while progress.n < total:
             for batch in length_batches(tokens.lengths, rows.tolist(), recipe.batch_size, rng)[: total - progress.n]:
-                loss = torch.nn.functional.cross_entropy(model(**tokens.batch(batch)).logits, targets[batch])
+                losses = torch.nn.functional.cross_entropy(model(**tokens.batch(batch)).logits, targets[batch], reduction="none")
+                loss = (losses * row_weights[batch]).sum() / row_weights[batch].sum()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -167,6 +206,7 @@ __all__ = [
     "StepHook",
     "TokenizedPrompts",
     "finetuned_win_rates",
+    "length_balanced_weights",
     "length_batches",
     "template_labelled_rows",
     "written_labelled_rows",

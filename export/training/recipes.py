@@ -37,11 +37,17 @@ def train_final_finetuned(
     ``written`` adds the training half of the written prompts that carry an intended difficulty, labelled
     by the same rule (``written_labelled_rows``).
     """
-    from edgeroute.runtime.evaluation.data import load_protocol_data
+    from edgeroute.runtime.evaluation.data import benchmark_of, load_protocol_data
 
     from edgeroute.export.encoders import minilm_dir
     from edgeroute.export.training.crossval import golden_labels
-    from edgeroute.export.training.finetune import TokenizedPrompts, template_labelled_rows, train_finetuned, written_labelled_rows
+    from edgeroute.export.training.finetune import (
+        TokenizedPrompts,
+        length_balanced_weights,
+        template_labelled_rows,
+        train_finetuned,
+        written_labelled_rows,
+    )
     from edgeroute.export.training.teacher import load_classifier, save_teacher
 
     data = load_protocol_data(data_dir)
@@ -51,7 +57,9 @@ def train_final_finetuned(
     tokenizer, _ = load_classifier(minilm_dir())
     tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
     labels = np.concatenate([golden_labels(data), chat_labels, own_labels])
-    model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe)
+    sources = np.concatenate([benchmark_of(data), ["generated chat"] * len(chat), ["written chat"] * len(own)])
+    weights = length_balanced_weights(prompts, labels, sources) if recipe.length_balance else None
+    model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe, weights=weights)
     labelled_chat = chat_rule if n_chat or own else None
     save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat, labelled_chat, written_chat=len(own))
     return {
@@ -73,7 +81,13 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
     if args.kind == "finetuned":
         from edgeroute.export.training.finetune import FineTuneRecipe
 
-        recipe = FineTuneRecipe(epochs=args.epochs, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed)
+        recipe = FineTuneRecipe(
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            max_length=args.max_length,
+            seed=args.seed,
+            length_balance=args.length_balance,
+        )
         return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels)
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command

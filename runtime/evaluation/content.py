@@ -91,10 +91,14 @@ def gap_category_auc(win_rates: np.ndarray, pairs: Sequence[PromptPair]) -> floa
 
 
 def difficulty_auc(win_rates: np.ndarray, hard: np.ndarray, categories: np.ndarray) -> float:
-    """The mean over categories of P(a hard prompt outranks an easy prompt of the same category), ties half."""
+    """The mean over categories of P(a hard prompt outranks an easy prompt of the same category), ties half.
+
+    Categories without both hard and easy prompts are skipped; NaN where none has both.
+    """
     rates, hard, categories = np.asarray(win_rates, dtype=np.float64), np.asarray(hard, dtype=bool), np.asarray(categories)
     aucs = [rank_auc(rates[(categories == c) & hard], rates[(categories == c) & ~hard]) for c in np.unique(categories)]
-    return float(np.nanmean(aucs))
+    finite = [auc for auc in aucs if np.isfinite(auc)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -144,6 +148,18 @@ def binned_metric(metric: Callable[[np.ndarray], float], prompts: Sequence[str],
     values = [metric(assigned == k) for k in range(bins)]
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def content_difficulty_auc(win_rates: np.ndarray, hard: np.ndarray, categories: np.ndarray, prompts: Sequence[str]) -> float:
+    """``difficulty_auc`` within length bins, averaged: hard and easy prompts of similar length only (length alone: about 0.5)."""
+    rates, hard, categories = np.asarray(win_rates, dtype=np.float64), np.asarray(hard, dtype=bool), np.asarray(categories)
+    return binned_metric(lambda keep: difficulty_auc(rates[keep], hard[keep], categories[keep]), prompts)
+
+
+def content_gap_auc(hard_rates: np.ndarray, categories: np.ndarray, hard_prompts: Sequence[str]) -> float:
+    """``category_gap_auc`` within length bins of the hard prompts, averaged (length alone: about 0.5)."""
+    rates, categories = np.asarray(hard_rates, dtype=np.float64), np.asarray(categories)
+    return binned_metric(lambda keep: category_gap_auc(rates[keep], categories[keep]), hard_prompts)
 
 
 def apgr(win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.ndarray) -> float:
