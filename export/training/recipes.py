@@ -81,13 +81,8 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
     if args.kind == "finetuned":
         from edgeroute.export.training.finetune import FineTuneRecipe
 
-        recipe = FineTuneRecipe(
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            max_length=args.max_length,
-            seed=args.seed,
-            length_balance=args.length_balance,
-        )
+        options = ("epochs", "learning_rate", "max_length", "seed", "length_balance")  # the CLI's names are the recipe's
+        recipe = FineTuneRecipe(**{name: getattr(args, name) for name in options})
         return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels)
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command
