@@ -346,5 +346,33 @@ def test_length_balanced_weights_give_every_length_quintile_its_sources_label_mi
         for b in range(5):
             members = rows[quintile == b]
             assert abs(np.average(labels[members] == 0, weights=weights[members]) - overall) < 1e-9
+    # Clipped to [0.5, 2] before each source is scaled to mean 1: within a source, no weight is over 4x another.
+    assert weights[:600].max() / weights[:600].min() > 4  # source "a" needs more than the clip allows
     clipped = length_balanced_weights(prompts, labels, sources, max_weight=2.0)
-    assert clipped.max() / clipped[sources == "a"].mean() <= 2.0 / 0.5 + 1e-9
+    assert clipped[:600].max() / clipped[:600].min() <= 4.0 + 1e-9 and abs(clipped[:600].mean() - 1.0) < 1e-9
+
+
+def test_length_balanced_weights_skip_a_label_absent_from_a_quintile_and_refuse_a_wrong_length():
+    import warnings
+
+    from edgeroute.export.training.finetune import length_balanced_weights, train_finetuned
+
+    # Ten prompts, two per quintile; the shortest quintile holds no "strong wins" (0) row to weight up.
+    prompts = ["x" * n for n in range(10, 20)]
+    labels = np.array([1, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by an empty quintile's zero share
+        weights = length_balanced_weights(prompts, labels, np.array(["s"] * 10), max_weight=100.0)
+    # Quintile 0: two ties at share 1.0 against 0.6 overall (0.6 each); quintiles 1-4: one of each (0.8, 1.2).
+    expected = np.array([0.6, 0.6] + [0.8, 1.2] * 4)
+    np.testing.assert_allclose(weights, expected / expected.mean())
+    with pytest.raises(ValueError, match=r"^weights: expected one per prompt \(3\), got 2$"):
+        train_finetuned(Path("unused"), None, np.zeros(3, dtype=np.int64), np.arange(3), None, weights=np.ones(2))
+
+
+def test_cross_validation_refuses_a_length_balanced_recipe_it_would_not_apply():
+    from edgeroute.export.training.crossval import finetuned_scores
+    from edgeroute.export.training.finetune import FineTuneRecipe
+
+    with pytest.raises(ValueError, match="^finetuned_scores does not weight rows"):
+        finetuned_scores(None, {}, Path("unused"), FineTuneRecipe(length_balance=True), Path("unused"))

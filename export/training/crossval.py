@@ -117,6 +117,8 @@ def finetuned_scores(
     from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, template_labels, train_finetuned
     from edgeroute.export.training.teacher import load_classifier
 
+    if recipe.length_balance:
+        raise ValueError("finetuned_scores does not weight rows: run it with FineTuneRecipe(length_balance=False)")
     work_dir.mkdir(parents=True, exist_ok=True)
     labels, tokens, scores = golden_labels(data), None, {}
     chat_index = np.flatnonzero(chat.rows)[:chat_rows] if chat is not None else np.zeros(0, dtype=np.int64)
@@ -124,6 +126,7 @@ def finetuned_scores(
         categories = None if chat.categories is None else chat.categories[chat_index]
         labels[chat_index] = template_labels(chat.hard[chat_index], categories, chat_rule)
     settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": len(chat_index)} if len(chat_index) else {})}
+    del settings["length_balance"]  # added after these caches were written: keeps their keys
     if chat_rule != "template":  # the earlier rule keeps its cache keys
         settings["chat_labels"] = chat_rule
     for split, (train, test) in splits.items():

@@ -83,7 +83,9 @@ def length_balanced_weights(
 
     A row of label ``y`` in quintile ``b`` of source ``s`` weighs ``P_s(y) / P_sb(y)``, clipped to
     ``[1 / max_weight, max_weight]``, then scaled to mean 1 within its source (so sources keep their sizes).
-    Quintiles are of character count, the length that ``length_spearman`` and content APGR measure.
+    Quintiles are of character count, cut at the source's quantiles (equal lengths share a quintile); a label
+    absent from a quintile cannot be weighted up there, and a clipped row gets less than the balance asks.
+    Compute the weights over the rows that will train: balance over all prompts does not hold for a subset.
     """
     labels, sources = np.asarray(labels), np.asarray(sources)
     chars = np.array([len(p) for p in prompts], dtype=np.float64)
@@ -92,11 +94,11 @@ def length_balanced_weights(
         rows = np.flatnonzero(sources == source)
         edges = np.quantile(chars[rows], np.linspace(0, 1, bins + 1)[1:-1])
         quintile = np.digitize(chars[rows], edges)
-        for label in np.unique(labels[rows]):
-            overall = np.mean(labels[rows] == label)
-            for b in np.unique(quintile):
-                members = rows[(quintile == b) & (labels[rows] == label)]
-                weights[members] = overall / np.mean(labels[rows[quintile == b]] == label)
+        for b in np.unique(quintile):
+            in_bin = rows[quintile == b]
+            for label in np.unique(labels[in_bin]):
+                members = in_bin[labels[in_bin] == label]
+                weights[members] = np.mean(labels[rows] == label) / (len(members) / len(in_bin))
         weights[rows] = np.clip(weights[rows], 1 / max_weight, max_weight)
         weights[rows] /= weights[rows].mean()
     return weights
@@ -118,9 +120,13 @@ def train_finetuned(
 ) -> Any:
     """Fine-tune every layer of a fresh 3-label classifier on ``rows`` (cross-entropy over RouteLLM's labels).
 
-    ``weights``: one loss weight per prompt of ``tokens`` (e.g. ``length_balanced_weights``; default 1).
+    ``weights``: one loss weight per prompt of ``tokens`` (e.g. ``length_balanced_weights``; default 1). Each
+    batch's loss is its weighted mean: batches hold prompts of similar length, and within one the weights set
+    the label mix, which is what ``length_balanced_weights`` balances (its quintiles' weights average about 1).
     ``after_step`` sees the model after each step (``edgeroute train bert`` evaluates and keeps its best step there).
     """
+    if weights is not None and len(weights) != len(labels):
+        raise ValueError(f"weights: expected one per prompt ({len(labels)}), got {len(weights)}")
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(recipe.seed)
