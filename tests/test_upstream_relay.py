@@ -168,6 +168,7 @@ def test_stream_reused_after_a_complete_stream(raw_server):
         for _ in range(3):
             with httpx.stream("POST", url + CHAT, json={**STRONG, "stream": True}) as response:
                 assert b"".join(response.iter_raw()) == b"".join(SSE)
+            time.sleep(2 * SETTLE_S)  # reused once settled, as above: without the pause a fast client can beat the settle
     assert raw.requests == 3 and raw.connections == 1
 
 
