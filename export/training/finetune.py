@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgeroute.runtime.evaluation.content import GAP_CATEGORIES
+from edgeroute.runtime.evaluation.content import GAP_CATEGORIES, LENGTH_BINS, prompt_lengths
 
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE
 from edgeroute.export.training.teacher import LABELS, batched_win_rates, load_classifier
@@ -70,7 +70,6 @@ class TokenizedPrompts:
         return dict(self.tokenizer.pad({"input_ids": [self.ids[r] for r in rows]}, return_tensors="pt"))
 
 
-LENGTH_BINS = 5
 # Bounds a row's weight: the shortest written quintile holds 5% "strong wins" against 34% overall, and an
 # unbounded weight would let a handful of short prompts dominate every step they appear in.
 MAX_LENGTH_WEIGHT = 5.0
@@ -88,7 +87,7 @@ def length_balanced_weights(
     Compute the weights over the rows that will train: balance over all prompts does not hold for a subset.
     """
     labels, sources = np.asarray(labels), np.asarray(sources)
-    chars = np.array([len(p) for p in prompts], dtype=np.float64)
+    chars = prompt_lengths(prompts)
     weights = np.ones(len(prompts))
     for source in np.unique(sources):
         rows = np.flatnonzero(sources == source)

@@ -96,9 +96,7 @@ def difficulty_auc(win_rates: np.ndarray, hard: np.ndarray, categories: np.ndarr
     Categories without both hard and easy prompts are skipped; NaN where none has both.
     """
     rates, hard, categories = np.asarray(win_rates, dtype=np.float64), np.asarray(hard, dtype=bool), np.asarray(categories)
-    aucs = [rank_auc(rates[(categories == c) & hard], rates[(categories == c) & ~hard]) for c in np.unique(categories)]
-    finite = [auc for auc in aucs if np.isfinite(auc)]
-    return float(np.mean(finite)) if finite else float("nan")
+    return finite_mean([rank_auc(rates[(categories == c) & hard], rates[(categories == c) & ~hard]) for c in np.unique(categories)])
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -145,7 +143,11 @@ def content_apgr(
 def binned_metric(metric: Callable[[np.ndarray], float], prompts: Sequence[str], bins: int = LENGTH_BINS) -> float:
     """Mean of ``metric(mask)`` over length bins, skipping bins where it is undefined (NaN)."""
     assigned = length_bins(prompts, bins)
-    values = [metric(assigned == k) for k in range(bins)]
+    return finite_mean([metric(assigned == k) for k in range(bins)])
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values (undefined ones, NaN, are skipped); NaN where none is finite."""
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
 
