@@ -19,6 +19,7 @@ from edgeroute.runtime.evaluation.content import (
     pair_accuracy,
     pair_prompts,
     prompt_lengths,
+    rank_auc,
     spearman,
 )
 from edgeroute.runtime.evaluation.data import BenchmarkData, prompt_sketch, sketch_overlap
@@ -230,8 +231,19 @@ def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_ru
         categorised_written_prompts("test")
 
 
+@pytest.mark.parametrize("part", ["train", "validation"])
+def test_written_labels_leave_length_nearly_uninformative(part):
+    from edgeroute.export.training.chat_prompts import categorised_written_prompts
+
+    # Short hard and long easy prompts were written so that a label cannot be read off length (before them: 0.81 / 0.80).
+    prompts, hard, categories = categorised_written_prompts(part)
+    lengths = prompt_lengths(prompts)
+    assert 0.45 < rank_auc(lengths[hard], lengths[~hard]) < 0.6
+    assert set(categories[hard]) == set(categories[~hard]) and len(set(categories)) == 9
+
+
 def test_difficulty_and_gap_aucs_on_categorised_prompts():
-    from edgeroute.runtime.evaluation.content import category_gap_auc, difficulty_auc, rank_auc
+    from edgeroute.runtime.evaluation.content import category_gap_auc, difficulty_auc
 
     assert rank_auc(np.array([0.9, 0.5]), np.array([0.5, 0.1])) == 0.875 and np.isnan(rank_auc(np.array([1.0]), np.array([])))
     rates = np.array([0.9, 0.1, 0.4, 0.6, 0.7, 0.2])
