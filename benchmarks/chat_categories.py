@@ -11,9 +11,10 @@ Spearman correlation of win rates with character count. Prompt length and random
 Every prompt is scored alone (batch 1), as served. The validation half of the written prompts
 (`export/training/written_prompts.jsonl`, the prompts with an intended difficulty that no recipe trains on;
 recipes are chosen there, the pair sets only report) has no pairs: its first column is the hard/easy AUC
-within each category, averaged over categories. In its first 949 prompts the hard ones are longer than the easy
-ones (length alone scores 0.81 there); 647 short hard and long easy prompts written since bring length alone to 0.54
-over the half, and it also gives both AUCs within length quintiles, where length alone scores about 0.5.
+within each category, averaged over categories. In its first prompts the hard ones are longer than the easy
+ones (length alone scores 0.81 there); short hard and long easy prompts written since (the latest also balancing
+the first person between hard and easy) bring length alone to 0.45 over the half, and it also gives both AUCs
+within length quintiles, where length alone scores about 0.5.
 The fast tier is distilled on every written prompt's teacher score (never its label), so there it measures
 how well it follows its teacher, not a held-out prompt.
 """
@@ -48,7 +49,7 @@ PAIR_SETS = {
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
 }
 RANDOM = "random (baseline, mean of 200 seeds)"
-WRITTEN = "written prompts, validation half (1,596; five authors who saw neither pair set)"
+WRITTEN = "written prompts, validation half (1,936; eight authors who saw neither pair set)"
 PAIR_COLUMNS = {"pairs": "pairs", "gap_auc": "gap AUC (hard prompts)", "spearman_length": "Spearman with length"}
 WRITTEN_COLUMNS = {
     "pairs": "hard/easy AUC within categories",

@@ -4,6 +4,7 @@ the generated chat prompts: what tells a router that reads prompts from one that
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +29,15 @@ from edgeroute.runtime.evaluation.report import crossval_summary, in_sample_warn
 PAIRS = Path(__file__).parent / "fixtures" / "content_pairs.jsonl"
 # Written by another author who saw neither the chat templates nor PAIRS; a check, never trained or tuned on.
 INDEPENDENT_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_independent.jsonl"
+# Puzzle types the pair sets hold, which a reworded training prompt could share with them without a shared word run.
+PAIR_PUZZLES = re.compile(
+    r"knave|truth-teller|always lies|always tells? (the )?truth|tells? (the )?truth only|liars' island|liar or|"
+    r"exactly one (of them )?(tells|speaks)|is lying\.|both lying|torch|flashlight|private language|zip code|"
+    r"clock loses|hour and minute hands|clock's hour|six people|mutual (friends|strangers)|madame bovary|ipv4",
+    re.IGNORECASE,
+)
+WRITTEN_PROMPTS = 4626
+FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|i'll|my|me|mine|we|our|us)\b", re.IGNORECASE)
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
@@ -179,18 +189,59 @@ def test_categorised_chat_prompts_are_the_chat_prompts_with_their_kind_and_categ
     assert set(categories) == set(CATEGORIES)
 
 
-def test_written_distillation_prompts_share_no_six_word_run_with_either_pair_set():
+def _nearest_tfidf_cosine(prompts: list[str], references: list[str]) -> list[float]:
+    """Each prompt's highest cosine with any reference: TF-IDF on word unigrams and bigrams, sublinear tf, smooth idf
+    (scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out so the check needs no scipy)."""
+    import math
     import re
 
+    def terms(text: str) -> list[str]:
+        words = re.findall(r"\b\w\w+\b", text.lower())
+        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+    docs = [Counter(terms(text)) for text in prompts + references]
+    df = Counter(term for doc in docs for term in doc)
+    idf = {term: math.log((1 + len(docs)) / (1 + n)) + 1 for term, n in df.items()}
+    vectors = []
+    for doc in docs:
+        weights = {term: (1 + math.log(tf)) * idf[term] for term, tf in doc.items()}
+        norm = math.sqrt(sum(w * w for w in weights.values()))
+        vectors.append({term: w / norm for term, w in weights.items()})
+    postings: dict[str, list[tuple[int, float]]] = {}
+    for index, vector in enumerate(vectors[len(prompts) :]):
+        for term, w in vector.items():
+            postings.setdefault(term, []).append((index, w))
+    nearest = []
+    for vector in vectors[: len(prompts)]:
+        scores: Counter[int] = Counter()
+        for term, w in vector.items():
+            for index, v in postings.get(term, ()):
+                scores[index] += w * v
+        nearest.append(max(scores.values(), default=0.0))
+    return nearest
+
+
+def test_nearest_tfidf_cosine_of_the_relative_check():
+    assert _nearest_tfidf_cosine(["What is the capital of France?"], ["What is the capital of France?", "x y"]) == pytest.approx([1.0])
+    assert _nearest_tfidf_cosine(["Plant tomatoes in May."], ["Prove Fermat's little theorem."]) == [0.0]
+    assert 0.2 < _nearest_tfidf_cosine(["Find the remainder of 7^2024 mod 13."], ["What is the remainder of 3^2024 mod 1000?"])[0] < 0.9
+
+
+def test_written_distillation_prompts_have_no_relative_in_either_pair_set():
     def runs(text: str) -> set[str]:
         words = re.findall(r"[a-z0-9]+", text.lower())
         return {" ".join(words[i : i + 6]) for i in range(len(words) - 5)}
 
     written = Path(__file__).resolve().parents[1] / "export" / "training" / "written_prompts.jsonl"
     prompts = [json.loads(line)["prompt"] for line in written.read_text(encoding="utf-8").splitlines()]
-    assert len(prompts) == len(set(prompts)) >= 3945
-    checked = set().union(*(runs(p) for path in (PAIRS, INDEPENDENT_PAIRS) for p in pair_prompts(load_pairs(path))))
-    assert not [p for p in prompts if runs(p) & checked]  # the pair sets stay a check of what was never distilled on
+    assert len(prompts) == len(set(prompts)) >= WRITTEN_PROMPTS
+    references = [p for path in (PAIRS, INDEPENDENT_PAIRS) for p in pair_prompts(load_pairs(path))]
+    checked = set().union(*(runs(p) for p in references))
+    # The pair sets stay a check of what was never trained or distilled on: no shared six-word run, no reworded
+    # prompt (TF-IDF cosine above 0.25 caught rewordings a review found) and none of the pair sets' named puzzles.
+    assert not [p for p in prompts if runs(p) & checked]
+    assert not [p for p, cosine in zip(prompts, _nearest_tfidf_cosine(prompts, references)) if cosine > 0.25]
+    assert not [p for p in prompts if PAIR_PUZZLES.search(p)]
 
 
 def test_chat_label_rules_exactly():
@@ -232,13 +283,17 @@ def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_ru
 
 
 @pytest.mark.parametrize("part", ["train", "validation"])
-def test_written_labels_leave_length_nearly_uninformative(part):
+def test_written_labels_leave_length_and_voice_nearly_uninformative(part):
     from edgeroute.export.training.chat_prompts import categorised_written_prompts
 
-    # Short hard and long easy prompts were written so that a label cannot be read off length (before them: 0.81 / 0.80).
+    # Short hard and long easy prompts were written so that a label cannot be read off length (before them: 0.81 / 0.80),
+    # and short hard ones in the first person, long easy ones without it, so that voice cannot tell it either (easy
+    # prompts were 59% first person, hard ones 24%, before those).
     prompts, hard, categories = categorised_written_prompts(part)
     lengths = prompt_lengths(prompts)
-    assert 0.45 < rank_auc(lengths[hard], lengths[~hard]) < 0.6
+    assert 0.4 < rank_auc(lengths[hard], lengths[~hard]) < 0.6
+    first_person = np.array([bool(FIRST_PERSON.search(p)) for p in prompts])
+    assert abs(first_person[hard].mean() - first_person[~hard].mean()) < 0.15
     assert set(categories[hard]) == set(categories[~hard]) and len(set(categories)) == 9
 
 
