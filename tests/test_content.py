@@ -32,7 +32,7 @@ INDEPENDENT_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_independ
 # Puzzle types the pair sets hold, which a reworded training prompt could share with them without a shared word run.
 PAIR_PUZZLES = re.compile(
     r"knave|truth-teller|always lies|always tells? (the )?truth|tells? (the )?truth only|liars' island|liar or|"
-    r"exactly one (of them )?(tells|speaks)|is lying\.|both lying|torch|flashlight|private language|zip code|"
+    r"exactly one (of them )?(tells|speaks)|is lying\.|both lying|\btorch\b|flashlight|private language|zip code|"
     r"clock loses|hour and minute hands|clock's hour|six people|mutual (friends|strangers)|madame bovary|ipv4",
     re.IGNORECASE,
 )
@@ -205,7 +205,7 @@ def _nearest_tfidf_cosine(prompts: list[str], references: list[str]) -> list[flo
     vectors = []
     for doc in docs:
         weights = {term: (1 + math.log(tf)) * idf[term] for term, tf in doc.items()}
-        norm = math.sqrt(sum(w * w for w in weights.values()))
+        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0  # a prompt without a two-letter word
         vectors.append({term: w / norm for term, w in weights.items()})
     postings: dict[str, list[tuple[int, float]]] = {}
     for index, vector in enumerate(vectors[len(prompts) :]):
@@ -225,6 +225,7 @@ def test_nearest_tfidf_cosine_of_the_relative_check():
     assert _nearest_tfidf_cosine(["What is the capital of France?"], ["What is the capital of France?", "x y"]) == pytest.approx([1.0])
     assert _nearest_tfidf_cosine(["Plant tomatoes in May."], ["Prove Fermat's little theorem."]) == [0.0]
     assert 0.2 < _nearest_tfidf_cosine(["Find the remainder of 7^2024 mod 13."], ["What is the remainder of 3^2024 mod 1000?"])[0] < 0.9
+    assert _nearest_tfidf_cosine(["? !"], ["What is 2 + 2?"]) == [0.0]
 
 
 def test_written_distillation_prompts_have_no_relative_in_either_pair_set():
