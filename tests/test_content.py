@@ -193,7 +193,6 @@ def _nearest_tfidf_cosine(prompts: list[str], references: list[str]) -> list[flo
     """Each prompt's highest cosine with any reference: TF-IDF on word unigrams and bigrams, sublinear tf, smooth idf
     (scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out so the check needs no scipy)."""
     import math
-    import re
 
     def terms(text: str) -> list[str]:
         words = re.findall(r"\b\w\w+\b", text.lower())

@@ -35,7 +35,7 @@ def _keys_file(tmp_path, shares: dict[str, float | None]):
 def test_each_team_holds_its_own_strong_share_and_metrics_say_so(upstream, tmp_path):
     keys = read_keys_file(_keys_file(tmp_path, {"team-a": 0.2, "team-b": 0.6, "team-c": None}))
     # Half of these prompts are hard chat requests, which the default router rates above MMLU/GSM8K's 10%-strong
-    # threshold (0.33), and half easy ones, rated under their 90%-strong one (0.06): the default clamp would stop
+    # threshold (0.30), and half easy ones, rated under their 90%-strong one (0.05): the default clamp would stop
     # team-a's budget at the ceiling and team-b's at the floor (README).
     config = server_config(upstream, keys=keys, budget_floor=0.0, budget_ceiling=1.0)
     shares = {}
