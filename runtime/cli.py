@@ -836,11 +836,11 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
     )
     finetuned.add_argument(
         "--chat-labels",
-        choices=("template", "gap-aware"),
+        choices=("template", "gap-aware", "gap-strict"),
         default="gap-aware",
-        help="how a generated prompt's template becomes a label: 'template' (hard: strong wins, easy: tie) or 'gap-aware' "
+        help="how a generated prompt's template becomes a label: 'template' (hard: strong wins, easy: tie), 'gap-aware' "
         "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
-        "easy: tie; default)",
+        "easy: tie; default) or 'gap-strict' (the same with every fourth hard prompt elsewhere)",
     )
     finetuned.add_argument(
         "--written-labels",
@@ -853,6 +853,12 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
         action="store_true",
         help="weight rows so that within each source (MMLU, GSM8K, generated, written) every length quintile has the "
         "source's label mix: length then predicts no label",
+    )
+    finetuned.add_argument(
+        "--voice-balance",
+        action="store_true",
+        help="with --length-balance, balance the written prompts within each voice (first person or not) too, so that "
+        "voice and length together predict no label",
     )
 
 

@@ -33,11 +33,13 @@ INDEPENDENT_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_independ
 PAIR_PUZZLES = re.compile(
     r"knave|truth-teller|always lies|always tells? (the )?truth|tells? (the )?truth only|liars' island|liar or|"
     r"exactly one (of them )?(tells|speaks)|is lying\.|both lying|\btorch\b|flashlight|private language|zip code|"
-    r"clock loses|hour and minute hands|clock's hour|six people|mutual (friends|strangers)|madame bovary|ipv4",
+    r"clock loses|hour and minute hands|clock's hour|six people|mutual (friends|strangers)|madame bovary|ipv4|"
+    r"counterfeit coin|fake coin|twelve coins|12 coins|every label is wrong|mislabel|five pirates|pirates (split|divide)|"
+    r"is irrational|re-renders? (forever|infinitely)|who wrote .{0,2}romeo|romeo and juliet\?|bones (are )?in (an|the) adult|"
+    r"python version",
     re.IGNORECASE,
 )
-WRITTEN_PROMPTS = 4626
-FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|i'll|my|me|mine|we|our|us)\b", re.IGNORECASE)
+WRITTEN_PROMPTS = 4615
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
@@ -253,9 +255,13 @@ def test_chat_label_rules_exactly():
     assert template_labels(hard).tolist() == [S, S, S, S, S, T, S, T]
     # Gap-aware: hard math/reasoning/coding strong; every second other hard prompt (writing, writing, stem: the 2nd) tie.
     assert template_labels(hard, categories, "gap-aware").tolist() == [S, S, S, T, S, T, S, T]
+    # Gap-strict: every fourth other hard prompt strong (of writing, writing, stem, writing, stem: the 1st and 5th).
+    wide_hard = np.array([True] * 7)
+    wide = np.array(["writing", "writing", "math", "stem", "writing", "reasoning", "stem"])
+    assert template_labels(wide_hard, wide, "gap-strict").tolist() == [S, T, S, T, T, S, S]
     with pytest.raises(ValueError, match="^the gap-aware chat label rule needs each prompt's category$"):
         template_labels(hard, None, "gap-aware")
-    with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware$"):
+    with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware, gap-strict$"):
         template_labels(hard, categories, "soft")
 
 
@@ -283,18 +289,25 @@ def test_written_prompts_split_into_stable_halves_and_train_labels_follow_the_ru
 
 
 @pytest.mark.parametrize("part", ["train", "validation"])
-def test_written_labels_leave_length_and_voice_nearly_uninformative(part):
+def test_written_labels_leave_length_nearly_and_voice_under_the_recipe_weights_wholly_uninformative(part):
     from edgeroute.export.training.chat_prompts import categorised_written_prompts
+    from edgeroute.export.training.finetune import length_balanced_weights, written_voice
 
-    # Short hard and long easy prompts were written so that a label cannot be read off length (before them: 0.81 / 0.80),
-    # and short hard ones in the first person, long easy ones without it, so that voice cannot tell it either (easy
-    # prompts were 59% first person, hard ones 24%, before those).
+    # Short hard and long easy prompts were written so that a label cannot be read off length (before them: 0.81 / 0.80).
     prompts, hard, categories = categorised_written_prompts(part)
     lengths = prompt_lengths(prompts)
     assert 0.4 < rank_auc(lengths[hard], lengths[~hard]) < 0.6
-    first_person = np.array([bool(FIRST_PERSON.search(p)) for p in prompts])
-    assert abs(first_person[hard].mean() - first_person[~hard].mean()) < 0.15
     assert set(categories[hard]) == set(categories[~hard]) and len(set(categories)) == 9
+    # Voice still leans (about 30% of hard prompts in the first person, 45-50% of easy ones, most of it among the long
+    # ones) after an audit took the label off doubtful short hard first-person prompts: the recipe's voice-balanced
+    # weights leave every length quintile x voice cell with the same share of hard prompts.
+    first_person = written_voice(prompts)
+    assert abs(first_person[hard].mean() - first_person[~hard].mean()) > 0.1
+    weights = length_balanced_weights(prompts, hard.astype(np.int64), np.array(["written"] * len(prompts)), strata=first_person)
+    quintile = np.digitize(lengths, np.quantile(lengths, [0.2, 0.4, 0.6, 0.8]))
+    for cell in {(int(b), bool(v)) for b, v in zip(quintile, first_person)}:
+        members = (quintile == cell[0]) & (first_person == cell[1])
+        assert np.average(hard[members], weights=weights[members]) == pytest.approx(hard.mean(), abs=1e-9)
 
 
 def test_difficulty_and_gap_aucs_on_categorised_prompts():
@@ -417,6 +430,33 @@ def test_length_balanced_weights_give_every_length_quintile_its_sources_label_mi
     assert weights[:600].max() / weights[:600].min() > 4  # source "a" needs more than the clip allows
     clipped = length_balanced_weights(prompts, labels, sources, max_weight=2.0)
     assert clipped[:600].max() / clipped[:600].min() <= 4.0 + 1e-9 and abs(clipped[:600].mean() - 1.0) < 1e-9
+
+
+def test_voice_balanced_weights_balance_each_stratum_within_each_quintile_to_the_source_mix():
+    from edgeroute.export.training.finetune import FineTuneRecipe, length_balanced_weights, written_voice
+
+    rng = np.random.default_rng(1)
+    prompts = ["x" * int(n) for n in rng.integers(5, 500, 2000)]
+    chars = np.array([len(p) for p in prompts])
+    voice = rng.random(2000) < 0.5
+    # Long first-person prompts and short impersonal ones are mostly "tie" (1): voice and length together tell the label.
+    tie_odds = np.where(voice, chars / 600, 1 - chars / 600)
+    labels = np.where(rng.random(2000) < tie_odds, 1, 0)
+    weights = length_balanced_weights(prompts, labels, np.array(["s"] * 2000), max_weight=100.0, strata=voice)
+    quintile = np.digitize(chars, np.quantile(chars, [0.2, 0.4, 0.6, 0.8]))
+    overall = np.mean(labels == 0)
+    for b in range(5):
+        for stratum in (False, True):
+            members = np.flatnonzero((quintile == b) & (voice == stratum))
+            assert abs(np.average(labels[members] == 0, weights=weights[members]) - overall) < 1e-9
+    assert written_voice(["Can I return my order?", "Prove the theorem.", "we ship", "Imagine a city."]).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    with pytest.raises(ValueError, match=r"^voice_balance balances within length quintiles: set length_balance too \(--length-balance\)$"):
+        FineTuneRecipe(voice_balance=True)
 
 
 def test_length_balanced_weights_skip_a_label_absent_from_a_quintile_and_refuse_a_wrong_length():

@@ -126,7 +126,7 @@ def finetuned_scores(
         categories = None if chat.categories is None else chat.categories[chat_index]
         labels[chat_index] = template_labels(chat.hard[chat_index], categories, chat_rule)
     settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": len(chat_index)} if len(chat_index) else {})}
-    del settings["length_balance"]  # added after these caches were written: keeps their keys
+    del settings["length_balance"], settings["voice_balance"]  # added after these caches were written: keeps their keys
     if chat_rule != "template":  # the earlier rule keeps its cache keys
         settings["chat_labels"] = chat_rule
     for split, (train, test) in splits.items():

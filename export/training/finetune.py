@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +41,13 @@ class FineTuneRecipe:
     # Weight rows so that, within each source, every length quintile has the source's label mix
     # (``length_balanced_weights``): length then predicts no label, and only the prompt's content can.
     length_balance: bool = False
+    # With ``length_balance``: balance the written prompts within each voice (first person or not) as well, so
+    # that length bins and voice together do not predict the label either (``written_voice``).
+    voice_balance: bool = False
+
+    def __post_init__(self) -> None:
+        if self.voice_balance and not self.length_balance:
+            raise ValueError("voice_balance balances within length quintiles: set length_balance too (--length-balance)")
 
 
 def length_batches(lengths: np.ndarray, rows: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -76,7 +84,12 @@ MAX_LENGTH_WEIGHT = 5.0
 
 
 def length_balanced_weights(
-    prompts: list[str], labels: np.ndarray, sources: np.ndarray, bins: int = LENGTH_BINS, max_weight: float = MAX_LENGTH_WEIGHT
+    prompts: list[str],
+    labels: np.ndarray,
+    sources: np.ndarray,
+    bins: int = LENGTH_BINS,
+    max_weight: float = MAX_LENGTH_WEIGHT,
+    strata: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-row loss weights under which each source's length quintiles share that source's label mix.
 
@@ -84,23 +97,34 @@ def length_balanced_weights(
     ``[1 / max_weight, max_weight]``, then scaled to mean 1 within its source (so sources keep their sizes).
     Quintiles are of character count, cut at the source's quantiles (equal lengths share a quintile); a label
     absent from a quintile cannot be weighted up there, and a clipped row gets less than the balance asks.
+    ``strata`` (one value per row, e.g. ``written_voice``): balance each quintile within each stratum of the
+    source to the source's mix, so that stratum and length together predict no label.
     Compute the weights over the rows that will train: balance over all prompts does not hold for a subset.
     """
     labels, sources = np.asarray(labels), np.asarray(sources)
+    strata = np.zeros(len(prompts), dtype=np.int64) if strata is None else np.asarray(strata)
     chars = prompt_lengths(prompts)
     weights = np.ones(len(prompts))
     for source in np.unique(sources):
         rows = np.flatnonzero(sources == source)
         edges = np.quantile(chars[rows], np.linspace(0, 1, bins + 1)[1:-1])
-        quintile = np.digitize(chars[rows], edges)
-        for b in np.unique(quintile):
-            in_bin = rows[quintile == b]
-            for label in np.unique(labels[in_bin]):
-                members = in_bin[labels[in_bin] == label]
-                weights[members] = np.mean(labels[rows] == label) / (len(members) / len(in_bin))
+        cells = np.char.add(np.digitize(chars[rows], edges).astype(str), np.char.add("|", strata[rows].astype(str)))
+        for cell in np.unique(cells):
+            in_cell = rows[cells == cell]
+            for label in np.unique(labels[in_cell]):
+                members = in_cell[labels[in_cell] == label]
+                weights[members] = np.mean(labels[rows] == label) / (len(members) / len(in_cell))
         weights[rows] = np.clip(weights[rows], 1 / max_weight, max_weight)
         weights[rows] /= weights[rows].mean()
     return weights
+
+
+FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|i'll|my|me|mine|we|our|us)\b", re.IGNORECASE)
+
+
+def written_voice(prompts: list[str]) -> np.ndarray:
+    """Per prompt, whether it speaks in the first person ("I", "my", "we"...): the voice ``voice_balance`` balances."""
+    return np.array([bool(FIRST_PERSON.search(prompt)) for prompt in prompts], dtype=bool)
 
 
 # Called after every optimizer step with (step, total steps, that step's loss, the model in training mode).
@@ -155,9 +179,9 @@ def train_finetuned(
 
 
 # Outside GAP_CATEGORIES (math, reasoning, coding: a weak open model most often fails there) a hard prompt is
-# labelled "strong wins" only every second time: the strong model's edge there is real but smaller, and a
-# router that puts a hard poem level with a hard proof sends the wrong prompts strong.
-CHAT_LABEL_RULES = ("template", "gap-aware")
+# labelled "strong wins" only every k-th time: the strong model's edge there is real but smaller, and a
+# router that puts a hard poem level with a hard proof sends the wrong prompts strong. Rule name -> k.
+CHAT_LABEL_RULES = {"template": 1, "gap-aware": 2, "gap-strict": 4}
 
 
 def template_labelled_rows(count: int, seed: int = 0, rule: str = "template") -> tuple[list[str], np.ndarray]:
@@ -184,17 +208,19 @@ def written_labelled_rows(rule: str = "gap-aware") -> tuple[list[str], np.ndarra
 def template_labels(hard: np.ndarray, categories: np.ndarray | None = None, rule: str = "template") -> np.ndarray:
     """RouteLLM labels for generated chat prompts, an easy template's always "tie".
 
-    ``template``: every hard template's "strong wins". ``gap-aware``: a hard template's "strong wins" in
-    ``GAP_CATEGORIES``, and in other categories every second hard prompt's (in order), the rest "tie".
+    ``template``: every hard template's "strong wins". ``gap-aware`` / ``gap-strict``: a hard template's
+    "strong wins" in ``GAP_CATEGORIES``, and in other categories every second / fourth hard prompt's (in
+    order, from the first), the rest "tie" (``CHAT_LABEL_RULES``).
     """
     if rule not in CHAT_LABEL_RULES:
         raise ValueError(f"chat label rule {rule!r}: expected one of {', '.join(CHAT_LABEL_RULES)}")
     strong = np.asarray(hard, dtype=bool).copy()
-    if rule == "gap-aware":
+    every = CHAT_LABEL_RULES[rule]
+    if every > 1:
         if categories is None:
-            raise ValueError("the gap-aware chat label rule needs each prompt's category")
+            raise ValueError(f"the {rule} chat label rule needs each prompt's category")
         other_hard = np.flatnonzero(strong & ~np.isin(categories, GAP_CATEGORIES))
-        strong[other_hard[1::2]] = False
+        strong[other_hard[np.arange(len(other_hard)) % every != 0]] = False
     return np.where(strong, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
 
 
@@ -216,4 +242,5 @@ __all__ = [
     "template_labelled_rows",
     "written_labelled_rows",
     "train_finetuned",
+    "written_voice",
 ]

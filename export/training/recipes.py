@@ -47,6 +47,7 @@ def train_final_finetuned(
         template_labelled_rows,
         train_finetuned,
         written_labelled_rows,
+        written_voice,
     )
     from edgeroute.export.training.teacher import load_classifier, save_teacher
 
@@ -58,7 +59,8 @@ def train_final_finetuned(
     tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
     labels = np.concatenate([golden_labels(data), chat_labels, own_labels])
     sources = np.concatenate([benchmark_of(data), ["generated chat"] * len(chat), ["written chat"] * len(own)])
-    weights = length_balanced_weights(prompts, labels, sources) if recipe.length_balance else None
+    voice = np.concatenate([np.zeros(len(data) + len(chat), dtype=bool), written_voice(own)]) if recipe.voice_balance else None
+    weights = length_balanced_weights(prompts, labels, sources, strata=voice) if recipe.length_balance else None
     model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe, weights=weights)
     labelled_chat = chat_rule if n_chat or own else None
     save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat, labelled_chat, written_chat=len(own))
@@ -81,7 +83,7 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
     if args.kind == "finetuned":
         from edgeroute.export.training.finetune import FineTuneRecipe
 
-        options = ("epochs", "learning_rate", "max_length", "seed", "length_balance")  # the CLI's names are the recipe's
+        options = ("epochs", "learning_rate", "max_length", "seed", "length_balance", "voice_balance")  # the CLI's names are the recipe's
         recipe = FineTuneRecipe(**{name: getattr(args, name) for name in options})
         return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels)
     if args.kind == "probe":
