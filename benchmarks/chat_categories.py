@@ -49,7 +49,7 @@ PAIR_SETS = {
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
 }
 RANDOM = "random (baseline, mean of 200 seeds)"
-WRITTEN = "written prompts, validation half (1,790; eight authors who saw neither pair set)"
+WRITTEN = "written prompts, validation half (1,767; eight authors who saw neither pair set)"
 PAIR_COLUMNS = {"pairs": "pairs", "gap_auc": "gap AUC (hard prompts)", "spearman_length": "Spearman with length"}
 WRITTEN_COLUMNS = {
     "pairs": "hard/easy AUC within categories",

@@ -902,6 +902,10 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if getattr(args, "voice_balance", False) and not (args.length_balance and args.written_labels):
+        raise InvalidInputError(
+            "--voice-balance balances the written prompts within length quintiles: add --length-balance and --written-labels"
+        )
     print(json.dumps(_build_command("train")(args)))
     return EXIT_OK
 

@@ -36,10 +36,11 @@ PAIR_PUZZLES = re.compile(
     r"clock loses|hour and minute hands|clock's hour|six people|mutual (friends|strangers)|madame bovary|ipv4|"
     r"counterfeit coin|fake coin|twelve coins|12 coins|every label is wrong|mislabel|five pirates|pirates (split|divide)|"
     r"is irrational|re-renders? (forever|infinitely)|who wrote .{0,2}romeo|romeo and juliet\?|bones (are )?in (an|the) adult|"
-    r"python version",
+    r"python version|bat and (a )?ball|two envelopes|0\.999|balance scale|weighings|\bABA\b|gaps and islands|consistent hashing|"
+    r"carnot|bronze age collapse|thrasymachus|westphalia|remains of the day|capital of (france|australia)",
     re.IGNORECASE,
 )
-WRITTEN_PROMPTS = 4615
+WRITTEN_PROMPTS = 4571
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
@@ -259,8 +260,9 @@ def test_chat_label_rules_exactly():
     wide_hard = np.array([True] * 7)
     wide = np.array(["writing", "writing", "math", "stem", "writing", "reasoning", "stem"])
     assert template_labels(wide_hard, wide, "gap-strict").tolist() == [S, T, S, T, T, S, S]
-    with pytest.raises(ValueError, match="^the gap-aware chat label rule needs each prompt's category$"):
-        template_labels(hard, None, "gap-aware")
+    for rule in ("gap-aware", "gap-strict"):
+        with pytest.raises(ValueError, match=f"^the {rule} chat label rule needs each prompt's category$"):
+            template_labels(hard, None, rule)
     with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware, gap-strict$"):
         template_labels(hard, categories, "soft")
 
@@ -302,7 +304,7 @@ def test_written_labels_leave_length_nearly_and_voice_under_the_recipe_weights_w
     # ones) after an audit took the label off doubtful short hard first-person prompts: the recipe's voice-balanced
     # weights leave every length quintile x voice cell with the same share of hard prompts.
     first_person = written_voice(prompts)
-    assert abs(first_person[hard].mean() - first_person[~hard].mean()) > 0.1
+    assert abs(first_person[hard].mean() - first_person[~hard].mean()) < 0.25
     weights = length_balanced_weights(prompts, hard.astype(np.int64), np.array(["written"] * len(prompts)), strata=first_person)
     quintile = np.digitize(lengths, np.quantile(lengths, [0.2, 0.4, 0.6, 0.8]))
     for cell in {(int(b), bool(v)) for b, v in zip(quintile, first_person)}:
@@ -404,6 +406,31 @@ def test_train_finetuned_passes_length_balance_through_the_recipe(monkeypatch):
     recipes.run_recipe_command(build_parser().parse_args(argv))
     recipes.run_recipe_command(build_parser().parse_args(argv[:-1]))
     assert [recipe.length_balance for recipe in recipes_seen] == [True, False]
+    recipes.run_recipe_command(build_parser().parse_args([*argv, "--written-labels", "--voice-balance"]))
+    assert (recipes_seen[-1].length_balance, recipes_seen[-1].voice_balance) == (True, True)
+
+
+@pytest.mark.parametrize("missing", ["--length-balance", "--written-labels"])
+def test_train_finetuned_refuses_voice_balance_without_length_balance_or_written_labels(missing, capsys):
+    from edgeroute.runtime.cli import EXIT_USAGE, main
+
+    argv = ["train", "finetuned", "--data", "d", "--out", "o", "--length-balance", "--written-labels", "--voice-balance"]
+    assert main([a for a in argv if a != missing]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "edgeroute: error: --voice-balance balances the written prompts within length quintiles: "
+        "add --length-balance and --written-labels\n"
+    )
+
+
+def test_the_cli_offers_exactly_the_chat_label_rules():
+    from edgeroute.export.training.finetune import CHAT_LABEL_RULES
+    from edgeroute.runtime.cli import build_parser
+
+    parser = build_parser()
+    for rule in CHAT_LABEL_RULES:
+        assert parser.parse_args(["train", "finetuned", "--data", "d", "--out", "o", "--chat-labels", rule]).chat_labels == rule
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "finetuned", "--data", "d", "--out", "o", "--chat-labels", "soft"])
 
 
 def test_length_balanced_weights_give_every_length_quintile_its_sources_label_mix():
@@ -449,12 +476,10 @@ def test_voice_balanced_weights_balance_each_stratum_within_each_quintile_to_the
         for stratum in (False, True):
             members = np.flatnonzero((quintile == b) & (voice == stratum))
             assert abs(np.average(labels[members] == 0, weights=weights[members]) - overall) < 1e-9
-    assert written_voice(["Can I return my order?", "Prove the theorem.", "we ship", "Imagine a city."]).tolist() == [
-        True,
-        False,
-        True,
-        False,
-    ]
+    voices = ["Can I return my order?", "Prove the theorem.", "we ship", "US tariffs, 1930.", "i need help", "Tell us."]
+    assert written_voice(voices).tolist() == [True, False, True, False, True, True]
+    with pytest.raises(ValueError, match=r"^strata: expected one per prompt \(2000\), got 3$"):
+        length_balanced_weights(prompts, labels, np.array(["s"] * 2000), strata=np.zeros(3))
     with pytest.raises(ValueError, match=r"^voice_balance balances within length quintiles: set length_balance too \(--length-balance\)$"):
         FineTuneRecipe(voice_balance=True)
 

@@ -102,13 +102,15 @@ def length_balanced_weights(
     Compute the weights over the rows that will train: balance over all prompts does not hold for a subset.
     """
     labels, sources = np.asarray(labels), np.asarray(sources)
-    strata = np.zeros(len(prompts), dtype=np.int64) if strata is None else np.asarray(strata)
+    if strata is not None and len(strata) != len(prompts):
+        raise ValueError(f"strata: expected one per prompt ({len(prompts)}), got {len(strata)}")
+    stratum = np.zeros(len(prompts), dtype=np.int64) if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
     chars = prompt_lengths(prompts)
     weights = np.ones(len(prompts))
     for source in np.unique(sources):
         rows = np.flatnonzero(sources == source)
         edges = np.quantile(chars[rows], np.linspace(0, 1, bins + 1)[1:-1])
-        cells = np.char.add(np.digitize(chars[rows], edges).astype(str), np.char.add("|", strata[rows].astype(str)))
+        cells = np.digitize(chars[rows], edges) * (stratum.max(initial=0) + 1) + stratum[rows]
         for cell in np.unique(cells):
             in_cell = rows[cells == cell]
             for label in np.unique(labels[in_cell]):
@@ -119,7 +121,8 @@ def length_balanced_weights(
     return weights
 
 
-FIRST_PERSON = re.compile(r"\b(i|i'm|im|i've|i'd|i'll|my|me|mine|we|our|us)\b", re.IGNORECASE)
+# "I" and "us" only as written: "US" is a country, and a lower-case "i" is how chat prompts often say "I".
+FIRST_PERSON = re.compile(r"\b(I|i|(?i:i'm|im|i've|i'd|i'll|my|me|mine|we|our)|us|Us)\b")
 
 
 def written_voice(prompts: list[str]) -> np.ndarray:
