@@ -849,6 +849,13 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
         "(labelled by --chat-labels; the other half is kept for validation)",
     )
     finetuned.add_argument(
+        "--written-file",
+        default=None,
+        metavar="JSONL",
+        help="with --written-labels, read the written prompts from this file instead (laid out like "
+        "export/training/written_prompts.jsonl; e.g. an earlier version of it, to rebuild a bundle trained on that)",
+    )
+    finetuned.add_argument(
         "--length-balance",
         action="store_true",
         help="weight rows so that within each source (MMLU, GSM8K, generated, written) every length quintile has the "
@@ -902,6 +909,8 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if getattr(args, "written_file", None) and not args.written_labels:
+        raise InvalidInputError("--written-file names the written prompts to train on: add --written-labels")
     if getattr(args, "voice_balance", False) and not (args.length_balance and args.written_labels):
         raise InvalidInputError(
             "--voice-balance balances the written prompts within length quintiles: add --length-balance and --written-labels"

@@ -393,7 +393,27 @@ def test_train_finetuned_passes_written_labels_through(monkeypatch):
     argv = ["train", "finetuned", "--data", "d", "--out", "o", "--chat-prompts", "30", "--written-labels"]
     recipes.run_recipe_command(build_parser().parse_args(argv))
     recipes.run_recipe_command(build_parser().parse_args(argv[:-1]))
-    assert calls == [(30, "gap-aware", True), (30, "gap-aware", False)]
+    recipes.run_recipe_command(build_parser().parse_args([*argv, "--written-file", "old.jsonl"]))
+    assert calls == [(30, "gap-aware", True, None), (30, "gap-aware", False, None), (30, "gap-aware", True, Path("old.jsonl"))]
+
+
+def test_written_labelled_rows_read_the_file_given(tmp_path):
+    from edgeroute.export.training.chat_prompts import written_part
+    from edgeroute.export.training.finetune import written_labelled_rows
+
+    rows = [{"category": "math", "difficulty": "hard", "prompt": f"Prove lemma {i}."} for i in range(6)]
+    file = tmp_path / "old.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    prompts, labels = written_labelled_rows("gap-aware", file)
+    assert prompts == ["Prove lemma 1.", "Prove lemma 3.", "Prove lemma 4."] == [r["prompt"] for r in rows if written_part(r["prompt"]) == "train"]
+    assert len(labels) == 3
+
+
+def test_train_finetuned_refuses_a_written_file_without_written_labels(capsys):
+    from edgeroute.runtime.cli import EXIT_USAGE, main
+
+    assert main(["train", "finetuned", "--data", "d", "--out", "o", "--written-file", "old.jsonl"]) == EXIT_USAGE
+    assert capsys.readouterr().err == "edgeroute: error: --written-file names the written prompts to train on: add --written-labels\n"
 
 
 def test_train_finetuned_passes_length_balance_through_the_recipe(monkeypatch):

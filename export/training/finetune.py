@@ -197,14 +197,15 @@ def template_labelled_rows(count: int, seed: int = 0, rule: str = "template") ->
     return prompts, template_labels(np.array(hard, dtype=bool), np.array(categories), rule)
 
 
-def written_labelled_rows(rule: str = "gap-aware") -> tuple[list[str], np.ndarray]:
+def written_labelled_rows(rule: str = "gap-aware", path: Path | None = None) -> tuple[list[str], np.ndarray]:
     """The training half of the written prompts with an intended difficulty, labelled like templates (``template_labels``).
 
-    The other half is kept for choosing recipes (``categorised_written_prompts("validation")``).
+    The other half is kept for choosing recipes (``categorised_written_prompts("validation")``). ``path``: a file
+    laid out like ``WRITTEN_PROMPTS`` (default), e.g. an earlier version of it to rebuild a bundle trained on that.
     """
-    from edgeroute.export.training.chat_prompts import categorised_written_prompts
+    from edgeroute.export.training.chat_prompts import WRITTEN_PROMPTS, categorised_written_prompts
 
-    prompts, hard, categories = categorised_written_prompts("train")
+    prompts, hard, categories = categorised_written_prompts("train", path or WRITTEN_PROMPTS)
     return prompts, template_labels(hard, categories, rule)
 
 

@@ -28,14 +28,20 @@ def train_final_teacher(data_dir: Path, out: Path, seed: int = 0) -> dict[str, A
 
 
 def train_final_finetuned(
-    data_dir: Path, out: Path, recipe: Any, n_chat: int = 0, chat_rule: str = "gap-aware", written: bool = False
+    data_dir: Path,
+    out: Path,
+    recipe: Any,
+    n_chat: int = 0,
+    chat_rule: str = "gap-aware",
+    written: bool = False,
+    written_path: Path | None = None,
 ) -> dict[str, Any]:
     """The shipped transformer tier's recipe (``FineTuneRecipe``) on every MMLU and GSM8K row; writes a BERT checkpoint.
 
     ``n_chat`` generated chat-style prompts join the rows with their template's label (``template_labels``
     under ``chat_rule``), the only signal about chat prompts this project has without LLM answers;
     ``written`` adds the training half of the written prompts that carry an intended difficulty, labelled
-    by the same rule (``written_labelled_rows``).
+    by the same rule (``written_labelled_rows``), from ``written_path`` if given.
     """
     from edgeroute.runtime.evaluation.data import benchmark_of, load_protocol_data
 
@@ -53,7 +59,7 @@ def train_final_finetuned(
 
     data = load_protocol_data(data_dir)
     chat, chat_labels = template_labelled_rows(n_chat, recipe.seed, chat_rule)
-    own, own_labels = written_labelled_rows(chat_rule) if written else ([], np.zeros(0, dtype=np.int64))
+    own, own_labels = written_labelled_rows(chat_rule, written_path) if written else ([], np.zeros(0, dtype=np.int64))
     prompts = data.prompts + chat + own
     tokenizer, _ = load_classifier(minilm_dir())
     tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
@@ -85,7 +91,10 @@ def run_recipe_command(args: Any) -> dict[str, Any]:
 
         options = ("epochs", "learning_rate", "max_length", "seed", "length_balance", "voice_balance")  # the CLI's names are the recipe's
         recipe = FineTuneRecipe(**{name: getattr(args, name) for name in options})
-        return train_final_finetuned(Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels)
+        written_path = Path(args.written_file) if args.written_file else None
+        return train_final_finetuned(
+            Path(args.data), Path(args.out), recipe, args.chat_prompts, args.chat_labels, args.written_labels, written_path
+        )
     if args.kind == "probe":
         from edgeroute.export.training.probe import probe_command
 
