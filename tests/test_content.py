@@ -405,7 +405,8 @@ def test_written_labelled_rows_read_the_file_given(tmp_path):
     file = tmp_path / "old.jsonl"
     file.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     prompts, labels = written_labelled_rows("gap-aware", file)
-    assert prompts == ["Prove lemma 1.", "Prove lemma 3.", "Prove lemma 4."] == [r["prompt"] for r in rows if written_part(r["prompt"]) == "train"]
+    train_half = [row["prompt"] for row in rows if written_part(row["prompt"]) == "train"]
+    assert prompts == train_half == ["Prove lemma 1.", "Prove lemma 3.", "Prove lemma 4."]
     assert len(labels) == 3
 
 
