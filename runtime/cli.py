@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ from edgeroute.runtime.errors import (
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# The names of export.training.finetune.CHAT_LABEL_RULES, which this module may not import (a test ties the two).
+CHAT_LABEL_RULE_NAMES = ("template", "gap-aware", "gap-strict")
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 # A precision the bundle lacks is a wrong --precision, so a usage error too.
 # Entry-point group of the build side's commands (export extra), declared in pyproject.toml.
@@ -563,7 +566,6 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from edgeroute.runtime.evaluation.report import evaluate, format_table, in_sample_warnings, plot_curves
 
@@ -596,7 +598,6 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run_eval_targets(args: argparse.Namespace) -> int:
     """``edgeroute eval --config T --correctness CSV``: the policy's quality-cost curve beside random and length."""
-    from pathlib import Path
 
     from edgeroute.runtime.evaluation.targets import format_curve, plot_cost_curve, quality_cost_curve, read_correctness
     from edgeroute.runtime.scoring.router import Router
@@ -618,7 +619,6 @@ def _run_eval_targets(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from edgeroute.runtime.evaluation.report import calibrate
 
@@ -642,7 +642,6 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_cost(args: argparse.Namespace, router: Any) -> int:
     """``calibrate --target-cost USD --config T --prompts P``: prints the setting to put in the targets file."""
-    from pathlib import Path
 
     from edgeroute.runtime.evaluation.report import read_prompts
     from edgeroute.runtime.evaluation.targets import calibrate_cost
@@ -836,7 +835,7 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
     )
     finetuned.add_argument(
         "--chat-labels",
-        choices=("template", "gap-aware", "gap-strict"),
+        choices=CHAT_LABEL_RULE_NAMES,
         default="gap-aware",
         help="how a generated prompt's template becomes a label: 'template' (hard: strong wins, easy: tie), 'gap-aware' "
         "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
@@ -911,6 +910,10 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     if getattr(args, "written_file", None) and not args.written_labels:
         raise InvalidInputError("--written-file names the written prompts to train on: add --written-labels")
+    if getattr(args, "written_file", None) and not Path(args.written_file).is_file():
+        raise InvalidInputError(
+            f"--written-file {args.written_file}: no such file (a JSONL laid out like export/training/written_prompts.jsonl)"
+        )
     if getattr(args, "voice_balance", False) and not (args.length_balance and args.written_labels):
         raise InvalidInputError(
             "--voice-balance balances the written prompts within length quintiles: add --length-balance and --written-labels"

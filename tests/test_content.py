@@ -399,6 +399,7 @@ def test_train_finetuned_passes_written_labels_through(monkeypatch):
 
 def test_written_labelled_rows_read_the_file_given(tmp_path):
     from edgeroute.export.training.chat_prompts import written_part
+    from edgeroute.export.training.data import LABEL_STRONG_WINS
     from edgeroute.export.training.finetune import written_labelled_rows
 
     rows = [{"category": "math", "difficulty": "hard", "prompt": f"Prove lemma {i}."} for i in range(6)]
@@ -407,14 +408,19 @@ def test_written_labelled_rows_read_the_file_given(tmp_path):
     prompts, labels = written_labelled_rows("gap-aware", file)
     train_half = [row["prompt"] for row in rows if written_part(row["prompt"]) == "train"]
     assert prompts == train_half == ["Prove lemma 1.", "Prove lemma 3.", "Prove lemma 4."]
-    assert len(labels) == 3
+    assert labels.tolist() == [LABEL_STRONG_WINS] * 3  # hard math: "strong wins" under every rule
 
 
-def test_train_finetuned_refuses_a_written_file_without_written_labels(capsys):
+def test_train_finetuned_refuses_a_written_file_without_written_labels_or_that_is_missing(capsys, tmp_path):
     from edgeroute.runtime.cli import EXIT_USAGE, main
 
     assert main(["train", "finetuned", "--data", "d", "--out", "o", "--written-file", "old.jsonl"]) == EXIT_USAGE
     assert capsys.readouterr().err == "edgeroute: error: --written-file names the written prompts to train on: add --written-labels\n"
+    missing = tmp_path / "old.jsonl"
+    assert main(["train", "finetuned", "--data", "d", "--out", "o", "--written-labels", "--written-file", str(missing)]) == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        f"edgeroute: error: --written-file {missing}: no such file (a JSONL laid out like export/training/written_prompts.jsonl)\n"
+    )
 
 
 def test_train_finetuned_passes_length_balance_through_the_recipe(monkeypatch):
@@ -445,8 +451,9 @@ def test_train_finetuned_refuses_voice_balance_without_length_balance_or_written
 
 def test_the_cli_offers_exactly_the_chat_label_rules():
     from edgeroute.export.training.finetune import CHAT_LABEL_RULES
-    from edgeroute.runtime.cli import build_parser
+    from edgeroute.runtime.cli import CHAT_LABEL_RULE_NAMES, build_parser
 
+    assert CHAT_LABEL_RULE_NAMES == tuple(CHAT_LABEL_RULES)
     parser = build_parser()
     for rule in CHAT_LABEL_RULES:
         assert parser.parse_args(["train", "finetuned", "--data", "d", "--out", "o", "--chat-labels", rule]).chat_labels == rule

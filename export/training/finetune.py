@@ -121,7 +121,8 @@ def length_balanced_weights(
     return weights
 
 
-# "I" and "us" only as written: "US" is a country, and a lower-case "i" is how chat prompts often say "I".
+# "I" and "us" only as written: "US" is a country, and a lower-case "i" is how chat prompts often say "I" (it also
+# matches "i.e." and a loop variable, and "I" a Roman numeral: about 21 of the written prompts).
 FIRST_PERSON = re.compile(r"\b(I|i|(?i:i'm|im|i've|i'd|i'll|my|me|mine|we|our)|us|Us)\b")
 
 
