@@ -9,8 +9,8 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from edgeroute.runtime.errors import (
@@ -566,7 +566,6 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-
     from edgeroute.runtime.evaluation.report import evaluate, format_table, in_sample_warnings, plot_curves
 
     if args.plot:  # fail before a long evaluation, not after it
@@ -598,7 +597,6 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run_eval_targets(args: argparse.Namespace) -> int:
     """``edgeroute eval --config T --correctness CSV``: the policy's quality-cost curve beside random and length."""
-
     from edgeroute.runtime.evaluation.targets import format_curve, plot_cost_curve, quality_cost_curve, read_correctness
     from edgeroute.runtime.scoring.router import Router
     from edgeroute.runtime.scoring.targets import load_targets
@@ -619,7 +617,6 @@ def _run_eval_targets(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-
     from edgeroute.runtime.evaluation.report import calibrate
 
     router = _load_router(args, args.router)
@@ -642,7 +639,6 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 def _calibrate_cost(args: argparse.Namespace, router: Any) -> int:
     """``calibrate --target-cost USD --config T --prompts P``: prints the setting to put in the targets file."""
-
     from edgeroute.runtime.evaluation.report import read_prompts
     from edgeroute.runtime.evaluation.targets import calibrate_cost
     from edgeroute.runtime.scoring.targets import load_targets
@@ -908,11 +904,12 @@ def _add_distilled_options(distilled: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    if getattr(args, "written_file", None) and not args.written_labels:
+    written_file = getattr(args, "written_file", None)  # train bert and mf have no written prompts
+    if written_file and not args.written_labels:
         raise InvalidInputError("--written-file names the written prompts to train on: add --written-labels")
-    if getattr(args, "written_file", None) and not Path(args.written_file).is_file():
+    if written_file and not Path(written_file).is_file():
         raise InvalidInputError(
-            f"--written-file {args.written_file}: no such file (a JSONL laid out like export/training/written_prompts.jsonl)"
+            f"--written-file {written_file}: no such file (a JSONL laid out like export/training/written_prompts.jsonl)"
         )
     if getattr(args, "voice_balance", False) and not (args.length_balance and args.written_labels):
         raise InvalidInputError(

@@ -105,12 +105,13 @@ def length_balanced_weights(
     if strata is not None and len(strata) != len(prompts):
         raise ValueError(f"strata: expected one per prompt ({len(prompts)}), got {len(strata)}")
     stratum = np.zeros(len(prompts), dtype=np.int64) if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+    strata_count = stratum.max(initial=0) + 1
     chars = prompt_lengths(prompts)
     weights = np.ones(len(prompts))
     for source in np.unique(sources):
         rows = np.flatnonzero(sources == source)
         edges = np.quantile(chars[rows], np.linspace(0, 1, bins + 1)[1:-1])
-        cells = np.digitize(chars[rows], edges) * (stratum.max(initial=0) + 1) + stratum[rows]
+        cells = np.digitize(chars[rows], edges) * strata_count + stratum[rows]
         for cell in np.unique(cells):
             in_cell = rows[cells == cell]
             for label in np.unique(labels[in_cell]):
