@@ -26,7 +26,7 @@ from edgeroute.runtime.errors import (
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # The names of export.training.finetune.CHAT_LABEL_RULES, which this module may not import (a test ties the two).
-CHAT_LABEL_RULE_NAMES = ("template", "gap-aware", "gap-strict")
+CHAT_LABEL_RULE_NAMES = ("template", "gap-aware", "gap-strict", "gap-graded")
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 # A precision the bundle lacks is a wrong --precision, so a usage error too.
 # Entry-point group of the build side's commands (export extra), declared in pyproject.toml.
@@ -835,7 +835,8 @@ def _add_finetuned_options(finetuned: argparse.ArgumentParser) -> None:
         default="gap-aware",
         help="how a generated prompt's template becomes a label: 'template' (hard: strong wins, easy: tie), 'gap-aware' "
         "(hard math, reasoning and coding: strong wins; every second hard prompt elsewhere: strong wins, the rest tie; "
-        "easy: tie; default) or 'gap-strict' (the same with every fourth hard prompt elsewhere)",
+        "easy: tie; default), 'gap-strict' (the same with every fourth hard prompt elsewhere) or 'gap-graded' (every "
+        "second in extraction, everyday and STEM, every fourth in writing, role-play and humanities)",
     )
     finetuned.add_argument(
         "--written-labels",

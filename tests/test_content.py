@@ -260,10 +260,14 @@ def test_chat_label_rules_exactly():
     wide_hard = np.array([True] * 7)
     wide = np.array(["writing", "writing", "math", "stem", "writing", "reasoning", "stem"])
     assert template_labels(wide_hard, wide, "gap-strict").tolist() == [S, T, S, T, T, S, S]
-    for rule in ("gap-aware", "gap-strict"):
+    # Gap-graded: every second hard stem/extraction/everyday prompt strong, counted among those alone (of stem,
+    # extraction, stem, everyday: the 1st and 3rd); every fourth hard writing/roleplay/humanities prompt (the 1st, 5th).
+    graded = np.array(["stem", "writing", "extraction", "roleplay", "stem", "humanities", "math", "writing", "everyday", "writing"])
+    assert template_labels(np.array([True] * 10), graded, "gap-graded").tolist() == [S, S, T, T, S, T, S, T, T, S]
+    for rule in ("gap-aware", "gap-strict", "gap-graded"):
         with pytest.raises(ValueError, match=f"^the {rule} chat label rule needs each prompt's category$"):
             template_labels(hard, None, rule)
-    with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware, gap-strict$"):
+    with pytest.raises(ValueError, match="^chat label rule 'soft': expected one of template, gap-aware, gap-strict, gap-graded$"):
         template_labels(hard, categories, "soft")
 
 
@@ -506,6 +510,11 @@ def test_voice_balanced_weights_balance_each_stratum_within_each_quintile_to_the
             assert abs(np.average(labels[members] == 0, weights=weights[members]) - overall) < 1e-9
     voices = ["Can I return my order?", "Prove the theorem.", "we ship", "US tariffs, 1930.", "i need help", "Tell us."]
     assert written_voice(voices).tolist() == [True, False, True, False, True, True]
+    # Not a person: Roman numerals, a dotted acronym, loop variables, an index, a command-line flag, "i.e.".
+    impersonal = ["Causes of World War I.", "Type I and Type II errors", "Elizabeth I's court", "What does M.A.I.N. mean?"]
+    impersonal += ["for i in range(n): total += i", "for (int i = 0; i < n; i++)", "a[i] + b[i]", "git rebase -i", "cats, i.e. felines"]
+    assert not written_voice(impersonal).any()
+    assert written_voice(["How old am I?", "ok so i dont get it", "what should i bring", "I'm lost"]).all()
     with pytest.raises(ValueError, match=r"^strata: expected one per prompt \(2000\), got 3$"):
         length_balanced_weights(prompts, labels, np.array(["s"] * 2000), strata=np.zeros(3))
     with pytest.raises(ValueError, match=r"^voice_balance balances within length quintiles: set length_balance too \(--length-balance\)$"):

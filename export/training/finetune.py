@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edgeroute.runtime.evaluation.content import GAP_CATEGORIES, LENGTH_BINS, prompt_lengths
+from edgeroute.runtime.evaluation.content import GAP_CATEGORIES, LENGTH_BINS, LEVEL_CATEGORIES, prompt_lengths
 
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE
 from edgeroute.export.training.teacher import LABELS, batched_win_rates, load_classifier
@@ -122,9 +122,19 @@ def length_balanced_weights(
     return weights
 
 
-# "I" and "us" only as written: "US" is a country, and a lower-case "i" is how chat prompts often say "I" (it also
-# matches "i.e." and a loop variable, and "I" a Roman numeral: about 21 of the written prompts).
-FIRST_PERSON = re.compile(r"\b(I|i|(?i:i'm|im|i've|i'd|i'll|my|me|mine|we|our)|us|Us)\b")
+# "I" and "us" only as written: "US" is a country. A lower-case "i" is how chat prompts often say "I", so it counts
+# where a word follows it (not "i in", "i = 0", "i++", "a[i]", "-i"). "I" after a word that takes a Roman numeral
+# ("World War I", "Type I", "Elizabeth I") or inside a dotted acronym ("M.A.I.N.") is not a person.
+_ROMAN_BEFORE = "".join(
+    f"(?<!{word} )"
+    for word in ("War", "Type", "Title", "Level", "Part", "Phase", "Act", "Chapter", "Book", "Class", "Stage", "Section")
+    + ("Volume", "Findings", "Elizabeth", "Henry", "Charles", "James", "Louis", "Peter", "George", "Edward", "William")
+)
+FIRST_PERSON = re.compile(
+    rf"(?<![.\-]){_ROMAN_BEFORE}\bI\b(?!\.\w)"
+    r"|(?<![-\[(.])\bi\b(?= (?!in\b)[a-z])"
+    r"|\b((?i:i'm|im|i've|i'd|i'll|my|me|mine|we|our)|us|Us)\b"
+)
 
 
 def written_voice(prompts: list[str]) -> np.ndarray:
@@ -183,10 +193,31 @@ def train_finetuned(
     return model.eval()
 
 
-# Outside GAP_CATEGORIES (math, reasoning, coding: a weak open model most often fails there) a hard prompt is
-# labelled "strong wins" only every k-th time: the strong model's edge there is real but smaller, and a
-# router that puts a hard poem level with a hard proof sends the wrong prompts strong. Rule name -> k.
-CHAT_LABEL_RULES = {"template": 1, "gap-aware": 2, "gap-strict": 4}
+@dataclass(frozen=True)
+class ChatLabelRule:
+    """How generated and written chat prompts are labelled: a hard prompt outside ``GAP_CATEGORIES`` (math,
+    reasoning, coding: a weak open model most often fails there) is "strong wins" only every k-th time (k =
+    ``every_in.get(category, every)``, counted in file order over the prompts that share k), the rest "tie":
+    the strong model's edge there is real but smaller, and a router that puts a hard poem level with a hard
+    proof sends the wrong prompts strong."""
+
+    every: int = 1
+    every_in: tuple[tuple[str, int], ...] = ()
+
+    def steps(self, categories: np.ndarray) -> np.ndarray:
+        """Each prompt's k (1 in ``GAP_CATEGORIES``)."""
+        named = dict(self.every_in)
+        return np.array([1 if c in GAP_CATEGORIES else named.get(c, self.every) for c in categories], dtype=np.int64)
+
+
+CHAT_LABEL_RULES = {
+    "template": ChatLabelRule(),
+    "gap-aware": ChatLabelRule(every=2),
+    "gap-strict": ChatLabelRule(every=4),
+    # Session 12: gap-strict cost the most hard/easy AUC in extraction, everyday and STEM, while writing,
+    # role-play and humanities held theirs; so strict only there.
+    "gap-graded": ChatLabelRule(every=2, every_in=tuple((c, 4) for c in LEVEL_CATEGORIES)),
+}
 
 
 def template_labelled_rows(count: int, seed: int = 0, rule: str = "template") -> tuple[list[str], np.ndarray]:
@@ -214,19 +245,22 @@ def written_labelled_rows(rule: str = "gap-aware", path: Path | None = None) -> 
 def template_labels(hard: np.ndarray, categories: np.ndarray | None = None, rule: str = "template") -> np.ndarray:
     """RouteLLM labels for generated chat prompts, an easy template's always "tie".
 
-    ``template``: every hard template's "strong wins". ``gap-aware`` / ``gap-strict``: a hard template's
-    "strong wins" in ``GAP_CATEGORIES``, and in other categories every second / fourth hard prompt's (in
-    order, from the first), the rest "tie" (``CHAT_LABEL_RULES``).
+    ``template``: every hard template's "strong wins". ``gap-aware`` / ``gap-strict`` / ``gap-graded``: a hard
+    template's "strong wins" in ``GAP_CATEGORIES``, and elsewhere every k-th hard prompt's (``ChatLabelRule``;
+    k = 2 / 4 / 2, but 4 in writing, role-play and humanities), the rest "tie".
     """
     if rule not in CHAT_LABEL_RULES:
         raise ValueError(f"chat label rule {rule!r}: expected one of {', '.join(CHAT_LABEL_RULES)}")
     strong = np.asarray(hard, dtype=bool).copy()
-    every = CHAT_LABEL_RULES[rule]
-    if every > 1:
-        if categories is None:
-            raise ValueError(f"the {rule} chat label rule needs each prompt's category")
-        other_hard = np.flatnonzero(strong & ~np.isin(categories, GAP_CATEGORIES))
-        strong[other_hard[np.arange(len(other_hard)) % every != 0]] = False
+    label_rule = CHAT_LABEL_RULES[rule]
+    if label_rule == ChatLabelRule():
+        return np.where(strong, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
+    if categories is None:
+        raise ValueError(f"the {rule} chat label rule needs each prompt's category")
+    steps = label_rule.steps(np.asarray(categories))
+    for every in np.unique(steps[steps > 1]):
+        sharing = np.flatnonzero(strong & (steps == every))
+        strong[sharing[np.arange(len(sharing)) % every != 0]] = False
     return np.where(strong, LABEL_STRONG_WINS, LABEL_TIE).astype(np.int64)
 
 
@@ -238,6 +272,7 @@ def finetuned_win_rates(model: Any, tokens: TokenizedPrompts, batch_size: int = 
 __all__ = [
     "LABELS",
     "CHAT_LABEL_RULES",
+    "ChatLabelRule",
     "GAP_CATEGORIES",
     "FineTuneRecipe",
     "StepHook",
