@@ -14,9 +14,10 @@ recipes are chosen there, the pair sets only report) has no pairs: its first col
 within each category, averaged over categories. In its first prompts the hard ones are longer than the easy
 ones (length alone scores 0.81 there); short hard and long easy prompts written since (the latest also balancing
 the first person between hard and easy) bring length alone to 0.47 over the half (after an audit took the label
-off 296 doubtful short hard prompts), and it also gives both AUCs within length quintiles, where length alone
-scores about 0.5. The shipped routers learned from the training half of the file as of 4a1b0f4; the validation
-half is that file's less the dropped and unlabelled prompts (1,936 then, 1,767 now): no BERT router trained on it.
+off 296 doubtful short hard prompts, and 183 new short math, reasoning and coding prompts joined), and it also gives
+both AUCs within length quintiles, where length alone scores about 0.5. The shipped routers learned from the training
+half of the file as it is; its validation half (1,855 prompts: the 1,767 the shipped routers were chosen on and 88 of
+the new ones) no BERT router trained on.
 The fast tier is distilled on every written prompt's teacher score (never its label), so there it measures
 how well it follows its teacher, not a held-out prompt.
 """
@@ -51,7 +52,7 @@ PAIR_SETS = {
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
 }
 RANDOM = "random (baseline, mean of 200 seeds)"
-WRITTEN = "written prompts, validation half (1,767; eight authors who saw neither pair set)"
+WRITTEN = "written prompts, validation half (1,855; nine authors who saw neither pair set)"
 PAIR_COLUMNS = {"pairs": "pairs", "gap_auc": "gap AUC (hard prompts)", "spearman_length": "Spearman with length"}
 WRITTEN_COLUMNS = {
     "pairs": "hard/easy AUC within categories",

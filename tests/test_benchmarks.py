@@ -195,8 +195,8 @@ def test_chat_category_checks_on_both_pair_sets_with_their_baselines():
     # Since the short hard and long easy prompts, length tells the written hard prompts from the easy ones only 0.47 of
     # the time (0.81 before them); within length quintiles both AUCs (hard/easy, gap) stay near 0.5.
     written_length = document[chat_categories.WRITTEN]["prompt length (baseline)"]
-    assert round(written_length["pairs"], 3) == 0.474
-    assert (round(written_length["content_auc"], 3), round(written_length["content_gap_auc"], 3)) == (0.506, 0.523)
+    assert round(written_length["pairs"], 3) == 0.471
+    assert (round(written_length["content_auc"], 3), round(written_length["content_gap_auc"], 3)) == (0.497, 0.515)
     text = chat_categories.markdown(document)
     assert "## independent pairs (96; another author, who saw neither)" in text and "| prompt length (baseline) | 0.495 |" in text
     assert "| gap AUC (hard prompts) | hard/easy AUC within categories and length quintiles |" in text

@@ -40,7 +40,7 @@ PAIR_PUZZLES = re.compile(
     r"carnot|bronze age collapse|thrasymachus|westphalia|remains of the day|capital of (france|australia)",
     re.IGNORECASE,
 )
-WRITTEN_PROMPTS = 4571
+WRITTEN_PROMPTS = 4754
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
