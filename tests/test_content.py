@@ -371,10 +371,10 @@ def test_shipped_bert_knows_it_was_trained_on_the_shared_prompts(shared_data):
 
 @pytest.mark.parametrize(
     "router, min_pairs, min_gap_auc",
-    [("bert-minilm-gpt4-mixtral", 0.9, 0.6), ("static-distilled-gpt4-mixtral", 0.85, 0.65)],
+    [("bert-minilm-gpt4-mixtral", 0.9, 0.8), ("static-distilled-gpt4-mixtral", 0.9, 0.8)],
 )
 def test_shipped_routers_keep_their_measured_floor_on_the_independent_pairs(router, min_pairs, min_gap_auc):
-    """Floors a little under what the shipped bundles measured (0.958 / 0.666 and 0.917 / 0.733), so a re-export
+    """Floors a little under what the shipped bundles measured (0.958 / 0.863 and 0.948 / 0.856), so a re-export
     that loses the chat-side ordering fails here (benchmarks/chat_categories.py measures it)."""
     from edgeroute.runtime import Router
     from edgeroute.runtime.evaluation.content import gap_category_auc
