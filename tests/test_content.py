@@ -514,7 +514,9 @@ def test_voice_balanced_weights_balance_each_stratum_within_each_quintile_to_the
     impersonal = ["Causes of World War I.", "Type I and Type II errors", "Elizabeth I's court", "What does M.A.I.N. mean?"]
     impersonal += ["for i in range(n): total += i", "for (int i = 0; i < n; i++)", "a[i] + b[i]", "git rebase -i", "cats, i.e. felines"]
     assert not written_voice(impersonal).any()
-    assert written_voice(["How old am I?", "ok so i dont get it", "what should i bring", "I'm lost"]).all()
+    impersonal += ["g = (i*i for i in range(4))", "for i from 0 to n", "when i is even"]
+    assert not written_voice(impersonal).any()
+    assert written_voice(["How old am I?", "ok so i dont get it", "what should i bring", "I'm lost", "(i think so)", "i’m lost"]).all()
     with pytest.raises(ValueError, match=r"^strata: expected one per prompt \(2000\), got 3$"):
         length_balanced_weights(prompts, labels, np.array(["s"] * 2000), strata=np.zeros(3))
     with pytest.raises(ValueError, match=r"^voice_balance balances within length quintiles: set length_balance too \(--length-balance\)$"):
