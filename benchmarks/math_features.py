@@ -90,7 +90,7 @@ def variants(prompts: list[str], static_router: str) -> dict[str, np.ndarray]:
 
 def run(data_dir: Path, ridge: float, static_router: str) -> tuple[dict, list[str]]:
     """Each feature set's protocol summary (``crossval_summary``) and the names, in report order."""
-    data, splits, pair_rows, _chat = protocol_data(data_dir)
+    data, splits, pair_rows, _chat, _written = protocol_data(data_dir)
     labelled = ~np.isnan(data.strong_quality)
     labels = np.where(labelled, data.strong_quality > data.weak_quality, 0.0).astype(np.float64)
     scores = {}

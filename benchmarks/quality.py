@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import platform
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,31 @@ BERT = f"transformer tier: BERT fine-tuned, every layer ({BERT_ROWS:,} training 
 BERT_CHAT_ROWS = 570
 BERT_CHAT = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} template-labelled chat prompts ({BERT_ROWS:,} rows)"
 BERT_GAP = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} chat prompts with gap-aware labels ({BERT_ROWS:,} rows)"
+# The shipped transformer tier's recipe (docs/training.md, "Graded gap labels"): the chat prompts and the written prompts'
+# training half under gap-graded labels, loss weights balanced over length quintiles and, among written prompts, voice.
+BERT_SHIPPED = (
+    f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} chat prompts and the written prompts' training half "
+    f"with gap-graded labels, length- and voice-balanced ({BERT_ROWS:,} rows; the shipped recipe)"
+)
+
+
+@dataclass(frozen=True)
+class BertRecipe:
+    """One fine-tuned BERT row of the protocol: the recipe, how many generated chat prompts train beside each split's
+    rows and under which label rule (``CHAT_LABEL_RULES``), and whether the written prompts' training half joins them."""
+
+    recipe: FineTuneRecipe = FineTuneRecipe()
+    chat_rows: int = 0
+    chat_rule: str = "template"
+    written: bool = False
+
+
+BERT_RECIPES = {
+    BERT: BertRecipe(),
+    BERT_CHAT: BertRecipe(chat_rows=BERT_CHAT_ROWS),
+    BERT_GAP: BertRecipe(chat_rows=BERT_CHAT_ROWS, chat_rule="gap-aware"),
+    BERT_SHIPPED: BertRecipe(FineTuneRecipe(length_balance=True, voice_balance=True), BERT_CHAT_ROWS, "gap-graded", True),
+}
 # Generated chat-style prompts (export/training/chat_prompts.py) that the fast tier is distilled on beside the labelled ones.
 CHAT_PROMPTS = 6000
 # The protocol distils each split's student on fewer of them: each split's teacher must score them (2 cores).
@@ -69,7 +94,8 @@ FROZEN = StudentRecipe(hidden=64)
 TUNED_TABLE = StudentRecipe(hidden=128, table_learning_rate=3e-4, epochs=10)
 # (teacher, student recipe, chat prior): None distils on the labelled prompts alone; a number adds the chat prompts
 # with that weight on their template labels (export/training/distill.py ChatPrior). Fixed before the results, except the
-# TUNED_TABLE rows, added with table tuning (chosen on held-out fidelity to the teacher, docs/training.md).
+# TUNED_TABLE rows, added with table tuning (chosen on held-out fidelity to the teacher, docs/training.md), and the shipped
+# BERT recipe's student (the shipped fast tier's recipe), added with that recipe.
 STUDENTS = (
     ("the probe", FROZEN, None),
     ("the fine-tuned BERT", FROZEN, None),
@@ -80,6 +106,7 @@ STUDENTS = (
     ("the BERT + chat labels", TUNED_TABLE, 0.0),
     ("the BERT + gap-aware chat labels", FROZEN, 0.0),
     ("the BERT + gap-aware chat labels", TUNED_TABLE, 0.0),
+    ("the shipped BERT recipe", TUNED_TABLE, 0.0),
 )
 APGR_COLUMNS = ("mmlu", "gsm8k", "mmlu->gsm8k", "gsm8k->mmlu")
 
@@ -168,28 +195,48 @@ EVERYDAY_PROMPTS = [
 
 
 def protocol_data(data_dir: Path) -> tuple:
-    """The labelled rows, their splits, the pair set and chat prompts appended as unlabeled rows, and the chat prior."""
-    from edgeroute.export.training.chat_prompts import categorised_chat_prompts
+    """The labelled rows, their splits, the pair set, chat prompts and the written prompts' training half appended as
+    unlabeled rows, the chat prior, and the written prompts' rows."""
+    from edgeroute.export.training.chat_prompts import categorised_chat_prompts, categorised_written_prompts
     from edgeroute.export.training.crossval import append_unlabeled
     from edgeroute.export.training.distill import ChatPrior
 
     labelled = load_protocol_data(data_dir)
     chat, hard, categories = categorised_chat_prompts(PROTOCOL_CHAT_PROMPTS)
-    extra = {"pairs": pair_prompts(load_pairs(PAIRS_FILE)), "chat": chat}
+    extra = {"pairs": pair_prompts(load_pairs(PAIRS_FILE)), "chat": chat, "written": categorised_written_prompts("train")[0]}
     data, splits, rows = append_unlabeled(labelled, protocol_splits(labelled), extra)
     hard_rows = np.zeros(len(data), dtype=bool)
     hard_rows[np.flatnonzero(rows["chat"])[np.asarray(hard, dtype=bool)]] = True
     category_rows = np.full(len(data), "", dtype=object)
     category_rows[rows["chat"]] = categories
-    return data, splits, np.flatnonzero(rows["pairs"]), ChatPrior(rows["chat"], hard_rows, 0.0, category_rows)
+    chat_prior = ChatPrior(rows["chat"], hard_rows, 0.0, category_rows)
+    return data, splits, np.flatnonzero(rows["pairs"]), chat_prior, np.flatnonzero(rows["written"])
+
+
+def bert_scores(name: str, data, splits, chat, written_rows: np.ndarray, work_dir: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    """The split scores of one ``BERT_RECIPES`` row (``seed``: the recipe's, which also draws each split's row sample)."""
+    from edgeroute.export.encoders import minilm_dir
+    from edgeroute.export.training.crossval import WrittenRows, finetuned_scores
+    from edgeroute.export.training.finetune import written_labelled_rows, written_voice
+
+    bert = BERT_RECIPES[name]
+    written = None
+    if bert.written:
+        prompts, labels = written_labelled_rows(bert.chat_rule)
+        if prompts != [data.prompts[i] for i in written_rows]:
+            raise ValueError("the written prompts changed since protocol_data appended them: rerun from protocol_data")
+        written = WrittenRows(written_rows, labels, written_voice(prompts), bert.chat_rule)
+    recipe = replace(bert.recipe, seed=seed)
+    chat_prior = chat if bert.chat_rows else None
+    return finetuned_scores(data, splits, minilm_dir(), recipe, work_dir, BERT_ROWS, chat_prior, bert.chat_rows, bert.chat_rule, written)
 
 
 def transformer_rows(
-    data, splits, pair_rows, chat, work_dir: Path, probe_router: str | None, with_finetuned: bool
+    data, splits, pair_rows, chat, written_rows: np.ndarray, work_dir: Path, probe_router: str | None, with_finetuned: bool
 ) -> tuple[dict, ProbeRecipe]:
     """Every transformer-tier recipe's split scores, and the probe setting the protocol chose."""
     from edgeroute.export.exporter import minilm_dir
-    from edgeroute.export.training.crossval import finetuned_scores, probe_embeddings, probe_scores
+    from edgeroute.export.training.crossval import probe_embeddings, probe_scores
 
     embeddings = probe_embeddings(data, minilm_dir(), ProbeRecipe(), work_dir)
     grid = [replace(ProbeRecipe(), ridge=r, length_weight=w) for r in PROBE_RIDGES for w in PROBE_LENGTH_WEIGHTS]
@@ -200,11 +247,8 @@ def transformer_rows(
         shipped = Router.load(probe_router)
         served = np.concatenate([shipped.embed(data.prompts[i : i + 256]) for i in range(0, len(data), 256)])
         scores[SHIPPED_INT8] = probe_scores(embeddings, data, splits, probe, served)
-    scores[BERT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS)
-    scores[BERT_CHAT] = finetuned_scores(data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS, chat, BERT_CHAT_ROWS)
-    scores[BERT_GAP] = finetuned_scores(
-        data, splits, minilm_dir(), FineTuneRecipe(), work_dir, BERT_ROWS, chat, BERT_CHAT_ROWS, "gap-aware"
-    )
+    for name in BERT_RECIPES:
+        scores[name] = bert_scores(name, data, splits, chat, written_rows, work_dir)
     if with_finetuned:
         from edgeroute.export.training.crossval import teacher_scores
         from edgeroute.export.training.teacher import TeacherRecipe
@@ -237,14 +281,15 @@ def fast_rows(data, splits, chat, static_router: str, teachers: dict[str, dict])
 
 def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_router: str | None, with_finetuned: bool = False) -> dict:
     """Train every recipe on every split and summarize APGR, content APGR, pairs and length correlation."""
-    data, splits, pair_rows, chat = protocol_data(data_dir)
-    scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, work_dir, probe_router, with_finetuned)
+    data, splits, pair_rows, chat, written_rows = protocol_data(data_dir)
+    scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, written_rows, work_dir, probe_router, with_finetuned)
     probe = probe_name(probe_recipe)
     teacher_rows = {
         "the probe": probe,
         "the fine-tuned BERT": BERT,
         "the BERT + chat labels": BERT_CHAT,
         "the BERT + gap-aware chat labels": BERT_GAP,
+        "the shipped BERT recipe": BERT_SHIPPED,
     }
     fast, students = fast_rows(data, splits, chat, static_router, {label: scores[row] for label, row in teacher_rows.items()})
     summary = crossval_summary(data, splits, {**scores, **fast}, pair_rows)
@@ -259,12 +304,17 @@ def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_route
         "chosen_transformer": transformer,
         "chosen_student": student,
         "recipes": {
-            BERT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS},
-            BERT_CHAT: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS, "chat_rows": BERT_CHAT_ROWS},
-            BERT_GAP: {**asdict(FineTuneRecipe()), "max_train_rows": BERT_ROWS, "chat_rows": BERT_CHAT_ROWS, "chat_labels": "gap-aware"},
+            **{name: _bert_settings(bert) for name, bert in BERT_RECIPES.items()},
             probe: asdict(probe_recipe),
         },
     }
+
+
+def _bert_settings(bert: BertRecipe) -> dict:
+    settings = {**asdict(bert.recipe), "max_train_rows": BERT_ROWS}
+    if bert.chat_rows:
+        settings.update(chat_rows=bert.chat_rows, chat_labels=bert.chat_rule)
+    return {**settings, "written_training_half": True} if bert.written else settings
 
 
 def everyday_win_rates(routers: list[str]) -> dict[str, list[float]]:

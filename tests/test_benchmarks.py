@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -200,3 +202,27 @@ def test_chat_category_checks_on_both_pair_sets_with_their_baselines():
     text = chat_categories.markdown(document)
     assert "## independent pairs (96; another author, who saw neither)" in text and "| prompt length (baseline) | 0.495 |" in text
     assert "| gap AUC (hard prompts) | hard/easy AUC within categories and length quintiles |" in text
+
+
+def test_standin_report_merges_runs_one_invocation_at_a_time_and_shows_the_seed_spread(tmp_path):
+    standin = _load("standin")
+    fold = {
+        "mmlu": {"mean": 0.4},
+        "gsm8k": {"mean": 0.5},
+        "content": {"mmlu": {"mean": 0.55}, "gsm8k": {"mean": 0.45}},
+        "pairs": 1.0,
+        "spearman": 0.1,
+    }
+    row = standin.split_row(fold, "fold0")
+    assert row == {"mmlu": 0.4, "gsm8k": 0.5, "content mmlu": 0.55, "content gsm8k": 0.45, "pairs": 1.0, "spearman": 0.1}
+    transfer = {"mmlu->gsm8k": 0.6, "content": {"mmlu->gsm8k": 0.52}, "pairs": 0.9, "spearman": 0.2}
+    assert standin.split_row(transfer, "mmlu->gsm8k") == {"mmlu->gsm8k": 0.6, "content mmlu->gsm8k": 0.52, "pairs": 0.9, "spearman": 0.2}
+    path = tmp_path / "standin.json"
+    path.write_text(json.dumps(standin.merged(path, "R", {"fold0": {"seed 0": row, "prompt length": row}})))
+    document = standin.merged(path, "R", {"fold0": {"seed 1": {**row, "mmlu": 0.6}}})
+    assert list(document["results"]["fold0"]) == ["seed 0", "prompt length", "seed 1"]
+    assert standin.seed_spread(document["results"]["fold0"])["mmlu"] == pytest.approx((0.5, 0.1))
+    assert standin.merged(path, "another recipe", {})["results"] == {}
+    text = standin.markdown({**document, "machine": "x86_64"})
+    assert "| seeds: mean ± sd | 0.500 ± 0.100 | 0.500 ± 0.000 |" in text and "| prompt length | 0.400 |" in text
+    assert standin.RECIPES["shipped"] == _load("quality").BERT_SHIPPED

@@ -103,21 +103,27 @@ def test_content_apgr_gives_length_about_half_and_content_more():
     assert all(abs(count - 600) <= 10 for count in np.bincount(length_bins(prompts)))  # quintiles by rank (ties share a bin)
 
 
-def test_crossval_summary_reports_content_pairs_and_length_correlation():
+def _with_pairs() -> tuple[BenchmarkData, np.ndarray, np.ndarray]:
+    """1,000 length-rewarding rows (500 MMLU, 500 GSM8K) with the pair set appended, its rows, and a content reader."""
     prompts, strong, weak, content = _length_rewarding_data(1000)
     pairs = pair_prompts(load_pairs(PAIRS))
-    everything = prompts + pairs
     nan = np.full(len(pairs), np.nan)
     data = BenchmarkData(
         "mmlu+gsm8k",
-        everything,
+        prompts + pairs,
         np.concatenate([strong, nan]),
         np.concatenate([weak, nan]),
         ["algebra"] * 500 + ["gsm8k"] * 500 + ["pairs"] * len(pairs),
         "s",
         "w",
     )
-    rows = np.arange(len(everything))
+    reader = np.concatenate([content, np.tile([1.0, 0.0], len(pairs) // 2)])  # reads content, knows every pair
+    return data, np.arange(1000, len(data)), reader
+
+
+def test_crossval_summary_reports_content_pairs_and_length_correlation():
+    data, pair_rows, reader = _with_pairs()
+    rows = np.arange(len(data))
     labelled = rows < 1000
     splits = {
         "fold0": (labelled & (rows % 2 == 0), labelled & (rows % 2 == 1)),
@@ -125,8 +131,7 @@ def test_crossval_summary_reports_content_pairs_and_length_correlation():
         "mmlu->gsm8k": (rows < 500, labelled & (rows >= 500)),
         "gsm8k->mmlu": (labelled & (rows >= 500), rows < 500),
     }
-    reader = np.concatenate([content, np.tile([1.0, 0.0], len(pairs) // 2)])  # reads content, knows every pair
-    summary = crossval_summary(data, splits, {"reader": {s: reader for s in splits}}, np.arange(1000, len(everything)))
+    summary = crossval_summary(data, splits, {"reader": {s: reader for s in splits}}, pair_rows)
     assert summary["reader"]["pairs"] == 1.0 and summary["prompt length"]["pairs"] == 0.5
     assert summary["prompt length"]["spearman"] == pytest.approx(1.0) and abs(summary["reader"]["spearman"]) < 0.2
     assert summary["reader"]["content"]["mmlu"]["mean"] > summary["prompt length"]["content"]["mmlu"]["mean"] + 0.05
@@ -541,9 +546,59 @@ def test_length_balanced_weights_skip_a_label_absent_from_a_quintile_and_refuse_
         train_finetuned(Path("unused"), None, np.zeros(3, dtype=np.int64), np.arange(3), None, weights=np.ones(2))
 
 
-def test_cross_validation_refuses_a_length_balanced_recipe_it_would_not_apply():
-    from edgeroute.export.training.crossval import finetuned_scores
-    from edgeroute.export.training.finetune import FineTuneRecipe
+def test_cross_validation_weights_a_split_as_the_final_training_weights_its_rows():
+    from edgeroute.export.training.crossval import WrittenRows, _finetuned_settings, _split_weights
+    from edgeroute.export.training.finetune import FineTuneRecipe, length_balanced_weights, written_voice
 
-    with pytest.raises(ValueError, match="^finetuned_scores does not weight rows"):
-        finetuned_scores(None, {}, Path("unused"), FineTuneRecipe(length_balance=True), Path("unused"))
+    prompts, strong, weak, _ = _length_rewarding_data(400)
+    written = ["I wonder why the sky is blue?", "Prove that 17 is prime.", "my cat is sad", "Sort 3,1,2."] * 25
+    nan = np.full(len(written) + 50, np.nan)
+    data = BenchmarkData(
+        "mmlu+gsm8k",
+        prompts + ["chat " * k for k in range(1, 51)] + written,
+        np.concatenate([strong, nan]),
+        np.concatenate([weak, nan]),
+        ["algebra"] * 200 + ["gsm8k"] * 200 + ["chat"] * 50 + ["written"] * len(written),
+        "s",
+        "w",
+    )
+    chat_rows, written_rows = np.arange(400, 450), np.arange(450, 550)
+    labels = np.where(strong > weak, 0, 1).tolist() + [0, 1] * 25 + [0, 1] * 50
+    labels = np.asarray(labels)
+    extra = WrittenRows(written_rows, labels[written_rows], written_voice(written), "gap-graded")
+    rows = np.concatenate([np.arange(0, 400, 2), chat_rows, written_rows])
+    recipe = FineTuneRecipe(length_balance=True, voice_balance=True)
+    weights = _split_weights(data, labels, rows, chat_rows, extra, recipe)
+    sources = np.array(["mmlu"] * 100 + ["gsm8k"] * 100 + ["generated chat"] * 50 + ["written chat"] * 100)
+    voice = np.concatenate([np.zeros(250, dtype=bool), written_voice(written)])
+    expected = length_balanced_weights([data.prompts[i] for i in rows], labels[rows], sources, strata=voice)
+    np.testing.assert_allclose(weights[rows], expected)
+    assert np.all(weights[np.setdiff1d(np.arange(len(data)), rows)] == 1.0)
+    assert _split_weights(data, labels, rows, chat_rows, extra, FineTuneRecipe()) is None
+    # Caches written before weights and written prompts existed keep their keys; the new settings join only when set.
+    assert set(_finetuned_settings(FineTuneRecipe(), 2500, 0, "template", None)) == {
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "max_length",
+        "weight_decay",
+        "warmup",
+        "seed",
+        "max_train_rows",
+    }
+    settings = _finetuned_settings(recipe, 2500, 570, "gap-graded", extra)
+    assert settings["written"] == {"rows": 100, "rule": "gap-graded"} and settings["voice_balance"] is True
+
+
+def test_crossval_summary_of_a_subset_of_the_splits():
+    data, pair_rows, reader = _with_pairs()
+    rows = np.arange(len(data))
+    labelled = rows < 1000
+    fold0 = {"fold0": (labelled & (rows % 2 == 0), labelled & (rows % 2 == 1))}
+    summary = crossval_summary(data, fold0, {"reader": {"fold0": reader}}, pair_rows)
+    assert "mmlu->gsm8k" not in summary["reader"] and len(summary["reader"]["gsm8k"]["folds"]) == 1
+    assert summary["reader"]["content"]["mmlu"]["mean"] > summary["prompt length"]["content"]["mmlu"]["mean"] + 0.05
+    transfer = {"mmlu->gsm8k": (rows < 500, labelled & (rows >= 500))}
+    summary = crossval_summary(data, transfer, {"reader": {"mmlu->gsm8k": reader}}, pair_rows)
+    assert np.isnan(summary["reader"]["mmlu"]["mean"]) and np.isnan(summary["reader"]["spearman"])
+    assert summary["reader"]["pairs"] == 1.0 and summary["reader"]["mmlu->gsm8k"] > summary["prompt length"]["mmlu->gsm8k"]

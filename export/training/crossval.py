@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,19 @@ import numpy as np
 from edgeroute.runtime.evaluation.data import BenchmarkData
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
-from edgeroute.export.training.finetune import FineTuneRecipe
+from edgeroute.export.training.finetune import (
+    FineTuneRecipe,
+    TokenizedPrompts,
+    finetuned_win_rates,
+    length_balanced_weights,
+    template_labels,
+    train_finetuned,
+)
 from edgeroute.export.training.distill import ChatPrior, StudentRecipe, fit_student, teacher_targets, with_chat_prior
 from edgeroute.export.training.table_tuning import TokenRows, fit_tuned_student, tuned_features, tuning_inputs
 from edgeroute.export.training.features import as_scored, fold_length, static_features, student_features  # noqa: F401 - static_features re-exported
 from edgeroute.export.training.probe import ProbeRecipe, encoder_embeddings, fit_probe, truncated_encoder
-from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, teacher_win_rates, train_teacher
+from edgeroute.export.training.teacher import FrozenPrefix, TeacherRecipe, load_classifier, teacher_win_rates, train_teacher
 from edgeroute.export.training.data import LABEL_STRONG_WINS, LABEL_TIE, LABEL_WEAK_WINS
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -94,6 +101,18 @@ def append_unlabeled(
     return widened, masks, group_masks
 
 
+@dataclass(frozen=True)
+class WrittenRows:
+    """Written chat prompts appended to the data as unlabeled rows (``append_unlabeled``) that train every split's BERT
+    under labels of their own (``written_labelled_rows``): ``rows`` index the data, ``labels`` and ``voice`` (first person,
+    ``written_voice``) follow them, ``rule`` names the chat label rule that labelled them (part of the cache key)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    voice: np.ndarray
+    rule: str
+
+
 def finetuned_scores(
     data: BenchmarkData,
     splits: Splits,
@@ -104,6 +123,7 @@ def finetuned_scores(
     chat: ChatPrior | None = None,
     chat_rows: int = 0,
     chat_rule: str = "template",
+    written: WrittenRows | None = None,
 ) -> dict[str, np.ndarray]:
     """The fine-tuned BERT recipe's win rates per split (cached in ``work_dir``).
 
@@ -112,23 +132,20 @@ def finetuned_scores(
     ``max_train_rows``: train each split on a seeded sample of at most this many of its training rows (a
     cheaper stand-in for the full recipe; the shipped checkpoint trains on every row). ``chat_rows``: the
     first that many of ``chat``'s generated prompts train beside them with their template labels (``chat_rule``,
-    ``template_labels``).
+    ``template_labels``); ``written``: so do these written prompts, under their own labels. ``recipe.length_balance``
+    (and ``voice_balance``) weight each split's training rows as ``train_final_finetuned`` weights all of them.
     """
-    from edgeroute.export.training.finetune import TokenizedPrompts, finetuned_win_rates, template_labels, train_finetuned
-    from edgeroute.export.training.teacher import load_classifier
-
-    if recipe.length_balance:
-        raise ValueError("finetuned_scores does not weight rows: run it with FineTuneRecipe(length_balance=False)")
     work_dir.mkdir(parents=True, exist_ok=True)
     labels, tokens, scores = golden_labels(data), None, {}
     chat_index = np.flatnonzero(chat.rows)[:chat_rows] if chat is not None else np.zeros(0, dtype=np.int64)
     if chat is not None:
         categories = None if chat.categories is None else chat.categories[chat_index]
         labels[chat_index] = template_labels(chat.hard[chat_index], categories, chat_rule)
-    settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": len(chat_index)} if len(chat_index) else {})}
-    del settings["length_balance"], settings["voice_balance"]  # added after these caches were written: keeps their keys
-    if chat_rule != "template":  # the earlier rule keeps its cache keys
-        settings["chat_labels"] = chat_rule
+    extra = chat_index
+    if written is not None:
+        labels[written.rows] = written.labels
+        extra = np.union1d(chat_index, written.rows)
+    settings = _finetuned_settings(recipe, max_train_rows, len(chat_index), chat_rule, written)
     for split, (train, test) in splits.items():
         path = work_dir / _cache_key(data, settings, f"finetuned-{split}")
         if not path.is_file():
@@ -136,14 +153,52 @@ def finetuned_scores(
             rows = np.flatnonzero(train)
             if max_train_rows is not None and len(rows) > max_train_rows:
                 rows = np.sort(np.random.default_rng(recipe.seed).choice(rows, max_train_rows, replace=False))
-            rows = np.union1d(rows, chat_index)
-            model = train_finetuned(encoder_dir, tokens, labels, rows, recipe, label=f"fine-tune bert ({split})")
+            rows = np.union1d(rows, extra)
+            weights = _split_weights(data, labels, rows, chat_index, written, recipe)
+            model = train_finetuned(encoder_dir, tokens, labels, rows, recipe, label=f"fine-tune bert ({split})", weights=weights)
             scored = np.union1d(np.flatnonzero(test | np.isnan(data.strong_quality)), rows)
             rates = np.full(len(data), np.nan)
             rates[scored] = finetuned_win_rates(model, tokens.subset(scored))
             np.save(path, rates, allow_pickle=False)
         scores[split] = np.load(path, allow_pickle=False)
     return scores
+
+
+def _finetuned_settings(
+    recipe: FineTuneRecipe, max_train_rows: int | None, chat_rows: int, chat_rule: str, written: WrittenRows | None
+) -> dict[str, Any]:
+    """The cache key's settings; those added after the first caches were written join only when set, keeping their keys."""
+    settings = {**asdict(recipe), "max_train_rows": max_train_rows, **({"chat_rows": chat_rows} if chat_rows else {})}
+    for flag in ("length_balance", "voice_balance"):
+        if not settings[flag]:
+            del settings[flag]
+    if chat_rule != "template":
+        settings["chat_labels"] = chat_rule
+    if written is not None:
+        settings["written"] = {"rows": len(written.rows), "rule": written.rule}
+    return settings
+
+
+def _split_weights(
+    data: BenchmarkData, labels: np.ndarray, rows: np.ndarray, chat_rows: np.ndarray, written: WrittenRows | None, recipe: FineTuneRecipe
+) -> np.ndarray | None:
+    """``length_balanced_weights`` over one split's training ``rows`` (sources: each benchmark, generated and written
+    chat; voice strata among the written prompts), placed in a weight per row of ``data``; None without ``length_balance``."""
+    if not recipe.length_balance:
+        return None
+    from edgeroute.runtime.evaluation.data import benchmark_of
+
+    sources = np.asarray(benchmark_of(data), dtype=object)
+    sources[chat_rows] = "generated chat"
+    voice = np.zeros(len(data), dtype=bool)
+    if written is not None:
+        sources[written.rows] = "written chat"
+        voice[written.rows] = written.voice
+    prompts = [data.prompts[i] for i in rows]
+    strata = voice[rows] if recipe.voice_balance else None
+    weights = np.ones(len(data))
+    weights[rows] = length_balanced_weights(prompts, labels[rows], sources[rows], strata=strata)
+    return weights
 
 
 def probe_embeddings(data: BenchmarkData, encoder_dir: Path, recipe: ProbeRecipe, work_dir: Path) -> np.ndarray:

@@ -323,7 +323,8 @@ def crossval_summary(
     """APGR per router, benchmark and fold, with mean and spread, plus the transfer splits.
 
     ``scores[router][split]`` holds win rates for every row of ``data`` from the router trained
-    on that split's training rows (only its test rows are read). The baselines (random,
+    on that split's training rows (only its test rows are read); ``splits`` may be a subset of the protocol's (a
+    transfer left out has no column, fold means are over the folds given). The baselines (random,
     prompt length, optimal) need no training and are added for every split. ``rows["content"]``
     repeats every column as content APGR (``edgeroute.runtime.evaluation.content``: APGR within
     length quintiles, where prompt length alone scores about 0.5). With ``pair_rows`` (the rows of
@@ -346,9 +347,11 @@ def crossval_summary(
                     for split, (_, test) in splits.items()
                     if split.startswith("fold")
                 ]
-                rows[benchmark] = {"folds": folds, "mean": float(np.mean(folds)), "std": float(np.std(folds))}
+                mean, std = (float(np.mean(folds)), float(np.std(folds))) if folds else (float("nan"), float("nan"))
+                rows[benchmark] = {"folds": folds, "mean": mean, "std": std}
             for split in TRANSFER_SPLITS:
-                rows[split] = _router_apgr(data, splits[split][1], scores.get(name, {}).get(split), baseline, content)
+                if split in splits:
+                    rows[split] = _router_apgr(data, splits[split][1], scores.get(name, {}).get(split), baseline, content)
             return rows
 
         summary[name] = {**columns(False), "content": columns(True)}
@@ -385,4 +388,4 @@ def _length_checks(
     pairs = [pair_accuracy(rates[pair_rows]) for rates in by_split.values()]
     folds = [s for s in splits if s.startswith("fold")]
     correlations = [length_spearman(by_split[s][splits[s][1]], [p for p, keep in zip(data.prompts, splits[s][1]) if keep]) for s in folds]
-    return {"pairs": float(np.mean(pairs)), "spearman": float(np.mean(correlations))}
+    return {"pairs": float(np.mean(pairs)), "spearman": float(np.mean(correlations)) if correlations else float("nan")}
