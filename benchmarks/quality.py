@@ -16,7 +16,8 @@ APGR columns, among the recipes that meet the content targets (pairs >= 0.8, |Sp
 does, among those that beat prompt length on content APGR and on the pairs.
 
 The frozen-encoder embeddings and the fine-tuned BERT's split models are cached in ``--work-dir``
-(a fresh run takes about 3.5 hours on 2 cores, most of it fine-tuning three BERT recipes once per split).
+(a fresh run takes about 4 hours on 2 cores, most of it fine-tuning four BERT recipes once per split; ``--bert shipped``
+runs the shipped recipe alone with its student, about 1 hour; benchmarks/standin.py runs one BERT recipe per split and seed).
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ BERT_RECIPES = {
     BERT_GAP: BertRecipe(chat_rows=BERT_CHAT_ROWS, chat_rule="gap-aware"),
     BERT_SHIPPED: BertRecipe(FineTuneRecipe(length_balance=True, voice_balance=True), BERT_CHAT_ROWS, "gap-graded", True),
 }
+# Short names of the BERT rows (``--bert``, benchmarks/standin.py) and their labels as teachers in the students' names.
+BERT_KEYS = {"labelled-only": BERT, "template": BERT_CHAT, "gap-aware": BERT_GAP, "shipped": BERT_SHIPPED}
+TEACHERS = {
+    BERT: "the fine-tuned BERT",
+    BERT_CHAT: "the BERT + chat labels",
+    BERT_GAP: "the BERT + gap-aware chat labels",
+    BERT_SHIPPED: "the shipped BERT recipe",
+}
 # Generated chat-style prompts (export/training/chat_prompts.py) that the fast tier is distilled on beside the labelled ones.
 CHAT_PROMPTS = 6000
 # The protocol distils each split's student on fewer of them: each split's teacher must score them (2 cores).
@@ -92,21 +101,34 @@ LENGTH_WEIGHTS = (-0.5, 0.0, 0.5, 1.0)
 FROZEN = StudentRecipe(hidden=64)
 # The shipped fast tier's recipe: the static table's rows fitted with a 128-unit head (export/training/table_tuning.py).
 TUNED_TABLE = StudentRecipe(hidden=128, table_learning_rate=3e-4, epochs=10)
-# (teacher, student recipe, chat prior): None distils on the labelled prompts alone; a number adds the chat prompts
-# with that weight on their template labels (export/training/distill.py ChatPrior). Fixed before the results, except the
-# TUNED_TABLE rows, added with table tuning (chosen on held-out fidelity to the teacher, docs/training.md), and the shipped
-# BERT recipe's student (the shipped fast tier's recipe), added with that recipe.
+
+
+@dataclass(frozen=True)
+class StudentRow:
+    """One fast-tier row: its teacher (a ``TEACHERS`` label or "the probe"), the student recipe, the chat prior (None:
+    the labelled prompts alone; a number: with the chat prompts, their template labels blended in with that weight,
+    ``ChatPrior``), and whether the written prompts' training half joins the chat prompts as distillation prompts (as
+    ``edgeroute train distilled --extra-prompts`` adds every written prompt; their text only, so prior 0)."""
+
+    teacher: str
+    recipe: StudentRecipe
+    prior: float | None = None
+    written: bool = False
+
+
+# Fixed before the results, except the TUNED_TABLE rows, added with table tuning (chosen on held-out fidelity to the
+# teacher, docs/training.md), and the shipped BERT recipe's student (the shipped fast tier's recipe), added with it.
 STUDENTS = (
-    ("the probe", FROZEN, None),
-    ("the fine-tuned BERT", FROZEN, None),
-    ("the fine-tuned BERT", FROZEN, 0.0),
-    ("the fine-tuned BERT", FROZEN, 0.5),
-    ("the BERT + chat labels", FROZEN, 0.0),
-    ("the BERT + chat labels", FROZEN, 0.5),
-    ("the BERT + chat labels", TUNED_TABLE, 0.0),
-    ("the BERT + gap-aware chat labels", FROZEN, 0.0),
-    ("the BERT + gap-aware chat labels", TUNED_TABLE, 0.0),
-    ("the shipped BERT recipe", TUNED_TABLE, 0.0),
+    StudentRow("the probe", FROZEN),
+    StudentRow("the fine-tuned BERT", FROZEN),
+    StudentRow("the fine-tuned BERT", FROZEN, 0.0),
+    StudentRow("the fine-tuned BERT", FROZEN, 0.5),
+    StudentRow("the BERT + chat labels", FROZEN, 0.0),
+    StudentRow("the BERT + chat labels", FROZEN, 0.5),
+    StudentRow("the BERT + chat labels", TUNED_TABLE, 0.0),
+    StudentRow("the BERT + gap-aware chat labels", FROZEN, 0.0),
+    StudentRow("the BERT + gap-aware chat labels", TUNED_TABLE, 0.0),
+    StudentRow("the shipped BERT recipe", TUNED_TABLE, 0.0, written=True),
 )
 APGR_COLUMNS = ("mmlu", "gsm8k", "mmlu->gsm8k", "gsm8k->mmlu")
 
@@ -116,9 +138,11 @@ def probe_name(recipe: ProbeRecipe) -> str:
     return f"transformer tier: probe, ridge {recipe.ridge:g}, length weight {recipe.length_weight:g}"
 
 
-def distilled_name(student: StudentRecipe, teacher: str = "the probe", prior: float | None = None) -> str:
-    """The report's row name of one fast-tier setting (``prior``: None for labelled prompts only, else the chat prior)."""
-    wide = "" if prior is None else f" + chat prompts (chat prior {prior:g})"
+def distilled_name(student: StudentRecipe, teacher: str = "the probe", prior: float | None = None, written: bool = False) -> str:
+    """The report's row name of one fast-tier setting (``prior``: None for labelled prompts only, else the chat prior;
+    ``written``: the written prompts join the chat prompts)."""
+    prompts = "chat and written prompts" if written else "chat prompts"
+    wide = "" if prior is None else f" + {prompts} (chat prior {prior:g})"
     table = f", table tuned (lr {student.table_learning_rate:g}, {student.epochs} epochs)" if student.table_learning_rate else ""
     return f"fast tier: distilled from {teacher}{wide}, {student.hidden} hidden{table}, length weight {student.length_weight:g}"
 
@@ -231,9 +255,19 @@ def bert_scores(name: str, data, splits, chat, written_rows: np.ndarray, work_di
     return finetuned_scores(data, splits, minilm_dir(), recipe, work_dir, BERT_ROWS, chat_prior, bert.chat_rows, bert.chat_rule, written)
 
 
-def transformer_rows(
-    data, splits, pair_rows, chat, written_rows: np.ndarray, work_dir: Path, probe_router: str | None, with_finetuned: bool
-) -> tuple[dict, ProbeRecipe]:
+@dataclass(frozen=True)
+class ProtocolRun:
+    """What one protocol run trains: ``static_router`` holds the frozen static table the students read, ``probe_router``
+    an int8 probe bundle to score the chosen probe with, ``berts`` the ``BERT_RECIPES`` rows (each with its students),
+    ``with_finetuned`` adds the earlier top-2-layer recipe."""
+
+    static_router: str
+    probe_router: str | None = None
+    berts: tuple[str, ...] = tuple(BERT_RECIPES)
+    with_finetuned: bool = False
+
+
+def transformer_rows(data, splits, pair_rows, chat, written_rows: np.ndarray, work_dir: Path, run: ProtocolRun) -> tuple[dict, ProbeRecipe]:
     """Every transformer-tier recipe's split scores, and the probe setting the protocol chose."""
     from edgeroute.export.exporter import minilm_dir
     from edgeroute.export.training.crossval import probe_embeddings, probe_scores
@@ -243,13 +277,13 @@ def transformer_rows(
     scores = {probe_name(recipe): probe_scores(embeddings, data, splits, recipe) for recipe in grid}
     probes = crossval_summary(data, splits, scores, pair_rows)
     probe = next(r for r in grid if probe_name(r) == choose(probes, [probe_name(r) for r in grid]))
-    if probe_router is not None:
-        shipped = Router.load(probe_router)
+    if run.probe_router is not None:
+        shipped = Router.load(run.probe_router)
         served = np.concatenate([shipped.embed(data.prompts[i : i + 256]) for i in range(0, len(data), 256)])
         scores[SHIPPED_INT8] = probe_scores(embeddings, data, splits, probe, served)
-    for name in BERT_RECIPES:
+    for name in run.berts:
         scores[name] = bert_scores(name, data, splits, chat, written_rows, work_dir)
-    if with_finetuned:
+    if run.with_finetuned:
         from edgeroute.export.training.crossval import teacher_scores
         from edgeroute.export.training.teacher import TeacherRecipe
 
@@ -257,56 +291,50 @@ def transformer_rows(
     return scores, probe
 
 
-def fast_rows(data, splits, chat, static_router: str, teachers: dict[str, dict]) -> tuple[dict, list[str]]:
-    """Fast-tier students per split (``STUDENTS``): from each teacher, on the labelled rows alone or with the chat prompts,
-    whose targets may blend in their template labels (``ChatPrior``)."""
+def fast_rows(data, splits, chat, written_rows: np.ndarray, static_router: str, teachers: dict[str, dict]) -> tuple[dict, list[str]]:
+    """Fast-tier students per split (``STUDENTS`` of the ``teachers`` given): from each teacher, on the labelled rows alone
+    or with the chat (and written) prompts, whose targets may blend in their template labels (``ChatPrior``)."""
     from edgeroute.export.training.crossval import distilled_scores, label_scores, static_features
     from edgeroute.export.training.table_tuning import TokenRows, frozen_static_router
 
     router = frozen_static_router(static_router)  # a table tuned on the shared prompts would read every split's test rows
     features = static_features(router, data.prompts)
     tokens, table = TokenRows.of(router, data.prompts), np.asarray(router.scorer.embedder.table)
+    written_mask = np.isin(np.arange(len(data)), written_rows)
     scores, students = {}, []
-    for teacher, student, prior in STUDENTS:
-        recipe = replace(student, chat_prior=prior or 0.0)
-        weighted = replace(chat, weight=prior) if prior is not None else None
-        distilled = distilled_scores(features, splits, teachers[teacher], recipe, LENGTH_WEIGHTS, weighted, tokens, table)
+    for row in (row for row in STUDENTS if row.teacher in teachers):
+        recipe = replace(row.recipe, chat_prior=row.prior or 0.0)
+        weighted = None if row.prior is None else replace(chat, weight=row.prior, rows=chat.rows | (written_mask if row.written else False))
+        distilled = distilled_scores(features, splits, teachers[row.teacher], recipe, LENGTH_WEIGHTS, weighted, tokens, table)
         for weight in LENGTH_WEIGHTS:
-            name = distilled_name(replace(recipe, length_weight=weight), teacher, prior)
+            name = distilled_name(replace(recipe, length_weight=weight), row.teacher, row.prior, row.written)
             scores[name] = distilled[weight]
             students.append(name)
     scores[LABELS] = label_scores(features, splits, data, StudentRecipe())
     return scores, students
 
 
-def run_protocol(data_dir: Path, work_dir: Path, static_router: str, probe_router: str | None, with_finetuned: bool = False) -> dict:
-    """Train every recipe on every split and summarize APGR, content APGR, pairs and length correlation."""
+def run_protocol(data_dir: Path, work_dir: Path, run: ProtocolRun) -> dict:
+    """Train every recipe of ``run`` on every split and summarize APGR, content APGR, pairs and length correlation."""
     data, splits, pair_rows, chat, written_rows = protocol_data(data_dir)
-    scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, written_rows, work_dir, probe_router, with_finetuned)
+    scores, probe_recipe = transformer_rows(data, splits, pair_rows, chat, written_rows, work_dir, run)
     probe = probe_name(probe_recipe)
-    teacher_rows = {
-        "the probe": probe,
-        "the fine-tuned BERT": BERT,
-        "the BERT + chat labels": BERT_CHAT,
-        "the BERT + gap-aware chat labels": BERT_GAP,
-        "the shipped BERT recipe": BERT_SHIPPED,
-    }
-    fast, students = fast_rows(data, splits, chat, static_router, {label: scores[row] for label, row in teacher_rows.items()})
+    teacher_rows = {"the probe": probe, **{TEACHERS[name]: name for name in run.berts}}
+    teachers = {label: scores[row] for label, row in teacher_rows.items()}
+    fast, students = fast_rows(data, splits, chat, written_rows, run.static_router, teachers)
     summary = crossval_summary(data, splits, {**scores, **fast}, pair_rows)
     transformer = choose(summary, list(teacher_rows.values()))
     student = choose_student(summary, students, next(label for label, row in teacher_rows.items() if row == transformer))
     return {
         "n_prompts": int(np.isfinite(data.strong_quality).sum()),
         "n_chat_prompts": int(chat.rows.sum()),
+        "n_written_prompts": len(written_rows),
         "n_pairs": len(pair_rows) // 2,
         "summary": summary,
         "chosen_probe": probe,
         "chosen_transformer": transformer,
         "chosen_student": student,
-        "recipes": {
-            **{name: _bert_settings(bert) for name, bert in BERT_RECIPES.items()},
-            probe: asdict(probe_recipe),
-        },
+        "recipes": {**{name: _bert_settings(BERT_RECIPES[name]) for name in run.berts}, probe: asdict(probe_recipe)},
     }
 
 
@@ -384,6 +412,12 @@ def main() -> None:
         "--with-finetuned", action="store_true", help="also cross-validate the earlier top-2-layer recipe (about an hour fresh)"
     )
     parser.add_argument(
+        "--bert",
+        action="append",
+        choices=list(BERT_KEYS),
+        help="run only these fine-tuned BERT rows and their students (repeatable; default: all four, about 3 hours fresh)",
+    )
+    parser.add_argument(
         "--shipped-only",
         action="store_true",
         help="keep the cross-validated part of --out's quality.json; redo only the shipped bundles' tables (after re-exporting one)",
@@ -395,7 +429,9 @@ def main() -> None:
     elif args.static_router is None:
         parser.error("--static-router is needed for the protocol run (a bundle with a frozen static table, see its help)")
     else:
-        document = run_protocol(args.data_dir, args.work_dir, args.static_router, args.probe_router, args.with_finetuned)
+        berts = tuple(BERT_KEYS[key] for key in args.bert) if args.bert else tuple(BERT_RECIPES)
+        run = ProtocolRun(args.static_router, args.probe_router, berts, args.with_finetuned)
+        document = run_protocol(args.data_dir, args.work_dir, run)
     from edgeroute.runtime.scoring.router import shipped_routers
 
     routers = args.router or shipped_routers()

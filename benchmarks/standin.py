@@ -24,12 +24,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-from quality import BERT, BERT_CHAT, BERT_GAP, BERT_SHIPPED, RESULTS, bert_scores, protocol_data  # noqa: E402
+from quality import BERT_KEYS, RESULTS, bert_scores, protocol_data  # noqa: E402
 
 from edgeroute.runtime.evaluation.report import crossval_summary  # noqa: E402
-
-# Short names for quality.py's BERT rows (``quality.BERT_RECIPES``).
-RECIPES = {"shipped": BERT_SHIPPED, "gap-aware": BERT_GAP, "template": BERT_CHAT, "labelled-only": BERT}
 
 
 def split_row(rows: dict, split: str) -> dict[str, float]:
@@ -100,14 +97,14 @@ def markdown(document: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--recipe", default="shipped", choices=list(RECIPES), help="which of quality.py's BERT rows (default: shipped)")
+    parser.add_argument("--recipe", default="shipped", choices=list(BERT_KEYS), help="which of quality.py's BERT rows (default: shipped)")
     parser.add_argument("--splits", nargs="+", default=["fold0"], help="fold0..fold4, mmlu->gsm8k, gsm8k->mmlu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "edgeroute" / "quality")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     print(f"cache: {args.cache_dir} (reused across runs and with quality.py)", file=sys.stderr)
-    recipe = RECIPES[args.recipe]
+    recipe = BERT_KEYS[args.recipe]
     results = run(args.data_dir, args.cache_dir, recipe, args.splits, args.seeds)
     document = merged(args.out / "standin.json", recipe, results)
     document["machine"] = platform.processor() or platform.machine()

@@ -225,4 +225,8 @@ def test_standin_report_merges_runs_one_invocation_at_a_time_and_shows_the_seed_
     assert standin.merged(path, "another recipe", {})["results"] == {}
     text = standin.markdown({**document, "machine": "x86_64"})
     assert "| seeds: mean ± sd | 0.500 ± 0.100 | 0.500 ± 0.000 |" in text and "| prompt length | 0.400 |" in text
-    assert standin.RECIPES["shipped"] == _load("quality").BERT_SHIPPED
+    quality = _load("quality")
+    assert quality.BERT_KEYS["shipped"] == quality.BERT_SHIPPED and set(quality.TEACHERS) == set(quality.BERT_RECIPES)
+    shipped = [row for row in quality.STUDENTS if row.teacher == quality.TEACHERS[quality.BERT_SHIPPED]]
+    assert [(row.recipe, row.prior, row.written) for row in shipped] == [(quality.TUNED_TABLE, 0.0, True)]
+    assert "+ chat and written prompts (chat prior 0)" in quality.distilled_name(quality.TUNED_TABLE, "T", 0.0, True)
