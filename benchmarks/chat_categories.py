@@ -1,13 +1,15 @@
-"""Chat-style checks of routers on two hand-written pair sets and the written prompts' validation half;
+"""Chat-style checks of routers on three hand-written pair sets and the written prompts' validation half;
 writes benchmarks/results/chat_categories.{md,json}.
 
     python benchmarks/chat_categories.py                      # the shipped bundles
     python benchmarks/chat_categories.py --bundle "bert 3b8ccef=/tmp/old/bert-minilm-gpt4-mixtral"
 
 For each pair set: *pairs*, the share of hard/easy pairs of similar length whose hard prompt gets the
-higher win rate; *gap AUC*, whether hard math, reasoning and coding prompts outrank hard writing, roleplay
-and humanities ones (a strong model's edge over a weak one is largest on exact, multi-step work); and the
-Spearman correlation of win rates with character count. Prompt length and random scores sit beside.
+higher win rate, also over the pairs where neither prompt has a relative (TF-IDF cosine above 0.25 or a shared
+six-word run) among the written and generated prompts the shipped routers trained or distilled on; *gap AUC*,
+whether hard math, reasoning and coding prompts outrank hard writing, roleplay and humanities ones (a strong
+model's edge over a weak one is largest on exact, multi-step work); and the Spearman correlation of win rates
+with character count. Prompt length and random scores sit beside.
 Every prompt is scored alone (batch 1), as served. The validation half of the written prompts
 (`export/training/written_prompts.jsonl`, the prompts with an intended difficulty that no recipe trains on;
 recipes are chosen there, the pair sets only report) has no pairs: its first column is the hard/easy AUC
@@ -40,6 +42,7 @@ from edgeroute.runtime.evaluation.content import (
     content_gap_auc,
     difficulty_auc,
     gap_category_auc,
+    has_relative,
     length_spearman,
     load_pairs,
     pair_accuracy,
@@ -50,10 +53,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIR_SETS = {
     "project pairs (64; same author as the training templates)": ROOT / "tests" / "fixtures" / "content_pairs.jsonl",
     "independent pairs (96; another author, who saw neither)": ROOT / "tests" / "fixtures" / "content_pairs_independent.jsonl",
+    "third-author pairs (96; written after the shipped routers by an author who read nothing of the project)": ROOT
+    / "tests"
+    / "fixtures"
+    / "content_pairs_third.jsonl",
 }
 RANDOM = "random (baseline, mean of 200 seeds)"
 WRITTEN = "written prompts, validation half (1,855; nine authors who saw neither pair set)"
-PAIR_COLUMNS = {"pairs": "pairs", "gap_auc": "gap AUC (hard prompts)", "spearman_length": "Spearman with length"}
+PAIR_COLUMNS = {
+    "pairs": "pairs",
+    "pairs_no_relative": "pairs without a relative in the training prompts",
+    "gap_auc": "gap AUC (hard prompts)",
+    "spearman_length": "Spearman with length",
+}
 WRITTEN_COLUMNS = {
     "pairs": "hard/easy AUC within categories",
     "gap_auc": "gap AUC (hard prompts)",
@@ -62,11 +74,34 @@ WRITTEN_COLUMNS = {
     "spearman_length": "Spearman with length",
 }
 SHIPPED = ("bert-minilm-gpt4-mixtral", "static-distilled-gpt4-mixtral")
+# The row of a pair set's table that counts its pairs without a relative (``has_relative``) in ``training_prompts``.
+UNRELATED = "pairs without a relative (count)"
 
 
-def figures(rates: np.ndarray, pairs: list, prompts: list[str]) -> dict[str, float]:
-    """Pair accuracy, gap-category AUC and Spearman with length of one scorer on one pair set."""
-    return {"pairs": pair_accuracy(rates), "gap_auc": gap_category_auc(rates, pairs), "spearman_length": length_spearman(rates, prompts)}
+def figures(rates: np.ndarray, pairs: list, prompts: list[str], unrelated: np.ndarray) -> dict[str, float]:
+    """Pair accuracy (of all pairs, and of the ``unrelated`` ones), gap-category AUC and Spearman with length of one
+    scorer on one pair set."""
+    return {
+        "pairs": pair_accuracy(rates),
+        "pairs_no_relative": pair_accuracy(rates[np.repeat(unrelated, 2)]),
+        "gap_auc": gap_category_auc(rates, pairs),
+        "spearman_length": length_spearman(rates, prompts),
+    }
+
+
+def training_prompts() -> list[str]:
+    """What a shipped router trained or distilled on beside the shared prompts: every written prompt and the generated
+    chat prompts (the BERT router's 3,000, the fast tier's 6,000)."""
+    from edgeroute.export.training.chat_prompts import WRITTEN_PROMPTS, categorised_chat_prompts, chat_prompts
+
+    written = [json.loads(line)["prompt"] for line in WRITTEN_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return written + chat_prompts(6000) + categorised_chat_prompts(3000)[0]
+
+
+def unrelated_pairs(pairs: list, references: list[str]) -> np.ndarray:
+    """Per pair, whether neither of its prompts has a relative among ``references`` (``has_relative``)."""
+    related = has_relative(pair_prompts(pairs), references)
+    return ~(related[0::2] | related[1::2])
 
 
 def random_figures(score: Callable[[np.ndarray], dict[str, float]], count: int, seeds: int = 200) -> dict[str, float]:
@@ -99,11 +134,14 @@ def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
     """Every scorer's figures on every pair set and the written validation half: {set: {scorer: figures}}."""
     routers = {label: Router.load(path, threads=1) for label, path in bundles.items()}
     document: dict[str, dict[str, dict[str, float]]] = {}
+    references = training_prompts()
     for name, path in PAIR_SETS.items():
         pairs = load_pairs(path)
-        prompts = pair_prompts(pairs)
-        document[name] = {label: figures(rates, pairs, prompts) for label, rates in _scores(routers, prompts).items()}
-        document[name][RANDOM] = random_figures(partial(figures, pairs=pairs, prompts=prompts), len(prompts))
+        prompts, unrelated = pair_prompts(pairs), unrelated_pairs(pairs, references)
+        score = partial(figures, pairs=pairs, prompts=prompts, unrelated=unrelated)
+        document[name] = {label: score(rates) for label, rates in _scores(routers, prompts).items()}
+        document[name][RANDOM] = random_figures(score, len(prompts))
+        document[name][UNRELATED] = {"pairs": float(unrelated.sum())}
     prompts, hard, categories = categorised_written_prompts("validation")
     score = partial(written_figures, hard=hard, categories=categories, prompts=prompts)
     document[WRITTEN] = {label: score(rates) for label, rates in _scores(routers, prompts).items()}
@@ -113,11 +151,14 @@ def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
 
 def markdown(document: dict[str, dict[str, dict[str, float]]]) -> str:
     """One table per prompt set."""
-    lines = ["# Chat-style checks on two pair sets and the written validation half", "", __doc__.split("\n\n", 2)[2].strip(), ""]
+    lines = ["# Chat-style checks on three pair sets and the written validation half", "", __doc__.split("\n\n", 2)[2].strip(), ""]
     for name, rows in document.items():
         columns = WRITTEN_COLUMNS if name == WRITTEN else PAIR_COLUMNS
         lines += [f"## {name}", "", "| router | " + " | ".join(columns.values()) + " |", "|" + " --- |" * (len(columns) + 1)]
         for label, f in rows.items():
+            if label == UNRELATED:
+                lines.append(f"| {label} | - | {f['pairs']:.0f} | - | - |")
+                continue
             cells = [f"{f[key]:+.2f}" if key == "spearman_length" else f"{f[key]:.3f}" for key in columns]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -13,6 +13,9 @@ import pytest
 
 from edgeroute.runtime import InvalidInputError
 from edgeroute.runtime.evaluation.content import (
+    has_relative,
+    nearest_tfidf_cosine,
+    word_runs,
     content_apgr,
     length_bins,
     length_spearman,
@@ -29,6 +32,9 @@ from edgeroute.runtime.evaluation.report import crossval_summary, in_sample_warn
 PAIRS = Path(__file__).parent / "fixtures" / "content_pairs.jsonl"
 # Written by another author who saw neither the chat templates nor PAIRS; a check, never trained or tuned on.
 INDEPENDENT_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_independent.jsonl"
+# Written after the routers shipped (2026-12-08) by an author who read nothing of the project; many of its prompts have
+# relatives among the written and generated training prompts (benchmarks/chat_categories.py reports both).
+THIRD_PAIRS = Path(__file__).parent / "fixtures" / "content_pairs_third.jsonl"
 # Puzzle types the pair sets hold, which a reworded training prompt could share with them without a shared word run.
 PAIR_PUZZLES = re.compile(
     r"knave|truth-teller|always lies|always tells? (the )?truth|tells? (the )?truth only|liars' island|liar or|"
@@ -44,7 +50,7 @@ WRITTEN_PROMPTS = 4754
 CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
 
-@pytest.mark.parametrize("path", [PAIRS, INDEPENDENT_PAIRS], ids=["project", "independent"])
+@pytest.mark.parametrize("path", [PAIRS, INDEPENDENT_PAIRS, THIRD_PAIRS], ids=["project", "independent", "third"])
 def test_pair_set_is_length_balanced_across_chat_categories(path):
     pairs = load_pairs(path)
     assert len(pairs) >= 60 and {p.category for p in pairs} == CATEGORIES
@@ -197,58 +203,24 @@ def test_categorised_chat_prompts_are_the_chat_prompts_with_their_kind_and_categ
     assert set(categories) == set(CATEGORIES)
 
 
-def _nearest_tfidf_cosine(prompts: list[str], references: list[str]) -> list[float]:
-    """Each prompt's highest cosine with any reference: TF-IDF on word unigrams and bigrams, sublinear tf, smooth idf
-    (scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out so the check needs no scipy)."""
-    import math
-
-    def terms(text: str) -> list[str]:
-        words = re.findall(r"\b\w\w+\b", text.lower())
-        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
-
-    docs = [Counter(terms(text)) for text in prompts + references]
-    df = Counter(term for doc in docs for term in doc)
-    idf = {term: math.log((1 + len(docs)) / (1 + n)) + 1 for term, n in df.items()}
-    vectors = []
-    for doc in docs:
-        weights = {term: (1 + math.log(tf)) * idf[term] for term, tf in doc.items()}
-        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0  # a prompt without a two-letter word
-        vectors.append({term: w / norm for term, w in weights.items()})
-    postings: dict[str, list[tuple[int, float]]] = {}
-    for index, vector in enumerate(vectors[len(prompts) :]):
-        for term, w in vector.items():
-            postings.setdefault(term, []).append((index, w))
-    nearest = []
-    for vector in vectors[: len(prompts)]:
-        scores: Counter[int] = Counter()
-        for term, w in vector.items():
-            for index, v in postings.get(term, ()):
-                scores[index] += w * v
-        nearest.append(max(scores.values(), default=0.0))
-    return nearest
-
-
 def test_nearest_tfidf_cosine_of_the_relative_check():
-    assert _nearest_tfidf_cosine(["What is the capital of France?"], ["What is the capital of France?", "x y"]) == pytest.approx([1.0])
-    assert _nearest_tfidf_cosine(["Plant tomatoes in May."], ["Prove Fermat's little theorem."]) == [0.0]
-    assert 0.2 < _nearest_tfidf_cosine(["Find the remainder of 7^2024 mod 13."], ["What is the remainder of 3^2024 mod 1000?"])[0] < 0.9
-    assert _nearest_tfidf_cosine(["? !"], ["What is 2 + 2?"]) == [0.0]
+    assert nearest_tfidf_cosine(["What is the capital of France?"], ["What is the capital of France?", "x y"]) == pytest.approx([1.0])
+    assert nearest_tfidf_cosine(["Plant tomatoes in May."], ["Prove Fermat's little theorem."]) == [0.0]
+    assert 0.2 < nearest_tfidf_cosine(["Find the remainder of 7^2024 mod 13."], ["What is the remainder of 3^2024 mod 1000?"])[0] < 0.9
+    assert nearest_tfidf_cosine(["? !"], ["What is 2 + 2?"]) == [0.0]
 
 
 def test_written_distillation_prompts_have_no_relative_in_either_pair_set():
-    def runs(text: str) -> set[str]:
-        words = re.findall(r"[a-z0-9]+", text.lower())
-        return {" ".join(words[i : i + 6]) for i in range(len(words) - 5)}
-
     written = Path(__file__).resolve().parents[1] / "export" / "training" / "written_prompts.jsonl"
     prompts = [json.loads(line)["prompt"] for line in written.read_text(encoding="utf-8").splitlines()]
     assert len(prompts) == len(set(prompts)) >= WRITTEN_PROMPTS
     references = [p for path in (PAIRS, INDEPENDENT_PAIRS) for p in pair_prompts(load_pairs(path))]
-    checked = set().union(*(runs(p) for p in references))
+    checked = set().union(*(word_runs(p) for p in references))
     # The pair sets stay a check of what was never trained or distilled on: no shared six-word run, no reworded
     # prompt (TF-IDF cosine above 0.25 caught rewordings a review found) and none of the pair sets' named puzzles.
-    assert not [p for p in prompts if runs(p) & checked]
-    assert not [p for p, cosine in zip(prompts, _nearest_tfidf_cosine(prompts, references)) if cosine > 0.25]
+    assert not [p for p in prompts if word_runs(p) & checked]
+    assert not has_relative(prompts, references).any()
+    assert not [p for p, cosine in zip(prompts, nearest_tfidf_cosine(prompts, references)) if cosine > 0.25]
     assert not [p for p in prompts if PAIR_PUZZLES.search(p)]
 
 
@@ -375,16 +347,22 @@ def test_shipped_bert_knows_it_was_trained_on_the_shared_prompts(shared_data):
 
 
 @pytest.mark.parametrize(
-    "router, min_pairs, min_gap_auc",
-    [("bert-minilm-gpt4-mixtral", 0.9, 0.8), ("static-distilled-gpt4-mixtral", 0.9, 0.8)],
+    "router, path, min_pairs, min_gap_auc",
+    [
+        ("bert-minilm-gpt4-mixtral", INDEPENDENT_PAIRS, 0.9, 0.8),
+        ("static-distilled-gpt4-mixtral", INDEPENDENT_PAIRS, 0.9, 0.8),
+        ("bert-minilm-gpt4-mixtral", THIRD_PAIRS, 0.9, 0.85),
+        ("static-distilled-gpt4-mixtral", THIRD_PAIRS, 0.9, 0.85),
+    ],
 )
-def test_shipped_routers_keep_their_measured_floor_on_the_independent_pairs(router, min_pairs, min_gap_auc):
-    """Floors a little under what the shipped bundles measured (0.958 / 0.863 and 0.948 / 0.856), so a re-export
-    that loses the chat-side ordering fails here (benchmarks/chat_categories.py measures it)."""
+def test_shipped_routers_keep_their_measured_floor_on_the_other_authors_pairs(router, path, min_pairs, min_gap_auc):
+    """Floors a little under what the shipped bundles measured (independent pairs 0.958 / 0.863 and 0.948 / 0.856; third
+    set 0.958 / 0.926 and 0.948 / 0.938), so a re-export that loses the chat-side ordering fails here
+    (benchmarks/chat_categories.py measures it)."""
     from edgeroute.runtime import Router
     from edgeroute.runtime.evaluation.content import gap_category_auc
 
-    pairs = load_pairs(INDEPENDENT_PAIRS)
+    pairs = load_pairs(path)
     prompts = pair_prompts(pairs)
     scorer = Router.load(router, threads=1)
     rates = np.array([scorer.strong_win_rates([prompt])[0] for prompt in prompts])  # as served: one prompt at a time

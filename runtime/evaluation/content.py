@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,3 +173,52 @@ def apgr(win_rates: np.ndarray, strong_quality: np.ndarray, weak_quality: np.nda
         return float("nan")
     curve = routing_curve(win_rates, strong_quality, weak_quality)
     return summarize(curve, float(strong_quality.mean()), float(weak_quality.mean()))["apgr"]
+
+
+def nearest_tfidf_cosine(prompts: Sequence[str], references: Sequence[str]) -> list[float]:
+    """Each prompt's highest cosine with any reference: TF-IDF on word unigrams and bigrams, sublinear tf, smooth idf
+    (scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), written out so the check needs no scipy)."""
+
+    def terms(text: str) -> list[str]:
+        words = re.findall(r"\b\w\w+\b", text.lower())
+        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+    docs = [Counter(terms(text)) for text in [*prompts, *references]]
+    df = Counter(term for doc in docs for term in doc)
+    idf = {term: math.log((1 + len(docs)) / (1 + n)) + 1 for term, n in df.items()}
+    vectors = []
+    for doc in docs:
+        weights = {term: (1 + math.log(tf)) * idf[term] for term, tf in doc.items()}
+        norm = math.sqrt(sum(w * w for w in weights.values())) or 1.0  # a prompt without a two-letter word
+        vectors.append({term: w / norm for term, w in weights.items()})
+    postings: dict[str, list[tuple[int, float]]] = {}
+    for index, vector in enumerate(vectors[len(prompts) :]):
+        for term, w in vector.items():
+            postings.setdefault(term, []).append((index, w))
+    nearest = []
+    for vector in vectors[: len(prompts)]:
+        scores: dict[int, float] = {}
+        for term, w in vector.items():
+            for index, v in postings.get(term, ()):
+                scores[index] = scores.get(index, 0.0) + w * v
+        nearest.append(max(scores.values(), default=0.0))
+    return nearest
+
+
+# A relative: a prompt whose TF-IDF cosine with a reference is above this (rewordings a review found sat above it), or
+# that shares a run of this many words with one.
+RELATIVE_COSINE, RELATIVE_RUN = 0.25, 6
+
+
+def word_runs(text: str, length: int = RELATIVE_RUN) -> set[str]:
+    """Every run of ``length`` consecutive words (lower case, letters and digits) in ``text``."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {" ".join(words[i : i + length]) for i in range(len(words) - length + 1)}
+
+
+def has_relative(prompts: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per prompt, whether a reference is a relative of it (``RELATIVE_COSINE``, ``RELATIVE_RUN``): a pair set's prompts
+    against what a router trained or distilled on, to report a pair set both whole and without what it may have seen."""
+    runs = set().union(*(word_runs(r) for r in references))
+    cosines = np.array(nearest_tfidf_cosine(prompts, references))
+    return (cosines > RELATIVE_COSINE) | np.array([bool(word_runs(p) & runs) for p in prompts], dtype=bool)
