@@ -186,10 +186,12 @@ def test_math_features_of_a_word_problem_and_the_report_table():
     assert "| a | 0.500 / 0.500 / 0.500 / 0.500 | 0.500 / 0.500 / 0.500 / 0.500 | 0.50 | +0.00 |" in table
 
 
-def test_chat_category_checks_on_both_pair_sets_with_their_baselines():
+def test_chat_category_checks_on_the_pair_sets_with_their_baselines():
     chat_categories = _load("chat_categories")
     document = chat_categories.measure({})  # the baselines only: no bundle to load
     assert list(document) == [*chat_categories.PAIR_SETS, chat_categories.WRITTEN]
+    # Pairs without a relative in the training prompts (has_relative): most project pairs share a template's wording.
+    assert [document[name].pop(chat_categories.UNRELATED)["pairs"] for name in chat_categories.PAIR_SETS] == [39, 83, 45]
     for rows in document.values():
         length, random = rows["prompt length (baseline)"], rows["random (baseline, mean of 200 seeds)"]
         assert length["spearman_length"] == 1.0 and abs(random["pairs"] - 0.5) < 0.03 and abs(random["gap_auc"] - 0.5) < 0.03
