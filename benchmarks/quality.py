@@ -329,6 +329,7 @@ def run_protocol(data_dir: Path, work_dir: Path, run: ProtocolRun) -> dict:
         "n_prompts": int(np.isfinite(data.strong_quality).sum()),
         "n_chat_prompts": int(chat.rows.sum()),
         "n_written_prompts": len(written_rows),
+        "berts": [key for key, name in BERT_KEYS.items() if name in run.berts],
         "n_pairs": len(pair_rows) // 2,
         "summary": summary,
         "chosen_probe": probe,
@@ -524,14 +525,25 @@ def markdown(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _bert_flags(document: dict) -> str:
+    berts = document.get("berts", list(BERT_KEYS))
+    return "" if set(berts) == set(BERT_KEYS) else "".join(f" --bert {key}" for key in berts)
+
+
+def _written_note(document: dict) -> str:
+    count = document.get("n_written_prompts")
+    return f"; the training half of the written prompts, {count:,}, for the recipes that name them" if count else ""
+
+
 def _protocol_section(document: dict) -> list[str]:
     """The title, what each column means, the protocol, the cross-validated table and what it chose."""
     return [
         "# Cross-validated routing quality",
         "",
-        "Produced by `python benchmarks/quality.py --data-dir ../shared/data/routellm-evals` "
+        f"Produced by `python benchmarks/quality.py --data-dir ../shared/data/routellm-evals{_bert_flags(document)}` "
         f"({document['n_prompts']} MMLU and GSM8K prompts of RouteLLM's published evals; {document['n_pairs']} content "
-        f"pairs; {document['n_chat_prompts']} generated chat prompts for distillation).",
+        f"pairs; {document['n_chat_prompts']} generated chat prompts for distillation"
+        f"{_written_note(document)}).",
         "",
         "**APGR** (RouteLLM's average performance gap recovered) is the area under the quality-vs-strong-call-share "
         "curve, scaled so that always calling the weak model scores 0 and always calling the strong model scores 1. "
