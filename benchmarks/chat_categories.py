@@ -141,7 +141,7 @@ def measure(bundles: dict[str, str]) -> dict[str, dict[str, dict[str, float]]]:
         score = partial(figures, pairs=pairs, prompts=prompts, unrelated=unrelated)
         document[name] = {label: score(rates) for label, rates in _scores(routers, prompts).items()}
         document[name][RANDOM] = random_figures(score, len(prompts))
-        document[name][UNRELATED] = {"pairs": float(unrelated.sum())}
+        document[name][UNRELATED] = {"pairs_no_relative": float(unrelated.sum())}
     prompts, hard, categories = categorised_written_prompts("validation")
     score = partial(written_figures, hard=hard, categories=categories, prompts=prompts)
     document[WRITTEN] = {label: score(rates) for label, rates in _scores(routers, prompts).items()}
@@ -157,7 +157,7 @@ def markdown(document: dict[str, dict[str, dict[str, float]]]) -> str:
         lines += [f"## {name}", "", "| router | " + " | ".join(columns.values()) + " |", "|" + " --- |" * (len(columns) + 1)]
         for label, f in rows.items():
             if label == UNRELATED:
-                lines.append(f"| {label} | - | {f['pairs']:.0f} | - | - |")
+                lines.append(f"| {label} | - | {f['pairs_no_relative']:.0f} | - | - |")
                 continue
             cells = [f"{f[key]:+.2f}" if key == "spearman_length" else f"{f[key]:.3f}" for key in columns]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")

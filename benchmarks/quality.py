@@ -16,8 +16,9 @@ APGR columns, among the recipes that meet the content targets (pairs >= 0.8, |Sp
 does, among those that beat prompt length on content APGR and on the pairs.
 
 The frozen-encoder embeddings and the fine-tuned BERT's split models are cached in ``--work-dir``
-(a fresh run takes about 4 hours on 2 cores, most of it fine-tuning four BERT recipes once per split; ``--bert shipped``
-runs the shipped recipe alone with its student, about 1 hour; benchmarks/standin.py runs one BERT recipe per split and seed).
+(a fresh run takes about 4 hours on 2 cores, most of it fine-tuning four BERT recipes once per split; ``--bert shipped
+--out DIR`` runs the probe grid and the shipped BERT recipe with their students, about an hour; benchmarks/standin.py
+runs one BERT recipe per split and seed).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeroute.export.training.distill import StudentRecipe
+from edgeroute.export.training.crossval import Splits
+from edgeroute.export.training.distill import ChatPrior, StudentRecipe
 from edgeroute.export.training.finetune import FineTuneRecipe
 from edgeroute.export.training.probe import ProbeRecipe
 from edgeroute.runtime import Router
 from edgeroute.runtime.evaluation.content import load_pairs, pair_prompts
-from edgeroute.runtime.evaluation.data import load_protocol_data, protocol_splits
+from edgeroute.runtime.evaluation.data import BenchmarkData, load_protocol_data, protocol_splits
 from edgeroute.runtime.evaluation.report import BASELINES, PROTOCOL_BENCHMARKS, crossval_summary
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,6 +54,8 @@ BERT_CHAT = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS}
 BERT_GAP = f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} chat prompts with gap-aware labels ({BERT_ROWS:,} rows)"
 # The shipped transformer tier's recipe (docs/training.md, "Graded gap labels"): the chat prompts and the written prompts'
 # training half under gap-graded labels, loss weights balanced over length quintiles and, among written prompts, voice.
+# Every split trains on the whole training half of the written prompts (1,843) beside its 2,500 + 570 rows: about five
+# times their share in the shipped checkpoint (beside 13,202 + 3,000), as in the stand-in runs it was chosen by.
 BERT_SHIPPED = (
     f"transformer tier: BERT fine-tuned, every layer, + {BERT_CHAT_ROWS} chat prompts and the written prompts' training half "
     f"with gap-graded labels, length- and voice-balanced ({BERT_ROWS:,} rows; the shipped recipe)"
@@ -107,13 +111,18 @@ TUNED_TABLE = StudentRecipe(hidden=128, table_learning_rate=3e-4, epochs=10)
 class StudentRow:
     """One fast-tier row: its teacher (a ``TEACHERS`` label or "the probe"), the student recipe, the chat prior (None:
     the labelled prompts alone; a number: with the chat prompts, their template labels blended in with that weight,
-    ``ChatPrior``), and whether the written prompts' training half joins the chat prompts as distillation prompts (as
-    ``edgeroute train distilled --extra-prompts`` adds every written prompt; their text only, so prior 0)."""
+    ``ChatPrior``), and whether the written prompts' training half joins the chat prompts as distillation prompts (the
+    protocol's stand-in for ``edgeroute train distilled --extra-prompts``, which adds every written prompt; their text
+    only, so prior 0)."""
 
     teacher: str
     recipe: StudentRecipe
     prior: float | None = None
     written: bool = False
+
+    def __post_init__(self) -> None:
+        if self.written and self.prior != 0.0:
+            raise ValueError("written prompts carry no template label to blend in: a student with written prompts needs prior 0.0")
 
 
 # Fixed before the results, except the TUNED_TABLE rows, added with table tuning (chosen on held-out fidelity to the
@@ -237,21 +246,29 @@ def protocol_data(data_dir: Path) -> tuple:
     return data, splits, np.flatnonzero(rows["pairs"]), chat_prior, np.flatnonzero(rows["written"])
 
 
-def bert_scores(name: str, data, splits, chat, written_rows: np.ndarray, work_dir: Path, seed: int = 0) -> dict[str, np.ndarray]:
-    """The split scores of one ``BERT_RECIPES`` row (``seed``: the recipe's, which also draws each split's row sample)."""
+def bert_scores(
+    name: str, data: BenchmarkData, splits: Splits, chat: ChatPrior, written_rows: np.ndarray, work_dir: Path, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The split scores of one ``BERT_RECIPES`` row (``seed``: the recipe's, which also draws each split's row sample).
+
+    A row without the written prompts trains and scores the data before them (``protocol_data`` appends them last), so
+    its cache keys are those of runs before the written prompts joined the protocol; its scores are NaN on them."""
     from edgeroute.export.encoders import minilm_dir
     from edgeroute.export.training.crossval import WrittenRows, finetuned_scores
     from edgeroute.export.training.finetune import written_labelled_rows, written_voice
 
     bert = BERT_RECIPES[name]
-    written = None
-    if bert.written:
-        prompts, labels = written_labelled_rows(bert.chat_rule)
-        if prompts != [data.prompts[i] for i in written_rows]:
-            raise ValueError("the written prompts changed since protocol_data appended them: rerun from protocol_data")
-        written = WrittenRows(written_rows, labels, written_voice(prompts), bert.chat_rule)
-    recipe = replace(bert.recipe, seed=seed)
-    chat_prior = chat if bert.chat_rows else None
+    recipe, chat_prior = replace(bert.recipe, seed=seed), chat if bert.chat_rows else None
+    if not bert.written:
+        before = len(data) - len(written_rows)
+        part = data.subset(np.arange(len(data)) < before)
+        cut = {split: (train[:before], test[:before]) for split, (train, test) in splits.items()}
+        scores = finetuned_scores(part, cut, minilm_dir(), recipe, work_dir, BERT_ROWS, chat_prior, bert.chat_rows, bert.chat_rule)
+        return {split: np.concatenate([rates, np.full(len(written_rows), np.nan)]) for split, rates in scores.items()}
+    prompts, labels = written_labelled_rows(bert.chat_rule)
+    if prompts != [data.prompts[i] for i in written_rows]:
+        raise ValueError("the written prompts changed since protocol_data appended them: rerun from protocol_data")
+    written = WrittenRows(written_rows, labels, written_voice(prompts), bert.chat_rule)
     return finetuned_scores(data, splits, minilm_dir(), recipe, work_dir, BERT_ROWS, chat_prior, bert.chat_rows, bert.chat_rule, written)
 
 
@@ -267,7 +284,9 @@ class ProtocolRun:
     with_finetuned: bool = False
 
 
-def transformer_rows(data, splits, pair_rows, chat, written_rows: np.ndarray, work_dir: Path, run: ProtocolRun) -> tuple[dict, ProbeRecipe]:
+def transformer_rows(
+    data: BenchmarkData, splits: Splits, pair_rows: np.ndarray, chat: ChatPrior, written_rows: np.ndarray, work_dir: Path, run: ProtocolRun
+) -> tuple[dict, ProbeRecipe]:
     """Every transformer-tier recipe's split scores, and the probe setting the protocol chose."""
     from edgeroute.export.exporter import minilm_dir
     from edgeroute.export.training.crossval import probe_embeddings, probe_scores
@@ -291,7 +310,9 @@ def transformer_rows(data, splits, pair_rows, chat, written_rows: np.ndarray, wo
     return scores, probe
 
 
-def fast_rows(data, splits, chat, written_rows: np.ndarray, static_router: str, teachers: dict[str, dict]) -> tuple[dict, list[str]]:
+def fast_rows(
+    data: BenchmarkData, splits: Splits, chat: ChatPrior, written_rows: np.ndarray, static_router: str, teachers: dict[str, dict]
+) -> tuple[dict, list[str]]:
     """Fast-tier students per split (``STUDENTS`` of the ``teachers`` given): from each teacher, on the labelled rows alone
     or with the chat (and written) prompts, whose targets may blend in their template labels (``ChatPrior``)."""
     from edgeroute.export.training.crossval import distilled_scores, label_scores, static_features
@@ -342,7 +363,9 @@ def run_protocol(data_dir: Path, work_dir: Path, run: ProtocolRun) -> dict:
 def _bert_settings(bert: BertRecipe) -> dict:
     settings = {**asdict(bert.recipe), "max_train_rows": BERT_ROWS}
     if bert.chat_rows:
-        settings.update(chat_rows=bert.chat_rows, chat_labels=bert.chat_rule)
+        settings["chat_rows"] = bert.chat_rows
+    if bert.chat_rule != "template":
+        settings["chat_labels"] = bert.chat_rule
     return {**settings, "written_training_half": True} if bert.written else settings
 
 
@@ -384,7 +407,7 @@ def shipped_checks(routers: list[str], data_dir: Path) -> dict[str, dict]:
     return checks
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument(
@@ -416,14 +439,22 @@ def main() -> None:
         "--bert",
         action="append",
         choices=list(BERT_KEYS),
-        help="run only these fine-tuned BERT rows and their students (repeatable; default: all four, about 3 hours fresh)",
+        help="run only these fine-tuned BERT rows and their students, beside the probe grid (repeatable; default: all four, "
+        "about 4 hours fresh); needs an --out other than benchmarks/results, whose report holds the whole run",
     )
     parser.add_argument(
         "--shipped-only",
         action="store_true",
         help="keep the cross-validated part of --out's quality.json; redo only the shipped bundles' tables (after re-exporting one)",
     )
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
+    if args.bert and args.out.resolve() == RESULTS.resolve():
+        parser.error("--bert runs part of the protocol: give it another --out (benchmarks/results/quality.md holds the whole run)")
     print(f"cache: {args.work_dir} (reused across runs; delete it to recompute)", file=sys.stderr)
     if args.shipped_only:
         document = json.loads((args.out / "quality.json").read_text())
@@ -431,20 +462,26 @@ def main() -> None:
         parser.error("--static-router is needed for the protocol run (a bundle with a frozen static table, see its help)")
     else:
         berts = tuple(BERT_KEYS[key] for key in args.bert) if args.bert else tuple(BERT_RECIPES)
-        run = ProtocolRun(args.static_router, args.probe_router, berts, args.with_finetuned)
-        document = run_protocol(args.data_dir, args.work_dir, run)
+        document = run_protocol(
+            args.data_dir, args.work_dir, ProtocolRun(args.static_router, args.probe_router, berts, args.with_finetuned)
+        )
     from edgeroute.runtime.scoring.router import shipped_routers
 
     routers = args.router or shipped_routers()
     document["everyday"] = everyday_win_rates(routers)
     document["shipped"] = shipped_checks(routers, args.data_dir)
     document["machine"] = platform.processor() or platform.machine()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
+    write_report(document, args.out)
+
+
+def write_report(document: dict, out: Path) -> None:
+    """quality.json, quality.md and quality.png in ``out``; the report is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
     shown = [document["chosen_transformer"], document["chosen_probe"], BERT, document["chosen_student"], LABELS, "random", "prompt length"]
-    plot_summary(document["summary"], args.out / "quality.png", list(dict.fromkeys(shown)))
-    (args.out / "quality.md").write_text(markdown(document))
-    print((args.out / "quality.md").read_text())
+    plot_summary(document["summary"], out / "quality.png", [name for name in dict.fromkeys(shown) if name in document["summary"]])
+    (out / "quality.md").write_text(markdown(document))
+    print((out / "quality.md").read_text())
 
 
 def _means(rows: dict) -> list[float]:

@@ -30,15 +30,18 @@ from edgeroute.runtime.evaluation.report import crossval_summary  # noqa: E402
 
 
 def split_row(rows: dict, split: str) -> dict[str, float]:
-    """One split's figures from its ``crossval_summary`` rows: APGR and content APGR per column it tests, pairs, Spearman."""
-    columns = ("mmlu", "gsm8k") if split.startswith("fold") else (split,)
+    """One split's figures from its ``crossval_summary`` rows: APGR and content APGR per column it tests, pairs, and on a
+    fold the Spearman correlation with length on its test rows."""
+    fold = split.startswith("fold")
+    columns = ("mmlu", "gsm8k") if fold else (split,)
 
     def value(table: dict, column: str) -> float:
-        return float(table[column]["mean"] if column in ("mmlu", "gsm8k") else table[column])
+        return float(table[column]["mean"] if fold else table[column])
 
     row = {column: value(rows, column) for column in columns}
     row.update({f"content {column}": value(rows["content"], column) for column in columns})
-    return {**row, "pairs": float(rows["pairs"]), "spearman": float(rows["spearman"])}
+    row["pairs"] = float(rows["pairs"])
+    return {**row, "spearman": float(rows["spearman"])} if fold else row  # crossval_summary's Spearman reads folds only
 
 
 def run(data_dir: Path, work_dir: Path, recipe: str, split_names: list[str], seeds: list[int]) -> dict:
@@ -64,25 +67,29 @@ def seed_spread(runs: dict[str, dict[str, float]]) -> dict[str, tuple[float, flo
 
 
 def merged(path: Path, recipe: str, results: dict) -> dict:
-    """``results`` added to an earlier report of the same recipe at ``path`` (a run of the same split and seed replaces its
-    row), so that seeds and splits run one invocation at a time build one report."""
-    earlier = json.loads(path.read_text()) if path.is_file() else {}
-    document = earlier if earlier.get("recipe") == recipe else {"recipe": recipe, "results": {}}
+    """``results`` added to the recipe's earlier report at ``path`` (a run of the same split and seed replaces its row),
+    so that seeds and splits run one invocation at a time build one report. Each recipe has its own file
+    (``standin-KEY.json``); a file that holds another recipe is refused rather than overwritten."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {"recipe": recipe, "results": {}}
+    if earlier.get("recipe") != recipe:
+        raise SystemExit(f"{path} holds another recipe ({earlier.get('recipe')!r}): pick another --out")
+    document = earlier
     for split, runs in results.items():
         document["results"][split] = {**document["results"].get(split, {}), **runs}
     return document
 
 
-def markdown(document: dict) -> str:
-    """Per split: every seed, their mean ± spread, and the baselines."""
+def markdown(document: dict, key: str = "shipped") -> str:
+    """Per split: every seed, their mean ± spread, and the baselines (``key``: the recipe's ``--recipe`` name)."""
     lines = [
         "# One BERT recipe of the protocol, split by split and seed by seed",
         "",
         f"Recipe: **{document['recipe']}**. Produced by `python benchmarks/standin.py --data-dir ../shared/data/routellm-evals "
-        "--splits SPLIT... --seeds SEED...` (one invocation per set of splits and seeds; "
+        f"--recipe {key} --splits SPLIT... --seeds SEED...` (one invocation per set of splits and seeds; "
         f"each adds its runs here); machine: {document['machine']}.",
         "",
-        "APGR on the split's test rows (content: within length quintiles), the pair set's accuracy, Spearman with character count.",
+        "APGR on the split's test rows (content: within length quintiles), the project pair set's accuracy, and on a fold the "
+        "Spearman correlation with character count on its test rows.",
     ]
     for split, runs in document["results"].items():
         keys = list(next(iter(runs.values())))
@@ -104,14 +111,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     print(f"cache: {args.cache_dir} (reused across runs and with quality.py)", file=sys.stderr)
-    recipe = BERT_KEYS[args.recipe]
+    recipe, stem = BERT_KEYS[args.recipe], f"standin-{args.recipe}"
     results = run(args.data_dir, args.cache_dir, recipe, args.splits, args.seeds)
-    document = merged(args.out / "standin.json", recipe, results)
+    document = merged(args.out / f"{stem}.json", recipe, results)
     document["machine"] = platform.processor() or platform.machine()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "standin.json").write_text(json.dumps(document, indent=2) + "\n")
-    (args.out / "standin.md").write_text(markdown(document))
-    print((args.out / "standin.md").read_text())
+    (args.out / f"{stem}.json").write_text(json.dumps(document, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(document, args.recipe))
+    print((args.out / f"{stem}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def test_chat_category_checks_on_the_pair_sets_with_their_baselines():
     document = chat_categories.measure({})  # the baselines only: no bundle to load
     assert list(document) == [*chat_categories.PAIR_SETS, chat_categories.WRITTEN]
     # Pairs without a relative in the training prompts (has_relative): most project pairs share a template's wording.
-    assert [document[name].pop(chat_categories.UNRELATED)["pairs"] for name in chat_categories.PAIR_SETS] == [39, 83, 45]
+    assert [document[name].pop(chat_categories.UNRELATED)["pairs_no_relative"] for name in chat_categories.PAIR_SETS] == [39, 83, 45]
     for rows in document.values():
         length, random = rows["prompt length (baseline)"], rows["random (baseline, mean of 200 seeds)"]
         assert length["spearman_length"] == 1.0 and abs(random["pairs"] - 0.5) < 0.03 and abs(random["gap_auc"] - 0.5) < 0.03
@@ -217,18 +217,21 @@ def test_standin_report_merges_runs_one_invocation_at_a_time_and_shows_the_seed_
     }
     row = standin.split_row(fold, "fold0")
     assert row == {"mmlu": 0.4, "gsm8k": 0.5, "content mmlu": 0.55, "content gsm8k": 0.45, "pairs": 1.0, "spearman": 0.1}
-    transfer = {"mmlu->gsm8k": 0.6, "content": {"mmlu->gsm8k": 0.52}, "pairs": 0.9, "spearman": 0.2}
-    assert standin.split_row(transfer, "mmlu->gsm8k") == {"mmlu->gsm8k": 0.6, "content mmlu->gsm8k": 0.52, "pairs": 0.9, "spearman": 0.2}
+    transfer = {"mmlu->gsm8k": 0.6, "content": {"mmlu->gsm8k": 0.52}, "pairs": 0.9, "spearman": float("nan")}
+    assert standin.split_row(transfer, "mmlu->gsm8k") == {"mmlu->gsm8k": 0.6, "content mmlu->gsm8k": 0.52, "pairs": 0.9}
     path = tmp_path / "standin.json"
     path.write_text(json.dumps(standin.merged(path, "R", {"fold0": {"seed 0": row, "prompt length": row}})))
     document = standin.merged(path, "R", {"fold0": {"seed 1": {**row, "mmlu": 0.6}}})
     assert list(document["results"]["fold0"]) == ["seed 0", "prompt length", "seed 1"]
     assert standin.seed_spread(document["results"]["fold0"])["mmlu"] == pytest.approx((0.5, 0.1))
-    assert standin.merged(path, "another recipe", {})["results"] == {}
+    with pytest.raises(SystemExit, match="holds another recipe"):
+        standin.merged(path, "another recipe", {})
     text = standin.markdown({**document, "machine": "x86_64"})
     assert "| seeds: mean ± sd | 0.500 ± 0.100 | 0.500 ± 0.000 |" in text and "| prompt length | 0.400 |" in text
     quality = _load("quality")
     assert quality.BERT_KEYS["shipped"] == quality.BERT_SHIPPED and set(quality.TEACHERS) == set(quality.BERT_RECIPES)
     shipped = [row for row in quality.STUDENTS if row.teacher == quality.TEACHERS[quality.BERT_SHIPPED]]
     assert [(row.recipe, row.prior, row.written) for row in shipped] == [(quality.TUNED_TABLE, 0.0, True)]
+    with pytest.raises(ValueError, match="^written prompts carry no template label"):
+        quality.StudentRow("the probe", quality.FROZEN, None, written=True)
     assert "+ chat and written prompts (chat prior 0)" in quality.distilled_name(quality.TUNED_TABLE, "T", 0.0, True)

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeroute.runtime.evaluation.data import BenchmarkData
+from edgeroute.runtime.evaluation.data import BenchmarkData, benchmark_of
 from edgeroute.runtime.scoring.heads import MLPHead, length_feature
 
 from edgeroute.export.training.finetune import (
     FineTuneRecipe,
     TokenizedPrompts,
+    balance_sources,
     finetuned_win_rates,
     length_balanced_weights,
     template_labels,
@@ -180,20 +181,16 @@ def _finetuned_settings(
 
 
 def _split_weights(
-    data: BenchmarkData, labels: np.ndarray, rows: np.ndarray, chat_rows: np.ndarray, written: WrittenRows | None, recipe: FineTuneRecipe
+    data: BenchmarkData, labels: np.ndarray, rows: np.ndarray, chat_index: np.ndarray, written: WrittenRows | None, recipe: FineTuneRecipe
 ) -> np.ndarray | None:
-    """``length_balanced_weights`` over one split's training ``rows`` (sources: each benchmark, generated and written
-    chat; voice strata among the written prompts), placed in a weight per row of ``data``; None without ``length_balance``."""
+    """``length_balanced_weights`` over one split's training ``rows`` (``balance_sources``: each benchmark, generated and
+    written chat; voice strata among the written prompts), placed in a weight per row of ``data`` (1 off ``rows``);
+    None without ``length_balance``. The final training (``train_final_finetuned``) weights all its rows the same way."""
     if not recipe.length_balance:
         return None
-    from edgeroute.runtime.evaluation.data import benchmark_of
-
-    sources = np.asarray(benchmark_of(data), dtype=object)
-    sources[chat_rows] = "generated chat"
-    voice = np.zeros(len(data), dtype=bool)
-    if written is not None:
-        sources[written.rows] = "written chat"
-        voice[written.rows] = written.voice
+    written_index = written.rows if written is not None else np.zeros(0, dtype=np.int64)
+    first_person = written.voice if written is not None else np.zeros(0, dtype=bool)
+    sources, voice = balance_sources(benchmark_of(data), chat_index, written_index, first_person)
     prompts = [data.prompts[i] for i in rows]
     strata = voice[rows] if recipe.voice_balance else None
     weights = np.ones(len(data))

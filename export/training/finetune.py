@@ -138,6 +138,23 @@ FIRST_PERSON = re.compile(
 )
 
 
+GENERATED_CHAT, WRITTEN_CHAT = "generated chat", "written chat"
+
+
+def balance_sources(
+    benchmarks: np.ndarray, chat_index: np.ndarray, written_index: np.ndarray, written_first_person: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's source for ``length_balanced_weights`` (its benchmark, or generated or written chat at ``chat_index``
+    and ``written_index``) and its voice stratum (``written_first_person``, ``written_voice`` of the written prompts;
+    False elsewhere)."""
+    sources = np.asarray(benchmarks, dtype=object).copy()
+    sources[chat_index] = GENERATED_CHAT
+    sources[written_index] = WRITTEN_CHAT
+    voice = np.zeros(len(sources), dtype=bool)
+    voice[written_index] = written_first_person
+    return sources, voice
+
+
 def written_voice(prompts: list[str]) -> np.ndarray:
     """Per prompt, whether it speaks in the first person ("I", "my", "we"...): the voice ``voice_balance`` balances."""
     return np.array([bool(FIRST_PERSON.search(prompt)) for prompt in prompts], dtype=bool)
@@ -286,4 +303,5 @@ __all__ = [
     "written_labelled_rows",
     "train_finetuned",
     "written_voice",
+    "balance_sources",
 ]

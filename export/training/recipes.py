@@ -49,6 +49,7 @@ def train_final_finetuned(
     from edgeroute.export.training.crossval import golden_labels
     from edgeroute.export.training.finetune import (
         TokenizedPrompts,
+        balance_sources,
         length_balanced_weights,
         template_labelled_rows,
         train_finetuned,
@@ -64,9 +65,11 @@ def train_final_finetuned(
     tokenizer, _ = load_classifier(minilm_dir())
     tokens = TokenizedPrompts(tokenizer, prompts, recipe.max_length)
     labels = np.concatenate([golden_labels(data), chat_labels, own_labels])
-    sources = np.concatenate([benchmark_of(data), ["generated chat"] * len(chat), ["written chat"] * len(own)])
-    voice = np.concatenate([np.zeros(len(data) + len(chat), dtype=bool), written_voice(own)]) if recipe.voice_balance else None
-    weights = length_balanced_weights(prompts, labels, sources, strata=voice) if recipe.length_balance else None
+    chat_index, written_index = np.arange(len(data), len(data) + len(chat)), np.arange(len(data) + len(chat), len(prompts))
+    benchmarks = np.concatenate([benchmark_of(data), np.full(len(chat) + len(own), "", dtype=object)])
+    sources, voice = balance_sources(benchmarks, chat_index, written_index, written_voice(own))
+    strata = voice if recipe.voice_balance else None
+    weights = length_balanced_weights(prompts, labels, sources, strata=strata) if recipe.length_balance else None
     model = train_finetuned(minilm_dir(), tokens, labels, np.arange(len(prompts)), recipe, weights=weights)
     labelled_chat = chat_rule if n_chat or own else None
     save_teacher(model, tokenizer, out, recipe, len(data), data.prompts, n_chat, labelled_chat, written_chat=len(own))
