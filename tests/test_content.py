@@ -565,7 +565,9 @@ def test_cross_validation_weights_a_split_as_the_final_training_weights_its_rows
         "max_train_rows",
     }
     settings = _finetuned_settings(recipe, 2500, 570, "gap-graded", extra)
-    assert settings["written"] == {"rows": 100, "rule": "gap-graded"} and settings["voice_balance"] is True
+    assert settings["written"]["rows"] == 100 and settings["written"]["rule"] == "gap-graded" and settings["voice_balance"] is True
+    relabelled = WrittenRows(written_rows, 1 - labels[written_rows], extra.voice, "gap-graded")
+    assert _finetuned_settings(recipe, 2500, 570, "gap-graded", relabelled)["written"]["labels"] != settings["written"]["labels"]
 
 
 def test_crossval_summary_of_a_subset_of_the_splits():
