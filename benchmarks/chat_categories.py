@@ -93,9 +93,10 @@ def training_prompts() -> list[str]:
     """What a shipped router trained or distilled on beside the shared prompts: every written prompt and the generated
     chat prompts (the BERT router's 3,000, the fast tier's 6,000)."""
     from edgeroute.export.training.chat_prompts import WRITTEN_PROMPTS, categorised_chat_prompts, chat_prompts
+    from edgeroute.runtime.evaluation.report import read_prompts
 
-    written = [json.loads(line)["prompt"] for line in WRITTEN_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return written + chat_prompts(6000) + categorised_chat_prompts(3000)[0]
+    # read_prompts is what `edgeroute train distilled --extra-prompts` reads the written prompts with.
+    return read_prompts([WRITTEN_PROMPTS]) + chat_prompts(6000) + categorised_chat_prompts(3000)[0]
 
 
 def unrelated_pairs(pairs: list, references: list[str]) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""One fine-tuned BERT recipe of the protocol on chosen splits and seeds: writes benchmarks/results/standin.{md,json}.
+"""One fine-tuned BERT recipe of the protocol on chosen splits and seeds: writes benchmarks/results/standin-KEY.{md,json}.
 
     python benchmarks/standin.py --data-dir ../shared/data/routellm-evals --splits fold0 --seeds 0 1 2
 
 The recipe (``quality.BERT_RECIPES``; default the shipped transformer tier's) trains exactly as in ``quality.py``'s
 protocol: on a seeded sample of 2,500 of the split's training rows beside its chat and written prompts (the 2,500-row
 stand-in; the shipped checkpoint trains on every row). Fine-tunes are noisy, so seeds are what this script is for:
-each seed draws its own row sample and its own training order. About 7 minutes per split and seed on 2 cores; split
+each seed draws its own row sample and its own training order. About 5-7 minutes per split and seed on 2 cores; split
 models are cached in ``--cache-dir`` (shared with quality.py, same keys). Per split and seed it reports APGR and
 content APGR (within length quintiles) on the split's test rows of each benchmark, the pair set's accuracy and the
 Spearman correlation with character count, beside prompt length and random on the same rows.
@@ -73,10 +73,9 @@ def merged(path: Path, recipe: str, results: dict) -> dict:
     earlier = json.loads(path.read_text()) if path.is_file() else {"recipe": recipe, "results": {}}
     if earlier.get("recipe") != recipe:
         raise SystemExit(f"{path} holds another recipe ({earlier.get('recipe')!r}): pick another --out")
-    document = earlier
     for split, runs in results.items():
-        document["results"][split] = {**document["results"].get(split, {}), **runs}
-    return document
+        earlier["results"][split] = {**earlier["results"].get(split, {}), **runs}
+    return earlier
 
 
 def markdown(document: dict, key: str = "shipped") -> str:
